@@ -1,0 +1,89 @@
+"""The one small interface through which common/ (training loop, checkpoints, CLI,
+benchmarks, parity tests) drives a framework. Each impl_<fw>/backend.py subclasses
+`Backend`; nothing in common/ imports a framework.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+
+import numpy as np
+
+from common.batch import Batch
+from common.spec import Spec
+
+FRAMEWORKS = ("torch", "chainer", "gluon")
+
+
+class Backend(abc.ABC):
+    """One network (Text2Mel or SSRN) of one framework, with its Adam state.
+
+    Construction builds the network by walking `common.spec.layers(spec, net)` and loads
+    `common.weights.init_weights(spec, net, seed)`, so every framework starts from the
+    same numbers. `device` is "cpu" or "cuda" (or "cuda:N")."""
+
+    framework: str = ""
+
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0):
+        self.spec, self.net, self.device, self.seed_value = spec, net, device, seed
+
+    # --- weights and optimizer state (canonical names, float32 NumPy) ---------------
+    @abc.abstractmethod
+    def get_weights(self) -> dict: ...
+
+    @abc.abstractmethod
+    def set_weights(self, weights: dict) -> None: ...
+
+    @abc.abstractmethod
+    def get_optimizer_state(self) -> dict:
+        """{"step": int64 array (), "m.<name>": ..., "v.<name>": ...} as float32 NumPy."""
+
+    @abc.abstractmethod
+    def set_optimizer_state(self, state: dict) -> None: ...
+
+    @abc.abstractmethod
+    def seed(self, seed: int) -> None:
+        """Reseed the framework's random stream (dropout). The training loop calls it
+        before every step with a seed derived from (run seed, step), which makes resumed
+        runs bit-identical without saving framework RNG state."""
+
+    # --- compute ---------------------------------------------------------------
+    @abc.abstractmethod
+    def train_step(self, batch: Batch) -> dict:
+        """Forward (train mode), backward, Adam update (common.losses.adam_update's
+        formula, lr = common.losses.learning_rate(spec, step)). Returns the losses
+        {"loss", "l1", "bin"(, "att")} as Python floats."""
+
+    @abc.abstractmethod
+    def gradients(self, batch: Batch) -> tuple:
+        """(losses, {name: gradient}) in eval mode (no dropout), no update."""
+
+    @abc.abstractmethod
+    def forward(self, batch: Batch) -> dict:
+        """Eval-mode teacher-forced outputs as NumPy: Text2Mel {"logits" (B,F,T),
+        "attention" (B,N,T)}; SSRN {"logits" (B,F',rT)} from batch.mel."""
+
+    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+        """Text2Mel only: autoregressive synthesis of one utterance (ids (N,), ending with
+        end-of-text) with forcibly incremental attention. Returns (mel (F, T) in [0, 1],
+        attention (N, T))."""
+        raise NotImplementedError(f"{self.net} does not synthesize from text")
+
+    def upsample(self, mel: np.ndarray) -> np.ndarray:
+        """SSRN only: reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1], eval mode."""
+        raise NotImplementedError(f"{self.net} does not upsample mels")
+
+    def sync(self) -> None:
+        """Block until queued device work is done (for clocks)."""
+
+
+def load_backend(framework: str) -> type:
+    """The Backend class of `framework`, imported lazily (each framework is an optional extra)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; choose one of {FRAMEWORKS}")
+    try:
+        module = importlib.import_module(f"impl_{framework}.backend")
+    except ImportError as err:
+        raise RuntimeError(f"framework {framework!r} is not usable here ({err}); install it with "
+                           f"`pip install -c constraints.txt -e .[{framework}]`") from err
+    return module.Backend

@@ -1,0 +1,347 @@
+"""The executable description of DC-TTS: hyperparameters, presets, layer lists,
+canonical parameter names/layouts, parameter and FLOP counts.
+
+Every implementation (impl_torch, impl_chainer, impl_gluon) and the NumPy
+reference build their networks by walking the layer lists returned here, so the
+three cannot drift apart.
+
+Sources (named in the comments):
+  [paper]     Tachibana et al. 2017, arXiv 1710.08969.
+  [kyubyong]  Kyubyong/dc_tts hyperparams.py / modules.py (the community recipe;
+              tugstugi/pytorch-dc-tts copies its audio settings).
+  [ours]      a choice this project made where the sources are silent or disagree.
+
+Canonical array layouts (all frameworks use them natively, NCW):
+  conv weight            (out, in // groups, k)
+  transposed-conv weight (in, out, k)
+  embedding weight       (vocab, e)
+  norm gamma / beta      (channels,)   batch-norm running mean / var (channels,)
+  biases                 (out,)
+Activations are (batch, channels, time) everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+VOCAB = "PE abcdefghijklmnopqrstuvwxyz'.?"  # [kyubyong] P = padding (0), E = end of text (1)
+PAD, EOS = 0, 1
+
+NETS = ("text2mel", "ssrn")
+CONVS = ("none", "sep", "super-sep")
+NORMS = ("none", "layer", "batch")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """All hyperparameters of one DC-TTS configuration (a preset, possibly varied)."""
+
+    name: str
+    # --- model sizes ---------------------------------------------------------
+    e: int = 128  # [paper] character embedding size
+    d: int = 256  # [paper] Text2Mel hidden channels
+    c: int = 512  # [paper] SSRN hidden channels
+    n_mels: int = 80  # [paper] F
+    r: int = 4  # [paper] reduction factor: Text2Mel sees every r-th mel frame; SSRN upsamples by r
+    # --- variants (the seed's design space) ------------------------------------
+    conv: str = "none"  # separability: none | sep (depthwise + pointwise) | super-sep (depthwise + grouped pointwise)
+    pointwise_groups: int = 4  # [ours] groups of the pointwise conv in super-sep
+    norm: str = "none"  # none [paper] | layer (over channels, after every conv) [kyubyong] | batch
+    norm_eps: float = 1e-5  # [ours] added to the variance (torch's LayerNorm default)
+    alpha: float = 1.0  # channel-thinning multiplier applied to e, d, c
+    dropout: float = 0.0  # [paper] none; [kyubyong] 0.05 after every conv
+    # --- text ------------------------------------------------------------------
+    vocab: str = VOCAB
+    max_chars: int = 180  # [kyubyong] longest input text (incl. end-of-text)
+    max_frames: int = 210  # [kyubyong] longest output in reduced frames (~10 s)
+    # --- audio -----------------------------------------------------------------
+    sr: int = 22050  # [paper] LJSpeech rate
+    n_fft: int = 1024  # [paper] F' = n_fft / 2 + 1 = 513
+    hop: int = 256  # [paper]
+    win: int = 1024  # [paper]
+    preemphasis: float = 0.0  # [paper] none; [kyubyong] 0.97
+    features: str = "power"  # [paper] "power": (S / max S) ** gamma; [kyubyong] "db": normalized decibels
+    gamma: float = 0.6  # [paper] magnitude compression exponent (features == "power")
+    eta: float = 1.3  # [paper] Griffin-Lim on |Z| ** (eta / gamma) (features == "power")
+    ref_db: float = 20.0  # [kyubyong] (features == "db")
+    max_db: float = 100.0  # [kyubyong] (features == "db")
+    gl_power: float = 1.5  # [kyubyong] Griffin-Lim on magnitude ** gl_power (features == "db")
+    gl_iters: int = 50  # [kyubyong]; the paper does not state it
+    top_db: float = 60.0  # [ours] librosa.effects.trim threshold (silence trimming, [kyubyong] trims too)
+    # --- training --------------------------------------------------------------
+    g: float = 0.2  # [paper] guided-attention width
+    lr: float = 2e-4  # [paper] Adam alpha
+    beta1: float = 0.5  # [paper]
+    beta2: float = 0.9  # [paper]
+    eps: float = 1e-6  # [paper]
+    warmup: int = 0  # [paper] no schedule; [kyubyong] 4000 (Noam warm-up then 1/sqrt decay)
+    grad_clip: Optional[float] = None  # [paper] none; [kyubyong] clip every gradient element to [-1, 1]
+    batch_size: int = 16  # [paper]
+
+    def __post_init__(self):
+        errors = []
+        if self.conv not in CONVS:
+            errors.append(f"conv={self.conv!r} is not one of {CONVS}")
+        if self.norm not in NORMS:
+            errors.append(f"norm={self.norm!r} is not one of {NORMS}")
+        if self.features not in ("power", "db"):
+            errors.append(f"features={self.features!r} is not 'power' or 'db'")
+        if self.r < 2 or self.r & (self.r - 1):
+            errors.append(f"r={self.r} must be a power of two >= 2 (SSRN upsamples by stride-2 deconvolutions)")
+        if not 0 < self.alpha <= 4:
+            errors.append(f"alpha={self.alpha} must be in (0, 4]")
+        if not 0 <= self.dropout < 1:
+            errors.append(f"dropout={self.dropout} must be in [0, 1)")
+        if len(self.vocab) != len(set(self.vocab)) or self.vocab[:2] != "PE":
+            errors.append("vocab must start with 'PE' (padding, end of text) and hold no duplicates")
+        if errors:
+            raise ValueError("invalid DC-TTS spec: " + "; ".join(errors))
+
+    # --- derived sizes ---------------------------------------------------------
+    def _thin(self, n: int) -> int:
+        return max(1, int(round(n * self.alpha)))
+
+    @property
+    def E(self) -> int:
+        return self._thin(self.e)
+
+    @property
+    def D(self) -> int:
+        return self._thin(self.d)
+
+    @property
+    def C(self) -> int:
+        return self._thin(self.c)
+
+    @property
+    def n_mags(self) -> int:
+        """F' = n_fft / 2 + 1 linear-magnitude bins."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.vocab)
+
+    def replace(self, **changes) -> "Spec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of every hyperparameter except the name: equal fingerprints, same model."""
+        d = self.to_dict()
+        d.pop("name")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def diff(self, other: "Spec") -> dict:
+        """{field: (self's value, other's value)} for every differing hyperparameter."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if k != "name" and a[k] != b[k]}
+
+
+PRESETS = {
+    "paper": Spec(name="paper"),
+    "community": Spec(
+        name="community",
+        n_fft=2048,  # [kyubyong] F' = 1025
+        hop=276,  # [kyubyong] 12.5 ms
+        win=1102,  # [kyubyong] 50 ms
+        preemphasis=0.97,  # [kyubyong]
+        features="db",  # [kyubyong] ref_db 20, max_db 100, clipped to [1e-8, 1]
+        norm="layer",  # [kyubyong] layer norm after every conv
+        dropout=0.05,  # [kyubyong]
+        lr=1e-3,  # [kyubyong] peak learning rate
+        beta1=0.9,  # [kyubyong] tf.train.AdamOptimizer defaults
+        beta2=0.999,
+        eps=1e-8,
+        warmup=4000,  # [kyubyong] learning_rate_decay
+        grad_clip=1.0,  # [kyubyong] tf.clip_by_value(grad, -1, 1)
+        batch_size=32,  # [kyubyong]
+    ),
+}
+# [ours] CPU-friendly sizes on the community recipe.
+PRESETS["small"] = PRESETS["community"].replace(name="small", e=32, d=64, c=128, batch_size=8)
+PRESETS["tiny"] = PRESETS["community"].replace(
+    name="tiny", e=8, d=16, c=16, n_mels=16, n_fft=64, hop=16, win=64, sr=4000, max_chars=60, max_frames=40, batch_size=4
+)
+
+
+def get_spec(preset: str, **overrides) -> Spec:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
+
+
+# --- the layer lists ----------------------------------------------------------
+
+EMBED, CONV, HIGHWAY, DECONV = "embed", "conv", "highway", "deconv"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer. Its parameters are named `<name>.<param>` (see `param_shapes`).
+
+    conv:    y = drop(act(norm(conv(x))))
+    highway: H = norm(conv(x)) with 2*cout channels (norm over each half separately,
+             [kyubyong]); H1, H2 = split(H); y = drop(sig(H1)*H2 + (1-sig(H1))*x)
+    deconv:  y = drop(norm(deconv(x))), stride 2, kernel `k`, no padding: length doubles
+    embed:   y = W[ids] transposed to (B, e, N)
+    Causal layers pad (k-1)*dilation on the left only; non-causal ones
+    (k-1)*dilation/2 on each side ("same").
+    """
+
+    name: str
+    kind: str
+    cin: int
+    cout: int
+    k: int = 1
+    dilation: int = 1
+    causal: bool = False
+    act: Optional[str] = None  # "relu" or None
+
+    @property
+    def pad(self) -> tuple:
+        """(left, right) zero padding of the time axis (conv and highway layers)."""
+        total = (self.k - 1) * self.dilation
+        return (total, 0) if self.causal else (total // 2, total - total // 2)
+
+
+def _stack(prefix, specs, causal):
+    """Layers from compact tuples (kind, cin, cout, k, dilation, act)."""
+    return [Layer(f"{prefix}.{i}", kind, cin, cout, k, dil, causal if kind != EMBED else False, act)
+            for i, (kind, cin, cout, k, dil, act) in enumerate(specs)]
+
+
+def text_enc_layers(s: Spec) -> list:
+    """[paper] TextEnc: embed, C(2d,1,1) ReLU, C(2d,1,1), 2x[HC(2d,3,{1,3,9,27})], 2x HC(2d,3,1), 2x HC(2d,1,1)."""
+    d2 = 2 * s.D
+    L = [(EMBED, s.n_vocab, s.E, 1, 1, None), (CONV, s.E, d2, 1, 1, "relu"), (CONV, d2, d2, 1, 1, None)]
+    L += [(HIGHWAY, d2, d2, 3, dil, None) for _ in range(2) for dil in (1, 3, 9, 27)]
+    L += [(HIGHWAY, d2, d2, 3, 1, None)] * 2 + [(HIGHWAY, d2, d2, 1, 1, None)] * 2
+    return _stack("textenc", L, causal=False)
+
+
+def audio_enc_layers(s: Spec) -> list:
+    """[paper] AudioEnc (causal): 2x C(d,1,1) ReLU, C(d,1,1), 2x[HC(d,3,{1,3,9,27})], 2x HC(d,3,3)."""
+    d = s.D
+    L = [(CONV, s.n_mels, d, 1, 1, "relu"), (CONV, d, d, 1, 1, "relu"), (CONV, d, d, 1, 1, None)]
+    L += [(HIGHWAY, d, d, 3, dil, None) for _ in range(2) for dil in (1, 3, 9, 27)]
+    L += [(HIGHWAY, d, d, 3, 3, None)] * 2
+    return _stack("audioenc", L, causal=True)
+
+
+def audio_dec_layers(s: Spec) -> list:
+    """[paper] AudioDec (causal): C(d,1,1), HC(d,3,{1,3,9,27}), 2x HC(d,3,1), 3x C(d,1,1) ReLU, C(F,1,1).
+
+    The last layer outputs logits; the network applies the sigmoid."""
+    d = s.D
+    L = [(CONV, 2 * d, d, 1, 1, None)]
+    L += [(HIGHWAY, d, d, 3, dil, None) for dil in (1, 3, 9, 27)]
+    L += [(HIGHWAY, d, d, 3, 1, None)] * 2
+    L += [(CONV, d, d, 1, 1, "relu")] * 3 + [(CONV, d, s.n_mels, 1, 1, None)]
+    return _stack("audiodec", L, causal=True)
+
+
+def ssrn_layers(s: Spec) -> list:
+    """[paper] SSRN (non-causal): C(c,1,1), HC(c,3,1), HC(c,3,3), log2(r) x [D(c,2), HC(c,3,1), HC(c,3,3)],
+    D(c,2) = transposed conv, kernel 2, stride 2 ([kyubyong]'s kernel 3 "same" is not followed);
+    C(2c,1,1), 2x HC(2c,3,1), C(F',1,1), 2x [C(F',1,1) ReLU], C(F',1,1) -> logits (sigmoid by the network)."""
+    c, f = s.C, s.n_mags
+    L = [(CONV, s.n_mels, c, 1, 1, None), (HIGHWAY, c, c, 3, 1, None), (HIGHWAY, c, c, 3, 3, None)]
+    for _ in range(int(math.log2(s.r))):
+        L += [(DECONV, c, c, 2, 1, None), (HIGHWAY, c, c, 3, 1, None), (HIGHWAY, c, c, 3, 3, None)]
+    L += [(CONV, c, 2 * c, 1, 1, None)] + [(HIGHWAY, 2 * c, 2 * c, 3, 1, None)] * 2
+    L += [(CONV, 2 * c, f, 1, 1, None)] + [(CONV, f, f, 1, 1, "relu")] * 2 + [(CONV, f, f, 1, 1, None)]
+    return _stack("ssrn", L, causal=False)
+
+
+def layers(s: Spec, net: str) -> dict:
+    """{sub-network: [Layer, ...]} in forward order. Text2Mel's attention has no parameters:
+    A = softmax over the text axis of K^T Q / sqrt(d); R = V A; R' = [R, Q] (R first).
+    TextEnc's output is split on the channel axis into K (first d channels) and V."""
+    if net == "text2mel":
+        return {"textenc": text_enc_layers(s), "audioenc": audio_enc_layers(s), "audiodec": audio_dec_layers(s)}
+    if net == "ssrn":
+        return {"ssrn": ssrn_layers(s)}
+    raise ValueError(f"unknown network {net!r}; choose one of {NETS}")
+
+
+def is_separable(s: Spec, layer: Layer) -> bool:
+    """Separable variants apply only to convolutions with a temporal kernel (k > 1)."""
+    return s.conv != "none" and layer.kind in (CONV, HIGHWAY) and layer.k > 1
+
+
+def param_shapes(s: Spec, layer: Layer) -> dict:
+    """{canonical name: shape} of one layer's parameters (and batch-norm running statistics)."""
+    n = layer.name
+    if layer.kind == EMBED:
+        return {f"{n}.weight": (layer.cin, layer.cout)}
+    out = 2 * layer.cout if layer.kind == HIGHWAY else layer.cout
+    if layer.kind == DECONV:
+        shapes = {f"{n}.weight": (layer.cin, out, layer.k)}
+    elif is_separable(s, layer):
+        groups = s.pointwise_groups if s.conv == "super-sep" else 1
+        shapes = {f"{n}.dw.weight": (layer.cin, 1, layer.k), f"{n}.weight": (out, layer.cin // groups, 1)}
+    else:
+        shapes = {f"{n}.weight": (out, layer.cin, layer.k)}
+    shapes[f"{n}.bias"] = (out,)
+    if s.norm != "none":
+        shapes[f"{n}.norm.gamma"] = (out,)
+        shapes[f"{n}.norm.beta"] = (out,)
+    if s.norm == "batch":
+        shapes[f"{n}.norm.mean"] = (out,)
+        shapes[f"{n}.norm.var"] = (out,)
+    return shapes
+
+
+def net_param_shapes(s: Spec, net: str) -> dict:
+    """{canonical name: shape} of a whole network, in forward order."""
+    return {k: v for group in layers(s, net).values() for layer in group for k, v in param_shapes(s, layer).items()}
+
+
+def count_params(s: Spec, net: str, by_block: bool = False):
+    """Trainable parameters (batch-norm running statistics excluded)."""
+    counts = {}
+    for block, group in layers(s, net).items():
+        counts[block] = sum(math.prod(shape) for layer in group for name, shape in param_shapes(s, layer).items()
+                            if not name.endswith((".norm.mean", ".norm.var")))
+    return counts if by_block else sum(counts.values())
+
+
+# --- FLOPs ----------------------------------------------------------------------
+
+def layer_flops(s: Spec, layer: Layer, batch: int, t_in: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one layer's forward on `t_in` input frames."""
+    if layer.kind == EMBED:
+        return 0
+    out = 2 * layer.cout if layer.kind == HIGHWAY else layer.cout
+    if layer.kind == DECONV:
+        return 2 * batch * t_in * layer.cin * out * layer.k
+    if is_separable(s, layer):
+        groups = s.pointwise_groups if s.conv == "super-sep" else 1
+        return 2 * batch * t_in * (layer.cin * layer.k + out * layer.cin // groups)
+    return 2 * batch * t_in * layer.cin * out * layer.k
+
+
+def flops(s: Spec, net: str, batch: int, n_chars: int = 0, n_frames: int = 0) -> dict:
+    """Forward and training-step FLOPs of convolutions and attention products.
+
+    Text2Mel: `n_chars` text positions, `n_frames` reduced mel frames. SSRN: `n_frames`
+    input (reduced) frames. Elementwise work (gates, norms, softmax) is not counted: it is
+    a few percent. Backward is counted as twice the forward (gradients w.r.t. inputs and
+    weights), so one training step is 3x the forward."""
+    fwd = 0
+    for block, group in layers(s, net).items():
+        t = n_chars if block == "textenc" else n_frames
+        for layer in group:
+            fwd += layer_flops(s, layer, batch, t)
+            if layer.kind == DECONV:
+                t *= 2
+    if net == "text2mel":
+        fwd += 2 * (2 * batch * s.D * n_chars * n_frames)  # K^T Q and V A
+    return {"forward": fwd, "train_step": 3 * fwd}

@@ -1,0 +1,106 @@
+"""Portable weight files: the contract between the three frameworks.
+
+A file is safetensors (numpy API) holding float32 arrays under the canonical names
+and layouts of `common.spec` (conv (out, in, k), transposed conv (in, out, k),
+embedding (vocab, e), norm (channels,)). Its metadata carries the format tag, the
+network ("text2mel" or "ssrn"), every hyperparameter of the spec (JSON) and the
+spec's fingerprint, so a file can never be loaded into a model of other
+hyperparameters. Checkpoints add optimizer tensors and training state to the same file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from common import spec as S
+
+FORMAT = "dctts-bench-weights/1"
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be used: unreadable, or made for another model."""
+
+
+def init_weights(spec: S.Spec, net: str, seed: int = 0) -> dict:
+    """Fresh float32 weights drawn in NumPy, so every framework starts from the same numbers.
+    Convolutions: U(+-1/sqrt(fan_in)) for weights and biases (PyTorch's default);
+    embedding N(0, 0.3) [ours]; norm gamma 1, beta 0; batch-norm running stats 0 / 1."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for group in S.layers(spec, net).values():
+        for layer in group:
+            shapes = S.param_shapes(spec, layer)
+            w = shapes[f"{layer.name}.weight"]
+            fan_in = w[0] * w[2] if layer.kind == S.DECONV else (w[1] * w[2] if len(w) == 3 else 0)
+            for name, shape in shapes.items():
+                if name.endswith((".norm.gamma", ".norm.var")):
+                    a = np.ones(shape)
+                elif name.endswith((".norm.beta", ".norm.mean")):
+                    a = np.zeros(shape)
+                elif layer.kind == S.EMBED:
+                    a = rng.normal(0.0, 0.3, shape)
+                else:
+                    fan = shape[1] * shape[2] if name.endswith(".dw.weight") else fan_in
+                    a = rng.uniform(-1, 1, shape) / np.sqrt(fan)
+                out[name] = a.astype(np.float32)
+    return out
+
+
+def save(path, tensors: dict, spec: S.Spec, net: str, meta: dict | None = None) -> None:
+    """Write atomically (temporary file + rename): a crash never leaves a half-written file."""
+    metadata = {"format": FORMAT, "net": net, "spec": json.dumps(spec.to_dict()),
+                "fingerprint": spec.fingerprint(), **(meta or {})}
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
+    os.close(fd)
+    try:
+        save_file(arrays, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read(path) -> tuple:
+    """(tensors, spec, net, metadata) of a file, with clear errors for unusable files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: no such weight file")
+    try:
+        tensors = load_file(path)
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            metadata = json.loads(f.read(header_len)).get("__metadata__", {})
+    except (SafetensorError, ValueError, OSError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors weight file (truncated or corrupt?): {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise WeightsError(f"{path}: not a dctts-bench weight file (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    spec = S.Spec(**json.loads(metadata["spec"]))
+    return tensors, spec, metadata["net"], metadata
+
+
+def load(path, spec: S.Spec, net: str) -> tuple:
+    """(weights, metadata) of `net`, refusing a file made for another network or other
+    hyperparameters (naming every differing field) or missing/misshapen arrays."""
+    tensors, file_spec, file_net, metadata = read(path)
+    if file_net != net:
+        raise WeightsError(f"{path}: holds {file_net} weights, not {net}")
+    diff = spec.diff(file_spec)
+    if diff:
+        fields = ", ".join(f"{k} (model {a!r}, file {b!r})" for k, a, b in ((k, *v) for k, v in diff.items()))
+        raise WeightsError(f"{path}: made with other hyperparameters: {fields}")
+    expected = S.net_param_shapes(spec, net)
+    weights = {k: tensors[k] for k in expected if k in tensors}
+    missing = [k for k in expected if k not in tensors]
+    wrong = [f"{k} {tensors[k].shape} != {shape}" for k, shape in expected.items() if k in weights and tensors[k].shape != shape]
+    if missing or wrong:
+        raise WeightsError(f"{path}: missing {missing[:5]} misshapen {wrong[:5]}")
+    extra = {k: v for k, v in tensors.items() if k not in expected}
+    return weights, {**metadata, "extra": extra}

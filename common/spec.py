@@ -167,8 +167,9 @@ PRESETS = {
 # [ours] CPU-friendly sizes on the community recipe.
 PRESETS["small"] = PRESETS["community"].replace(name="small", e=32, d=64, c=128, batch_size=8)
 PRESETS["tiny"] = PRESETS["community"].replace(
-    name="tiny", e=8, d=16, c=16, n_mels=16, n_fft=64, hop=16, win=64, sr=4000, max_chars=60, max_frames=40, batch_size=4
-)
+    name="tiny", e=8, d=16, c=16, n_mels=16, n_fft=256, hop=128, win=256, sr=8000, max_chars=60, max_frames=64,
+    batch_size=4,
+)  # [ours] for unit tests: 8 kHz, 16 ms hop, up to ~4 s of audio
 
 
 def get_spec(preset: str, **overrides) -> Spec:

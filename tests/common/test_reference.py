@@ -1,0 +1,98 @@
+"""The NumPy reference: checked against direct loops, shapes and causality."""
+import numpy as np
+import pytest
+
+from common import reference as R, spec as S, weights as W
+
+
+def loop_conv1d(x, w, b, pad, dilation):
+    """Convolution by the definition, one output at a time."""
+    x = np.pad(x, ((0, 0), (0, 0), pad))
+    bsz, _, t = x.shape
+    cout, _, k = w.shape
+    t_out = t - (k - 1) * dilation
+    y = np.zeros((bsz, cout, t_out))
+    for i in range(t_out):
+        for j in range(k):
+            y[:, :, i] += x[:, :, i + j * dilation] @ w[:, :, j].T
+    return y + b[None, :, None]
+
+
+@pytest.mark.parametrize("k, dilation, pad", [(1, 1, (0, 0)), (3, 1, (1, 1)), (3, 9, (18, 0)), (3, 3, (3, 3))])
+def test_conv1d_matches_the_definition(k, dilation, pad):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.normal(size=(2, 5, 30)), rng.normal(size=(4, 5, k)), rng.normal(size=4)
+    np.testing.assert_allclose(R.conv1d(x, w, b, pad, dilation), loop_conv1d(x, w, b, pad, dilation), atol=1e-12)
+
+
+def test_grouped_conv_is_per_group_convs():
+    rng = np.random.default_rng(1)
+    x, w, b = rng.normal(size=(2, 6, 9)), rng.normal(size=(4, 3, 3)), rng.normal(size=4)
+    y = R.conv1d(x, w, b, (1, 1), 1, groups=2)
+    np.testing.assert_allclose(y[:, :2], loop_conv1d(x[:, :3], w[:2], b[:2], (1, 1), 1), atol=1e-12)
+    np.testing.assert_allclose(y[:, 2:], loop_conv1d(x[:, 3:], w[2:], b[2:], (1, 1), 1), atol=1e-12)
+
+
+def test_deconv_doubles_length_and_places_taps():
+    rng = np.random.default_rng(2)
+    x, w, b = rng.normal(size=(1, 3, 4)), rng.normal(size=(3, 5, 2)), rng.normal(size=5)
+    y = R.deconv1d(x, w, b)
+    assert y.shape == (1, 5, 8)
+    for t in range(4):
+        for j in range(2):
+            np.testing.assert_allclose(y[0, :, 2 * t + j], x[0, :, t] @ w[:, :, j] + b, atol=1e-12)
+
+
+def test_layer_norm_normalizes_each_highway_half_over_channels():
+    s = S.get_spec("tiny")
+    h = np.random.default_rng(3).normal(2.0, 3.0, size=(2, 8, 5))
+    w = {"x.norm.gamma": np.ones(8), "x.norm.beta": np.zeros(8)}
+    y = R.norm(s, w, "x", h, groups=2)
+    for half in (y[:, :4], y[:, 4:]):
+        np.testing.assert_allclose(half.mean(1), 0, atol=1e-12)
+        np.testing.assert_allclose(half.var(1), 1, atol=1e-4)
+    assert R.norm(s.replace(norm="none"), {}, "x", h, 2) is h
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_shapes(preset):
+    s = S.get_spec(preset)
+    rng = np.random.default_rng(4)
+    text, mel = rng.integers(2, 32, (2, 7)), rng.random((2, s.n_mels, 6))
+    logits, a = R.text2mel(s, W.init_weights(s, "text2mel"), text, mel)
+    assert logits.shape == (2, s.n_mels, 6) and a.shape == (2, 7, 6)
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-12)
+    assert R.ssrn(s, W.init_weights(s, "ssrn"), mel).shape == (2, s.n_mags, 6 * s.r)
+
+
+def test_text2mel_is_causal_in_time():
+    s = S.get_spec("tiny")
+    w = W.init_weights(s, "text2mel")
+    rng = np.random.default_rng(5)
+    text, mel = rng.integers(2, 32, (1, 9)), rng.random((1, s.n_mels, 20))
+    logits, a = R.text2mel(s, w, text, mel)
+    for t in (0, 7, 19):
+        changed = mel.copy()
+        changed[:, :, t] += 5.0
+        logits2, a2 = R.text2mel(s, w, text, changed)
+        # the shift makes output t depend on input frames < t only
+        np.testing.assert_array_equal(logits2[:, :, : t + 1], logits[:, :, : t + 1])
+        np.testing.assert_array_equal(a2[:, :, : t + 1], a[:, :, : t + 1])
+        if t < 19:
+            assert not np.allclose(logits2[:, :, t + 1:], logits[:, :, t + 1:])
+
+
+def test_text_encoder_is_not_causal():
+    s = S.get_spec("tiny")
+    w = W.init_weights(s, "text2mel")
+    text = np.array([[5, 6, 7, 8, 9, 1]])
+    k, _ = R.text_enc(s, w, text)
+    k2, _ = R.text_enc(s, w, np.array([[5, 6, 7, 8, 20, 1]]))
+    assert not np.allclose(k[:, :, 0], k2[:, :, 0])  # a later character changes the first position
+
+
+@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"norm": "batch"}, {"alpha": 0.5}, {"r": 2}])
+def test_variants_run(variant):
+    s = S.get_spec("tiny", **variant)
+    mel = np.random.default_rng(6).random((1, s.n_mels, 5))
+    assert R.ssrn(s, W.init_weights(s, "ssrn"), mel).shape == (1, s.n_mags, 5 * s.r)

@@ -1,0 +1,112 @@
+"""The spec: presets, hand-counted parameters, layer lists, FLOPs."""
+import pytest
+
+from common import spec as S
+
+
+def hand_conv(cin, cout, k=1):
+    return cin * cout * k + cout
+
+
+def test_paper_parameter_count_matches_a_count_by_hand():
+    e, d, c, f, fp, vocab = 128, 256, 512, 80, 513, 32
+    text_enc = (vocab * e + hand_conv(e, 2 * d) + hand_conv(2 * d, 2 * d)
+                + 10 * hand_conv(2 * d, 4 * d, 3) + 2 * hand_conv(2 * d, 4 * d, 1))
+    audio_enc = hand_conv(f, d) + 2 * hand_conv(d, d) + 10 * hand_conv(d, 2 * d, 3)
+    audio_dec = hand_conv(2 * d, d) + 6 * hand_conv(d, 2 * d, 3) + 3 * hand_conv(d, d) + hand_conv(d, f)
+    deconv = c * c * 2 + c
+    ssrn = (hand_conv(f, c) + 6 * hand_conv(c, 2 * c, 3) + 2 * deconv + hand_conv(c, 2 * c)
+            + 2 * hand_conv(2 * c, 4 * c, 3) + hand_conv(2 * c, fp) + 3 * hand_conv(fp, fp))
+    spec = S.get_spec("paper")
+    assert S.count_params(spec, "text2mel", by_block=True) == {
+        "textenc": text_enc, "audioenc": audio_enc, "audiodec": audio_dec}
+    assert S.count_params(spec, "ssrn") == ssrn
+    # the figures the issue states
+    assert (text_enc, audio_enc, audio_dec) == (17_122_304, 4_089_600, 2_711_632)
+    assert text_enc + audio_enc + audio_dec == 23_923_536
+    assert ssrn == 24_963_591
+
+
+def test_community_counts_layer_norm_on_top():
+    spec = S.get_spec("community")
+    assert S.count_params(spec, "text2mel") == 23_970_288  # two public implementations report this
+    no_norm = spec.replace(norm="none")
+    assert S.count_params(no_norm, "ssrn") == 27_852_295  # F' = 1025
+
+
+def test_presets_hold_the_sources_values():
+    p, c = S.get_spec("paper"), S.get_spec("community")
+    assert (p.e, p.d, p.c, p.n_mels, p.n_mags, p.hop, p.win, p.sr, p.r) == (128, 256, 512, 80, 513, 256, 1024, 22050, 4)
+    assert (p.gamma, p.eta, p.g, p.lr, p.beta1, p.beta2, p.eps, p.batch_size) == (0.6, 1.3, 0.2, 2e-4, 0.5, 0.9, 1e-6, 16)
+    assert (p.norm, p.dropout, p.preemphasis, p.features) == ("none", 0.0, 0.0, "power")
+    assert (c.n_mags, c.hop, c.win, c.preemphasis, c.ref_db, c.max_db) == (1025, 276, 1102, 0.97, 20, 100)
+    assert (c.norm, c.dropout, c.gl_power, c.gl_iters, c.lr, c.warmup, c.grad_clip, c.batch_size) == (
+        "layer", 0.05, 1.5, 50, 1e-3, 4000, 1.0, 32)
+    assert S.get_spec("small").norm == "layer" and S.get_spec("small").d < p.d
+    assert len(S.VOCAB) == 32 and S.VOCAB[S.PAD] == "P" and S.VOCAB[S.EOS] == "E"
+
+
+@pytest.mark.parametrize("bad, word", [({"conv": "x"}, "conv"), ({"norm": "group"}, "norm"), ({"r": 3}, "power of two"),
+                                       ({"alpha": 0}, "alpha"), ({"dropout": 1.0}, "dropout")])
+def test_invalid_specs_are_refused_with_the_field(bad, word):
+    with pytest.raises(ValueError, match=word):
+        S.get_spec("tiny", **bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        S.get_spec("huge")
+
+
+def test_fingerprint_and_diff_name_the_differing_fields():
+    a = S.get_spec("tiny")
+    assert a.fingerprint() == S.get_spec("tiny").replace(name="renamed").fingerprint()
+    b = a.replace(d=32, dropout=0.0)
+    assert a.fingerprint() != b.fingerprint()
+    assert a.diff(b) == {"d": (16, 32), "dropout": (0.05, 0.0)}
+
+
+def test_layer_lists_follow_the_paper():
+    s = S.get_spec("paper")
+    nets = S.layers(s, "text2mel")
+    text_enc, audio_enc, audio_dec = nets["textenc"], nets["audioenc"], nets["audiodec"]
+    assert [l.kind for l in text_enc[:3]] == [S.EMBED, S.CONV, S.CONV]
+    assert [l.dilation for l in text_enc[3:11]] == [1, 3, 9, 27] * 2
+    assert text_enc[-1].cout == 2 * s.d  # split into K (first d channels) and V
+    assert not any(l.causal for l in text_enc) and all(l.causal for l in audio_enc + audio_dec)
+    assert audio_enc[0].cin == s.n_mels and audio_dec[0].cin == 2 * s.d and audio_dec[-1].cout == s.n_mels
+    assert [l.act for l in audio_dec[-4:]] == ["relu"] * 3 + [None]
+    ssrn = S.layers(s, "ssrn")["ssrn"]
+    assert sum(l.kind == S.DECONV for l in ssrn) == 2 and ssrn[-1].cout == s.n_mags
+    assert S.Layer("x", S.CONV, 4, 4, 3, 9, causal=True).pad == (18, 0)
+    assert S.Layer("x", S.CONV, 4, 4, 3, 9, causal=False).pad == (9, 9)
+    with pytest.raises(ValueError, match="unknown network"):
+        S.layers(s, "vocoder")
+
+
+def test_variants_change_shapes_as_described():
+    s = S.get_spec("paper")
+    hc = S.layers(s, "text2mel")["textenc"][3]
+    sep = S.param_shapes(s.replace(conv="sep"), hc)
+    assert sep[f"{hc.name}.dw.weight"] == (512, 1, 3) and sep[f"{hc.name}.weight"] == (1024, 512, 1)
+    assert S.param_shapes(s.replace(conv="super-sep"), hc)[f"{hc.name}.weight"] == (1024, 128, 1)
+    assert S.count_params(s.replace(conv="sep"), "text2mel") < S.count_params(s, "text2mel")
+    half = s.replace(alpha=0.5)
+    assert (half.E, half.D, half.C) == (64, 128, 256)
+    bn = S.param_shapes(s.replace(norm="batch"), hc)
+    assert {f"{hc.name}.norm.{k}" for k in ("gamma", "beta", "mean", "var")} <= set(bn)
+    assert S.count_params(s.replace(norm="batch"), "ssrn") == S.count_params(s.replace(norm="layer"), "ssrn")
+    assert sum(l.kind == S.DECONV for l in S.layers(s.replace(r=8), "ssrn")["ssrn"]) == 3
+
+
+def test_flops_count_convolutions_and_attention():
+    s = S.get_spec("paper")
+    one = S.flops(s, "text2mel", batch=1, n_chars=100, n_frames=140)
+    two = S.flops(s, "text2mel", batch=2, n_chars=100, n_frames=140)
+    assert two["forward"] == 2 * one["forward"] and one["train_step"] == 3 * one["forward"]
+    # SSRN: every weight is used once per frame at its resolution: 2 * params (minus biases) * frames
+    ssrn = S.flops(s, "ssrn", batch=1, n_frames=10)["forward"]
+    first = S.layers(s, "ssrn")["ssrn"][0]
+    assert S.layer_flops(s, first, 1, 10) == 2 * 10 * 80 * 512
+    assert 2 * 10 * 9e6 < ssrn < 2 * 40 * 25e6
+    attention = 2 * 2 * s.d * 100 * 140
+    convs = one["forward"] - attention
+    assert convs == sum(S.layer_flops(s, l, 1, 100 if b == "textenc" else 140)
+                        for b, g in S.layers(s, "text2mel").items() for l in g)

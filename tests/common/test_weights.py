@@ -1,0 +1,73 @@
+"""Portable weight files: round trip and clear refusals."""
+import os
+
+import numpy as np
+import pytest
+
+from common import spec as S, weights as W
+
+
+@pytest.fixture
+def tiny():
+    return S.get_spec("tiny")
+
+
+def test_init_is_deterministic_and_complete(tiny):
+    a, b = W.init_weights(tiny, "text2mel", seed=3), W.init_weights(tiny, "text2mel", seed=3)
+    assert a.keys() == S.net_param_shapes(tiny, "text2mel").keys()
+    assert all(np.array_equal(a[k], b[k]) and a[k].dtype == np.float32 for k in a)
+    assert not np.array_equal(a["textenc.1.weight"], W.init_weights(tiny, "text2mel", seed=4)["textenc.1.weight"])
+    assert np.all(a["textenc.3.norm.gamma"] == 1) and np.all(a["textenc.3.norm.beta"] == 0)
+
+
+def test_round_trip(tmp_path, tiny):
+    w = W.init_weights(tiny, "ssrn")
+    path = tmp_path / "ssrn.safetensors"
+    W.save(path, w, tiny, "ssrn", meta={"step": "7"})
+    loaded, meta = W.load(path, tiny, "ssrn")
+    assert meta["step"] == "7" and meta["fingerprint"] == tiny.fingerprint()
+    assert all(np.array_equal(w[k], loaded[k]) for k in w)
+    assert [p.name for p in tmp_path.iterdir()] == ["ssrn.safetensors"]  # no temporary file left behind
+    _, spec, net, _ = W.read(path)
+    assert spec == tiny and net == "ssrn"
+
+
+def test_other_hyperparameters_are_refused_by_name(tmp_path, tiny):
+    path = tmp_path / "w.safetensors"
+    W.save(path, W.init_weights(tiny, "text2mel"), tiny, "text2mel")
+    with pytest.raises(W.WeightsError, match=r"d \(model 32, file 16\).*dropout"):
+        W.load(path, tiny.replace(d=32, dropout=0.1), "text2mel")
+    with pytest.raises(W.WeightsError, match="holds text2mel weights, not ssrn"):
+        W.load(path, tiny, "ssrn")
+
+
+def test_truncated_and_foreign_files_give_clear_errors(tmp_path, tiny):
+    path = tmp_path / "w.safetensors"
+    W.save(path, W.init_weights(tiny, "text2mel"), tiny, "text2mel")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(W.WeightsError, match="truncated or corrupt"):
+        W.load(path, tiny, "text2mel")
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(W.WeightsError, match="not a readable safetensors"):
+        W.load(tmp_path / "x.txt", tiny, "text2mel")
+    with pytest.raises(W.WeightsError, match="no such weight file"):
+        W.load(tmp_path / "missing.safetensors", tiny, "text2mel")
+
+
+def test_missing_and_misshapen_arrays_are_named(tmp_path, tiny):
+    w = W.init_weights(tiny, "ssrn")
+    del w["ssrn.0.bias"]
+    w["ssrn.1.weight"] = np.zeros((1, 1, 1), np.float32)
+    W.save(tmp_path / "w.safetensors", w, tiny, "ssrn")
+    with pytest.raises(W.WeightsError, match=r"ssrn\.0\.bias.*ssrn\.1\.weight"):
+        W.load(tmp_path / "w.safetensors", tiny, "ssrn")
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, tiny):
+    path = tmp_path / "w.safetensors"
+    W.save(path, W.init_weights(tiny, "ssrn"), tiny, "ssrn")
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        W.save(path, {"bad": object()}, tiny, "ssrn")
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["w.safetensors"]

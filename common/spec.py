@@ -346,3 +346,22 @@ def flops(s: Spec, net: str, batch: int, n_chars: int = 0, n_frames: int = 0) ->
     if net == "text2mel":
         fwd += 2 * (2 * batch * s.D * n_chars * n_frames)  # K^T Q and V A
     return {"forward": fwd, "train_step": 3 * fwd}
+
+
+def summary_table(presets=("paper", "community", "small", "tiny"), n_chars: int = 100, seconds: float = 6.57) -> str:
+    """Markdown table of parameters and FLOPs per preset, at LJSpeech's mean utterance
+    (100 characters, 6.57 s) and each preset's batch size."""
+    rows = ["| preset | network | parameters | batch | frames (reduced) | GFLOP forward | GFLOP train step |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for p in presets:
+        s = get_spec(p)
+        frames = min(s.max_frames, round(seconds * s.sr / s.hop / s.r))
+        for net in NETS:
+            f = flops(s, net, s.batch_size, min(n_chars, s.max_chars), frames)
+            rows.append(f"| {p} | {net} | {count_params(s, net):,} | {s.batch_size} | {frames} | "
+                        f"{f['forward'] / 1e9:.1f} | {f['train_step'] / 1e9:.1f} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(summary_table())

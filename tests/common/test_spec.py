@@ -110,3 +110,9 @@ def test_flops_count_convolutions_and_attention():
     convs = one["forward"] - attention
     assert convs == sum(S.layer_flops(s, l, 1, 100 if b == "textenc" else 140)
                         for b, g in S.layers(s, "text2mel").items() for l in g)
+
+
+def test_summary_table_lists_every_preset_and_network():
+    table = S.summary_table()
+    assert "| paper | text2mel | 23,923,536 | 16 |" in table
+    assert table.count("\n") == 1 + 2 * len(S.PRESETS)

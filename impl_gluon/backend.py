@@ -1,0 +1,81 @@
+"""The Gluon Backend that common/ (training loop, checkpoints, CLI, benchmarks) drives."""
+from __future__ import annotations
+
+from impl_gluon import runtime  # must precede the first mxnet import
+
+import mxnet as mx
+import numpy as np
+
+from common import framework, weights as W
+from common.batch import Batch
+from common.spec import Spec
+from impl_gluon import synthesize as syn
+from impl_gluon.ssrn import SSRN
+from impl_gluon.text2mel import Text2Mel
+from impl_gluon.train import Trainer, to_arrays
+from impl_gluon.weights import get_weights, set_weights
+
+
+class Backend(framework.Backend):
+    """`hybridize` (default on) compiles Text2Mel / SSRN into one cached graph each;
+    static_alloc reuses its memory between calls, static_shape stays off as lengths vary."""
+
+    framework = "gluon"
+
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, hybridize: bool = True):
+        super().__init__(spec, net, device, seed)
+        if net not in ("text2mel", "ssrn"):
+            raise ValueError(f"unknown network {net!r}; choose 'text2mel' or 'ssrn'")
+        self.ctx = runtime.resolve_device(device)
+        self.model = Text2Mel(spec) if net == "text2mel" else SSRN(spec)
+        self.model.initialize(ctx=self.ctx)
+        set_weights(self.model, W.init_weights(spec, net, seed))
+        if hybridize:
+            self.model.hybridize(static_alloc=True, static_shape=False)
+        self.trainer = Trainer(self.model, spec, net, self.ctx)
+        self.seed(seed)
+
+    # --- weights and optimizer state ---------------------------------------------
+    def get_weights(self) -> dict:
+        return get_weights(self.model)
+
+    def set_weights(self, weights: dict) -> None:
+        set_weights(self.model, weights)
+
+    def get_optimizer_state(self) -> dict:
+        return self.trainer.get_state()
+
+    def set_optimizer_state(self, state: dict) -> None:
+        self.trainer.set_state(state)
+
+    def seed(self, seed: int) -> None:
+        """Dropout masks come from MXNet's own generators (every device), seeded here."""
+        mx.random.seed(seed)
+
+    # --- compute -------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> dict:
+        return self.trainer.train_step(batch)
+
+    def gradients(self, batch: Batch) -> tuple:
+        return self.trainer.gradients(batch)
+
+    def forward(self, batch: Batch) -> dict:
+        a = to_arrays(batch, self.ctx, ("text", "mel"))
+        if self.net == "text2mel":
+            logits, attention = self.model(a["text"], a["mel"])
+            return {"logits": logits.asnumpy(), "attention": attention.asnumpy()}
+        return {"logits": self.model(a["mel"]).asnumpy()}
+
+    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+        if self.net != "text2mel":
+            return super().synthesize(text, max_frames)
+        return syn.synthesize(self.model, text, max_frames)
+
+    def upsample(self, mel: np.ndarray) -> np.ndarray:
+        if self.net != "ssrn":
+            return super().upsample(mel)
+        return syn.upsample(self.model, mel)
+
+    def sync(self) -> None:
+        """MXNet's engine is asynchronous: wait for every queued operation."""
+        mx.nd.waitall()

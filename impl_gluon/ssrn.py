@@ -1,0 +1,25 @@
+"""SSRN in MXNet Gluon (common.spec's layer list)."""
+from __future__ import annotations
+
+from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
+
+from mxnet import gluon
+
+from common import spec as S
+from impl_gluon.layers import build_stack
+
+
+class SSRN(gluon.HybridBlock):
+    """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__(prefix="ssrn_")
+        self.spec = spec
+        with self.name_scope():
+            self.layers = build_stack(spec, S.ssrn_layers(spec))
+
+    def stacks(self) -> list:
+        return [self.layers]
+
+    def hybrid_forward(self, F, mel):
+        return self.layers(mel)

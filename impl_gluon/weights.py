@@ -1,0 +1,29 @@
+"""Canonical weights <-> a Gluon model (the canonical layouts are MXNet's own: plain copies)."""
+from __future__ import annotations
+
+from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
+
+import mxnet as mx
+import numpy as np
+
+from common.weights import WeightsError
+from impl_gluon.layers import canonical_parameters
+
+
+def get_weights(model) -> dict:
+    """{canonical name: float32 ndarray} (copies, on the CPU)."""
+    return {name: p.data().asnumpy() for name, p in canonical_parameters(model.stacks()).items()}
+
+
+def set_weights(model, weights: dict) -> None:
+    """Load every parameter; missing, unexpected or misshapen arrays raise WeightsError."""
+    params = canonical_parameters(model.stacks())
+    missing = [k for k in params if k not in weights]
+    unexpected = [k for k in weights if k not in params]
+    wrong = [f"{k} {tuple(np.shape(weights[k]))} != {p.shape}" for k, p in params.items()
+             if k in weights and tuple(np.shape(weights[k])) != p.shape]
+    if missing or unexpected or wrong:
+        raise WeightsError(f"weights do not fit the model: missing {missing[:5]} unexpected {unexpected[:5]} "
+                           f"misshapen {wrong[:5]}")
+    for name, p in params.items():
+        p.set_data(mx.nd.array(np.asarray(weights[name], np.float32), dtype="float32"))

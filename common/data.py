@@ -1,0 +1,243 @@
+"""Corpora and batches: the LJSpeech directory format, a feature cache, train/test
+split, length-bucketed epochs, and synthetic LJSpeech-shaped batches for benchmarks.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import scipy.ndimage
+from tqdm import tqdm
+
+from common import audio, text
+from common.batch import Batch, make_batch
+from common.spec import EOS, Spec
+
+# Spec fields that change the features; model fields (d, c, ...) must not invalidate a cache.
+AUDIO_FIELDS = ("sr", "n_fft", "hop", "win", "n_mels", "preemphasis", "features", "gamma", "ref_db", "max_db",
+                "top_db")
+CACHE_DIRNAME = ".dctts-cache"
+BUCKET_CHUNK = 20  # batches sorted by length together (shuffled chunks of this many batches)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class DataError(ValueError):
+    """A corpus that cannot be read."""
+
+
+class Entry(NamedTuple):
+    """One line of metadata.csv: id, the text the model reads, the wav file."""
+
+    id: str
+    text: str
+    wav: Path
+
+
+class Utterance(NamedTuple):
+    id: str
+    text: str
+    ids: np.ndarray  # int32, ending with end-of-text
+    n_frames: int  # full frame rate
+
+
+def read_ljspeech(data_dir) -> list:
+    """[Entry] from an LJSpeech-format directory: metadata.csv lines `id|text|normalized text`
+    (pipe-separated, no header, quotes literal) and wavs/<id>.wav. The normalized column is
+    used when present and non-empty."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"corpus directory {root} does not exist")
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        raise DataError(f"{meta} is missing (an LJSpeech-format corpus has metadata.csv and wavs/)")
+    entries, seen = [], set()
+    with open(meta, encoding="utf-8", newline="") as f:
+        for line_no, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), start=1):
+            if not row:
+                continue
+            if len(row) not in (2, 3) or not _SAFE_ID.match(row[0]) or not row[1].strip():
+                raise DataError(f"{meta}, line {line_no}: expected `id|text|normalized text` with a plain id "
+                                f"and a text, got {'|'.join(row)!r}")
+            if row[0] in seen:
+                raise DataError(f"{meta}, line {line_no}: duplicate id {row[0]!r}")
+            seen.add(row[0])
+            txt = row[2] if len(row) == 3 and row[2].strip() else row[1]
+            entries.append(Entry(row[0], txt, root / "wavs" / f"{row[0]}.wav"))
+    missing = [str(e.wav) for e in entries if not e.wav.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} wav files listed in {meta} are missing, e.g. {missing[0]}")
+    return entries
+
+
+def audio_key(spec: Spec) -> str:
+    """Hash of the spec's audio fields: the name of its feature cache."""
+    fields = {k: getattr(spec, k) for k in AUDIO_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Corpus:
+    """Utterances with cached features. items[i].n_frames is the full-rate frame count."""
+
+    def __init__(self, spec: Spec, items: list, cache: Path):
+        self.spec, self.items, self.cache = spec, items, cache
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def features(self, i: int) -> tuple:
+        """(mel (F, T), mag (F', T)) float32 at full frame rate."""
+        uid = self.items[i].id
+        return np.load(self.cache / f"{uid}.mel.npy"), np.load(self.cache / f"{uid}.mag.npy")
+
+
+def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> Corpus:
+    """Read an LJSpeech-format corpus, computing features once into
+    <cache_dir or data_dir/.dctts-cache>/<audio_key(spec)>/ (one .npy per utterance and
+    feature, written atomically, plus index.json of frame counts).
+
+    Characters outside the vocabulary are dropped (the public implementations strip
+    them too). Utterances whose text exceeds spec.max_chars or whose audio exceeds
+    spec.max_frames * spec.r frames are skipped, reported in one warning. The cache is
+    keyed by the audio spec and utterance id only: delete it after editing wav files."""
+    entries = read_ljspeech(data_dir)
+    cache = Path(cache_dir if cache_dir is not None else Path(data_dir) / CACHE_DIRNAME) / audio_key(spec)
+    cache.mkdir(parents=True, exist_ok=True)
+    indexed = _read_index(cache)
+    frames = dict(indexed)
+    texts, long_text = {}, 0
+    for e in entries:
+        try:
+            texts[e.id] = text.text_to_ids(e.text, spec, drop_unknown=True)
+        except text.TextTooLongError:
+            long_text += 1
+        except text.TextError as err:
+            raise DataError(f"utterance {e.id}: {err}") from err
+    todo = [e for e in entries if e.id in texts and not _cached(cache, e.id, frames)]
+    for e in tqdm(todo, desc=f"features {Path(data_dir).name}", unit="utt", disable=not progress):
+        mel, mag = audio.features(audio.load_wav(e.wav, spec), spec)
+        _atomic_write(cache / f"{e.id}.mel.npy", lambda f: np.save(f, mel))
+        _atomic_write(cache / f"{e.id}.mag.npy", lambda f: np.save(f, mag))
+        frames[e.id] = mel.shape[1]
+    if frames != indexed:
+        index = {"audio": {k: getattr(spec, k) for k in AUDIO_FIELDS}, "frames": frames}
+        _atomic_write(cache / "index.json", lambda f: f.write(json.dumps(index, indent=0).encode()))
+    limit = spec.max_frames * spec.r
+    items = [Utterance(e.id, e.text, texts[e.id], frames[e.id]) for e in entries
+             if e.id in texts and frames[e.id] <= limit]
+    long_audio = len(texts) - len(items)
+    if long_text or long_audio:
+        warnings.warn(f"{data_dir}: skipped {long_text + long_audio} of {len(entries)} utterances: {long_text} "
+                      f"with text over max_chars={spec.max_chars}, {long_audio} with audio over "
+                      f"max_frames*r={limit} frames", stacklevel=2)
+    return Corpus(spec, items, cache)
+
+
+def _read_index(cache: Path) -> dict:
+    try:
+        return json.loads((cache / "index.json").read_text())["frames"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _cached(cache: Path, uid: str, frames: dict) -> bool:
+    """Both feature files exist (they are only ever written whole). An entry missing from
+    the index (a run interrupted before writing it) is recovered from the file header."""
+    mel_path, mag_path = cache / f"{uid}.mel.npy", cache / f"{uid}.mag.npy"
+    if not (mel_path.is_file() and mag_path.is_file()):
+        return False
+    if uid not in frames:
+        frames[uid] = int(np.load(mel_path, mmap_mode="r").shape[1])
+    return True
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temporary file in the same folder, then rename it to `path`:
+    an interrupted run never leaves a partial file under the final name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def split(n_items: int, seed: int, test_fraction: float = 0.05) -> tuple:
+    """(train_idx, test_idx): sorted int arrays, a seeded random partition of range(n_items);
+    at least one of each when n_items >= 2."""
+    if n_items < 0 or not 0 < test_fraction < 1:
+        raise ValueError(f"need n_items >= 0 and 0 < test_fraction < 1, got {n_items}, {test_fraction}")
+    perm = np.random.default_rng(seed).permutation(n_items)
+    n_test = min(max(round(n_items * test_fraction), 1), n_items - 1) if n_items >= 2 else 0
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def bucket(lengths, indices, batch_size: int, rng: np.random.Generator) -> list:
+    """One epoch of index lists: shuffle, sort by length within chunks of BUCKET_CHUNK
+    batches (similar lengths share a batch, little padding), then shuffle the batch order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = rng.permutation(np.asarray(indices, np.int64))
+    chunk = batch_size * BUCKET_CHUNK
+    groups = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        groups += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    return [groups[k] for k in rng.permutation(len(groups))]
+
+
+def batches(corpus: Corpus, indices, batch_size: int, rng: np.random.Generator):
+    """Iterator over one epoch of padded, reduced Batches (common.batch.make_batch) of
+    corpus items `indices`, length-bucketed; deterministic for a given rng state.
+    The last batch of a chunk may be smaller."""
+    lengths = [u.n_frames for u in corpus.items]
+    for group in bucket(lengths, indices, batch_size, rng):
+        feats = [corpus.features(i) for i in group]
+        yield make_batch(corpus.spec, [corpus.items[i].ids for i in group], [f[0] for f in feats],
+                         [f[1] for f in feats])
+
+
+# --- synthetic LJSpeech-shaped data (benchmarks without audio) ---------------------
+# LJSpeech 1.1, 13,100 clips: characters per text in 20-character bins (0-19, ..., 180-199);
+# min 12, mean 99.9, median 102, p90 142, p99 165, max 187 characters.
+LJ_CHAR_BINS = np.array([53, 562, 1227, 1858, 2459, 2744, 2572, 1361, 245, 19])
+LJ_MIN_CHARS, LJ_MAX_CHARS = 12, 187
+# Durations: min 1.11 s, mean 6.57 s, max 10.10 s; closely tied to the text length.
+LJ_MIN_SECONDS, LJ_MAX_SECONDS = 1.11, 10.10
+LJ_CHARS_PER_SECOND = 15.2
+LJ_SECONDS_NOISE = 0.3  # [ours] standard deviation around chars / rate
+
+
+def synthetic_lengths(spec: Spec, n: int, rng: np.random.Generator) -> tuple:
+    """(text lengths including end-of-text, full-rate frame counts), int arrays of n
+    LJSpeech-like utterances, clipped to spec.max_chars and spec.max_frames * spec.r."""
+    bins = rng.choice(len(LJ_CHAR_BINS), size=n, p=LJ_CHAR_BINS / LJ_CHAR_BINS.sum())
+    chars = rng.integers(np.maximum(bins * 20, LJ_MIN_CHARS), np.minimum(bins * 20 + 19, LJ_MAX_CHARS) + 1)
+    seconds = chars / LJ_CHARS_PER_SECOND + rng.normal(0, LJ_SECONDS_NOISE, n)
+    seconds = np.clip(seconds, LJ_MIN_SECONDS, LJ_MAX_SECONDS)
+    frames = 1 + (seconds * spec.sr).astype(np.int64) // spec.hop  # STFT frames (centered)
+    return np.minimum(chars + 1, spec.max_chars), np.minimum(frames, spec.max_frames * spec.r)
+
+
+def synthetic_batch(spec: Spec, batch_size: int, seed: int) -> Batch:
+    """A Batch of LJSpeech-shaped lengths with random ids and smooth random features in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    text_lengths, frames = synthetic_lengths(spec, batch_size, rng)
+    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
+    mels = [_smooth_noise(rng, (spec.n_mels, t)) for t in frames]
+    mags = [_smooth_noise(rng, (spec.n_mags, t)) for t in frames]
+    return make_batch(spec, texts, mels, mags)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    x = scipy.ndimage.gaussian_filter(rng.random(shape), sigma=2.0)
+    return ((x - x.min()) / max(x.max() - x.min(), 1e-12)).astype(np.float32)

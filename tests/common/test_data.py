@@ -1,0 +1,237 @@
+"""LJSpeech reading, the feature cache, split, length-bucketed batches, synthetic batches."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from common import audio, data
+from common.data import DataError
+from common.spec import EOS, get_spec
+
+TINY = get_spec("tiny")
+
+
+def write_corpus(root, rows, seconds=None, sr=TINY.sr):
+    """An LJSpeech-format corpus of tones: metadata lines `rows`, wav i lasts seconds[i]."""
+    (root / "wavs").mkdir(parents=True)
+    (root / "metadata.csv").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+    for i, row in enumerate(rows):
+        n = int((seconds[i] if seconds else 0.5) * sr)
+        wav = 0.1 * np.sin(2 * np.pi * (200 + 50 * i) * np.arange(n) / sr)
+        sf.write(str(root / "wavs" / f"{row.split('|')[0]}.wav"), wav.astype(np.float32), sr)
+    return root
+
+
+@pytest.fixture
+def tone_corpus(tmp_path):
+    seconds = [0.3, 1.2, 0.6, 0.9, 0.4, 1.5]
+    rows = [f"T{i}|Raw text {i}|tone number {'i' * (i + 1)}" for i in range(len(seconds))]
+    return write_corpus(tmp_path / "tones", rows, seconds)
+
+
+class CountingFeatures:
+    """Stands in for audio.features, counting calls; `fail_at` makes call n raise."""
+
+    def __init__(self, fail_at=None):
+        self.calls, self.fail_at, self.real = 0, fail_at, audio.features
+
+    def __call__(self, wav, spec):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated interruption")
+        return self.real(wav, spec)
+
+
+# --- read_ljspeech ---------------------------------------------------------------
+
+def test_read_ljspeech_uses_the_normalized_column_and_keeps_quotes_literal(tmp_path):
+    root = write_corpus(tmp_path / "c", ['A1|Dr. "Who"|doctor "who"', "A2|Only raw text", "A3|raw|"])
+    entries = data.read_ljspeech(root)
+    assert [(e.id, e.text) for e in entries] == [("A1", 'doctor "who"'), ("A2", "Only raw text"), ("A3", "raw")]
+    assert entries[0].wav == root / "wavs" / "A1.wav"
+
+
+def test_read_ljspeech_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.read_ljspeech(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="metadata.csv is missing"):
+        data.read_ljspeech(tmp_path / "empty")
+    bad = write_corpus(tmp_path / "bad", ["B1|fine|fine"])
+    (bad / "metadata.csv").write_text("B1|fine|fine\nB2 has no pipes\n")
+    with pytest.raises(DataError, match="line 2"):
+        data.read_ljspeech(bad)
+    (bad / "metadata.csv").write_text("B1|fine|fine\nB1|again|again\n")
+    with pytest.raises(DataError, match="duplicate id 'B1'"):
+        data.read_ljspeech(bad)
+    (bad / "metadata.csv").write_text("B1|fine|fine\nB9|no wav|no wav\n")
+    with pytest.raises(DataError, match="B9.wav"):
+        data.read_ljspeech(bad)
+
+
+# --- load_corpus and its cache -----------------------------------------------------
+
+def test_load_corpus_items_and_features(tone_corpus, tmp_path):
+    corpus = data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert len(corpus) == 6
+    for i, item in enumerate(corpus.items):
+        assert item.ids[-1] == EOS and item.text == f"tone number {'i' * (i + 1)}"
+        mel, mag = corpus.features(i)
+        assert mel.shape == (TINY.n_mels, item.n_frames) and mag.shape == (TINY.n_mags, item.n_frames)
+        assert mel.dtype == mag.dtype == np.float32
+
+
+def test_default_cache_lives_in_the_corpus_and_is_keyed_by_audio_fields(tone_corpus):
+    corpus = data.load_corpus(tone_corpus, TINY, progress=False)
+    assert corpus.cache == tone_corpus / ".dctts-cache" / data.audio_key(TINY)
+    index = json.loads((corpus.cache / "index.json").read_text())
+    assert index["frames"] == {u.id: u.n_frames for u in corpus.items}
+
+
+def test_cache_is_reused_and_invalidated_only_by_audio_fields(tone_corpus, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False)
+    counter = CountingFeatures()
+    monkeypatch.setattr(audio, "features", counter)
+    again = data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False)
+    model_change = data.load_corpus(tone_corpus, TINY.replace(d=32, dropout=0.0), cache_dir=cache, progress=False)
+    assert counter.calls == 0
+    assert [u.n_frames for u in again.items] == [u.n_frames for u in model_change.items] == \
+        [u.n_frames for u in first.items]
+    np.testing.assert_array_equal(again.features(3)[1], first.features(3)[1])
+    data.load_corpus(tone_corpus, TINY.replace(top_db=40.0), cache_dir=cache, progress=False)
+    assert counter.calls == 6
+
+
+def test_an_interrupted_run_leaves_no_partial_files_and_resumes(tone_corpus, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(audio, "features", CountingFeatures(fail_at=4))
+    with pytest.raises(KeyboardInterrupt):
+        data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False)
+    key_dir = cache / data.audio_key(TINY)
+    assert len(list(key_dir.glob("*.npy"))) == 6 and not list(key_dir.glob("*.tmp"))
+    resumed = CountingFeatures()
+    monkeypatch.setattr(audio, "features", resumed)
+    corpus = data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False)
+    assert resumed.calls == 3 and len(corpus) == 6
+    assert all(corpus.features(i)[0].shape[1] == u.n_frames for i, u in enumerate(corpus.items))
+
+
+def test_too_long_text_and_audio_are_skipped_with_one_warning(tmp_path):
+    limit_s = TINY.max_frames * TINY.r * TINY.hop / TINY.sr  # ~4.1 s at tiny
+    rows = ["S1|short|short", f"S2|{'a' * TINY.max_chars}|", "S3|long audio|long audio", "S4|fine|fine"]
+    root = write_corpus(tmp_path / "c", rows, [0.5, 0.5, limit_s + 0.5, 0.5])
+    with pytest.warns(UserWarning, match="skipped 2 of 4 utterances: 1 with text .* 1 with audio") as record:
+        corpus = data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert len(record) == 1
+    assert [u.id for u in corpus.items] == ["S1", "S4"]
+
+
+def test_unknown_characters_are_dropped_when_loading(tmp_path):
+    root = write_corpus(tmp_path / "c", ["U1|Room 101|room one oh one #1"])
+    corpus = data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert len(corpus.items[0].ids) == len("room one oh one") + 1
+
+
+def test_espeak_corpus_loads(tiny_corpus_dir, tmp_path):
+    corpus = data.load_corpus(tiny_corpus_dir, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert len(corpus) == 16
+    assert all(20 < u.n_frames <= TINY.max_frames * TINY.r for u in corpus.items)
+
+
+# --- split and batches -------------------------------------------------------------
+
+def test_split_is_a_deterministic_partition():
+    train, test = data.split(100, seed=3)
+    assert len(test) == 5 and sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+    again = data.split(100, seed=3)
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+    assert not np.array_equal(test, data.split(100, seed=4)[1])
+
+
+@pytest.mark.parametrize("n, sizes", [(2, (1, 1)), (10, (9, 1)), (1, (1, 0)), (0, (0, 0))])
+def test_split_keeps_one_of_each_when_it_can(n, sizes):
+    train, test = data.split(n, seed=0)
+    assert (len(train), len(test)) == sizes
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(ValueError):
+        data.split(10, seed=0, test_fraction=1.0)
+
+
+def test_bucket_covers_each_index_once_and_groups_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 1000, 500)
+    indices = np.arange(0, 500, 2)  # a subset
+    groups = data.bucket(lengths, indices, 5, np.random.default_rng(1))
+    assert sorted(i for g in groups for i in g) == indices.tolist()
+    assert all(len(g) == 5 for g in groups)  # 250 = 50 batches of 5
+    spread = np.mean([np.ptp(lengths[g]) for g in groups])
+    assert spread < 0.1 * np.ptp(lengths)  # bucketed: much tighter than random batches
+    again = data.bucket(lengths, indices, 5, np.random.default_rng(1))
+    assert [list(g) for g in groups] == [list(g) for g in again]
+    assert [list(g) for g in groups] != [list(g) for g in data.bucket(lengths, indices, 5, np.random.default_rng(2))]
+
+
+def test_batches_pad_and_reduce(tone_corpus, tmp_path):
+    corpus = data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
+    r = TINY.r
+    seen = []
+    for batch in data.batches(corpus, range(len(corpus)), 4, np.random.default_rng(0)):
+        b, f, t = batch.mel.shape
+        assert batch.mag.shape == (b, TINY.n_mags, r * t) and f == TINY.n_mels
+        for k in range(b):
+            i = next(j for j, u in enumerate(corpus.items) if np.array_equal(u.ids, batch.text[k, :len(u.ids)])
+                     and len(u.ids) == batch.text_lengths[k])
+            seen.append(i)
+            mel, mag = corpus.features(i)
+            n = mel.shape[1]
+            assert batch.frame_lengths[k] == -(-n // r)
+            np.testing.assert_array_equal(batch.mel[k, :, :batch.frame_lengths[k]], mel[:, ::r])
+            np.testing.assert_array_equal(batch.mag[k, :, :n], mag)
+            assert not batch.mag[k, :, n:].any() and not batch.mel[k, :, batch.frame_lengths[k]:].any()
+            assert not batch.guide[k, batch.text_lengths[k]:].any()
+            assert not batch.guide[k, :, batch.frame_lengths[k]:].any()
+    assert sorted(seen) == list(range(len(corpus)))
+
+
+# --- synthetic LJSpeech-shaped data ----------------------------------------------------
+
+def test_synthetic_lengths_match_ljspeech_statistics():
+    paper = get_spec("paper")
+    text_lengths, frames = data.synthetic_lengths(paper, 20000, np.random.default_rng(0))
+    chars = text_lengths - 1
+    assert chars.min() >= 12 and chars.max() <= 187
+    assert chars.mean() == pytest.approx(99.9, rel=0.03)
+    assert np.median(chars) == pytest.approx(102, rel=0.03)
+    assert np.percentile(chars, 90) == pytest.approx(142, rel=0.03)
+    assert np.percentile(chars, 99) == pytest.approx(165, rel=0.05)
+    seconds = (frames - 1) * paper.hop / paper.sr
+    assert seconds.mean() == pytest.approx(6.57, rel=0.03)
+    assert frames.mean() == pytest.approx(566, rel=0.03)
+    assert frames.max() <= paper.max_frames * paper.r
+    assert np.corrcoef(chars, frames)[0, 1] > 0.9  # duration follows text length
+    community = get_spec("community")
+    assert data.synthetic_lengths(community, 20000, np.random.default_rng(0))[1].mean() == \
+        pytest.approx(525, rel=0.03)
+
+
+def test_synthetic_lengths_are_clipped_to_the_spec():
+    text_lengths, frames = data.synthetic_lengths(TINY, 1000, np.random.default_rng(0))
+    assert text_lengths.max() == TINY.max_chars and frames.max() == TINY.max_frames * TINY.r
+
+
+def test_synthetic_batch_is_a_valid_seeded_batch():
+    batch = data.synthetic_batch(TINY, 3, seed=5)
+    assert batch.text.dtype == np.int32 and batch.mel.dtype == batch.mag.dtype == np.float32
+    assert batch.mel.shape[:2] == (3, TINY.n_mels) and batch.mag.shape == (3, TINY.n_mags, TINY.r * batch.mel.shape[2])
+    for k, n in enumerate(batch.text_lengths):
+        assert batch.text[k, n - 1] == EOS and np.all(batch.text[k, :n - 1] > EOS)
+        assert np.all(batch.text[k, :n - 1] < TINY.n_vocab) and not batch.text[k, n:].any()
+    assert batch.mel.min() >= 0 and batch.mel.max() <= 1
+    again = data.synthetic_batch(TINY, 3, seed=5)
+    np.testing.assert_array_equal(batch.mag, again.mag)
+    assert not np.array_equal(batch.text_lengths, data.synthetic_batch(TINY, 3, seed=6).text_lengths) or \
+        not np.array_equal(batch.mel, data.synthetic_batch(TINY, 3, seed=6).mel)

@@ -1,0 +1,1 @@
+"""Benchmarks: each framework timed in its own subprocess on identical, prebuilt batches."""

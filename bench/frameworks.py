@@ -1,0 +1,127 @@
+"""The few measurements that need a framework's own API beyond common.framework.Backend:
+thread setup, version, the machine's peak fp32 matmul throughput IN that framework, GPU memory.
+
+A framework missing from the tables below falls back to generic behaviour (NumPy's matmul,
+the package named like the framework), so adding a name to common.framework.FRAMEWORKS is
+all it takes to benchmark a new implementation."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+import time
+
+import numpy as np
+
+PACKAGES = {"torch": "torch", "chainer": "chainer", "gluon": "mxnet"}
+
+
+def configure_threads(framework: str, n: int) -> bool:
+    """impl_<fw>.runtime.configure_threads(n) when the package has one (before the framework
+    is used; MXNet needs it before its first import). Returns whether it was called."""
+    try:
+        runtime = importlib.import_module(f"impl_{framework}.runtime")
+    except ImportError:
+        return False
+    configure = getattr(runtime, "configure_threads", None)
+    if configure is not None:
+        configure(n)
+    return configure is not None
+
+
+def version(framework: str):
+    try:
+        return importlib.metadata.version(PACKAGES.get(framework, framework))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_index(device: str):
+    """None for "cpu", N for "cuda" (0) or "cuda:N"."""
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", device)
+    if match is None:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    return None if device == "cpu" else int(match.group(1) or 0)
+
+
+def _torch_mm(n, device):
+    import torch
+
+    dev = torch.device("cpu" if gpu_index(device) is None else f"cuda:{gpu_index(device)}")
+    a, b = torch.rand(n, n, device=dev), torch.rand(n, n, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    return {"torch.mm": lambda: torch.mm(a, b)}, sync
+
+
+def _chainer_mm(n, device):
+    if gpu_index(device) is None:
+        return _numpy_mm(n, device)
+    import cupy
+
+    with cupy.cuda.Device(gpu_index(device)):
+        a, b = cupy.random.rand(n, n, dtype=cupy.float32), cupy.random.rand(n, n, dtype=cupy.float32)
+    return {"cupy.matmul": lambda: cupy.matmul(a, b)}, cupy.cuda.runtime.deviceSynchronize
+
+
+def _mxnet_mm(n, device):
+    import mxnet as mx
+
+    ctx = mx.cpu() if gpu_index(device) is None else mx.gpu(gpu_index(device))
+    a, b = mx.nd.random.uniform(shape=(n, n), ctx=ctx), mx.nd.random.uniform(shape=(n, n), ctx=ctx)
+    return {"mx.nd.dot": lambda: mx.nd.dot(a, b), "mx.nd.linalg.gemm2": lambda: mx.nd.linalg.gemm2(a, b)}, \
+        mx.nd.waitall
+
+
+def _numpy_mm(n, device):
+    if gpu_index(device) is not None:
+        raise RuntimeError(f"no GPU matmul known for this framework on {device!r}")
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    return {"numpy.matmul": lambda: np.matmul(a, b)}, lambda: None
+
+
+MATMULS = {"torch": _torch_mm, "chainer": _chainer_mm, "gluon": _mxnet_mm}
+
+
+def peak_matmul(framework: str, device: str = "cpu", n: int | None = None, repeats: int = 5) -> dict:
+    """Best fp32 GFLOP/s of an n x n matrix product in `framework` on `device` (the fastest of
+    its gemm entry points, best of `repeats` after one untimed call, synchronized around each).
+    n defaults to 2048 on CPU (~0.1-0.5 s a product on a few cores), 8192 on a GPU."""
+    n = n or (2048 if gpu_index(device) is None else 8192)
+    products, sync = MATMULS.get(framework, _numpy_mm)(n, device)
+    best = {}
+    for name, product in products.items():
+        product()
+        sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product()
+            sync()
+            times.append(time.perf_counter() - start)
+        best[name] = 2 * n ** 3 / min(times) / 1e9
+    method = max(best, key=best.get)
+    return {"gflops": best[method], "method": method, "n": n, "all_gflops": best}
+
+
+def gpu_memory_mb(framework: str, device: str):
+    """The framework's peak device memory in MiB (None on CPU or when unknown): torch's
+    max_memory_allocated; CuPy's pool size (the pool keeps what it ever held, so its peak);
+    MXNet's used device memory at the end (its pool keeps allocations too)."""
+    index = gpu_index(device)
+    if index is None:
+        return None
+    if framework == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated(index) / 2 ** 20
+    if framework == "chainer":
+        import cupy
+
+        return cupy.get_default_memory_pool().total_bytes() / 2 ** 20
+    if framework == "gluon":
+        import mxnet as mx
+
+        free, total = mx.context.gpu_memory_info(index)
+        return (total - free) / 2 ** 20
+    return None

@@ -1,0 +1,56 @@
+"""The inputs every framework gets, built before any clock starts and identical across
+frameworks (same seeds): timing batches, synthesis texts, the parity gate's batch."""
+from __future__ import annotations
+
+import numpy as np
+
+from common import data, text
+from common.batch import Batch, make_batch
+from common.spec import EOS, Spec
+
+# Harvard sentences (IEEE 1969, public domain): ordinary English of 30-45 characters.
+SENTENCES = (
+    "the birch canoe slid on the smooth planks.",
+    "glue the sheet to the dark blue background.",
+    "it's easy to tell the depth of a well.",
+    "these days a chicken leg is a rare dish.",
+    "rice is often served in round bowls.",
+    "the juice of lemons makes fine punch.",
+)
+
+
+def timing_batches(spec: Spec, batch_size: int, n: int, seed: int, data_dir=None) -> list:
+    """`n` distinct Batches: synthetic LJSpeech-shaped ones (seeds seed, seed+1, ...), or the
+    first `n` of a seeded epoch of the preprocessed corpus in `data_dir`."""
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need at least one batch of at least one item, got n={n}, batch_size={batch_size}")
+    if data_dir is None:
+        return [data.synthetic_batch(spec, batch_size, seed + i) for i in range(n)]
+    corpus = data.load_corpus(data_dir, spec, progress=False)
+    epoch = data.batches(corpus, np.arange(len(corpus)), batch_size, np.random.default_rng(seed))
+    out = [b for _, b in zip(range(n), epoch)]
+    if len(out) < n:
+        raise ValueError(f"{data_dir} holds {len(corpus)} usable utterances: {len(out)} batches of "
+                         f"{batch_size}, fewer than the {n} asked for")
+    return out
+
+
+def synthesis_texts(spec: Spec, n: int, data_dir=None) -> list:
+    """`n` id arrays (each ending with end-of-text): the corpus's first texts, or Harvard sentences."""
+    if data_dir is None:
+        pool = [text.text_to_ids(s, spec) for s in SENTENCES]
+    else:
+        pool = [u.ids for u in data.load_corpus(data_dir, spec, progress=False).items[:n]]
+        if not pool:
+            raise ValueError(f"{data_dir} holds no usable utterance to synthesize")
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def short_batch(spec: Spec, seed: int = 0, text_lengths=(12, 9), frame_lengths=(10, 7)) -> Batch:
+    """A small random Batch (default B=2, N=12, T=10 reduced frames, unequal lengths so padding
+    is exercised): cheap enough for the reference forward even at the `paper` preset."""
+    rng = np.random.default_rng(seed)
+    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
+    mels = [rng.random((spec.n_mels, t * spec.r), dtype=np.float32) for t in frame_lengths]
+    mags = [rng.random((spec.n_mags, t * spec.r), dtype=np.float32) for t in frame_lengths]
+    return make_batch(spec, texts, mels, mags)

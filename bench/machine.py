@@ -1,0 +1,73 @@
+"""What a result needs to be read later: thread settings, the machine, memory.
+
+Imports only the standard library at module level: the worker calls `apply_threads`
+before numpy or any framework is imported (thread pools are sized at import time).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS",
+               "DCTTS_THREADS")
+
+
+def thread_env(n: int) -> dict:
+    """The environment variables that fix every framework's and BLAS's thread count to `n`."""
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    return {var: str(n) for var in THREAD_VARS}
+
+
+def apply_threads(n: int) -> None:
+    """Set `thread_env(n)` in this process; refuses once numpy is imported (too late to matter)."""
+    if "numpy" in sys.modules:
+        raise RuntimeError("apply_threads must run before numpy is imported")
+    os.environ.update(thread_env(n))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    """HEAD's hash, with "+dirty" when the working tree differs from it ("unknown" outside git)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    """The orchestrating machine: CPU, cores, OS, Python, git commit."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "git_commit": git_commit()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()

@@ -1,0 +1,119 @@
+"""One benchmark run (one framework, one task, one batch size) inside the current process.
+
+Order matters for honest numbers: backends are built and checked against common.reference
+(the parity gate) first; inputs are prebuilt; then warm-up steps (the first is the first call,
+which includes any hybridize/compile work) and counted steps are clocked separately, with
+Backend.sync() before every clock read; peak memory is read before the peak-matmul probe
+(which would otherwise inflate it)."""
+from __future__ import annotations
+
+import time
+
+import threadpoolctl
+
+from bench import frameworks, inputs, machine
+from bench.parity import parity_gate
+from common import audio, spec as S
+from common.framework import load_backend
+from common.weights import init_weights
+
+TASKS = ("train-text2mel", "train-ssrn", "synthesize")
+TASK_NETS = {"train-text2mel": ("text2mel",), "train-ssrn": ("ssrn",), "synthesize": ("text2mel", "ssrn")}
+
+
+def clocked(backend, fn, *args):
+    """(fn(*args), seconds), the device synchronized before both clock reads."""
+    backend.sync()
+    start = time.perf_counter()
+    out = fn(*args)
+    backend.sync()
+    return out, time.perf_counter() - start
+
+
+def synthesis_flops(spec: S.Spec, n_chars: int, n_frames: int) -> int:
+    """FLOPs of synthesizing `n_frames` reduced frames from `n_chars` characters as the paper
+    decodes: TextEnc once; every new frame reruns AudioEnc, attention and AudioDec over all
+    frames so far; SSRN once over the result."""
+    text_enc = S.flops(spec, "text2mel", 1, n_chars, 0)["forward"]
+    frames = sum(S.flops(spec, "text2mel", 1, n_chars, t)["forward"] - text_enc for t in range(1, n_frames + 1))
+    return text_enc + frames + S.flops(spec, "ssrn", 1, 0, n_frames)["forward"]
+
+
+def _train_steps(backend, spec, batches, warmup, steps, seed):
+    flops_of = {id(b): S.flops(spec, backend.net, b.size, b.text.shape[1], b.mel.shape[2])["train_step"]
+                for b in batches}
+    out = []
+    for i in range(warmup + steps):
+        batch = batches[i % len(batches)]
+        backend.seed(seed + i)
+        losses, seconds = clocked(backend, backend.train_step, batch)
+        out.append({"time_s": seconds, "samples": batch.size, "frames": int(batch.frame_lengths.sum()) * spec.r,
+                    "flops": flops_of[id(batch)], "loss": float(losses["loss"])})
+    return out
+
+
+def _synthesis_steps(text2mel, ssrn, spec, texts, max_frames):
+    out = []
+    for ids in texts:
+        (mel, _), t2m_s = clocked(text2mel, text2mel.synthesize, ids, max_frames)
+        mag, ssrn_s = clocked(ssrn, ssrn.upsample, mel)
+        start = time.perf_counter()
+        audio.mag_to_wav(mag, spec)
+        vocoder_s = time.perf_counter() - start
+        frames = mel.shape[1] * spec.r
+        out.append({"time_s": t2m_s + ssrn_s, "text2mel_s": t2m_s, "ssrn_s": ssrn_s, "vocoder_s": vocoder_s,
+                    "frames": frames, "audio_s": frames * spec.hop / spec.sr, "chars": len(ids),
+                    "flops": synthesis_flops(spec, len(ids), mel.shape[1])})
+    return out
+
+
+def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int = 5, warmup: int = 2,
+        device: str = "cpu", seed: int = 0, threads: int | None = None, data_dir=None, max_frames: int = 64,
+        n_batches: int = 2, backend_cls=None) -> dict:
+    """One run's record: status "ok" with raw per-step data, "unavailable" (the backend does not
+    import), or "failed" (the parity gate). `backend_cls` replaces load_backend(framework)
+    (tests use a NumPy stand-in). Synthesis handles one utterance per step (batch size 1)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if warmup < 1 or steps < 1:
+        raise ValueError(f"need warmup >= 1 (the first call is never counted) and steps >= 1, got {warmup}, {steps}")
+    batch_size = 1 if task == "synthesize" else batch_size
+    record = {"framework": framework, "task": task, "preset": spec.name, "batch_size": batch_size,
+              "device": device, "threads": threads, "seed": seed, "steps_asked": steps, "warmup_asked": warmup}
+    start = time.perf_counter()
+    if backend_cls is None:
+        try:
+            if threads:
+                frameworks.configure_threads(framework, threads)
+            backend_cls = load_backend(framework)
+        except (RuntimeError, ImportError) as err:
+            return {**record, "status": "unavailable", "reason": str(err)}
+    record["import_s"] = time.perf_counter() - start
+    record["version"] = frameworks.version(framework)
+
+    start = time.perf_counter()
+    backends = {net: backend_cls(spec, net, device=device, seed=seed) for net in TASK_NETS[task]}
+    record["setup_s"] = time.perf_counter() - start
+
+    gate_batch = inputs.short_batch(spec, seed)
+    record["gate"] = {net: parity_gate(b, init_weights(spec, net, seed), gate_batch) for net, b in backends.items()}
+    failures = [f"{net} {out} relative error {err:.2e} > {g['tol']:.0e}" for net, g in record["gate"].items()
+                for out, err in g["errors"].items() if not err <= g["tol"]]
+    if failures:
+        return {**record, "status": "failed", "reason": "parity gate vs common.reference: " + "; ".join(failures)}
+
+    record["rss_setup_mb"] = machine.current_rss_mb()
+    if task == "synthesize":
+        texts = inputs.synthesis_texts(spec, warmup + steps, data_dir)
+        record["max_frames"] = max_frames
+        timed = _synthesis_steps(backends["text2mel"], backends["ssrn"], spec, texts, max_frames)
+    else:
+        batches = inputs.timing_batches(spec, batch_size, n_batches, seed, data_dir)
+        timed = _train_steps(backends[TASK_NETS[task][0]], spec, batches, warmup, steps, seed)
+    record["warmup"], record["steps"] = timed[:warmup], timed[warmup:]
+    record["peak_rss_mb"] = machine.peak_rss_mb()
+    record["gpu_memory_mb"] = frameworks.gpu_memory_mb(framework, device)
+    record["peak"] = frameworks.peak_matmul(framework, device)
+    record["blas"] = threadpoolctl.threadpool_info()
+    record["status"] = "ok"
+    return record

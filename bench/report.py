@@ -1,0 +1,188 @@
+"""Results on disk: results.json (every raw record), results.csv and table.md (one row per
+framework x task x batch size, pooled over rounds), PNG plots. All derived numbers are computed
+here from the raw per-step data, in one place."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+CSV_FIELDS = ("framework", "task", "preset", "batch_size", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
+              "iqr_s", "ratio_to_fastest", "first_call_s", "warmup_median_s", "setup_s", "samples_per_s",
+              "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gflop_per_step",
+              "achieved_gflops", "peak_gflops", "fraction_of_peak", "gate_max_rel_error", "reason")
+
+
+def summarize(times) -> dict:
+    """Median and interquartile range (numpy's linear-interpolation quartiles)."""
+    q1, median, q3 = np.percentile(np.asarray(times, np.float64), [25, 50, 75])
+    return {"median_s": float(median), "q1_s": float(q1), "q3_s": float(q3), "iqr_s": float(q3 - q1)}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def aggregate(records: list) -> list:
+    """One row per (framework, task, preset, batch size), its counted steps pooled over rounds,
+    rows in first-seen order, with ratio_to_fastest = median / the fastest ok median of its
+    (task, preset, batch size)."""
+    groups = {}
+    for rec in records:
+        groups.setdefault((rec["framework"], rec["task"], rec["preset"], rec["batch_size"]), []).append(rec)
+    rows = [_row(key, recs) for key, recs in groups.items()]
+    for row in rows:
+        peers = [r["median_s"] for r in rows if r["status"] == "ok"
+                 and (r["task"], r["preset"], r["batch_size"]) == (row["task"], row["preset"], row["batch_size"])]
+        row["ratio_to_fastest"] = row["median_s"] / min(peers) if row["status"] == "ok" else None
+    return rows
+
+
+def _row(key, recs) -> dict:
+    framework, task, preset, batch_size = key
+    row = dict.fromkeys(CSV_FIELDS)
+    row.update(framework=framework, task=task, preset=preset, batch_size=batch_size)
+    ok = [r for r in recs if r["status"] == "ok"]
+    if not ok:
+        return {**row, "status": recs[-1]["status"], "rounds": 0, "reason": recs[-1].get("reason", "")}
+    steps = [s for r in ok for s in r["steps"]]
+    seconds = sum(s["time_s"] for s in steps)
+    row.update(status="ok", rounds=len(ok), steps=len(steps), **summarize([s["time_s"] for s in steps]))
+    row["first_call_s"] = _median([r["warmup"][0]["time_s"] for r in ok])
+    row["warmup_median_s"] = _median([s["time_s"] for r in ok for s in r["warmup"][1:]])
+    row["setup_s"] = _median([r["setup_s"] for r in ok])
+    if task == "synthesize":
+        audio_s = sum(s["audio_s"] for s in steps)
+        row["rtf"] = audio_s / sum(s["text2mel_s"] for s in steps)
+        row["rtf_with_vocoder"] = audio_s / sum(s["text2mel_s"] + s["ssrn_s"] + s["vocoder_s"] for s in steps)
+    else:
+        row["samples_per_s"] = sum(s["samples"] for s in steps) / seconds
+    row["frames_per_s"] = sum(s["frames"] for s in steps) / seconds
+    row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    row["gpu_memory_mb"] = max((r["gpu_memory_mb"] for r in ok if r.get("gpu_memory_mb") is not None), default=None)
+    row["gflop_per_step"] = sum(s["flops"] for s in steps) / len(steps) / 1e9
+    row["achieved_gflops"] = sum(s["flops"] for s in steps) / seconds / 1e9
+    row["peak_gflops"] = _median([r["peak"]["gflops"] for r in ok])
+    row["fraction_of_peak"] = row["achieved_gflops"] / row["peak_gflops"]
+    row["gate_max_rel_error"] = max(e for r in ok for g in r["gate"].values() for e in g["errors"].values())
+    return row
+
+
+def write_json(path, meta: dict, records: list) -> None:
+    Path(path).write_text(json.dumps({"meta": meta, "runs": records}, indent=1))
+
+
+def write_csv(path, rows: list) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value, spec="{:.3g}"):
+    return "–" if value is None else spec.format(value)
+
+
+def _last_line(text) -> str:
+    """The last non-empty line (where a traceback's message is), shortened, pipes escaped."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return (lines[-1][:200] if lines else "").replace("|", "\\|")
+
+
+def _ms(row) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+    return f"{row['median_s'] * 1e3:.1f} ms, IQR {row['iqr_s'] * 1e3:.1f} ({row['ratio_to_fastest']:.2f}×)"
+
+
+def markdown(meta: dict, rows: list, frameworks: list) -> str:
+    """The header (settings and fairness), the step-time table (one column per framework) and a
+    details table."""
+    lines = [f"# DC-TTS benchmark, preset(s) {', '.join(sorted({r['preset'] for r in rows}))}", ""]
+    lines += [f"- {line}" for line in meta.get("header", [])]
+    lines += ["", "## Median wall time per step (interquartile range; ratio to the fastest in the row)", "",
+              "| task | preset | batch | " + " | ".join(frameworks) + " |",
+              "|---|---|---:|" + "---:|" * len(frameworks)]
+    cells = {(r["task"], r["preset"], r["batch_size"], r["framework"]): r for r in rows}
+    keys = list(dict.fromkeys((r["task"], r["preset"], r["batch_size"]) for r in rows))
+    for task, preset, batch in keys:
+        row_cells = [_ms(cells[task, preset, batch, fw]) if (task, preset, batch, fw) in cells else "not run"
+                     for fw in frameworks]
+        lines.append(f"| {task} | {preset} | {batch} | " + " | ".join(row_cells) + " |")
+    lines += ["", "## Details", "",
+              "| framework | task | batch | steps | median s | IQR s | first call s | warm-up s | samples/s "
+              "| frames/s | RTF | RTF +vocoder | peak RSS MiB | GPU MiB | GFLOP/step | GFLOP/s | peak GFLOP/s "
+              "| % of peak | gate err |",
+              "|---|---|---:|" + "---:|" * 16]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['framework']} | {r['task']} | {r['batch_size']} | {r['status']}: "
+                         f"{_last_line(r['reason'])} |" + " |" * 15)
+            continue
+        frac = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
+        lines.append(" | ".join([
+            f"| {r['framework']}", r["task"], str(r["batch_size"]), str(r["steps"]), _fmt(r["median_s"]),
+            _fmt(r["iqr_s"]), _fmt(r["first_call_s"]), _fmt(r["warmup_median_s"]), _fmt(r["samples_per_s"]),
+            _fmt(r["frames_per_s"], "{:.0f}"), _fmt(r["rtf"]), _fmt(r["rtf_with_vocoder"]),
+            _fmt(r["peak_rss_mb"], "{:.0f}"), _fmt(r["gpu_memory_mb"], "{:.0f}"), _fmt(r["gflop_per_step"]),
+            _fmt(r["achieved_gflops"]), _fmt(r["peak_gflops"]), _fmt(frac, "{:.1f}"),
+            _fmt(r["gate_max_rel_error"], "{:.1e}")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out_dir, rows: list, frameworks: list) -> list:
+    """step_time.png (median with IQR bars, per task and batch size) and, when several batch sizes
+    were run, throughput.png (training samples/s vs batch size). Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return []
+    written = []
+    tasks = list(dict.fromkeys(r["task"] for r in ok))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
+    width = 0.8 / len(frameworks)
+    for ax, task in zip(axes[0], tasks):
+        sizes = sorted({r["batch_size"] for r in ok if r["task"] == task})
+        for j, fw in enumerate(frameworks):
+            mine = {r["batch_size"]: r for r in ok if r["task"] == task and r["framework"] == fw}
+            xs = [i + (j - (len(frameworks) - 1) / 2) * width for i, b in enumerate(sizes) if b in mine]
+            rs = [mine[b] for b in sizes if b in mine]
+            if rs:
+                ax.bar(xs, [r["median_s"] for r in rs], width, label=fw,
+                       yerr=[[r["median_s"] - r["q1_s"] for r in rs], [r["q3_s"] - r["median_s"] for r in rs]],
+                       capsize=3)
+        ax.set_xticks(range(len(sizes)), ["one utterance" if task == "synthesize" else f"batch {b}" for b in sizes])
+        ax.set_title(task)
+        ax.set_ylabel("seconds per step (median, IQR)")
+        ax.legend()
+    fig.tight_layout()
+    written.append(Path(out_dir) / "step_time.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    train = [r for r in ok if r["samples_per_s"] is not None]
+    if len({r["batch_size"] for r in train}) > 1:
+        train_tasks = list(dict.fromkeys(r["task"] for r in train))
+        fig, axes = plt.subplots(1, len(train_tasks), figsize=(4.5 * len(train_tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], train_tasks):
+            for fw in frameworks:
+                rs = sorted((r for r in train if r["task"] == task and r["framework"] == fw),
+                            key=lambda r: r["batch_size"])
+                if rs:
+                    ax.plot([r["batch_size"] for r in rs], [r["samples_per_s"] for r in rs], "o-", label=fw)
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("samples / s")
+            ax.set_title(task)
+            ax.legend()
+        fig.tight_layout()
+        written.append(Path(out_dir) / "throughput.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written

@@ -1,0 +1,162 @@
+"""`python bench/run.py`: time DC-TTS training steps and synthesis in every framework.
+
+Each (framework, task, batch size) runs in its own subprocess (`python -m bench.worker`) with
+the same thread count, seeds and prebuilt inputs, after passing the parity gate; rounds
+alternate the framework order. Results are rewritten after every run, so Ctrl-C keeps the
+finished rows. The defaults (small preset, batch 4, 2 warm-up + 5 counted steps, a short
+synthesis) finish in a few minutes on a 2-core CPU; `--preset paper` is the headline.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm
+
+from bench import machine, report
+from bench.measure import TASKS
+from bench.parity import GATE_TOL
+from common.framework import FRAMEWORKS
+from common.spec import PRESETS
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--framework", nargs="+", default=["all"], choices=[*FRAMEWORKS, "all"])
+    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all"])
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--batch-size", nargs="+", type=int, default=[4],
+                   help="several give a throughput-vs-batch-size plot (synthesis is one utterance at a time)")
+    p.add_argument("--steps", type=int, default=5, help="counted steps per run")
+    p.add_argument("--warmup", type=int, default=2, help="uncounted steps per run, the first call included (>= 1)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of every framework (default: all cores)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--data", default=None, help="preprocessed corpus (common.data.load_corpus); default: synthetic "
+                                                "LJSpeech-shaped batches")
+    p.add_argument("--out", default=None, help="output folder (default: out/bench-<date>)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds, alternating the framework order")
+    p.add_argument("--max-frames", type=int, default=64, help="synthesis length limit, reduced frames")
+    p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches per run, cycled")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is abandoned as an error")
+    args = p.parse_args(argv)
+    args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
+    args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
+    if min(args.batch_size) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
+        p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
+    args.out = Path(args.out or f"out/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    args.data = str(Path(args.data).resolve()) if args.data else None
+    return args
+
+
+def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int) -> list:
+    """(round, task, batch size, framework) in run order; odd rounds reverse the framework order."""
+    runs = []
+    for rnd in range(repeat):
+        order = frameworks if rnd % 2 == 0 else frameworks[::-1]
+        for task in tasks:
+            for batch in ([1] if task == "synthesize" else batch_sizes):
+                runs += [(rnd, task, batch, fw) for fw in order]
+    return runs
+
+
+def run_worker(args, framework: str, task: str, batch: int) -> dict:
+    """One subprocess run; a crash, timeout or missing answer becomes a status "error" record."""
+    result = args.out / f".worker-{os.getpid()}.json"
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.worker", "--framework", framework, "--task", task, "--preset", args.preset,
+           "--batch-size", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed),
+           "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--result", str(result)]
+    if args.data:
+        cmd += ["--data", args.data]
+    env = {**os.environ, **machine.thread_env(args.threads), "PYTHONPATH": str(machine.REPO)}
+    base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
+    try:
+        proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {**base, "reason": f"timed out after {args.timeout:.0f} s"}
+    if not result.is_file():
+        return {**base, "reason": f"worker exited with {proc.returncode} and no result: {proc.stderr[-2000:]}"}
+    record = json.loads(result.read_text())
+    result.unlink()
+    return record
+
+
+def header(args, records: list) -> list:
+    """The settings a reader needs to trust (or reproduce) the table."""
+    info = machine.machine()
+    versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
+    inputs = (f"preprocessed corpus {args.data}" if args.data else
+              f"synthetic LJSpeech-shaped batches (common.data.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
+    return [
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}",
+        f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
+        f"device {args.device}, fp32; Backend.sync() before every clock read",
+        f"threads: {args.threads} per framework subprocess ({', '.join(machine.THREAD_VARS)} set before import, "
+        f"then impl_<fw>.runtime.configure_threads({args.threads}))",
+        f"inputs: {inputs}, {args.batches} distinct batch(es) cycled, prebuilt and identical for every framework; "
+        "data loading is not timed",
+        f"steps per run: {args.warmup} warm-up (the first is the first call, with any hybridize/compile work; both "
+        f"reported separately) + {args.steps} counted; {args.repeat} round(s), framework order alternating",
+        f"synthesis: untrained weights (common.weights.init_weights), Harvard sentences or corpus texts, at most "
+        f"{args.max_frames} reduced frames; step = Text2Mel + SSRN; RTF = audio seconds / compute seconds, "
+        "+vocoder adds Griffin-Lim (common.audio)",
+        f"parity gate before timing: Backend.forward vs common.reference on a B=2, N=12, T=10 batch, relative error "
+        f"<= {GATE_TOL:g}; a framework that fails is reported, not timed",
+        "FLOPs: common.spec.flops (train step = 3x forward; synthesis reruns the decoder over the prefix for each "
+        "frame); peak = best fp32 2048x2048 matmul in each framework on this device, measured in the same run",
+        "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
+        f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
+                                   else ""),
+    ]
+
+
+def write_outputs(args, records: list, plots: bool = False) -> str:
+    """Rewrite results.json, results.csv and table.md (and the plots); return the markdown."""
+    rows = report.aggregate(records)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine.machine(),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "thread_env": machine.thread_env(args.threads), "header": header(args, records)}
+    report.write_json(args.out / "results.json", meta, records)
+    report.write_csv(args.out / "results.csv", rows)
+    table = report.markdown(meta, rows, args.framework)
+    (args.out / "table.md").write_text(table)
+    if plots:
+        report.plot(args.out, rows, args.framework)
+    return table
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = plan(args.framework, args.task, args.batch_size, args.repeat)
+    records, unavailable = [], {}
+    status = 0
+    try:
+        bar = tqdm(runs, unit="run", desc="bench")
+        for rnd, task, batch, fw in bar:
+            bar.set_postfix_str(f"{fw} {task} batch {batch}")
+            record = unavailable.get(fw) or run_worker(args, fw, task, batch)
+            if record["status"] == "unavailable":
+                unavailable[fw] = record
+            records.append({**record, "task": task, "batch_size": batch, "round": rnd})
+            write_outputs(args, records)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(records)} of {len(runs)} runs finished and written", file=sys.stderr)
+        status = 130
+    print(write_outputs(args, records, plots=True))
+    print(f"written to {args.out}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

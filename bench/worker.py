@@ -1,0 +1,54 @@
+"""`python -m bench.worker ...`: one benchmark run in a fresh process, its record written as JSON.
+
+Thread counts are fixed (environment, then impl_<fw>.runtime.configure_threads) before numpy
+or any framework is imported. Any exception becomes a record with status "error", so the
+orchestrator always gets an answer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from bench.machine import apply_threads
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__)
+    p.add_argument("--framework", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="preprocessed corpus directory (default: synthetic batches)")
+    p.add_argument("--max-frames", type=int, default=64, help="synthesis length limit in reduced frames")
+    p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches, cycled")
+    p.add_argument("--result", required=True, help="where to write the JSON record")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    apply_threads(args.threads)
+    from bench import measure  # numpy and the framework load only now
+    from common.spec import get_spec
+
+    try:
+        record = measure.run(args.framework, args.task, get_spec(args.preset), args.batch_size, args.steps,
+                             args.warmup, args.device, args.seed, args.threads, args.data, args.max_frames,
+                             args.batches)
+    except Exception as err:  # reported, never lost: the run is marked "error" with its traceback
+        record = {"framework": args.framework, "task": args.task, "preset": args.preset,
+                  "batch_size": args.batch_size, "status": "error", "reason": f"{type(err).__name__}: {err}",
+                  "traceback": traceback.format_exc()}
+    with open(args.result, "w") as f:
+        json.dump(record, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

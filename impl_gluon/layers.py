@@ -1,9 +1,9 @@
 """Building blocks of DC-TTS as Gluon HybridBlocks, one per entry of a common.spec layer list.
 
-Every block keeps its `common.spec.Layer` and holds its parameters under their canonical
-names (`<layer.name>.weight`, `.bias`, `.norm.gamma`, `.norm.beta`; the canonical layouts are
-MXNet's own), so weights move between frameworks unchanged. Activations are NCW (B, C, T).
-Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
+Every block keeps its `common.spec.Layer` and maps its parameters to their canonical names
+(`Block.canonical`: `<layer.name>.weight`, `.bias`, `.dw.weight`, `.norm.gamma`, `.norm.beta`;
+the canonical layouts are MXNet's own). Activations are NCW (B, C, T). Causal stacks can
+also run one frame at a time (`Stack.step`) for synthesis.
 """
 from __future__ import annotations
 
@@ -15,45 +15,74 @@ from mxnet import gluon
 from common import spec as S
 
 
-def channel_norm(F, h, gamma, beta, groups: int, eps: float) -> list:
-    """Layer norm over the channels of each time step (eps added to the variance), each of
-    `groups` equal channel slices on its own (a highway layer's H1 and H2). Returns the
-    normalized slices (NCW). MXNet's LayerNorm over axis 1 of NCW measured ~2x slower
-    (forward + backward) than transposing to NWC and normalizing the last axis."""
-    h = F.transpose(h, axes=(0, 2, 1))
-    if groups > 1:
-        parts = F.split(h, num_outputs=groups, axis=2)
-        gammas = F.split(gamma, num_outputs=groups, axis=0)
-        betas = F.split(beta, num_outputs=groups, axis=0)
-    else:
-        parts, gammas, betas = [h], [gamma], [beta]
-    return [F.transpose(F.LayerNorm(p, g, b, axis=-1, eps=eps), axes=(0, 2, 1))
-            for p, g, b in zip(parts, gammas, betas)]
+class ChannelNorm(gluon.HybridBlock):
+    """Layer norm over channels at each time step (eps added to the variance); with groups=2
+    the two halves of a highway layer (H1, H2) are normalized separately. Returns the list of
+    `groups` normalized slices (NCW), which a highway layer consumes as they are.
+    MXNet's LayerNorm over axis 1 of NCW measured ~2x slower (forward + backward) than
+    transposing to NWC and normalizing the last axis."""
+
+    def __init__(self, channels: int, groups: int, eps: float):
+        super().__init__(prefix="norm_")
+        self.groups, self.eps = groups, eps
+        with self.name_scope():
+            self.gamma = self.params.get("gamma", shape=(channels,), dtype="float32", init=mx.init.One())
+            self.beta = self.params.get("beta", shape=(channels,), dtype="float32", init=mx.init.Zero())
+
+    def hybrid_forward(self, F, h, gamma, beta):
+        h = F.transpose(h, axes=(0, 2, 1))
+        if self.groups > 1:
+            parts = F.split(h, num_outputs=self.groups, axis=2)
+            gammas = F.split(gamma, num_outputs=self.groups, axis=0)
+            betas = F.split(beta, num_outputs=self.groups, axis=0)
+        else:
+            parts, gammas, betas = [h], [gamma], [beta]
+        return [F.transpose(F.LayerNorm(p, g, b, axis=-1, eps=self.eps), axes=(0, 2, 1))
+                for p, g, b in zip(parts, gammas, betas)]
+
+
+def make_norm(spec: S.Spec, channels: int, groups: int):
+    """The normalization after a convolution, or None ([paper]: none)."""
+    if spec.norm == "none":
+        return None
+    if spec.norm == "layer":
+        return ChannelNorm(channels, groups, spec.norm_eps)
+    raise NotImplementedError("norm='batch' is not implemented in impl_gluon yet "
+                              "(common.spec defines no running-statistics momentum for training)")
 
 
 class Block(gluon.HybridBlock):
-    """A block built from one `common.spec.Layer`; its parameter `<layer.name>.<...>.<p>` is the
-    attribute `p` (weight, bias, gamma, beta), which Gluon passes to hybrid_forward by that name."""
+    """A block built from one `common.spec.Layer`. Its own parameter `<layer.name>.dw.weight`
+    is the attribute `dw_weight` (Gluon passes it to hybrid_forward by that name); the norm's
+    live in the ChannelNorm child. `canonical` maps every canonical name to its Parameter."""
+
+    groups = 1  # output channels = groups * cout, normalized in `groups` slices (2 for highway layers)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__(prefix=layer.name.replace(".", "_") + "_")
-        if S.is_separable(spec, layer):
-            raise NotImplementedError(f"{layer.name}: separable convolutions (conv={spec.conv!r}) "
-                                      "are not implemented in impl_gluon yet")
-        if spec.norm == "batch":
-            raise NotImplementedError("norm='batch' is not implemented in impl_gluon yet "
-                                      "(common.spec defines no running-statistics momentum for training)")
-        self.layer, self.p_drop, self.eps = layer, spec.dropout, spec.norm_eps
-        self.canonical = {}
+        self.layer, self.p_drop = layer, spec.dropout
+        self.canonical, self.local = {}, {}  # canonical name / hybrid_forward argument -> Parameter
         with self.name_scope():
+            self.norm = make_norm(spec, self.groups * layer.cout, self.groups) if layer.kind != S.EMBED else None
             for name, shape in S.param_shapes(spec, layer).items():
-                local = name.rsplit(".", 1)[1]
-                self.canonical[name] = self.params.get(local, shape=shape, dtype="float32", init=mx.init.Zero())
-                setattr(self, local, self.canonical[name])
+                local = name[len(layer.name) + 1:]
+                if local.startswith("norm."):
+                    self.canonical[name] = getattr(self.norm, local[len("norm."):])
+                else:
+                    arg = local.replace(".", "_")
+                    self.local[arg] = self.params.get(arg, shape=shape, dtype="float32", init=mx.init.Zero())
+                    setattr(self, arg, self.local[arg])
+                    self.canonical[name] = self.local[arg]
 
     def drop(self, F, y):
         """Dropout after the layer; MXNet applies it only in training mode (autograd.record())."""
         return F.Dropout(y, p=self.p_drop) if self.p_drop else y
+
+    def normalized(self, F, h) -> list:
+        """norm(h) as `groups` channel slices."""
+        if self.norm is not None:
+            return self.norm(h)
+        return list(F.split(h, num_outputs=2, axis=1)) if self.groups == 2 else [h]
 
 
 class Embedding(Block):
@@ -67,20 +96,33 @@ class Embedding(Block):
 class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). MXNet pads symmetrically, so a causal
     layer pads (k-1)*dilation on both sides and slices the right surplus off (measured as fast
-    as padding the input explicitly); non-causal ones pad "same"."""
+    as padding the input explicitly); non-causal ones pad "same". Separable variants: a
+    depthwise conv (k) then a pointwise conv (1, grouped in super-sep)."""
 
-    groups = 1  # norm groups: 2 for highway layers
+    def __init__(self, spec, layer):
+        super().__init__(spec, layer)
+        self.pointwise_groups = spec.pointwise_groups if S.is_separable(spec, layer) and spec.conv == "super-sep" else 1
 
-    def conv(self, F, x, pad: tuple, weight, bias, gamma=None, beta=None) -> list:
+    def conv(self, F, x, pad: tuple, weight, bias, dw_weight=None) -> list:
         """The normalized convolution of x with (left, right) time padding, as `groups` slices."""
-        layer, width = self.layer, max(pad)
-        h = F.Convolution(x, weight, bias, kernel=(layer.k,), dilate=(layer.dilation,), pad=(width,),
-                          num_filter=self.groups * layer.cout)
-        if pad[0] != pad[1]:
-            h = F.slice_axis(h, axis=2, begin=width - pad[0], end=(pad[1] - width) or None)
-        if gamma is not None:
-            return channel_norm(F, h, gamma, beta, self.groups, self.eps)
-        return F.split(h, num_outputs=2, axis=1) if self.groups == 2 else [h]
+        layer, width, out = self.layer, max(pad), self.groups * self.layer.cout
+        if dw_weight is not None:
+            x = F.Convolution(x, dw_weight, kernel=(layer.k,), dilate=(layer.dilation,), pad=(width,),
+                              num_filter=layer.cin, num_group=layer.cin, no_bias=True)
+            h = F.Convolution(self.trim(F, x, pad), weight, bias, kernel=(1,), num_filter=out,
+                              num_group=self.pointwise_groups)
+        else:
+            h = self.trim(F, F.Convolution(x, weight, bias, kernel=(layer.k,), dilate=(layer.dilation,),
+                                           pad=(width,), num_filter=out), pad)
+        return self.normalized(F, h)
+
+    @staticmethod
+    def trim(F, h, pad: tuple):
+        """Cut the surplus of symmetric padding by max(pad) down to (left, right)."""
+        width = max(pad)
+        if pad[0] == pad[1]:
+            return h
+        return F.slice_axis(h, axis=2, begin=width - pad[0], end=(pad[1] - width) or None)
 
     def output(self, F, h: list, x):
         """From the normalized convolution (and the layer input x) to the layer output."""
@@ -91,12 +133,10 @@ class Conv(Block):
 
     def step(self, x, history):
         """Causal layers, frame by frame (imperative): `history` holds the last (k-1)*dilation
-        inputs (zeros at the start: exactly the causal padding). Returns (y, new history)."""
-        if history is None:  # k = 1: no past needed
-            window = x
-        else:
-            window = mx.nd.concat(history, x, dim=2)
-        params = {name.rsplit(".", 1)[1]: p.data(x.context) for name, p in self.canonical.items()}
+        inputs (zeros at the start: exactly the causal padding; None for k = 1). Returns
+        (y, new history)."""
+        window = x if history is None else mx.nd.concat(history, x, dim=2)
+        params = {arg: p.data(x.context) for arg, p in self.local.items()}
         y = self.drop(mx.nd, self.output(mx.nd, self.conv(mx.nd, window, (0, 0), **params), x))
         return y, None if history is None else mx.nd.slice_axis(window, axis=2, begin=x.shape[2], end=None)
 
@@ -116,12 +156,10 @@ class Deconv(Block):
     """D(o, k): transposed convolution, stride = kernel = k, no padding (length x k, exactly);
     y = drop(norm(.))."""
 
-    def hybrid_forward(self, F, x, weight, bias, gamma=None, beta=None):
+    def hybrid_forward(self, F, x, weight, bias):
         k = self.layer.k
         h = F.Deconvolution(x, weight, bias, kernel=(k,), stride=(k,), num_filter=self.layer.cout, no_bias=False)
-        if gamma is not None:
-            (h,) = channel_norm(F, h, gamma, beta, 1, self.eps)
-        return self.drop(F, h)
+        return self.drop(F, self.normalized(F, h)[0])
 
 
 BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.DECONV: Deconv}
@@ -131,8 +169,8 @@ class Stack(gluon.nn.HybridSequential):
     """The blocks of one layer list in order; causal stacks can also run frame by frame."""
 
     def initial_history(self, batch_size: int, ctx) -> list:
-        """Zero input histories for `step`, one per layer ((B, cin, (k-1)*dilation); None for k = 1,
-        as MXNet handles zero-size arrays poorly)."""
+        """Zero input histories for `step`, one per layer ((B, cin, (k-1)*dilation); None for
+        k = 1, as MXNet handles zero-size arrays poorly)."""
         if not all(block.layer.causal for block in self):
             raise ValueError("only causal stacks run frame by frame")
         return [mx.nd.zeros((batch_size, b.layer.cin, b.layer.pad[0]), ctx=ctx) if b.layer.pad[0] else None
@@ -148,13 +186,17 @@ class Stack(gluon.nn.HybridSequential):
 
 
 def build_stack(spec: S.Spec, layer_list) -> Stack:
-    """Walk a layer list of common.spec (parameters zero: load weights next)."""
+    """Walk a layer list of common.spec (weights zero: load weights next)."""
     stack = Stack(prefix=layer_list[0].name.split(".")[0] + "_")
     for layer in layer_list:
         stack.add(BLOCKS[layer.kind](spec, layer))
     return stack
 
 
-def canonical_parameters(stacks) -> dict:
-    """{canonical name: gluon Parameter} of the blocks of `stacks` (Stack objects), in forward order."""
+def canonical_parameters(model) -> dict:
+    """{canonical name: gluon Parameter} of a Block, a Stack, or a network (Text2Mel, SSRN: whose
+    `stacks()` lists its Stacks), in forward order."""
+    if isinstance(model, Block):
+        return dict(model.canonical)
+    stacks = [model] if isinstance(model, Stack) else model.stacks()
     return {name: p for stack in stacks for block in stack for name, p in block.canonical.items()}

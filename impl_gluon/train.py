@@ -95,7 +95,7 @@ class Trainer:
     def __init__(self, model, spec, net: str, ctx):
         self.model, self.spec, self.ctx = model, spec, ctx
         self.loss_fn = LOSSES[net]
-        self.params = canonical_parameters(model.stacks())
+        self.params = canonical_parameters(model)
         self.optimizer = SpecAdam(spec)
         self.trainer = gluon.Trainer(list(self.params.values()), self.optimizer, kvstore=None)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)

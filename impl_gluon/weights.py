@@ -12,12 +12,12 @@ from impl_gluon.layers import canonical_parameters
 
 def get_weights(model) -> dict:
     """{canonical name: float32 ndarray} (copies, on the CPU)."""
-    return {name: p.data().asnumpy() for name, p in canonical_parameters(model.stacks()).items()}
+    return {name: p.data().asnumpy() for name, p in canonical_parameters(model).items()}
 
 
 def set_weights(model, weights: dict) -> None:
     """Load every parameter; missing, unexpected or misshapen arrays raise WeightsError."""
-    params = canonical_parameters(model.stacks())
+    params = canonical_parameters(model)
     missing = [k for k in params if k not in weights]
     unexpected = [k for k in weights if k not in params]
     wrong = [f"{k} {tuple(np.shape(weights[k]))} != {p.shape}" for k, p in params.items()

@@ -14,8 +14,8 @@ import numpy as np
 from common.spec import EOS, PAD, Spec
 
 # [kyubyong] strips this punctuation; '!' ends a sentence like '.'. Typographic quotes
-# count as their ASCII forms ([ours]: LJSpeech-style text uses them).
-_PUNCTUATION = str.maketrans({**{c: " " for c in ',;:-"()“”'}, "!": ".", "‘": "'", "’": "'"})
+# and dashes count as their ASCII forms ([ours]: LJSpeech-style text uses them).
+_PUNCTUATION = str.maketrans({**{c: " " for c in ',;:-"()“”–—'}, "!": ".", "‘": "'", "’": "'"})
 _SPACES = re.compile(r"\s+")
 
 
@@ -39,13 +39,13 @@ def normalize(text: str) -> str:
 def text_to_ids(text: str, spec: Spec, drop_unknown: bool = False) -> np.ndarray:
     """int32 ids of the normalized text followed by end-of-text.
 
-    Unknown characters raise a TextError naming each one with its 0-based index in the
+    Unknown characters raise a TextError naming each one with its 0-based position in the
     normalized text, unless `drop_unknown` (then they are removed, spaces re-collapsed)."""
     norm = normalize(text)
     table = {c: i for i, c in enumerate(spec.vocab) if i not in (PAD, EOS)}
     unknown = [(i, c) for i, c in enumerate(norm) if c not in table]
     if unknown and not drop_unknown:
-        listed = ", ".join(f"{c!r} at index {i}" for i, c in unknown[:5])
+        listed = ", ".join(f"{c!r} at position {i}" for i, c in unknown[:5])
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise TextError(f"unknown characters {listed}{more} in normalized text {norm!r}; "
                         f"the vocabulary is {spec.vocab[2:]!r} (pass drop_unknown=True to drop them)")

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import data, text
+from common import corpus, data, text
 from common.batch import Batch, make_batch
 from common.spec import EOS, Spec
 
-# Harvard sentences (IEEE 1969, public domain): ordinary English of 30-45 characters.
-SENTENCES = (
-    "the birch canoe slid on the smooth planks.",
-    "glue the sheet to the dark blue background.",
-    "it's easy to tell the depth of a well.",
-    "these days a chicken leg is a rare dish.",
-    "rice is often served in round bowls.",
-    "the juice of lemons makes fine punch.",
-)
+SYNTHESIS_CHARS = (30, 50)  # [ours] short sentences (2-3 s of speech): a quick synthesis benchmark
 
 
 def timing_batches(spec: Spec, batch_size: int, n: int, seed: int, data_dir=None) -> list:
@@ -36,9 +28,12 @@ def timing_batches(spec: Spec, batch_size: int, n: int, seed: int, data_dir=None
 
 
 def synthesis_texts(spec: Spec, n: int, data_dir=None) -> list:
-    """`n` id arrays (each ending with end-of-text): the corpus's first texts, or Harvard sentences."""
+    """`n` id arrays (each ending with end-of-text): the corpus's first texts, or the first
+    common/sentences.txt sentences of SYNTHESIS_CHARS characters."""
     if data_dir is None:
-        pool = [text.text_to_ids(s, spec) for s in SENTENCES]
+        lo, hi = SYNTHESIS_CHARS
+        pool = [ids for ids in (text.text_to_ids(s, spec) for s in corpus.sentences(min(hi, spec.max_chars)))
+                if len(ids) >= min(lo, spec.max_chars)]
     else:
         pool = [u.ids for u in data.load_corpus(data_dir, spec, progress=False).items[:n]]
         if not pool:

@@ -107,7 +107,7 @@ def header(args, records: list) -> list:
         "data loading is not timed",
         f"steps per run: {args.warmup} warm-up (the first is the first call, with any hybridize/compile work; both "
         f"reported separately) + {args.steps} counted; {args.repeat} round(s), framework order alternating",
-        f"synthesis: untrained weights (common.weights.init_weights), Harvard sentences or corpus texts, at most "
+        f"synthesis: untrained weights (common.weights.init_weights), common/sentences.txt sentences of 30-50 characters or corpus texts, at most "
         f"{args.max_frames} reduced frames; step = Text2Mel + SSRN; RTF = audio seconds / compute seconds, "
         "+vocoder adds Griffin-Lim (common.audio)",
         f"parity gate before timing: Backend.forward vs common.reference on a B=2, N=12, T=10 batch, relative error "

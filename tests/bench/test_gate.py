@@ -1,0 +1,60 @@
+"""The parity gate passes an honest backend and stops one with a perturbed weight; the
+divergence walk names the first differing parameter in forward order."""
+import numpy as np
+import pytest
+
+from bench import inputs
+from bench.parity import first_divergence, norm_relative_error, parity_gate, relative_error
+from common import spec as S
+from common.weights import init_weights
+
+PERTURBED = {"text2mel": "textenc.1.weight", "ssrn": "ssrn.0.bias"}  # early layers: every output moves
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_gate_passes_unperturbed_and_fails_perturbed(backend_classes, net):
+    spec = S.get_spec("tiny")
+    batch = inputs.short_batch(spec)
+    weights = init_weights(spec, net, seed=0)
+    for name, cls in backend_classes:
+        backend = cls(spec, net, seed=0)
+        ok = parity_gate(backend, weights, batch)
+        assert ok["passed"], (name, ok)
+        assert set(ok["errors"]) == ({"logits", "attention"} if net == "text2mel" else {"logits"})
+        bad = {k: v.copy() for k, v in weights.items()}
+        bad[PERTURBED[net]].flat[0] += 0.5  # one element: a shift of every channel would vanish in layer norm
+        backend.set_weights(bad)
+        failed = parity_gate(backend, weights, batch)
+        assert not failed["passed"] and failed["errors"]["logits"] > 100 * failed["tol"], (name, failed)
+
+
+def test_gate_fails_on_a_missing_output(reference_backend):
+    spec = S.get_spec("tiny")
+
+    class NoAttention(reference_backend):
+        def forward(self, batch):
+            return {"logits": super().forward(batch)["logits"]}
+
+    gate = parity_gate(NoAttention(spec, "text2mel"), init_weights(spec, "text2mel"), inputs.short_batch(spec))
+    assert not gate["passed"] and gate["errors"]["attention"] == float("inf")
+
+
+def test_first_divergence_names_the_earliest_parameter_in_forward_order():
+    spec = S.get_spec("tiny")
+    a = init_weights(spec, "text2mel")
+    b = {k: v.copy() for k, v in a.items()}
+    assert first_divergence(spec, "text2mel", a, b, tol=1e-6) is None
+    b["audiodec.2.weight"] *= 1.01
+    b["audioenc.5.bias"] += 0.1
+    block, name, err = first_divergence(spec, "text2mel", a, b, tol=1e-6)
+    assert (block, name) == ("audioenc", "audioenc.5.bias") and err > 1e-3  # audioenc comes before audiodec
+    del b["audioenc.5.bias"]
+    assert first_divergence(spec, "text2mel", a, b, tol=1e-6)[1:] == ("audioenc.5.bias", float("inf"))
+
+
+def test_error_measures():
+    ref = np.array([[1.0, -4.0], [2.0, 0.0]])
+    assert relative_error(ref + np.array([[0.0, 0.4], [0.0, 0.0]]), ref) == pytest.approx(0.1)
+    assert relative_error(ref[:1], ref) == float("inf")
+    assert norm_relative_error(np.zeros(3), np.zeros(3)) == 0.0
+    assert norm_relative_error(np.array([3.0, 4.0]), np.array([3.0, 4.5])) == pytest.approx(0.5 / np.hypot(3, 4.5))

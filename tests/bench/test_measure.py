@@ -1,0 +1,67 @@
+"""One run in-process with the NumPy stand-in: what is clocked, counted and reported."""
+import numpy as np
+import pytest
+
+from bench import machine, measure
+from common import spec as S
+
+TINY = S.get_spec("tiny")
+
+
+def test_training_run_counts_only_the_counted_steps(reference_backend):
+    rec = measure.run("reference", "train-ssrn", TINY, batch_size=3, steps=3, warmup=2, n_batches=2,
+                      backend_cls=reference_backend)
+    assert rec["status"] == "ok" and rec["gate"]["ssrn"]["passed"]
+    assert len(rec["warmup"]) == 2 and len(rec["steps"]) == 3
+    batches = measure.inputs.timing_batches(TINY, 3, 2, seed=0)
+    for i, step in enumerate(rec["warmup"] + rec["steps"]):  # the 2 prebuilt batches, cycled
+        b = batches[i % 2]
+        assert step["samples"] == 3 and step["frames"] == b.frame_lengths.sum() * TINY.r
+        assert step["flops"] == S.flops(TINY, "ssrn", 3, b.text.shape[1], b.mel.shape[2])["train_step"]
+        assert step["time_s"] > 0 and np.isfinite(step["loss"])
+    assert rec["peak_rss_mb"] >= rec["rss_setup_mb"] > 0 and rec["peak"]["gflops"] > 0
+
+
+def test_gate_failure_is_reported_and_not_timed(reference_backend):
+    class Broken(reference_backend):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.weights["textenc.2.weight"] = -self.weights["textenc.2.weight"]
+
+    rec = measure.run("broken", "train-text2mel", TINY, steps=1, warmup=1, backend_cls=Broken)
+    assert rec["status"] == "failed" and "steps" not in rec
+    assert "text2mel logits relative error" in rec["reason"] and not rec["gate"]["text2mel"]["passed"]
+
+
+def test_unimportable_framework_is_unavailable(monkeypatch):
+    def no_backend(framework):
+        raise RuntimeError(f"framework {framework!r} is not usable here (No module named 'x')")
+
+    monkeypatch.setattr(measure, "load_backend", no_backend)
+    rec = measure.run("torch", "synthesize", TINY, steps=1, warmup=1)
+    assert rec["status"] == "unavailable" and "not usable here" in rec["reason"] and rec["batch_size"] == 1
+
+
+def test_bad_arguments_are_refused(reference_backend):
+    with pytest.raises(ValueError, match="unknown task"):
+        measure.run("reference", "train-everything", TINY, backend_cls=reference_backend)
+    with pytest.raises(ValueError, match="warmup >= 1"):
+        measure.run("reference", "train-ssrn", TINY, warmup=0, backend_cls=reference_backend)
+
+
+def test_synthesis_flops_rerun_the_prefix():
+    """Frame t costs t frames of audio-side work (linear in t), so T frames cost T(T+1)/2 of them."""
+    text_enc = S.flops(TINY, "text2mel", 1, 20, 0)["forward"]
+    per_frame = S.flops(TINY, "text2mel", 1, 20, 1)["forward"] - text_enc
+    for frames in (1, 10):
+        expected = text_enc + per_frame * frames * (frames + 1) // 2 + S.flops(TINY, "ssrn", 1, 0, frames)["forward"]
+        assert measure.synthesis_flops(TINY, 20, frames) == expected
+
+
+def test_thread_environment():
+    env = machine.thread_env(3)
+    assert set(env) == set(machine.THREAD_VARS) and set(env.values()) == {"3"}
+    with pytest.raises(ValueError):
+        machine.thread_env(0)
+    with pytest.raises(RuntimeError, match="before numpy"):
+        machine.apply_threads(2)  # numpy is imported in this process already

@@ -1,0 +1,93 @@
+"""The writers, from fabricated records: pooled quartiles, ratios to the fastest, statuses."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bench import report
+
+
+def train_record(fw, times, batch=4, rnd=0, task="train-ssrn", peak=100.0, rss=50.0):
+    step = lambda t: {"time_s": t, "samples": batch, "frames": 400, "flops": 2e9, "loss": 1.0}
+    return {"framework": fw, "task": task, "preset": "tiny", "batch_size": batch, "round": rnd, "status": "ok",
+            "setup_s": 0.5, "warmup": [step(9.0), step(7.0)], "steps": [step(t) for t in times],
+            "peak_rss_mb": rss, "gpu_memory_mb": None, "peak": {"gflops": peak},
+            "gate": {"ssrn": {"errors": {"logits": 2e-6}, "tol": 1e-4, "passed": True}}}
+
+
+def synth_record(fw, times):
+    steps = [{"time_s": t, "text2mel_s": t * 0.75, "ssrn_s": t * 0.25, "vocoder_s": 1.0, "frames": 100,
+              "audio_s": 2.0, "flops": 1e9} for t in times]
+    return {**train_record(fw, []), "task": "synthesize", "batch_size": 1, "steps": steps}
+
+
+@pytest.fixture
+def records():
+    return [train_record("torch", [1.0, 2.0, 3.0]), train_record("torch", [4.0, 5.0], rnd=1),
+            train_record("chainer", [6.0, 6.0, 6.0, 6.0, 6.0]),
+            {"framework": "gluon", "task": "train-ssrn", "preset": "tiny", "batch_size": 4, "round": 0,
+             "status": "failed", "reason": "parity gate vs common.reference: ssrn logits relative error 3.00e-02"},
+            synth_record("torch", [2.0, 2.0])]
+
+
+def row(rows, fw, task="train-ssrn"):
+    (r,) = [r for r in rows if r["framework"] == fw and r["task"] == task]
+    return r
+
+
+def test_quartiles_pool_rounds_and_ratios_are_to_the_fastest(records):
+    rows = report.aggregate(records)
+    torch = row(rows, "torch")
+    assert torch["steps"] == 5 and torch["rounds"] == 2  # [1, 2, 3] and [4, 5] pooled
+    assert (torch["median_s"], torch["q1_s"], torch["q3_s"], torch["iqr_s"]) == (3.0, 2.0, 4.0, 2.0)
+    assert torch["ratio_to_fastest"] == 1.0 and row(rows, "chainer")["ratio_to_fastest"] == 2.0
+    assert torch["first_call_s"] == 9.0 and torch["warmup_median_s"] == 7.0  # never mixed into the steps
+    assert torch["samples_per_s"] == pytest.approx(5 * 4 / 15) and torch["frames_per_s"] == pytest.approx(5 * 400 / 15)
+    assert torch["achieved_gflops"] == pytest.approx(5 * 2 / 15) and torch["fraction_of_peak"] == pytest.approx(10 / 15 / 100)
+    failed = row(rows, "gluon")
+    assert failed["status"] == "failed" and failed["median_s"] is None and failed["ratio_to_fastest"] is None
+
+
+def test_synthesis_real_time_factors(records):
+    synth = row(report.aggregate(records), "torch", "synthesize")
+    assert synth["rtf"] == pytest.approx(4.0 / 3.0)  # 2 x 2 s of audio in 2 x 1.5 s of Text2Mel
+    assert synth["rtf_with_vocoder"] == pytest.approx(4.0 / 6.0)  # + 2 x (0.5 s SSRN + 1 s Griffin-Lim)
+    assert synth["samples_per_s"] is None and synth["ratio_to_fastest"] == 1.0
+
+
+def test_markdown_csv_and_json(tmp_path, records):
+    rows = report.aggregate(records)
+    md = report.markdown({"header": ["threads: 2 per framework"]}, rows, ["torch", "chainer", "gluon", "newfw"])
+    assert "- threads: 2 per framework" in md
+    line = next(l for l in md.splitlines() if l.startswith("| train-ssrn | tiny | 4 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3:] == ["3000.0 ms, IQR 2000.0 (1.00×)", "6000.0 ms, IQR 0.0 (2.00×)", "failed", "not run"]
+    assert "failed: parity gate vs common.reference: ssrn logits relative error 3.00e-02" in md
+
+    report.write_csv(tmp_path / "r.csv", rows)
+    with open(tmp_path / "r.csv") as f:
+        back = list(csv.DictReader(f))
+    assert [r["framework"] for r in back] == [r["framework"] for r in rows]
+    assert float(back[1]["ratio_to_fastest"]) == 2.0 and back[2]["status"] == "failed"
+
+    report.write_json(tmp_path / "r.json", {"machine": {"cores": 2}}, records)
+    raw = json.loads((tmp_path / "r.json").read_text())
+    assert raw["meta"]["machine"]["cores"] == 2
+    assert [s["time_s"] for s in raw["runs"][0]["steps"]] == [1.0, 2.0, 3.0]  # every raw step time kept
+
+
+def test_plots(tmp_path, records):
+    one = report.plot(tmp_path, report.aggregate(records), ["torch", "chainer", "gluon"])
+    assert [p.name for p in one] == ["step_time.png"]
+    several = records + [train_record("torch", [1.5, 2.5], batch=8), train_record("chainer", [3.0], batch=8)]
+    two = report.plot(tmp_path, report.aggregate(several), ["torch", "chainer", "gluon"])
+    assert [p.name for p in two] == ["step_time.png", "throughput.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in two)
+
+
+def test_summarize_matches_numpy_percentiles():
+    times = np.random.default_rng(0).random(11)
+    s = report.summarize(times)
+    assert s["q1_s"] < s["median_s"] < s["q3_s"]
+    assert s["iqr_s"] == pytest.approx(np.subtract(*np.percentile(times, [75, 25])))

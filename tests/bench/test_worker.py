@@ -1,0 +1,50 @@
+"""The subprocess worker and the orchestrator, end to end on the tiny preset with a real framework."""
+import json
+import os
+import subprocess
+import sys
+
+from bench import machine, run
+
+
+def test_worker_subprocess_returns_a_timed_record(tmp_path, real_framework):
+    result = tmp_path / "r.json"
+    subprocess.run([sys.executable, "-m", "bench.worker", "--framework", real_framework, "--task", "train-text2mel",
+                    "--preset", "tiny", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--threads", "1",
+                    "--result", str(result)], cwd=machine.REPO, check=True, timeout=300,
+                   env={**os.environ, **machine.thread_env(1), "PYTHONPATH": str(machine.REPO)})
+    rec = json.loads(result.read_text())
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["framework"] == real_framework and rec["threads"] == 1 and rec["version"]
+    assert len(rec["warmup"]) == 1 and len(rec["steps"]) == 2 and all(s["time_s"] > 0 for s in rec["steps"])
+    assert rec["gate"]["text2mel"]["passed"] and rec["peak"]["gflops"] > 0 and rec["blas"]
+
+
+def test_run_writes_every_output(tmp_path, real_framework):
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, str(machine.REPO / "bench" / "run.py"), "--framework", real_framework,
+                           "--task", "train-ssrn", "--preset", "tiny", "--batch-size", "1", "2", "--steps", "1",
+                           "--warmup", "1", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "table.md", "step_time.png",
+                                              "throughput.png"}
+    raw = json.loads((out / "results.json").read_text())
+    assert [(r["batch_size"], r["status"]) for r in raw["runs"]] == [(1, "ok"), (2, "ok")]
+    assert raw["meta"]["thread_env"]["OMP_NUM_THREADS"] == "1" and raw["meta"]["machine"]["cores"]
+    table = (out / "table.md").read_text()
+    assert "| train-ssrn | tiny | 2 |" in table and table in proc.stdout
+
+
+def test_plan_alternates_the_framework_order_and_runs_synthesis_once_per_round():
+    runs = run.plan(["torch", "chainer"], ["train-ssrn", "synthesize"], [2, 4], repeat=2)
+    assert runs[:6] == [(0, "train-ssrn", 2, "torch"), (0, "train-ssrn", 2, "chainer"),
+                        (0, "train-ssrn", 4, "torch"), (0, "train-ssrn", 4, "chainer"),
+                        (0, "synthesize", 1, "torch"), (0, "synthesize", 1, "chainer")]
+    assert runs[6:8] == [(1, "train-ssrn", 2, "chainer"), (1, "train-ssrn", 2, "torch")] and len(runs) == 12
+
+
+def test_defaults_are_the_quick_run():
+    args = run.parse_args(["--framework", "all"])
+    assert args.preset == "small" and args.batch_size == [4] and args.task == list(run.TASKS)
+    assert args.framework == list(run.FRAMEWORKS) and args.warmup >= 1 and args.out.name.startswith("bench-")

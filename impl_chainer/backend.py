@@ -1,0 +1,78 @@
+"""The Chainer Backend: what common/ (training loop, checkpoints, CLI, benchmarks) drives."""
+from __future__ import annotations
+
+from impl_chainer import runtime
+
+import chainer
+import numpy as np
+
+from common import framework
+from common.batch import Batch
+from common.spec import Spec
+from common.weights import init_weights
+from impl_chainer import synthesize as synth, weights
+from impl_chainer.ssrn import SSRN
+from impl_chainer.text2mel import Text2Mel
+from impl_chainer.train import Trainer, to_device
+
+NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
+
+
+class Backend(framework.Backend):
+    framework = "chainer"
+
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0):
+        if net not in NETWORKS:
+            raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
+        super().__init__(spec, net, device, seed)
+        self.chainer_device = runtime.resolve_device(device)
+        self.model = NETWORKS[net](spec)
+        self.model.to_device(self.chainer_device)
+        weights.set_weights(self.model, init_weights(spec, net, seed))
+        self.trainer = Trainer(self.model, spec, net, self.chainer_device)
+
+    def get_weights(self) -> dict:
+        return weights.get_weights(self.model)
+
+    def set_weights(self, w: dict) -> None:
+        weights.set_weights(self.model, w)
+
+    def get_optimizer_state(self) -> dict:
+        return self.trainer.get_state()
+
+    def set_optimizer_state(self, state: dict) -> None:
+        self.trainer.set_state(state)
+
+    def seed(self, seed: int) -> None:
+        """Dropout masks come from the device's global stream: numpy.random on the CPU,
+        cupy.random on a GPU (layers.Block.drop keeps cuDNN's own dropout stream out)."""
+        self.chainer_device.xp.random.seed(seed)
+
+    def train_step(self, batch: Batch) -> dict:
+        return self.trainer.train_step(batch)
+
+    def gradients(self, batch: Batch) -> tuple:
+        return self.trainer.gradients(batch)
+
+    def forward(self, batch: Batch) -> dict:
+        a = to_device(batch, self.chainer_device)
+        eval_mode, no_graph = synth.inference()
+        with eval_mode, no_graph:
+            if self.net == "ssrn":
+                return {"logits": runtime.to_numpy(self.model(a["mel"]))}
+            logits, attention = self.model(a["text"], a["mel"])
+            return {"logits": runtime.to_numpy(logits), "attention": runtime.to_numpy(attention)}
+
+    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+        if self.net != "text2mel":
+            return super().synthesize(text, max_frames)
+        return synth.synthesize(self.model, text, max_frames)
+
+    def upsample(self, mel: np.ndarray) -> np.ndarray:
+        if self.net != "ssrn":
+            return super().upsample(mel)
+        return synth.upsample(self.model, mel)
+
+    def sync(self) -> None:
+        if self.chainer_device.xp is not np:  # CuPy queues work; NumPy is done on return
+            self.chainer_device.device.synchronize()

@@ -1,0 +1,22 @@
+"""SSRN in Chainer (common.spec's layer list)."""
+from __future__ import annotations
+
+from impl_chainer import runtime  # noqa: F401  (Chainer workarounds first)
+
+import chainer
+
+from common import spec as S
+from impl_chainer.layers import build_stack
+
+
+class SSRN(chainer.Chain):
+    """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.spec = spec
+        with self.init_scope():
+            self.layers = build_stack(spec, S.ssrn_layers(spec))
+
+    def forward(self, mel):
+        return self.layers(mel)

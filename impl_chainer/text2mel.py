@@ -1,0 +1,82 @@
+"""Text2Mel in Chainer: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists)."""
+from __future__ import annotations
+
+from impl_chainer import runtime  # noqa: F401  (Chainer workarounds first)
+
+import math
+
+import chainer
+import chainer.functions as F
+
+from common import spec as S
+from impl_chainer.layers import build_stack
+
+
+class TextEnc(chainer.Chain):
+    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.d = spec.D
+        with self.init_scope():
+            self.layers = build_stack(spec, S.text_enc_layers(spec))
+
+    def forward(self, text):
+        return F.split_axis(self.layers(text), [self.d], axis=1)
+
+
+class AudioEnc(chainer.Chain):
+    """Causal: already-shifted mels (B, F, T) -> Q (B, d, T)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        with self.init_scope():
+            self.layers = build_stack(spec, S.audio_enc_layers(spec))
+
+    def forward(self, mel_in):
+        return self.layers(mel_in)
+
+
+class Attention(chainer.Chain):
+    """A = softmax over the text axis of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q].
+    Split in two so synthesis can replace columns of A before reading."""
+
+    def weights(self, k, q):
+        return F.softmax(F.matmul(k, q, transa=True) * (1.0 / math.sqrt(k.shape[1])), axis=1)
+
+    def read(self, v, a, q):
+        return F.concat([F.matmul(v, a), q], axis=1)
+
+    def forward(self, k, v, q):
+        a = self.weights(k, q)
+        return self.read(v, a, q), a
+
+
+class AudioDec(chainer.Chain):
+    """Causal: R' (B, 2d, T) -> mel logits (B, F, T)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        with self.init_scope():
+            self.layers = build_stack(spec, S.audio_dec_layers(spec))
+
+    def forward(self, r):
+        return self.layers(r)
+
+
+class Text2Mel(chainer.Chain):
+    """Teacher-forced: (text (B, N), target mel (B, F, T)) -> (logits (B, F, T), attention (B, N, T)).
+    AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.spec = spec
+        with self.init_scope():
+            self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
+            self.attention, self.audiodec = Attention(), AudioDec(spec)
+
+    def forward(self, text, mel):
+        k, v = self.textenc(text)
+        q = self.audioenc(F.pad(mel[:, :, :-1], ((0, 0), (0, 0), (1, 0)), "constant"))
+        r, a = self.attention(k, v, q)
+        return self.audiodec(r), a

@@ -1,0 +1,131 @@
+"""Losses in Chainer ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update)."""
+from __future__ import annotations
+
+from impl_chainer import runtime
+
+import chainer
+import chainer.functions as F
+import numpy as np
+
+from common import losses as L
+from common.batch import Batch
+from impl_chainer.layers import canonical_parameters
+
+
+def to_device(batch: Batch, device) -> dict:
+    """The batch's arrays on `device` (ids stay int32: F.embed_id takes them), and the number of
+    real (text, frame) positions as a Python float (the guided-attention denominator)."""
+    arrays = {name: device.send(np.ascontiguousarray(getattr(batch, name))) for name in ("text", "mel", "mag", "guide")}
+    arrays["n_real"] = float(batch.guide_mask.sum())
+    return arrays
+
+
+def l1(logits, target):
+    return F.mean(F.absolute(F.sigmoid(logits) - target))
+
+
+def binary_divergence(logits, target):
+    """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits:
+    softplus(x) - x Y* (Chainer's softplus is max(x, 0) + log1p(exp(-|x|)))."""
+    return F.mean(F.softplus(logits) - logits * target)
+
+
+def attention_loss(attention, guide, n_real: float):
+    """sum(A * W) / number of real (text, frame) positions."""
+    return F.sum(attention * guide) / n_real
+
+
+def text2mel_losses(model, a: dict) -> dict:
+    logits, attention = model(a["text"], a["mel"])
+    out = {"l1": l1(logits, a["mel"]), "bin": binary_divergence(logits, a["mel"]),
+           "att": attention_loss(attention, a["guide"], a["n_real"])}
+    out["loss"] = out["l1"] + out["bin"] + out["att"]
+    return out
+
+
+def ssrn_losses(model, a: dict) -> dict:
+    logits = model(a["mel"])
+    out = {"l1": l1(logits, a["mag"]), "bin": binary_divergence(logits, a["mag"])}
+    out["loss"] = out["l1"] + out["bin"]
+    return out
+
+
+LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
+
+
+def adam_update(p, g, m, v, step: int, spec) -> None:
+    """common.losses.adam_update in place, in xp ops (NumPy or CuPy): chainer.optimizers.Adam
+    adds eps to the uncorrected sqrt(v) with a bias-corrected step size, another formula.
+    Temporaries are reused (out=) since Adam over 24M parameters is memory-bound."""
+    xp = chainer.backend.get_array_module(p)
+    if spec.grad_clip is not None:
+        g = xp.clip(g, -spec.grad_clip, spec.grad_clip)
+    m *= spec.beta1
+    m += (1 - spec.beta1) * g
+    v *= spec.beta2
+    tmp = xp.multiply(g, g)
+    tmp *= 1 - spec.beta2
+    v += tmp
+    xp.sqrt(v, out=tmp)  # sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t)
+    tmp *= 1 / np.sqrt(1 - spec.beta2 ** step)
+    tmp += spec.eps
+    xp.divide(m, tmp, out=tmp)
+    tmp *= L.learning_rate(spec, step) / (1 - spec.beta1 ** step)  # m_hat = m / (1 - b1^t)
+    p -= tmp
+
+
+class Trainer:
+    """Adam on one network, written out (adam_update above) with m and v per canonical name;
+    the learning rate of each step is common.losses.learning_rate, gradients are clipped by
+    value when spec.grad_clip is set."""
+
+    def __init__(self, model, spec, net: str, device):
+        self.model, self.spec, self.device = model, spec, device
+        self.loss_fn = LOSSES[net]
+        self.params = canonical_parameters(model)
+        self.m = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
+        self.v = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
+        self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
+
+    def _backward(self, batch: Batch) -> dict:
+        self.model.cleargrads()
+        out = self.loss_fn(self.model, to_device(batch, self.device))
+        out["loss"].backward()
+        return {k: float(val.array) for k, val in out.items()}
+
+    def train_step(self, batch: Batch) -> dict:
+        """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
+        with chainer.using_config("train", True):
+            out = self._backward(batch)
+        self.step += 1
+        for name, p in self.params.items():
+            adam_update(p.array, p.grad, self.m[name], self.v[name], self.step, self.spec)
+        return out
+
+    def gradients(self, batch: Batch) -> tuple:
+        """(losses, {canonical name: unclipped gradient}) in eval mode; nothing is updated."""
+        with chainer.using_config("train", False):
+            out = self._backward(batch)
+        grads = {name: np.array(runtime.to_numpy(p.grad)) for name, p in self.params.items()}
+        self.model.cleargrads()
+        return out, grads
+
+    def get_state(self) -> dict:
+        """{"step", "m.<name>", "v.<name>"} as NumPy (zeros before the first step)."""
+        state = {"step": np.array(self.step, np.int64)}
+        for name in self.params:
+            state[f"m.{name}"] = np.array(runtime.to_numpy(self.m[name]))
+            state[f"v.{name}"] = np.array(runtime.to_numpy(self.v[name]))
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restore a state of `get_state`'s form (any framework's: the names are canonical)."""
+        wanted = ["step"] + [f"{key}.{name}" for name in self.params for key in "mv"]
+        missing = [k for k in wanted if k not in state]
+        wrong = [k for k in wanted[1:] if k in state and np.shape(state[k]) != self.params[k[2:]].shape]
+        if missing or wrong:
+            raise ValueError(f"optimizer state does not fit the model: missing {missing[:5]} misshapen {wrong[:5]}")
+        for name in self.params:
+            self.m[name][...] = self.device.send(np.asarray(state[f"m.{name}"], np.float32))
+            self.v[name][...] = self.device.send(np.asarray(state[f"v.{name}"], np.float32))
+        self.step = int(state["step"])

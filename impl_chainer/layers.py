@@ -53,7 +53,7 @@ class ChannelNorm(chainer.Link):
     def forward(self, h):
         b, c, t = h.shape
         xp, g = self.xp, self.groups
-        unit = xp.ones((b, g, t), np.float32), xp.zeros((b, g, t), np.float32)
+        unit = xp.ones((b, g, t), h.dtype), xp.zeros((b, g, t), h.dtype)
         h = F.batch_normalization(F.reshape(h, (b, g, c // g, t)), *unit, eps=self.eps, axis=2)
         return F.reshape(h, (b, c, t)) * F.reshape(self.gamma, (1, c, 1)) + F.reshape(self.beta, (1, c, 1))
 

@@ -1,0 +1,117 @@
+"""Training checkpoints, framework-neutral: one safetensors file (common.weights.save, so
+written atomically) holding
+
+  * the portable weights under their canonical names,
+  * Adam's state as "adam.step", "adam.m.<name>", "adam.v.<name>" (canonical names too, so a
+    run trained in one framework resumes in another),
+  * metadata: the TrainState fields (step, run seed, batch size, the data order: the numpy
+    Generator's bit_generator.state at the start of the current epoch as JSON and the
+    number of batches of that epoch already used), framework and model, besides what
+    common.weights writes (every hyperparameter, fingerprint).
+
+A run directory keeps the newest few as <net>-<step, 8 digits>.safetensors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common import weights as W
+from common.spec import Spec
+
+ADAM = "adam."
+KEEP = 2
+_NAME = re.compile(r"^(text2mel|ssrn)-(\d{8})\.safetensors$")
+
+
+class CheckpointError(W.WeightsError):
+    """A file that is not a usable training checkpoint."""
+
+
+@dataclass
+class TrainState:
+    """Where a run stands besides weights and Adam: enough to continue it bit-identically."""
+
+    step: int
+    seed: int
+    batch_size: int
+    data_rng: dict  # numpy bit_generator.state at the start of the current epoch
+    epoch_batches: int  # batches of the current epoch already trained on
+
+
+@dataclass
+class Checkpoint:
+    spec: Spec
+    net: str
+    weights: dict
+    optimizer: dict  # {"step", "m.<name>", "v.<name>"}, as Backend.get/set_optimizer_state
+    state: TrainState
+    framework: str  # the framework that wrote it (any framework can load it)
+
+
+def path_for(out_dir, net: str, step: int) -> Path:
+    return Path(out_dir) / f"{net}-{step:08d}.safetensors"
+
+
+def listed(out_dir, net: str) -> list:
+    """[(step, path)] of `net`'s checkpoints in out_dir, oldest first."""
+    found = []
+    if Path(out_dir).is_dir():
+        for p in Path(out_dir).iterdir():
+            m = _NAME.match(p.name)
+            if m and m.group(1) == net:
+                found.append((int(m.group(2)), p))
+    return sorted(found)
+
+
+def latest(out_dir, net: str):
+    """The newest checkpoint of `net` in out_dir, or None."""
+    found = listed(out_dir, net)
+    return found[-1][1] if found else None
+
+
+def save(out_dir, backend, state: TrainState, keep: int = KEEP) -> Path:
+    """Write <out_dir>/<net>-<step>.safetensors from a Backend, then delete all but the newest `keep`."""
+    tensors = dict(backend.get_weights())
+    tensors.update({ADAM + k: np.asarray(v) for k, v in backend.get_optimizer_state().items()})
+    meta = {k: json.dumps(v) for k, v in dataclasses.asdict(state).items()}
+    meta.update(framework=backend.framework, model=backend.net)
+    path = path_for(out_dir, backend.net, state.step)
+    W.save(path, tensors, backend.spec, backend.net, meta)
+    for _, old in listed(out_dir, backend.net)[:-keep]:
+        old.unlink()
+    return path
+
+
+def load(path, spec: Spec | None = None, net: str | None = None) -> Checkpoint:
+    """Read a checkpoint. With `spec`/`net`, refuse one made for other hyperparameters (naming
+    each differing field) or another network; truncated or corrupt files raise a clear error."""
+    if spec is None or net is None:
+        _, file_spec, file_net, _ = W.read(path)
+        spec, net = spec or file_spec, net or file_net
+    weights, meta = W.load(path, spec, net)
+    fields = [f.name for f in dataclasses.fields(TrainState)]
+    missing = [k for k in fields + ["framework"] if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: a weight file, not a training checkpoint (no {', '.join(missing)})")
+    try:
+        state = TrainState(**{k: json.loads(meta[k]) for k in fields})
+    except ValueError as err:
+        raise CheckpointError(f"{path}: unreadable training state in the metadata: {err}") from err
+    optimizer = {k[len(ADAM):]: v for k, v in meta["extra"].items() if k.startswith(ADAM)}
+    wanted = ["step"] + [f"{s}.{name}" for name in weights for s in "mv"]
+    lacking = [ADAM + k for k in wanted if k not in optimizer]
+    if lacking:
+        raise CheckpointError(f"{path}: optimizer state incomplete, missing {lacking[:5]}")
+    return Checkpoint(spec, net, weights, {k: optimizer[k] for k in wanted}, state, meta["framework"])
+
+
+def restore(backend, ckpt: Checkpoint) -> None:
+    """Load a checkpoint's weights and optimizer state into a Backend (of any framework)."""
+    backend.set_weights(ckpt.weights)
+    backend.set_optimizer_state(ckpt.optimizer)

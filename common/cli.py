@@ -1,0 +1,162 @@
+"""Command lines, one for every framework (chosen with --framework):
+
+    dctts-train --framework torch --model text2mel --data DIR --out DIR [--preset tiny] ...
+    dctts-synthesize --framework torch --text2mel CKPT --ssrn CKPT "some text" -o out.wav
+
+(also `python -m common.cli train ...` / `python -m common.cli synthesize ...`). Bad input
+gives one line on stderr and a non-zero exit status, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from common import audio, checkpoint, data, text, train_loop, weights
+from common.framework import FRAMEWORKS, load_backend
+from common.spec import NETS, PRESETS, get_spec
+from common.synthesis import reached_end
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+# The two networks meet at the reduced mel: these fields must agree between them.
+SHARED_AUDIO_FIELDS = data.AUDIO_FIELDS + ("r",)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--threads", type=int, help="CPU threads of the framework (default: its own choice)")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dctts-train", description="Train Text2Mel or SSRN (separately, as in the "
+                                "paper); resumes from the newest checkpoint in --out.")
+    _common_options(p)
+    p.add_argument("--model", required=True, choices=NETS)
+    p.add_argument("--data", required=True, type=Path, help="LJSpeech-format corpus (metadata.csv, wavs/)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, losses, plots, samples)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="hyperparameters (default: the checkpoint's when resuming, else paper)")
+    p.add_argument("--steps", type=int, default=10000, help="train until this many steps in all (default: 10000)")
+    p.add_argument("--batch-size", type=int, help="default: the preset's (or the checkpoint's)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="default: 1000 steps")
+    p.add_argument("--seed", type=int, help="run seed (default: the checkpoint's, else 0)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from the newest checkpoint in --out (default); --no-resume refuses to "
+                        "start where checkpoints exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def synthesize_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dctts-synthesize", description="Text -> wav with trained Text2Mel and SSRN "
+                                "checkpoints (or weight files, or run directories: their newest checkpoint).")
+    _common_options(p)
+    p.add_argument("--text2mel", required=True, type=Path)
+    p.add_argument("--ssrn", required=True, type=Path)
+    p.add_argument("text")
+    p.add_argument("-o", "--output", required=True, type=Path, help="wav file to write")
+    p.add_argument("--max-frames", type=int, help="reduced frames at most (default: the spec's max_frames)")
+    return p
+
+
+def configure_threads(framework: str, n: int) -> None:
+    """Call impl_<framework>.runtime.configure_threads before the framework does any work."""
+    try:
+        runtime = importlib.import_module(f"impl_{framework}.runtime")
+    except ImportError as err:
+        raise RuntimeError(f"framework {framework!r} is not usable here ({err})") from err
+    runtime.configure_threads(n)
+
+
+def run_train(args) -> int:
+    if args.threads:
+        configure_threads(args.framework, args.threads)
+    result = train_loop.train(args.framework, args.model, args.data, args.out,
+                              get_spec(args.preset) if args.preset else None, args.steps, args.batch_size,
+                              args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet)
+    state = "interrupted" if result.interrupted else "stopped"
+    print(f"{state} at step {result.step}; checkpoint: {result.checkpoint}")
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def model_file(path: Path, net: str) -> Path:
+    """A weight/checkpoint file, or a run directory's newest checkpoint of `net`."""
+    if path.is_dir():
+        newest = checkpoint.latest(path, net)
+        if newest is None:
+            raise weights.WeightsError(f"{path}: no {net} checkpoint in this directory")
+        return newest
+    return path
+
+
+def load_model(backend_cls, path: Path, net: str, device: str):
+    """(Backend holding the file's weights, its spec). The spec comes from the file."""
+    path = model_file(path, net)
+    _, spec, _, _ = weights.read(path)
+    w, _ = weights.load(path, spec, net)
+    backend = backend_cls(spec, net, device=device)
+    backend.set_weights(w)
+    return backend, spec
+
+
+def run_synthesize(args) -> int:
+    specs = {net: weights.read(model_file(getattr(args, net), net))[1] for net in NETS}
+    differ = [f"{k} (text2mel {getattr(specs['text2mel'], k)!r}, ssrn {getattr(specs['ssrn'], k)!r})"
+              for k in SHARED_AUDIO_FIELDS if getattr(specs["text2mel"], k) != getattr(specs["ssrn"], k)]
+    if differ:
+        raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
+    ids = text.text_to_ids(args.text, specs["text2mel"])
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.threads:
+        configure_threads(args.framework, args.threads)
+    backend_cls = load_backend(args.framework)
+    t2m, spec = load_model(backend_cls, args.text2mel, "text2mel", args.device)
+    ssrn, ssrn_spec = load_model(backend_cls, args.ssrn, "ssrn", args.device)
+    mel, attention = t2m.synthesize(ids, args.max_frames or spec.max_frames)
+    wav = audio.mag_to_wav(ssrn.upsample(mel), ssrn_spec)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    audio.save_wav(args.output, wav, ssrn_spec)
+    ended = reached_end(int(attention[:, -1].argmax()), len(ids))
+    print(f"wrote {args.output}: {len(wav) / ssrn_spec.sr:.2f} s, {mel.shape[1]} frames"
+          + ("" if ended else "; attention did not reach the end of the text (raise --max-frames?)"))
+    return 0
+
+
+def _guarded(prog: str, run, args) -> int:
+    """Run; expected failures (bad input, missing files, unusable framework) become one line."""
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def train_main(argv=None) -> None:
+    sys.exit(_guarded("dctts-train", run_train, train_parser().parse_args(argv)))
+
+
+def synthesize_main(argv=None) -> None:
+    sys.exit(_guarded("dctts-synthesize", run_synthesize, synthesize_parser().parse_args(argv)))
+
+
+COMMANDS = {"train": train_main, "synthesize": synthesize_main}
+
+
+def main(argv=None) -> None:
+    """`python -m common.cli train|synthesize ...`"""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m common.cli {{{'|'.join(COMMANDS)}}} ... (--help after the command for its options)",
+              file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main()

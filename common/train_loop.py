@@ -1,0 +1,201 @@
+"""The training loop, written once for every framework: it drives a common.framework.Backend.
+
+Text2Mel and SSRN train separately, as in the paper. A run lives in one directory:
+
+    <net>-<step>.safetensors   checkpoints (common.checkpoint), the newest few
+    <net>-losses.jsonl         one line per step: step, losses, learning rate, seconds
+    plots/                     at each checkpoint: Text2Mel attention and predicted vs target
+                               mel; SSRN predicted vs target magnitude (a fixed utterance)
+    samples/                   at each Text2Mel checkpoint: the fixed utterance's text
+                               synthesized and made audible (see `mel_to_mag`)
+
+Resuming is bit-identical to an uninterrupted run: weights, Adam and the data order are
+restored, and the framework's random stream (dropout) is reseeded from (run seed, step)
+before every step. Ctrl-C finishes the current step and saves a checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+from tqdm import tqdm
+
+from common import audio, checkpoint, data, plots
+from common.checkpoint import TrainState
+from common.framework import load_backend
+from common.losses import learning_rate
+from common.spec import Spec, get_spec
+from common.synthesis import reached_end
+
+
+class TrainError(ValueError):
+    """A run that cannot start or continue as asked."""
+
+
+@dataclass
+class Result:
+    step: int
+    losses: dict  # of the last step trained in this call ({} if none)
+    checkpoint: Path | None  # the newest checkpoint
+    interrupted: bool  # stopped by Ctrl-C (a checkpoint was saved)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The framework seed for 1-based `step` of a run: independent streams per step."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, steps: int = 10000,
+          batch_size: int | None = None, checkpoint_every: int = 1000, seed: int | None = None,
+          device: str = "cpu", resume: bool = True, progress: bool = True, keep: int = checkpoint.KEEP) -> Result:
+    """Train `net` ("text2mel" or "ssrn") of `framework` (a name, or a Backend class) until
+    `steps` steps in all. Starts cold when out_dir holds no checkpoint of `net`, else
+    resumes from the newest one (refused when `resume` is False). spec, batch_size and seed
+    default to the checkpoint's (cold start: the paper preset, spec.batch_size, 0); given
+    values that differ from the checkpoint's are refused, naming them."""
+    if steps < 1 or checkpoint_every < 1:
+        raise TrainError(f"steps and checkpoint_every must be >= 1, got {steps} and {checkpoint_every}")
+    out_dir = Path(out_dir)
+    found = checkpoint.latest(out_dir, net)
+    if found is not None and not resume:
+        raise TrainError(f"{out_dir} already holds {net} checkpoints ({found.name}); resume, "
+                         f"or choose another output directory")
+    ckpt = checkpoint.load(found, spec, net) if found is not None else None
+    spec = ckpt.spec if ckpt else (spec or get_spec("paper"))
+    state = ckpt.state if ckpt else TrainState(0, 0 if seed is None else seed, batch_size or spec.batch_size, {}, 0)
+    for name, given in (("seed", seed), ("batch_size", batch_size)):
+        if given is not None and given != getattr(state, name):
+            raise TrainError(f"{found}: the run used {name}={getattr(state, name)}, not {given}; "
+                             f"resume with the same value (the data order depends on it)")
+
+    corpus = data.load_corpus(data_dir, spec, progress=progress)
+    if len(corpus) == 0:
+        raise TrainError(f"{data_dir}: no utterance fits spec {spec.name!r} (max_chars, max_frames)")
+    train_idx, test_idx = data.split(len(corpus), state.seed)
+    backend_cls = framework if isinstance(framework, type) else load_backend(framework)
+    backend = backend_cls(spec, net, device=device, seed=state.seed)
+    rng = np.random.default_rng(state.seed)  # the data order
+    if ckpt:
+        checkpoint.restore(backend, ckpt)
+        rng.bit_generator.state = ckpt.state.data_rng
+    state.data_rng = rng.bit_generator.state
+    epoch = itertools.islice(data.batches(corpus, train_idx, state.batch_size, rng), state.epoch_batches, None)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
+    log = LossLog(out_dir / f"{net}-losses.jsonl", state.step)
+    losses, saved = {}, found
+    with stop_on_sigint() as stop, log, tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}",
+                                             unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        while state.step < steps and not stop.is_set():
+            batch = next(epoch, None)
+            if batch is None:  # a new epoch: remember where its order came from
+                state.data_rng, state.epoch_batches = rng.bit_generator.state, 0
+                epoch = data.batches(corpus, train_idx, state.batch_size, rng)
+                continue
+            start = time.perf_counter()
+            backend.seed(step_seed(state.seed, state.step + 1))
+            losses = backend.train_step(batch)
+            state.step += 1
+            state.epoch_batches += 1
+            log.write(state.step, losses, learning_rate(spec, state.step), time.perf_counter() - start)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+            if state.step % checkpoint_every == 0 or state.step == steps or stop.is_set():
+                saved = checkpoint.save(out_dir, backend, state, keep)
+                monitor.write(state.step)
+    return Result(state.step, losses, saved, stop.is_set())
+
+
+@contextlib.contextmanager
+def stop_on_sigint():
+    """A flag set by the first Ctrl-C (the loop then finishes its step and saves); a second
+    Ctrl-C interrupts at once. Outside the main thread signals cannot be caught: no flag."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class LossLog:
+    """<net>-losses.jsonl; on (re)start, lines after the checkpoint's step are dropped, so the
+    log always describes the run that the checkpoints continue."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.path, self.file = path, None
+        if path.is_file():
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["step"] <= keep_until]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            os.replace(tmp, path)
+
+    def __enter__(self):
+        self.file = open(self.path, "a", buffering=1)  # line-buffered: every step reaches the file
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, step: int, losses: dict, lr: float, seconds: float) -> None:
+        self.file.write(json.dumps({"step": step, **losses, "lr": lr, "seconds": round(seconds, 6)}) + "\n")
+
+
+class Monitor:
+    """At each checkpoint, pictures (and for Text2Mel a sound) of one fixed utterance."""
+
+    def __init__(self, backend, corpus, index: int, out_dir: Path):
+        self.backend, self.spec, self.out_dir = backend, backend.spec, out_dir
+        self.batch = next(data.batches(corpus, [index], 1, np.random.default_rng(0)))
+        self.ids = corpus.items[index].ids
+
+    def write(self, step: int) -> None:
+        net, b, plot_dir = self.backend.net, self.batch, self.out_dir / "plots"
+        out = self.backend.forward(b)
+        pred = 1.0 / (1.0 + np.exp(-out["logits"][0]))
+        name = f"{net}-{step:08d}"
+        if net == "ssrn":
+            plots.compare(plot_dir / f"{name}-mag.png", pred, b.mag[0], f"SSRN step {step}", "frequency bin")
+            return
+        n, t = b.text_lengths[0], b.frame_lengths[0]
+        plots.attention(plot_dir / f"{name}-attention.png", out["attention"][0, :n, :t],
+                        f"Text2Mel attention (teacher forced), step {step}")
+        plots.compare(plot_dir / f"{name}-mel.png", pred[:, :t], b.mel[0, :, :t], f"Text2Mel step {step}", "mel band")
+        mel, a = self.backend.synthesize(self.ids, self.spec.max_frames)
+        plots.attention(plot_dir / f"{name}-synthesis-attention.png", a,
+                        f"synthesis attention, step {step}" + ("" if reached_end(int(a[:, -1].argmax()), len(self.ids))
+                                                               else " (did not reach the end)"))
+        (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        audio.save_wav(self.out_dir / "samples" / f"{name}.wav", audio.mag_to_wav(mel_to_mag(mel, self.spec), self.spec),
+                       self.spec)
+
+
+def mel_to_mag(mel: np.ndarray, spec: Spec) -> np.ndarray:
+    """Rough magnitudes (F', r*T) from reduced mel features (F, T), to hear Text2Mel alone:
+    frames repeated r times, bands spread over FFT bins by librosa's NNLS inverse of the mel
+    filterbank, scaled so that a flat mel gives a flat spectrum. SSRN does this properly."""
+    def inverse(m):
+        return librosa.feature.inverse.mel_to_stft(m, sr=spec.sr, n_fft=spec.n_fft, power=1.0)
+
+    flat = inverse(np.ones((spec.n_mels, 1)))
+    return np.clip(inverse(np.repeat(np.asarray(mel, np.float64), spec.r, axis=1)) / np.maximum(flat, 1e-8), 0, 1)

@@ -1,0 +1,75 @@
+"""The PyTorch Backend: what common/ (training loop, checkpoints, CLI, benchmarks) drives."""
+from __future__ import annotations
+
+from impl_torch import runtime
+
+import numpy as np
+import torch
+
+from common import framework
+from common.batch import Batch
+from common.spec import Spec
+from common.weights import init_weights
+from impl_torch import synthesize as synth, weights
+from impl_torch.ssrn import SSRN
+from impl_torch.text2mel import Text2Mel
+from impl_torch.train import Trainer, to_tensors
+
+NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
+
+
+class Backend(framework.Backend):
+    framework = "torch"
+
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0):
+        if net not in NETWORKS:
+            raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
+        super().__init__(spec, net, device, seed)
+        self.torch_device = runtime.resolve_device(device)
+        self.model = NETWORKS[net](spec).to(self.torch_device)
+        weights.set_weights(self.model, init_weights(spec, net, seed))
+        self.trainer = Trainer(self.model, spec, net, self.torch_device)
+
+    def get_weights(self) -> dict:
+        return weights.get_weights(self.model)
+
+    def set_weights(self, w: dict) -> None:
+        weights.set_weights(self.model, w)
+
+    def get_optimizer_state(self) -> dict:
+        return self.trainer.get_state()
+
+    def set_optimizer_state(self, state: dict) -> None:
+        self.trainer.set_state(state)
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)  # dropout draws from the global generator (CPU and every GPU)
+
+    def train_step(self, batch: Batch) -> dict:
+        return self.trainer.train_step(batch)
+
+    def gradients(self, batch: Batch) -> tuple:
+        return self.trainer.gradients(batch)
+
+    def forward(self, batch: Batch) -> dict:
+        self.model.eval()
+        t = to_tensors(batch, self.torch_device)
+        with torch.inference_mode():
+            if self.net == "ssrn":
+                return {"logits": self.model(t["mel"]).cpu().numpy()}
+            logits, attention = self.model(t["text"], t["mel"])
+            return {"logits": logits.cpu().numpy(), "attention": attention.cpu().numpy()}
+
+    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+        if self.net != "text2mel":
+            return super().synthesize(text, max_frames)
+        return synth.synthesize(self.model, text, max_frames)
+
+    def upsample(self, mel: np.ndarray) -> np.ndarray:
+        if self.net != "ssrn":
+            return super().upsample(mel)
+        return synth.upsample(self.model, mel)
+
+    def sync(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)

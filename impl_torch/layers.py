@@ -1,0 +1,178 @@
+"""Building blocks of DC-TTS in PyTorch, one module per entry of a common.spec layer list.
+
+Every block keeps its `common.spec.Layer`, so its parameters are named canonically:
+`<layer.name>.<local name>` with local names weight, bias, dw.weight, norm.gamma,
+norm.beta, in the canonical layouts (which are PyTorch's own). Activations are (B, C, T).
+Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
+"""
+from __future__ import annotations
+
+from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import spec as S
+
+
+class ChannelNorm(nn.Module):
+    """Layer norm over channels at each time step (eps added to the variance); with
+    groups=2 the two halves of a highway layer (H1, H2) are normalized separately.
+    Transposing around F.layer_norm measured faster than mean/var over dim 1."""
+
+    def __init__(self, channels: int, groups: int, eps: float):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, h):
+        b, c, t = h.shape
+        hg = h.view(b, self.groups, c // self.groups, t).transpose(2, 3)
+        hg = F.layer_norm(hg, (c // self.groups,), eps=self.eps)
+        return torch.addcmul(self.beta[:, None], hg.transpose(2, 3).reshape(b, c, t), self.gamma[:, None])
+
+
+def make_norm(spec: S.Spec, channels: int, groups: int):
+    """The normalization after a convolution, or None ([paper]: none)."""
+    if spec.norm == "none":
+        return None
+    if spec.norm == "layer":
+        return ChannelNorm(channels, groups, spec.norm_eps)
+    raise NotImplementedError("norm='batch' is not implemented in impl_torch yet "
+                              "(common.spec defines no running-statistics momentum for training)")
+
+
+class Block(nn.Module):
+    """A module built from one `common.spec.Layer`; its parameters are `<layer.name>.<local name>`."""
+
+    def __init__(self, spec: S.Spec, layer: S.Layer):
+        super().__init__()
+        self.layer, self.p_drop = layer, spec.dropout
+
+    def drop(self, y):
+        return F.dropout(y, self.p_drop, self.training) if self.p_drop else y
+
+
+class Embedding(Block):
+    """Character ids (B, N) -> (B, e, N)."""
+
+    def __init__(self, spec, layer):
+        super().__init__(spec, layer)
+        self.weight = nn.Parameter(torch.empty(layer.cin, layer.cout))
+
+    def forward(self, ids):
+        return F.embedding(ids, self.weight).transpose(1, 2).contiguous()
+
+
+class Depthwise(nn.Module):
+    """The depthwise half of a separable convolution (weight (cin, 1, k), no bias)."""
+
+    def __init__(self, channels: int, k: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels, 1, k))
+
+
+class Conv(Block):
+    """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
+    on the left only (explicit F.pad), non-causal ones symmetrically ("same")."""
+
+    groups = 1  # norm groups: 2 for highway layers
+
+    def __init__(self, spec, layer):
+        super().__init__(spec, layer)
+        out = layer.cout * self.groups
+        separable = S.is_separable(spec, layer)  # depthwise (k) + pointwise (1, maybe grouped)
+        self.dw = Depthwise(layer.cin, layer.k) if separable else None
+        self.pointwise_groups = spec.pointwise_groups if separable and spec.conv == "super-sep" else 1
+        k_main = 1 if separable else layer.k
+        self.weight = nn.Parameter(torch.empty(out, layer.cin // self.pointwise_groups, k_main))
+        self.bias = nn.Parameter(torch.empty(out))
+        self.norm = make_norm(spec, out, self.groups)
+
+    def conv(self, x, padding: int):
+        """The (possibly separable) convolution of an input already padded but for `padding`
+        frames on each side."""
+        dil = self.layer.dilation
+        if self.dw is not None:
+            x = F.conv1d(x, self.dw.weight, None, padding=padding, dilation=dil, groups=x.shape[1])
+            h = F.conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
+        else:
+            h = F.conv1d(x, self.weight, self.bias, padding=padding, dilation=dil)
+        return self.norm(h) if self.norm is not None else h
+
+    def output(self, h, x):
+        """From the normalized convolution h (and the layer input x) to the layer output."""
+        return torch.relu(h) if self.layer.act == "relu" else h
+
+    def forward(self, x):
+        left, right = self.layer.pad
+        if left == right:
+            h = self.conv(x, left)
+        else:
+            h = self.conv(F.pad(x, (left, right)), 0)
+        return self.drop(self.output(h, x))
+
+    def step(self, x, history):
+        """Causal layers, frame by frame: `history` holds the last (k-1)*dilation inputs
+        (zeros at the start, which is exactly the causal padding). Returns (y, new history)."""
+        window = torch.cat([history, x], dim=2)
+        return self.drop(self.output(self.conv(window, 0), x)), window[:, :, x.shape[2]:]
+
+
+class HighwayConv(Conv):
+    """HC: H1, H2 = split(norm(conv(x))) (halves normalized separately);
+    y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x)."""
+
+    groups = 2
+
+    def output(self, h, x):
+        h1, h2 = h.chunk(2, dim=1)
+        return torch.lerp(x, h2, torch.sigmoid(h1))  # x + sigmoid(H1) * (H2 - x)
+
+
+class Deconv(Block):
+    """D(o, k): transposed convolution, stride 2, kernel k, no padding (length x 2); y = drop(norm(.))."""
+
+    def __init__(self, spec, layer):
+        super().__init__(spec, layer)
+        self.weight = nn.Parameter(torch.empty(layer.cin, layer.cout, layer.k))
+        self.bias = nn.Parameter(torch.empty(layer.cout))
+        self.norm = make_norm(spec, layer.cout, 1)
+
+    def forward(self, x):
+        h = F.conv_transpose1d(x, self.weight, self.bias, stride=2)
+        return self.drop(self.norm(h) if self.norm is not None else h)
+
+
+BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.DECONV: Deconv}
+
+
+class Stack(nn.Sequential):
+    """The blocks of one layer list in order; causal stacks can also run frame by frame."""
+
+    def initial_history(self, batch_size: int, device) -> list:
+        """Zero input histories for `step`, one per layer ((B, cin, (k-1)*dilation))."""
+        if not all(block.layer.causal for block in self):
+            raise ValueError("only causal stacks run frame by frame")
+        return [torch.zeros(batch_size, b.layer.cin, b.layer.pad[0], device=device) for b in self]
+
+    def step(self, x, history: list) -> tuple:
+        """New frames x (B, C, n) -> (outputs (B, C', n), updated histories)."""
+        updated = []
+        for block, past in zip(self, history):
+            x, past = block.step(x, past)
+            updated.append(past)
+        return x, updated
+
+
+def build_stack(spec: S.Spec, layer_list) -> Stack:
+    """Walk a layer list of common.spec (parameters uninitialized: load weights next)."""
+    return Stack(*(BLOCKS[layer.kind](spec, layer) for layer in layer_list))
+
+
+def canonical_parameters(model: nn.Module) -> dict:
+    """{canonical name: parameter} of every block in `model`, in forward order."""
+    return {f"{m.layer.name}.{local}": p for m in model.modules() if isinstance(m, Block)
+            for local, p in m.named_parameters()}

@@ -1,0 +1,67 @@
+"""Inference: autoregressive Text2Mel synthesis with forcibly incremental attention, and SSRN
+upsampling. No gradient tape (torch.inference_mode); nothing is kept between calls."""
+from __future__ import annotations
+
+from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
+
+import numpy as np
+import torch
+
+from common import spec as S
+from common.synthesis import force_incremental, reached_end
+
+
+def check_ids(ids, spec: S.Spec) -> np.ndarray:
+    """One utterance's ids (N,) as int32, or a clear ValueError."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError(f"expected a non-empty 1-D array of text ids, got shape {ids.shape}")
+    if ids.size > spec.max_chars:
+        raise ValueError(f"text of {ids.size} symbols is longer than the model's limit of {spec.max_chars}")
+    if ids.min() < 0 or ids.max() >= spec.n_vocab:
+        raise ValueError(f"text ids must lie in [0, {spec.n_vocab}), got [{ids.min()}, {ids.max()}]")
+    return ids.astype(np.int32)
+
+
+def synthesize(text2mel, ids, max_frames: int) -> tuple:
+    """ids (N,) ending with end-of-text -> (mel (F, T) in [0, 1], attention (N, T)).
+
+    TextEnc runs once; then one frame per step through AudioEnc, attention and AudioDec,
+    incrementally (each causal layer keeps its last (k-1)*dilation inputs, so a step costs
+    one frame, not the whole prefix). The new attention column is decided by
+    common.synthesis.force_incremental before V is read with it. Stops when attention
+    reaches the end of text or after `max_frames` frames."""
+    ids = check_ids(ids, text2mel.spec)
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    text2mel.eval()
+    device = next(text2mel.parameters()).device
+    enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
+    with torch.inference_mode():
+        k, v = text2mel.textenc(torch.from_numpy(ids)[None].to(device))
+        enc_past, dec_past = enc.initial_history(1, device), dec.initial_history(1, device)
+        frame = torch.zeros(1, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
+        frames, columns, position = [], [], 0
+        for _ in range(max_frames):
+            q, enc_past = enc.step(frame, enc_past)
+            column, position = force_incremental(att.weights(k, q)[0, :, 0].cpu().numpy(), position)
+            a = torch.from_numpy(column)[None, :, None].to(device)
+            logits, dec_past = dec.step(att.read(v, a, q), dec_past)
+            frame = torch.sigmoid(logits)
+            frames.append(frame)
+            columns.append(column)
+            if reached_end(position, ids.size):
+                break
+        mel = torch.cat(frames, dim=2)[0].cpu().numpy()
+    return mel, np.stack(columns, axis=1)
+
+
+def upsample(ssrn, mel: np.ndarray) -> np.ndarray:
+    """Reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1]."""
+    mel = np.asarray(mel, np.float32)
+    if mel.ndim != 2 or mel.shape[0] != ssrn.spec.n_mels or mel.shape[1] == 0:
+        raise ValueError(f"expected a mel of shape ({ssrn.spec.n_mels}, T>0), got {mel.shape}")
+    ssrn.eval()
+    device = next(ssrn.parameters()).device
+    with torch.inference_mode():
+        return torch.sigmoid(ssrn(torch.from_numpy(mel)[None].to(device)))[0].cpu().numpy()

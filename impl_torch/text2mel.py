@@ -1,0 +1,79 @@
+"""Text2Mel in PyTorch: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists)."""
+from __future__ import annotations
+
+from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import spec as S
+from impl_torch.layers import build_stack
+
+
+class TextEnc(nn.Module):
+    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.d = spec.D
+        self.layers = build_stack(spec, S.text_enc_layers(spec))
+
+    def forward(self, text):
+        return self.layers(text).split(self.d, dim=1)
+
+
+class AudioEnc(nn.Module):
+    """Causal: already-shifted mels (B, F, T) -> Q (B, d, T)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.layers = build_stack(spec, S.audio_enc_layers(spec))
+
+    def forward(self, mel_in):
+        return self.layers(mel_in)
+
+
+class Attention(nn.Module):
+    """A = softmax over the text axis of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q].
+    Split in two so synthesis can replace columns of A before reading."""
+
+    def weights(self, k, q):
+        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / math.sqrt(k.shape[1]), dim=1)
+
+    def read(self, v, a, q):
+        return torch.cat([torch.bmm(v, a), q], dim=1)
+
+    def forward(self, k, v, q):
+        a = self.weights(k, q)
+        return self.read(v, a, q), a
+
+
+class AudioDec(nn.Module):
+    """Causal: R' (B, 2d, T) -> mel logits (B, F, T)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.layers = build_stack(spec, S.audio_dec_layers(spec))
+
+    def forward(self, r):
+        return self.layers(r)
+
+
+class Text2Mel(nn.Module):
+    """Teacher-forced: (text (B, N), target mel (B, F, T)) -> (logits (B, F, T), attention (B, N, T)).
+    AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.spec = spec
+        self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
+        self.attention, self.audiodec = Attention(), AudioDec(spec)
+
+    def forward(self, text, mel):
+        k, v = self.textenc(text)
+        q = self.audioenc(F.pad(mel[:, :, :-1], (1, 0)))
+        r, a = self.attention(k, v, q)
+        return self.audiodec(r), a

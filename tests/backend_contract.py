@@ -1,0 +1,318 @@
+"""Framework-neutral tests of a Backend (common.framework) and of the training loop and the
+command lines driven through it. Each framework runs all of them with two lines in
+tests/<fw>/test_contract.py:
+
+    from tests.backend_contract import *  # noqa: F401,F403
+    FRAMEWORK = "torch"
+
+The fixtures read FRAMEWORK from the test module that imported them (request.module).
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from common import checkpoint, cli, losses as L, reference as R, spec as S, train_loop, weights as W
+from common.batch import make_batch
+from common.framework import load_backend
+from common.spec import EOS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_batch(spec, batch_size=2, n_chars=12, n_frames=10, seed=0):
+    """A padded Batch of random ids and features; item i is shorter by 4i characters and 3i
+    reduced frames (minus one full-rate frame), so padding is exercised."""
+    rng = np.random.default_rng(seed)
+    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n_chars - 4 * i - 1), EOS).astype(np.int32)
+             for i in range(batch_size)]
+    lengths = [n_frames * spec.r - (3 * spec.r + 1) * i for i in range(batch_size)]
+    mels = [rng.random((spec.n_mels, t), dtype=np.float32) for t in lengths]
+    mags = [rng.random((spec.n_mags, t), dtype=np.float32) for t in lengths]
+    return make_batch(spec, texts, mels, mags)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.fixture(scope="module")
+def framework(request):
+    return request.module.FRAMEWORK
+
+
+@pytest.fixture(scope="module")
+def backend_cls(framework):
+    return load_backend(framework)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return S.get_spec("tiny")
+
+
+# --- the Backend ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_forward_matches_reference(backend_cls, tiny, net):
+    b = random_batch(tiny)
+    out = backend_cls(tiny, net, seed=3).forward(b)
+    w = W.init_weights(tiny, net, 3)
+    if net == "text2mel":
+        logits, a = R.text2mel(tiny, w, b.text, b.mel)
+        assert np.abs(out["attention"] - a).max() <= 1e-5
+    else:
+        logits = R.ssrn(tiny, w, b.mel)
+    assert out["logits"].shape == logits.shape and out["logits"].dtype == np.float32
+    assert np.abs(out["logits"] - logits).max() <= 1e-5
+
+
+def test_weights_round_trip_through_a_file(backend_cls, tiny, tmp_path):
+    a = backend_cls(tiny, "text2mel", seed=1)
+    w = a.get_weights()
+    assert all(np.array_equal(w[k], v) for k, v in W.init_weights(tiny, "text2mel", 1).items())
+    W.save(tmp_path / "w.safetensors", w, tiny, "text2mel")
+    b = backend_cls(tiny, "text2mel", seed=2)
+    b.set_weights(W.load(tmp_path / "w.safetensors", tiny, "text2mel")[0])
+    assert all(np.array_equal(w[k], v) for k, v in b.get_weights().items())
+    batch = random_batch(tiny)
+    np.testing.assert_array_equal(a.forward(batch)["logits"], b.forward(batch)["logits"])
+    del w["audiodec.0.bias"]
+    with pytest.raises(W.WeightsError, match=r"audiodec\.0\.bias"):
+        b.set_weights(w)
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_train_step_is_deterministic_for_a_seed(backend_cls, tiny, net):
+    batch = random_batch(tiny)
+    runs = []
+    for seed in (7, 7, 8):
+        backend = backend_cls(tiny, net)
+        backend.seed(seed)
+        runs.append((backend.train_step(batch), backend.get_weights()))
+    (l1, w1), (l2, w2), (l3, _) = runs
+    assert l1 == l2 and all(np.array_equal(w1[k], w2[k]) for k in w1)
+    assert set(l1) == ({"loss", "l1", "bin", "att"} if net == "text2mel" else {"loss", "l1", "bin"})
+    assert all(isinstance(v, float) for v in l1.values())
+    assert l3["loss"] != l1["loss"]  # another seed, other dropout masks (tiny has dropout 0.05)
+
+
+ADAM_CASES = {  # (spec changes, Adam steps already taken)
+    "paper-like": (dict(warmup=0, grad_clip=None, lr=1e-2, beta1=0.5, beta2=0.9, eps=1e-6), 5),
+    "clipped, end of warm-up": (dict(grad_clip=2e-3), 3999),  # tiny's community recipe: lr peaks at step 4000
+}
+
+
+@pytest.mark.parametrize("case", ADAM_CASES)
+@pytest.mark.parametrize("net", S.NETS)
+def test_adam_step_equals_common_losses(backend_cls, tiny, net, case):
+    """From a given optimizer state, train_step moves every weight as adam_update says, with the
+    gradients that `gradients` reports (dropout off so both see the same network)."""
+    changes, step = ADAM_CASES[case]
+    spec = tiny.replace(dropout=0.0, **changes)
+    backend, batch, rng = backend_cls(spec, net), random_batch(spec), np.random.default_rng(4)
+    w0 = backend.get_weights()
+    state = {"step": np.array(step, np.int64)}
+    for name, a in w0.items():
+        state[f"m.{name}"] = rng.normal(0, 1e-3, a.shape).astype(np.float32)
+        state[f"v.{name}"] = rng.uniform(0, 1e-5, a.shape).astype(np.float32)
+    backend.set_optimizer_state(state)
+    _, grads = backend.gradients(batch)
+    if spec.grad_clip is not None:
+        assert any(np.abs(g).max() > spec.grad_clip for g in grads.values())  # clipping matters here
+    backend.train_step(batch)
+    w1, after = backend.get_weights(), backend.get_optimizer_state()
+    assert int(after["step"]) == step + 1
+    for name in w0:
+        p, m, v = L.adam_update(w0[name].astype(np.float64), grads[name], state[f"m.{name}"].astype(np.float64),
+                                state[f"v.{name}"].astype(np.float64), step + 1, spec)
+        np.testing.assert_allclose(w1[name] - w0[name], p - w0[name], rtol=1e-3, atol=2e-7, err_msg=name)
+        np.testing.assert_allclose(after[f"m.{name}"], m, rtol=1e-4, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(after[f"v.{name}"], v, rtol=1e-4, atol=1e-12, err_msg=name)
+
+
+def test_optimizer_state_round_trip_continues_identically(backend_cls, tiny):
+    batch = random_batch(tiny)
+    a = backend_cls(tiny, "ssrn")
+    for seed in (1, 2):
+        a.seed(seed)
+        a.train_step(batch)
+    state = a.get_optimizer_state()
+    assert int(state["step"]) == 2 and set(state) == {"step"} | {f"{k}.{n}" for n in a.get_weights() for k in "mv"}
+    b = backend_cls(tiny, "ssrn", seed=5)
+    b.set_weights(a.get_weights())
+    b.set_optimizer_state(state)
+    for backend in (a, b):
+        backend.seed(3)
+        backend.train_step(batch)
+    wa, wb = a.get_weights(), b.get_weights()
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def reference_loss(spec, net, w, batch):
+    if net == "text2mel":
+        return L.text2mel_losses(*R.text2mel(spec, w, batch.text, batch.mel), batch)["loss"]
+    return L.ssrn_losses(R.ssrn(spec, w, batch.mel), batch)["loss"]
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, net):
+    """The directional derivative along a random direction, float64 central differences (a small
+    step: ReLU and |.| kinks spoil larger ones)."""
+    spec = tiny.replace(dropout=0.0)
+    batch = random_batch(spec, n_frames=6)
+    backend = backend_cls(spec, net)
+    _, grads = backend.gradients(batch)
+    w = {k: v.astype(np.float64) for k, v in backend.get_weights().items()}
+    rng = np.random.default_rng(5)
+    direction = {k: rng.normal(size=v.shape) for k, v in w.items()}
+    h = 1e-6
+    plus = reference_loss(spec, net, {k: w[k] + h * direction[k] for k in w}, batch)
+    minus = reference_loss(spec, net, {k: w[k] - h * direction[k] for k in w}, batch)
+    analytic = sum(float(np.sum(grads[k] * direction[k])) for k in w)
+    assert np.isclose(analytic, (plus - minus) / (2 * h), rtol=1e-3)
+
+
+def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
+    """Positions never move back more than 1 or forward more than 3; the mel equals the
+    teacher-forced reference run on it with the decided attention columns."""
+    backend = backend_cls(tiny, "text2mel", seed=2)
+    ids = random_batch(tiny, batch_size=1, n_chars=20).text[0]
+    mel, a = backend.synthesize(ids, 30)
+    t = mel.shape[1]
+    assert mel.shape == (tiny.n_mels, t) and a.shape == (20, t) and 1 <= t <= 30
+    assert mel.min() >= 0 and mel.max() <= 1
+    np.testing.assert_allclose(a.sum(0), 1, atol=1e-5)
+    steps = np.diff(np.concatenate([[0], a.argmax(0)]))
+    assert steps.min() >= -1 and steps.max() <= 3
+    assert t == 30 or a[:, -1].argmax() == 19  # stopped early only at the end of the text
+    w = W.init_weights(tiny, "text2mel", 2)
+    k, v = R.text_enc(tiny, w, ids[None])
+    q = R.audio_enc(tiny, w, R.shift_mel(mel[None]))
+    logits = R.audio_dec(tiny, w, np.concatenate([v @ a[None], q], axis=1))
+    np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
+    free = a.max(0) < 1.0  # columns not forced one-hot keep the network's own attention
+    np.testing.assert_allclose(a[:, free], R.attention(k, v, q)[1][0][:, free], atol=1e-5)
+
+
+@pytest.mark.parametrize("ids", [[], [5, 6] * 40 + [EOS], [5, 99, EOS]], ids=["empty", "too long", "unknown id"])
+def test_synthesis_refuses_bad_ids(backend_cls, tiny, ids):
+    with pytest.raises(ValueError):
+        backend_cls(tiny, "text2mel").synthesize(np.array(ids, np.int32), 10)
+
+
+def test_upsample_matches_reference(backend_cls, tiny):
+    mel = np.random.default_rng(6).random((tiny.n_mels, 7), dtype=np.float32)
+    mag = backend_cls(tiny, "ssrn", seed=4).upsample(mel)
+    assert mag.shape == (tiny.n_mags, 7 * tiny.r)
+    np.testing.assert_allclose(mag, sigmoid(R.ssrn(tiny, W.init_weights(tiny, "ssrn", 4), mel[None])[0]), atol=1e-5)
+
+
+# --- the training loop -----------------------------------------------------------------
+
+def run(framework, net, data, out, steps, **kw):
+    kw = {"spec": S.get_spec("tiny"), "batch_size": 4, "checkpoint_every": 3, "seed": 0, **kw}
+    return train_loop.train(framework, net, data, out, steps=steps, progress=False, **kw)
+
+
+def log_lines(path):
+    return [re.sub(r', "seconds": [0-9.e-]+', "", ln) for ln in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_resume_is_bit_identical(framework, tiny_corpus_dir, tmp_path, net):
+    """6 steps in one go == 3 steps, stop, resume to 6 (crossing an epoch: 15 training
+    utterances in batches of 4), compared on weights, Adam state and the loss log."""
+    whole = run(framework, net, tiny_corpus_dir, tmp_path / "whole", 6)
+    run(framework, net, tiny_corpus_dir, tmp_path / "split", 3)
+    split = run(framework, net, tiny_corpus_dir, tmp_path / "split", 6, seed=None, batch_size=None, spec=None)
+    assert whole.step == split.step == 6 and not split.interrupted
+    a, b = checkpoint.load(whole.checkpoint), checkpoint.load(split.checkpoint)
+    assert all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert all(np.array_equal(a.optimizer[k], b.optimizer[k]) for k in a.optimizer)
+    assert a.state == b.state
+    assert log_lines(tmp_path / "whole" / f"{net}-losses.jsonl") == log_lines(tmp_path / "split" / f"{net}-losses.jsonl")
+    assert [p.name for _, p in checkpoint.listed(tmp_path / "split", net)] == [f"{net}-00000003.safetensors",
+                                                                               f"{net}-00000006.safetensors"]
+
+
+def test_resume_refuses_other_hyperparameters_and_corrupt_files(framework, tiny_corpus_dir, tmp_path):
+    run(framework, "ssrn", tiny_corpus_dir, tmp_path, 1)
+    with pytest.raises(W.WeightsError, match=r"other hyperparameters: c \(model 32, file 16\)"):
+        run(framework, "ssrn", tiny_corpus_dir, tmp_path, 2, spec=S.get_spec("tiny", c=32))
+    with pytest.raises(train_loop.TrainError, match="batch_size=4, not 2"):
+        run(framework, "ssrn", tiny_corpus_dir, tmp_path, 2, batch_size=2)
+    with pytest.raises(train_loop.TrainError, match="already holds ssrn checkpoints"):
+        run(framework, "ssrn", tiny_corpus_dir, tmp_path, 2, resume=False)
+    path = checkpoint.latest(tmp_path, "ssrn")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(W.WeightsError, match="truncated or corrupt"):
+        run(framework, "ssrn", tiny_corpus_dir, tmp_path, 2)
+
+
+def test_ctrl_c_saves_a_checkpoint(backend_cls, framework, tiny_corpus_dir, tmp_path):
+    class Interrupted(backend_cls):
+        steps = 0
+
+        def train_step(self, batch):
+            self.steps += 1
+            if self.steps == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during step 2
+            return super().train_step(batch)
+
+    result = run(Interrupted, "ssrn", tiny_corpus_dir, tmp_path, 50, checkpoint_every=100)
+    assert result.interrupted and result.step == 2
+    assert checkpoint.load(result.checkpoint).state.step == 2
+
+
+# --- the command lines -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(framework, tiny_corpus_dir, tmp_path_factory):
+    """A run directory with 2 steps of Text2Mel and of SSRN, trained through dctts-train."""
+    out = tmp_path_factory.mktemp(f"run_{framework}")
+    for net in S.NETS:
+        with pytest.raises(SystemExit) as done:
+            cli.train_main(["--framework", framework, "--model", net, "--data", str(tiny_corpus_dir), "--out",
+                            str(out), "--preset", "tiny", "--steps", "2", "--checkpoint-every", "2", "--quiet"])
+        assert done.value.code == 0
+    return out
+
+
+def test_dctts_train_writes_checkpoints_plots_and_audio(trained_run):
+    names = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
+    for expected in ["text2mel-00000002.safetensors", "ssrn-00000002.safetensors", "text2mel-losses.jsonl",
+                     "plots/text2mel-00000002-attention.png", "plots/text2mel-00000002-mel.png",
+                     "plots/ssrn-00000002-mag.png", "samples/text2mel-00000002.wav"]:
+        assert expected in names
+    assert len((trained_run / "ssrn-losses.jsonl").read_text().splitlines()) == 2
+    wav, sr = sf.read(trained_run / "samples" / "text2mel-00000002.wav")
+    assert sr == S.get_spec("tiny").sr and len(wav) > 0 and np.abs(wav).max() > 0
+
+
+def test_dctts_synthesize_writes_a_wav_of_plausible_length(framework, trained_run, tmp_path, capsys):
+    out = tmp_path / "hello.wav"
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main(["--framework", framework, "--text2mel", str(trained_run), "--ssrn", str(trained_run),
+                             "Hello, world.", "-o", str(out), "--max-frames", "20"])
+    assert done.value.code == 0
+    frames = int(re.search(r"(\d+) frames", capsys.readouterr().out).group(1))
+    tiny, n_ids = S.get_spec("tiny"), len("hello world.") + 1
+    assert np.ceil((n_ids - 1) / 3) <= frames <= 20  # reading advances at most 3 characters a frame
+    wav, sr = sf.read(out)
+    assert sr == tiny.sr and len(wav) == (frames * tiny.r - 1) * tiny.hop
+
+
+def test_bad_device_is_a_one_line_error(framework, trained_run, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "common.cli", "synthesize", "--framework", framework, "--device",
+                           "tpu", "--text2mel", str(trained_run), "--ssrn", str(trained_run), "hello", "-o",
+                           str(tmp_path / "x.wav")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("dctts-synthesize: error:") and "tpu" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

@@ -1,0 +1,147 @@
+"""impl_torch building blocks, each against common.reference (float64) from the same weights."""
+import numpy as np
+import pytest
+import torch
+
+from common import reference as R, spec as S
+from impl_torch import layers as TL
+from impl_torch.weights import set_weights
+
+
+def random_weights(spec, layer, rng):
+    """Random float32 weights for one layer (norm gammas away from 1 so they matter)."""
+    return {name: rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.4, shape).astype(np.float32)
+            for name, shape in S.param_shapes(spec, layer).items()}
+
+
+def block_and_weights(spec, layer, seed=0):
+    block = TL.BLOCKS[layer.kind](spec, layer).eval()
+    w = random_weights(spec, layer, np.random.default_rng(seed))
+    set_weights(block, w)
+    return block, w
+
+
+def run_block(block, x):
+    with torch.no_grad():
+        return block(torch.from_numpy(x)).numpy()
+
+
+CONFIGS = [  # (kind, cin, cout, k, dilation, causal, act)
+    (S.CONV, 8, 12, 1, 1, False, "relu"),
+    (S.CONV, 8, 12, 3, 1, True, None),
+    (S.HIGHWAY, 8, 8, 3, 1, False, None),
+    (S.HIGHWAY, 8, 8, 3, 9, False, None),
+    (S.HIGHWAY, 8, 8, 3, 27, True, None),
+    (S.HIGHWAY, 8, 8, 1, 1, False, None),
+]
+
+
+@pytest.mark.parametrize("variant", [{"norm": "none"}, {"norm": "layer"}, {"conv": "sep"}, {"conv": "super-sep"}])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-k{c[3]}-d{c[4]}-{'causal' if c[5] else 'same'}")
+def test_conv_blocks_match_reference(config, variant):
+    spec = S.get_spec("tiny", dropout=0.0, **variant)
+    layer = S.Layer("x", *config)
+    block, w = block_and_weights(spec, layer)
+    x = np.random.default_rng(1).normal(size=(2, layer.cin, 40)).astype(np.float32)
+    y = run_block(block, x)
+    ref = R.layer_forward(spec, {k: v.astype(np.float64) for k, v in w.items()}, layer, x.astype(np.float64))
+    assert y.shape == ref.shape == (2, layer.cout, 40)  # "same" / causal padding keeps the length
+    np.testing.assert_allclose(y, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dilation", [1, 3, 27])
+def test_causal_layers_never_look_ahead(dilation):
+    spec = S.get_spec("tiny", dropout=0.0)
+    block, _ = block_and_weights(spec, S.Layer("x", S.HIGHWAY, 8, 8, 3, dilation, True))
+    x = np.random.default_rng(2).normal(size=(1, 8, 60)).astype(np.float32)
+    y = run_block(block, x)
+    for t in (0, 30, 59):
+        changed = x.copy()
+        changed[:, :, t] += 3.0
+        y2 = run_block(block, changed)
+        np.testing.assert_array_equal(y2[:, :, :t], y[:, :, :t])
+        assert not np.allclose(y2[:, :, t], y[:, :, t])  # frame t itself does matter
+
+
+def test_non_causal_layer_sees_both_sides():
+    spec = S.get_spec("tiny", dropout=0.0)
+    block, _ = block_and_weights(spec, S.Layer("x", S.HIGHWAY, 8, 8, 3, 3, False))
+    x = np.random.default_rng(3).normal(size=(1, 8, 20)).astype(np.float32)
+    changed = x.copy()
+    changed[:, :, 10] += 3.0
+    y, y2 = run_block(block, x), run_block(block, changed)
+    assert not np.allclose(y[:, :, 7], y2[:, :, 7]) and not np.allclose(y[:, :, 13], y2[:, :, 13])
+    np.testing.assert_array_equal(y[:, :, :7], y2[:, :, :7])
+
+
+@pytest.mark.parametrize("norm", ["none", "layer"])
+@pytest.mark.parametrize("t", [1, 7])
+def test_deconv_doubles_length_exactly_and_matches_reference(norm, t):
+    spec = S.get_spec("tiny", dropout=0.0, norm=norm)
+    layer = S.Layer("x", S.DECONV, 6, 5, 2)
+    block, w = block_and_weights(spec, layer)
+    x = np.random.default_rng(4).normal(size=(2, 6, t)).astype(np.float32)
+    y = run_block(block, x)
+    assert y.shape == (2, 5, 2 * t)
+    np.testing.assert_allclose(y, R.layer_forward(spec, w, layer, x.astype(np.float64)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_channel_norm_alone(groups):
+    spec = S.get_spec("tiny")
+    norm = TL.ChannelNorm(8, groups, spec.norm_eps)
+    rng = np.random.default_rng(5)
+    h = rng.normal(2.0, 3.0, size=(2, 8, 11)).astype(np.float32)
+    w = {"x.norm.gamma": rng.normal(1, 0.5, 8), "x.norm.beta": rng.normal(0, 0.5, 8)}
+    with torch.no_grad():
+        norm.gamma.copy_(torch.from_numpy(w["x.norm.gamma"]))
+        norm.beta.copy_(torch.from_numpy(w["x.norm.beta"]))
+        y = norm(torch.from_numpy(h)).numpy()
+    np.testing.assert_allclose(y, R.norm(spec, w, "x", h.astype(np.float64), groups), atol=1e-5, rtol=0)
+
+
+def test_embedding_matches_reference():
+    spec = S.get_spec("tiny")
+    layer = S.text_enc_layers(spec)[0]
+    block, w = block_and_weights(spec, layer)
+    ids = np.array([[2, 5, 31, 1], [7, 1, 0, 0]], np.int32)
+    y = run_block(block, ids)
+    assert y.shape == (2, spec.E, 4) and y.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(y, R.layer_forward(spec, w, layer, ids).astype(np.float32))
+
+
+@pytest.mark.parametrize("list_fn", [S.audio_enc_layers, S.audio_dec_layers])
+def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn):
+    spec = S.get_spec("tiny", dropout=0.0)
+    layer_list = list_fn(spec)
+    stack = TL.build_stack(spec, layer_list).eval()
+    rng = np.random.default_rng(6)
+    set_weights(stack, {k: v for layer in layer_list for k, v in random_weights(spec, layer, rng).items()})
+    x = torch.from_numpy(rng.normal(size=(2, layer_list[0].cin, 25)).astype(np.float32))
+    with torch.no_grad():
+        whole = stack(x)
+        history, frames = stack.initial_history(2, "cpu"), []
+        for t in range(25):
+            y, history = stack.step(x[:, :, t:t + 1], history)
+            frames.append(y)
+    np.testing.assert_allclose(torch.cat(frames, 2).numpy(), whole.numpy(), atol=1e-5, rtol=0)
+
+
+def test_non_causal_stack_refuses_to_step():
+    spec = S.get_spec("tiny")
+    with pytest.raises(ValueError, match="only causal"):
+        TL.build_stack(spec, S.ssrn_layers(spec)).initial_history(1, "cpu")
+
+
+@pytest.mark.parametrize("preset, variant", [("tiny", {}), ("paper", {}), ("tiny", {"conv": "super-sep"})])
+@pytest.mark.parametrize("net", S.NETS)
+def test_canonical_names_and_shapes_are_the_specs(preset, variant, net):
+    spec = S.get_spec(preset, **variant)
+    params = TL.canonical_parameters(TL.build_stack(spec, [l for g in S.layers(spec, net).values() for l in g]))
+    assert {k: tuple(p.shape) for k, p in params.items()} == S.net_param_shapes(spec, net)
+
+
+def test_batch_norm_is_refused_clearly():
+    spec = S.get_spec("tiny", norm="batch")
+    with pytest.raises(NotImplementedError, match="norm='batch'"):
+        TL.build_stack(spec, S.ssrn_layers(spec))

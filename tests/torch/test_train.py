@@ -1,0 +1,83 @@
+"""impl_torch training: losses equal common.losses, torch.optim.Adam is common.losses.adam_update,
+and a few steps really learn. (Backend-level Adam, gradients and determinism: test_contract.)"""
+import numpy as np
+import pytest
+import torch
+
+from common import data, losses as L, reference as R, spec as S, weights as W
+from impl_torch import train as T
+from impl_torch.backend import Backend
+from tests.backend_contract import random_batch
+
+
+def test_loss_functions_equal_common_losses():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (2, 5, 7))
+    logits[0, 0, :2] = [60.0, -60.0]  # saturated logits stay finite
+    target = rng.random((2, 5, 7))
+    a, guide, mask = rng.random((2, 4, 7)), rng.random((2, 4, 7)), (rng.random((2, 4, 7)) < 0.7) * 1.0
+    t = {k: torch.from_numpy(v.astype(np.float32)) for k, v in
+         dict(logits=logits, target=target, a=a, guide=guide * mask, mask=mask).items()}
+    assert np.isclose(T.l1(t["logits"], t["target"]).item(), L.l1(logits, target), rtol=1e-6)
+    assert np.isclose(T.binary_divergence(t["logits"], t["target"]).item(),
+                      L.binary_divergence(logits, target), rtol=1e-6)
+    assert np.isclose(T.attention_loss(t["a"], t["guide"], t["mask"]).item(),
+                      L.attention_loss(a, guide * mask, mask), rtol=1e-6)
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_network_losses_equal_common_losses(net):
+    spec = S.get_spec("tiny")
+    b = random_batch(spec)
+    w = W.init_weights(spec, net, 0)
+    if net == "text2mel":
+        ref = L.text2mel_losses(*R.text2mel(spec, w, b.text, b.mel), b)
+    else:
+        ref = L.ssrn_losses(R.ssrn(spec, w, b.mel), b)
+    losses, _ = Backend(spec, net).gradients(b)
+    assert losses.keys() == ref.keys()
+    for k in ref:
+        assert np.isclose(losses[k], ref[k], rtol=1e-5, atol=0), (k, losses[k], ref[k])
+
+
+@pytest.mark.parametrize("preset", ["paper", "community"])
+def test_torch_adam_is_the_specs_adam(preset):
+    """Three steps of torch.optim.Adam in float64 equal common.losses.adam_update (eps placement included)."""
+    spec = S.get_spec(preset, eps=1e-3)  # a large eps: its placement changes the result visibly
+    rng = np.random.default_rng(1)
+    p0, grads = rng.normal(size=10), rng.normal(0, 1e-3, (3, 10))
+    p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    opt = torch.optim.Adam([p], lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps)
+    ref, m, v = p0, np.zeros(10), np.zeros(10)
+    for step, g in enumerate(grads, start=1):
+        opt.param_groups[0]["lr"] = L.learning_rate(spec, step)
+        p.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ref, m, v = L.adam_update(ref, g, m, v, step, spec)
+    np.testing.assert_allclose(p.detach().numpy(), ref, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(opt.state[p]["exp_avg_sq"].numpy(), v, rtol=1e-12)
+
+
+def excess_over_floor(losses: dict, floor: float) -> float:
+    """The loss above the binary divergence's minimum (the targets' own entropy)."""
+    return losses["loss"] - floor
+
+
+@pytest.mark.parametrize("net, factor", [("text2mel", 0.6), ("ssrn", 0.8)])
+def test_training_learns_a_fixed_batch(tiny_corpus_dir, net, factor):
+    """100 steps on one batch of 4 espeak-ng utterances (tiny, warm-up off, lr 5e-3, dropout on):
+    the loss's excess over its floor falls at least by the stated factor; Text2Mel's
+    guided-attention loss at least halves."""
+    spec = S.get_spec("tiny", warmup=0, lr=5e-3)
+    corpus = data.load_corpus(tiny_corpus_dir, spec, progress=False)
+    batch = next(data.batches(corpus, range(4), 4, np.random.default_rng(0)))
+    target = (batch.mel if net == "text2mel" else batch.mag).astype(np.float64)
+    p = np.clip(target, 1e-7, 1 - 1e-7)
+    floor = L.binary_divergence(np.log(p / (1 - p)), target)
+    backend = Backend(spec, net, seed=0)
+    backend.seed(0)
+    history = [backend.train_step(batch) for _ in range(100)]
+    first, last = history[0], {k: np.mean([h[k] for h in history[-5:]]) for k in history[0]}
+    assert excess_over_floor(last, floor) < factor * excess_over_floor(first, floor), (first, last, floor)
+    if net == "text2mel":
+        assert last["att"] < 0.5 * first["att"], (first, last)

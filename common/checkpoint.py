@@ -108,7 +108,9 @@ def load(path, spec: Spec | None = None, net: str | None = None) -> Checkpoint:
     lacking = [ADAM + k for k in wanted if k not in optimizer]
     if lacking:
         raise CheckpointError(f"{path}: optimizer state incomplete, missing {lacking[:5]}")
-    return Checkpoint(spec, net, weights, {k: optimizer[k] for k in wanted}, state, meta["framework"])
+    optimizer = {k: optimizer[k] for k in wanted}
+    optimizer["step"] = optimizer["step"].reshape(())  # weights.save stores 0-d arrays as shape (1,)
+    return Checkpoint(spec, net, weights, optimizer, state, meta["framework"])
 
 
 def restore(backend, ckpt: Checkpoint) -> None:

@@ -1,0 +1,105 @@
+"""The command lines' handling of bad input: one line on stderr, non-zero exit, no traceback.
+Every case here fails before a framework is needed (the successful paths run per framework
+in tests/backend_contract.py)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import checkpoint as C, cli, spec as S, weights as W
+from tests.common.test_checkpoint import NumpyBackend, state
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def models(tmp_path):
+    """Plain weight files of tiny Text2Mel and SSRN (the CLI reads weights or checkpoints)."""
+    tiny = S.get_spec("tiny")
+    paths = {net: tmp_path / f"{net}.safetensors" for net in S.NETS}
+    for net, path in paths.items():
+        W.save(path, W.init_weights(tiny, net), tiny, net)
+    return paths
+
+
+def one_line_error(main, argv, capsys, prog):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 1, err
+    assert err.startswith(f"{prog}: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def synthesize_error(capsys, text, t2m, ssrn, *extra):
+    argv = ["--framework", "torch", "--text2mel", str(t2m), "--ssrn", str(ssrn), text, "-o", os.devnull, *extra]
+    return one_line_error(cli.synthesize_main, argv, capsys, "dctts-synthesize")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hello #world", "unknown characters '#'"),
+    ("  ", "empty after normalization"),
+    ("la " * 30, "max_chars=60"),
+])
+def test_synthesize_refuses_bad_text(models, capsys, text, message):
+    assert message in synthesize_error(capsys, text, models["text2mel"], models["ssrn"])
+
+
+def test_synthesize_refuses_bad_model_files(models, tmp_path, capsys):
+    t2m, ssrn = models["text2mel"], models["ssrn"]
+    assert "no such weight file" in synthesize_error(capsys, "hi", tmp_path / "nope.safetensors", ssrn)
+    assert "holds ssrn weights, not text2mel" in synthesize_error(capsys, "hi", ssrn, ssrn)
+    (tmp_path / "run").mkdir()
+    assert "no text2mel checkpoint in this directory" in synthesize_error(capsys, "hi", tmp_path / "run", ssrn)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(t2m.read_bytes()[:500])
+    assert "truncated or corrupt" in synthesize_error(capsys, "hi", broken, ssrn)
+
+
+def test_synthesize_refuses_models_that_disagree_on_audio(models, tmp_path, capsys):
+    other = S.get_spec("tiny", n_mels=8, sr=16000)
+    path = tmp_path / "other-ssrn.safetensors"
+    W.save(path, W.init_weights(other, "ssrn"), other, "ssrn")
+    err = synthesize_error(capsys, "hi", models["text2mel"], path)
+    assert "disagree on audio fields: sr (text2mel 8000, ssrn 16000), n_mels (text2mel 16, ssrn 8)" in err
+
+
+def test_synthesize_refuses_zero_frames(models, capsys):
+    assert "--max-frames must be >= 1" in synthesize_error(capsys, "hi", models["text2mel"], models["ssrn"],
+                                                           "--max-frames", "0")
+
+
+def train_error(capsys, data, out, *extra):
+    argv = ["--framework", "torch", "--model", "ssrn", "--data", str(data), "--out", str(out), "--quiet", *extra]
+    return one_line_error(cli.train_main, argv, capsys, "dctts-train")
+
+
+def test_train_refuses_bad_data_dirs(tmp_path, capsys):
+    assert "does not exist" in train_error(capsys, tmp_path / "nowhere", tmp_path / "run")
+    (tmp_path / "corpus").mkdir()
+    assert "metadata.csv is missing" in train_error(capsys, tmp_path / "corpus", tmp_path / "run")
+
+
+def test_train_refuses_bad_numbers_and_conflicting_runs(tmp_path, capsys):
+    assert "steps and checkpoint_every must be >= 1" in train_error(capsys, tmp_path, tmp_path / "r", "--steps", "0")
+    C.save(tmp_path / "run", NumpyBackend(S.get_spec("tiny"), "ssrn"), state(3))
+    assert "already holds ssrn checkpoints" in train_error(capsys, tmp_path, tmp_path / "run", "--no-resume")
+    err = train_error(capsys, tmp_path, tmp_path / "run", "--preset", "small")
+    assert "other hyperparameters: e (model 32, file 8), d (model 64, file 16)" in err
+    assert "the run used seed=5, not 1" in train_error(capsys, tmp_path, tmp_path / "run", "--seed", "1")
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.train_main(["--framework", "theano", "--model", "ssrn", "--data", "d", "--out", "o"])
+    assert done.value.code == 2 and "invalid choice: 'theano'" in capsys.readouterr().err
+
+
+def test_python_m_entry_point():
+    ok = subprocess.run([sys.executable, "-m", "common.cli", "synthesize", "--help"], capture_output=True,
+                        text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "--text2mel" in ok.stdout and "--max-frames" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "common.cli", "speak"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "train|synthesize" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,92 @@
+"""impl_torch synthesis: plausible lengths, forcibly incremental attention, clear errors, no
+state or gradients kept. (Agreement with the teacher-forced reference: test_contract.)"""
+import numpy as np
+import pytest
+import torch
+
+from common import spec as S, text as TX
+from common.synthesis import reached_end
+from common.weights import init_weights
+from impl_torch.backend import NETWORKS
+from impl_torch.synthesize import synthesize, upsample
+from impl_torch.weights import set_weights
+
+
+def model(net, seed=0, spec=None):
+    spec = spec or S.get_spec("tiny")
+    m = NETWORKS[net](spec)
+    set_weights(m, init_weights(spec, net, seed))
+    return m
+
+
+def positions(attention):
+    return attention.argmax(axis=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_length_is_plausible_and_attention_forcibly_incremental(seed):
+    spec = S.get_spec("tiny")
+    ids = TX.text_to_ids("the birch canoe slid on the smooth planks.", spec)
+    mel, a = synthesize(model("text2mel", seed), ids, spec.max_frames)
+    t, n = mel.shape[1], len(ids)
+    assert mel.shape == (spec.n_mels, t) and a.shape == (n, t)
+    assert np.ceil((n - 1) / 3) <= t <= spec.max_frames  # at most 3 characters per frame
+    moves = np.diff(np.concatenate([[0], positions(a)]))
+    assert moves.min() >= -1 and moves.max() <= 3
+    assert t == spec.max_frames or reached_end(positions(a)[-1], n)
+    assert not any(reached_end(p, n) for p in positions(a)[:-1])  # it stops on arriving at the end
+
+
+def test_forced_columns_are_one_hot_at_the_next_position():
+    spec = S.get_spec("tiny")
+    ids = TX.text_to_ids("a quick test of forcing.", spec)
+    _, a = synthesize(model("text2mel", 1), ids, 40)
+    pos = np.concatenate([[0], positions(a)])
+    forced = np.flatnonzero(a.max(axis=0) == 1.0)
+    assert forced.size > 0  # untrained attention wanders, so some frames must be forced
+    for t in forced:
+        assert pos[t + 1] == min(pos[t] + 1, len(ids) - 1) and np.count_nonzero(a[:, t]) == 1
+
+
+def test_max_frames_is_respected_and_checked():
+    ids = TX.text_to_ids("a long sentence that cannot be read in three frames.", S.get_spec("tiny"))
+    mel, a = synthesize(model("text2mel"), ids, 3)
+    assert mel.shape[1] == a.shape[1] == 3
+    with pytest.raises(ValueError, match="max_frames"):
+        synthesize(model("text2mel"), ids, 0)
+
+
+@pytest.mark.parametrize("text, error", [("", "empty"), ("hello #world", "unknown characters '#'"),
+                                         ("la " * 30, "max_chars=60")])
+def test_bad_text_is_refused_clearly(text, error):
+    with pytest.raises(TX.TextError, match=error):
+        TX.text_to_ids(text, S.get_spec("tiny"))
+
+
+@pytest.mark.parametrize("ids, error", [([], "non-empty"), ([4] * 61, "longer than the model's limit of 60"),
+                                        ([4, 40, 1], r"ids must lie in \[0, 32\)"), ([[4, 1]], "1-D")])
+def test_bad_ids_are_refused_clearly(ids, error):
+    with pytest.raises(ValueError, match=error):
+        synthesize(model("text2mel"), np.array(ids, np.int32), 10)
+
+
+def test_nothing_is_kept_between_calls():
+    """Same text twice, same output; no gradients recorded; the model's mode is eval."""
+    spec = S.get_spec("tiny")
+    t2m = model("text2mel")
+    ids = TX.text_to_ids("same words again.", spec)
+    first = synthesize(t2m, ids, 30)
+    synthesize(t2m, TX.text_to_ids("something else in between.", spec), 30)
+    second = synthesize(t2m, ids, 30)
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    assert all(p.grad is None for p in t2m.parameters()) and not t2m.training
+    assert torch.is_grad_enabled()
+
+
+def test_upsample_shape_range_and_errors():
+    spec = S.get_spec("tiny")
+    mag = upsample(model("ssrn"), np.random.default_rng(0).random((spec.n_mels, 5)))
+    assert mag.shape == (spec.n_mags, 5 * spec.r) and mag.dtype == np.float32
+    assert mag.min() >= 0 and mag.max() <= 1
+    with pytest.raises(ValueError, match=r"expected a mel of shape \(16, T>0\)"):
+        upsample(model("ssrn"), np.zeros((spec.n_mels + 1, 5)))

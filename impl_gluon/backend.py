@@ -15,6 +15,8 @@ from impl_gluon.text2mel import Text2Mel
 from impl_gluon.train import Trainer, to_arrays
 from impl_gluon.weights import get_weights, set_weights
 
+NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
+
 
 class Backend(framework.Backend):
     """`hybridize` (default on) compiles Text2Mel / SSRN into one cached graph each;
@@ -23,11 +25,11 @@ class Backend(framework.Backend):
     framework = "gluon"
 
     def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, hybridize: bool = True):
+        if net not in NETWORKS:
+            raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
         super().__init__(spec, net, device, seed)
-        if net not in ("text2mel", "ssrn"):
-            raise ValueError(f"unknown network {net!r}; choose 'text2mel' or 'ssrn'")
         self.ctx = runtime.resolve_device(device)
-        self.model = Text2Mel(spec) if net == "text2mel" else SSRN(spec)
+        self.model = NETWORKS[net](spec)
         self.model.initialize(ctx=self.ctx)
         set_weights(self.model, W.init_weights(spec, net, seed))
         if hybridize:

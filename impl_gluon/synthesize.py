@@ -1,5 +1,5 @@
-"""Inference: autoregressive Text2Mel with forcibly incremental attention, and SSRN upsampling.
-Nothing is recorded (no autograd tape), so memory does not grow over many sentences."""
+"""Inference: autoregressive Text2Mel synthesis with forcibly incremental attention, and SSRN
+upsampling. Nothing runs under autograd.record() (no tape); nothing is kept between calls."""
 from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
@@ -7,49 +7,60 @@ from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet impo
 import mxnet as mx
 import numpy as np
 
-from common import synthesis
-from impl_gluon.text2mel import Text2Mel
+from common import spec as S
+from common.synthesis import force_incremental, reached_end
 
 
-def _context(model):
+def check_ids(ids, spec: S.Spec) -> np.ndarray:
+    """One utterance's ids (N,) as int32, or a clear ValueError."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError(f"expected a non-empty 1-D array of text ids, got shape {ids.shape}")
+    if ids.size > spec.max_chars:
+        raise ValueError(f"text of {ids.size} symbols is longer than the model's limit of {spec.max_chars}")
+    if ids.min() < 0 or ids.max() >= spec.n_vocab:
+        raise ValueError(f"text ids must lie in [0, {spec.n_vocab}), got [{ids.min()}, {ids.max()}]")
+    return ids.astype(np.int32)
+
+
+def context_of(model):
+    """The mxnet Context a model's parameters live on."""
     return next(iter(model.collect_params().values())).list_ctx()[0]
 
 
-def synthesize(text2mel: Text2Mel, ids: np.ndarray, max_frames: int) -> tuple:
+def synthesize(text2mel, ids, max_frames: int) -> tuple:
     """ids (N,) ending with end-of-text -> (mel (F, T) in [0, 1], attention (N, T)).
 
-    Frame t is decoded from frames < t, one frame at a time: the causal AudioEnc and AudioDec
-    keep their layers' input histories (Stack.step), the new attention column is forced to move
-    forward by at most 3 positions and back by at most 1 (common.synthesis), and AudioDec reads
-    the column actually used."""
-    spec, ctx, nd = text2mel.spec, _context(text2mel), mx.nd
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or not 1 <= len(ids) <= spec.max_chars or ids.min() < 0 or ids.max() >= spec.n_vocab:
-        raise ValueError(f"synthesize needs 1 to {spec.max_chars} ids in [0, {spec.n_vocab}), shape (N,); got shape "
-                         f"{ids.shape}" + (f", range [{ids.min()}, {ids.max()}]" if ids.size else ""))
+    TextEnc runs once; then one frame per step through AudioEnc, attention and AudioDec,
+    incrementally (each causal layer keeps its last (k-1)*dilation inputs, so a step costs
+    one frame, not the whole prefix). The new attention column is decided by
+    common.synthesis.force_incremental before V is read with it. Stops when attention
+    reaches the end of text or after `max_frames` frames."""
+    ids = check_ids(ids, text2mel.spec)
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    ctx, nd = context_of(text2mel), mx.nd
+    enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     k, v = text2mel.textenc(nd.array(ids[None], ctx=ctx, dtype=np.int32))
-    enc, dec = text2mel.audioenc.layers, text2mel.audiodec.layers
     enc_past, dec_past = enc.initial_history(1, ctx), dec.initial_history(1, ctx)
-    frame = nd.zeros((1, spec.n_mels, 1), ctx=ctx)  # the all-zero start frame
-    mel = np.zeros((spec.n_mels, max_frames), np.float32)
-    used = np.zeros((len(ids), max_frames), np.float32)
-    position = 0
-    for t in range(max_frames):
+    frame = nd.zeros((1, text2mel.spec.n_mels, 1), ctx=ctx)  # the teacher-forcing shift's zero frame
+    frames, columns, position = [], [], 0
+    for _ in range(max_frames):
         q, enc_past = enc.step(frame, enc_past)
-        column = text2mel.attention.weights(nd, k, q)[0, :, 0].asnumpy()
-        used[:, t], position = synthesis.force_incremental(column, position)
-        r = text2mel.attention.read(nd, v, nd.array(used[None, :, t: t + 1], ctx=ctx), q)
-        logits, dec_past = dec.step(r, dec_past)
+        column, position = force_incremental(att.weights(nd, k, q)[0, :, 0].asnumpy(), position)
+        a = nd.array(column[None, :, None], ctx=ctx)
+        logits, dec_past = dec.step(att.read(nd, v, a, q), dec_past)
         frame = nd.sigmoid(logits)
-        mel[:, t] = frame[0, :, 0].asnumpy()
-        if synthesis.reached_end(position, len(ids)):
+        frames.append(frame)
+        columns.append(column)
+        if reached_end(position, ids.size):
             break
-    return mel[:, : t + 1], used[:, : t + 1]
+    return nd.concat(*frames, dim=2)[0].asnumpy(), np.stack(columns, axis=1)
 
 
 def upsample(ssrn, mel: np.ndarray) -> np.ndarray:
-    """Reduced mel (F, T) -> magnitudes (F', r T) in [0, 1]."""
-    x = mx.nd.array(np.asarray(mel, np.float32)[None], ctx=_context(ssrn))
-    return mx.nd.sigmoid(ssrn(x))[0].asnumpy()
+    """Reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1]."""
+    mel = np.asarray(mel, np.float32)
+    if mel.ndim != 2 or mel.shape[0] != ssrn.spec.n_mels or mel.shape[1] == 0:
+        raise ValueError(f"expected a mel of shape ({ssrn.spec.n_mels}, T>0), got {mel.shape}")
+    return mx.nd.sigmoid(ssrn(mx.nd.array(mel[None], ctx=context_of(ssrn))))[0].asnumpy()

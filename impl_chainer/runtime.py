@@ -1,7 +1,7 @@
 """Chainer's environment, imported first by every module of impl_chainer.
 
-Chainer 7.8.1 (2020) is the last release; the workarounds for its age live here, each
-with the reason, so no other module has to know about them.
+Chainer 7.8.1 is the last release; the workarounds for its age live here, each with the
+reason, so no other module has to know about them.
 """
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from threadpoolctl import threadpool_limits
 
 
 def _skip_environment_check() -> None:
-    """chainer/__init__.py imports `chainer._environment_check`, which imports
-    `numpy.distutils.system_info` and `pkg_resources` at import time (only to warn about
-    macOS Accelerate and optional-dependency versions). Both are gone with setuptools >= 74
-    (torch 2.13 needs setuptools >= 77), so `import chainer` dies with
-    ModuleNotFoundError: distutils.msvccompiler. Chainer honours no variable to skip it, so a
-    no-op module takes its place in sys.modules before chainer is imported; the import
-    system finds it there and never runs the real one."""
+    """chainer/__init__.py imports `chainer._environment_check`, which at import time imports
+    `numpy.distutils.system_info` and `pkg_resources` (only to warn about macOS Accelerate and
+    optional-dependency versions). numpy 1.23's distutils imports `distutils.msvccompiler`,
+    which the distutils of setuptools >= 74 lacks, and setuptools 84 (torch 2.13 needs >= 77)
+    no longer ships pkg_resources: `import chainer` dies with ModuleNotFoundError. Chainer
+    honours no variable to skip the check, so a no-op module takes its place in sys.modules
+    before chainer is imported; the import system finds it there and never runs the real one.
+    (chainer.testing, hence chainer.gradient_check, imports pkg_resources too: not used.)"""
     if "chainer" not in sys.modules:
         stub = types.ModuleType("chainer._environment_check")
         stub.check = lambda: None
@@ -44,18 +45,19 @@ def configure_threads(n: int) -> None:
 
 
 def resolve_device(name: str = "cpu"):
-    """'cpu' -> Chainer's @numpy device; 'cuda' / 'cuda:N' -> @cupy:N (needs CuPy 7.x, the
-    series Chainer 7.8.1 was built against). Code then stays device-agnostic via device.xp
-    and device.send."""
-    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    """"cpu" -> Chainer's @numpy device; "cuda" / "cuda:N" -> @cupy:N, which needs CuPy (Chainer
+    7.8.1 declares cupy >= 7.7, < 8). Code then stays device-agnostic through device.xp and
+    device.send."""
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", name)
+    if match is None:
+        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'")
     if name == "cpu":
         return chainer.get_device("@numpy")
-    if not match:
-        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'")
     try:
         return chainer.get_device(f"@cupy:{match.group(1) or 0}")
-    except RuntimeError as err:
-        raise RuntimeError(f"device {name!r} needs CuPy 7.x (e.g. cupy-cuda102==7.8.0) for Chainer 7.8.1: {err}") from err
+    except RuntimeError as err:  # Chainer's "CUDA environment is not correctly set up"
+        raise RuntimeError(f"device {name!r} requested but Chainer cannot use CUDA here (it needs CuPy 7.x): "
+                           f"{' '.join(str(err).split())}") from err
 
 
 def unchecked():

@@ -1,5 +1,5 @@
 """impl_chainer building blocks, each against common.reference (float64) from the same weights."""
-from impl_chainer import runtime  # noqa: F401  (before chainer: its import-time check breaks here)
+from impl_chainer import runtime  # before chainer: its import-time check breaks here
 
 import chainer
 import numpy as np
@@ -189,3 +189,19 @@ def test_batch_norm_is_refused_clearly():
     spec = S.get_spec("tiny", norm="batch")
     with pytest.raises(NotImplementedError, match="norm='batch'"):
         CL.build_stack(spec, S.ssrn_layers(spec))
+
+
+def test_runtime_threads_and_devices():
+    from threadpoolctl import threadpool_info
+
+    try:
+        runtime.configure_threads(2)
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {2}
+    finally:
+        runtime.configure_threads(1)  # the tests' setting (conftest.py)
+    assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
+    with pytest.raises(ValueError, match="thread count"):
+        runtime.configure_threads(0)
+    assert runtime.resolve_device("cpu").xp is np
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        runtime.resolve_device("tpu")

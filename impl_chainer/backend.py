@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from impl_chainer import runtime
 
-import chainer
 import numpy as np
 
 from common import framework
@@ -57,7 +56,7 @@ class Backend(framework.Backend):
             return self.trainer.gradients(batch)
 
     def forward(self, batch: Batch) -> dict:
-        a = to_device(batch, self.chainer_device)
+        a = to_device(batch, self.chainer_device, self.net)
         eval_mode, no_graph = synth.inference()
         with eval_mode, no_graph, runtime.unchecked():
             if self.net == "ssrn":

@@ -12,10 +12,14 @@ from common.batch import Batch
 from impl_chainer.layers import canonical_parameters
 
 
-def to_device(batch: Batch, device) -> dict:
-    """The batch's arrays on `device` (ids stay int32: F.embed_id takes them), and the number of
-    real (text, frame) positions as a Python float (the guided-attention denominator)."""
-    arrays = {name: device.send(np.ascontiguousarray(getattr(batch, name))) for name in ("text", "mel", "mag", "guide")}
+INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
+
+
+def to_device(batch: Batch, device, net: str) -> dict:
+    """The batch's arrays that `net` uses, on `device` (ids stay int32: F.embed_id takes them),
+    and the number of real (text, frame) positions as a Python float (the guided-attention
+    denominator)."""
+    arrays = {name: device.send(np.ascontiguousarray(getattr(batch, name))) for name in INPUTS[net]}
     arrays["n_real"] = float(batch.guide_mask.sum())
     return arrays
 
@@ -80,7 +84,7 @@ class Trainer:
     value when spec.grad_clip is set."""
 
     def __init__(self, model, spec, net: str, device):
-        self.model, self.spec, self.device = model, spec, device
+        self.model, self.spec, self.net, self.device = model, spec, net, device
         self.loss_fn = LOSSES[net]
         self.params = canonical_parameters(model)
         self.m = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
@@ -89,7 +93,7 @@ class Trainer:
 
     def _backward(self, batch: Batch) -> dict:
         self.model.cleargrads()
-        out = self.loss_fn(self.model, to_device(batch, self.device))
+        out = self.loss_fn(self.model, to_device(batch, self.device, self.net))
         out["loss"].backward()
         return {k: float(val.array) for k, val in out.items()}
 

@@ -91,10 +91,9 @@ class Conv(Block):
         self.bias = nn.Parameter(torch.empty(out))
         self.norm = make_norm(spec, out, self.groups)
 
-    def conv(self, x, padding: int):
+    def conv(self, x, padding: int, dil: int):
         """The (possibly separable) convolution of an input already padded but for `padding`
         frames on each side."""
-        dil = self.layer.dilation
         if self.dw is not None:
             x = F.conv1d(x, self.dw.weight, None, padding=padding, dilation=dil, groups=x.shape[1])
             h = F.conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
@@ -109,16 +108,22 @@ class Conv(Block):
     def forward(self, x):
         left, right = self.layer.pad
         if left == right:
-            h = self.conv(x, left)
+            h = self.conv(x, left, self.layer.dilation)
         else:
-            h = self.conv(F.pad(x, (left, right)), 0)
+            h = self.conv(F.pad(x, (left, right)), 0, self.layer.dilation)
         return self.drop(self.output(h, x))
 
     def step(self, x, history):
-        """Causal layers, frame by frame: `history` holds the last (k-1)*dilation inputs
-        (zeros at the start, which is exactly the causal padding). Returns (y, new history)."""
+        """Causal layers, one frame x (B, C, 1) at a time: `history` holds the last
+        (k-1)*dilation inputs (zeros at the start: exactly the causal padding). The kernel
+        reads every dilation-th frame of the window, so those k taps are convolved undilated
+        (PyTorch's dilated convolution of a short input measured 20x slower).
+        Returns (y, new history)."""
+        if x.shape[2] != 1:
+            raise ValueError(f"step takes one frame at a time, got {x.shape[2]}")
         window = torch.cat([history, x], dim=2)
-        return self.drop(self.output(self.conv(window, 0), x)), window[:, :, x.shape[2]:]
+        taps = window[:, :, ::self.layer.dilation].contiguous()
+        return self.drop(self.output(self.conv(taps, 0, 1), x)), window[:, :, 1:]
 
 
 class HighwayConv(Conv):
@@ -159,7 +164,7 @@ class Stack(nn.Sequential):
         return [torch.zeros(batch_size, b.layer.cin, b.layer.pad[0], device=device) for b in self]
 
     def step(self, x, history: list) -> tuple:
-        """New frames x (B, C, n) -> (outputs (B, C', n), updated histories)."""
+        """One new frame x (B, C, 1) -> (output (B, C', 1), updated histories)."""
         updated = []
         for block, past in zip(self, history):
             x, past = block.step(x, past)

@@ -47,7 +47,7 @@ def test_torch_adam_is_the_specs_adam(preset):
     rng = np.random.default_rng(1)
     p0, grads = rng.normal(size=10), rng.normal(0, 1e-3, (3, 10))
     p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-    opt = torch.optim.Adam([p], lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps)
+    opt = torch.optim.Adam([p], lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps, fused=True)  # as Trainer
     ref, m, v = p0, np.zeros(10), np.zeros(10)
     for step, g in enumerate(grads, start=1):
         opt.param_groups[0]["lr"] = L.learning_rate(spec, step)

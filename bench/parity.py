@@ -57,13 +57,39 @@ def block_of(spec: S.Spec, net: str) -> dict:
             for name in S.param_shapes(spec, layer)}
 
 
-def first_divergence(spec: S.Spec, net: str, a: dict, b: dict, tol: float, error=norm_relative_error):
-    """Walk the canonical names in forward order; return (sub-network, name, error) of the first
-    whose arrays in `a` and `b` differ by more than `tol` (missing in either: error inf), or None."""
-    for name, block in block_of(spec, net).items():
+def first_divergence(spec: S.Spec, net: str, a: dict, b: dict, tol: float, error=norm_relative_error,
+                     backward: bool = False):
+    """Walk the canonical names in forward order (or backward: where a gradient difference enters);
+    return (sub-network, name, error) of the first whose arrays in `a` and `b` differ by more than
+    `tol` (missing in either: error inf), or None."""
+    order = list(block_of(spec, net).items())
+    for name, block in reversed(order) if backward else order:
         if name not in a and name not in b:
             continue  # e.g. batch-norm statistics, which have no gradient
         err = error(a[name], b[name]) if name in a and name in b else float("inf")
         if not err <= tol:
             return block, name, err
     return None
+
+
+def global_relative_error(a: dict, b: dict) -> float:
+    """|a - b| / |a| over all arrays of a network at once (the Frobenius norm of the concatenation)."""
+    diff = sum(float(np.sum((np.asarray(a[k], np.float64) - b[k]) ** 2)) for k in a)
+    return float(np.sqrt(diff / max(sum(float(np.sum(np.asarray(a[k], np.float64) ** 2)) for k in a), 1e-300)))
+
+
+def explain(spec: S.Spec, net: str, backends: dict, batch: Batch, tol: float = GATE_TOL) -> str:
+    """Where frameworks part, for a failure message: the first parameter (forward order) whose
+    weights as read back differ, each framework's output error vs common.reference from its own
+    weights, and the first parameter whose gradient differs, in forward and in backward order."""
+    (na, a), (nb, b) = backends.items()
+    wa, wb = a.get_weights(), b.get_weights()
+    lines = [f"weights read back: first difference {first_divergence(spec, net, wa, wb, 0.0)}"]
+    for name, backend, w in ((na, a, wa), (nb, b, wb)):
+        got, want = backend.forward(batch), reference_outputs(spec, net, w, batch)
+        lines.append(f"{name} vs common.reference: " + ", ".join(
+            f"{k} {relative_error(got.get(k, np.empty(0)), v):.1e}" for k, v in want.items()))
+    ga, gb = a.gradients(batch)[1], b.gradients(batch)[1]
+    lines.append(f"gradients: first difference > {tol:g} in forward order {first_divergence(spec, net, ga, gb, tol)}, "
+                 f"in backward order {first_divergence(spec, net, ga, gb, tol, backward=True)}")
+    return "\n".join(lines)

@@ -59,10 +59,18 @@ def reference_backend():
     return ReferenceBackend
 
 
-@pytest.fixture(scope="session")
-def backend_classes():
-    """[(name, Backend class)]: the stand-in, then every real framework that imports here."""
-    return [("reference", ReferenceBackend)] + [(fw, load_backend(fw)) for fw in FRAMEWORKS if importable(fw)]
+@pytest.fixture
+def backend_class():
+    """backend_class(name): the stand-in for "reference", else the framework's Backend (or skip)."""
+    def get(name):
+        if name == ReferenceBackend.framework:
+            return ReferenceBackend
+        try:
+            return load_backend(name)
+        except RuntimeError as err:
+            pytest.skip(f"{name} is unavailable: {err}")
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -6,26 +6,27 @@ import pytest
 from bench import inputs
 from bench.parity import first_divergence, norm_relative_error, parity_gate, relative_error
 from common import spec as S
+from common.framework import FRAMEWORKS
 from common.weights import init_weights
 
 PERTURBED = {"text2mel": "textenc.1.weight", "ssrn": "ssrn.0.bias"}  # early layers: every output moves
 
 
+@pytest.mark.parametrize("name", ["reference", *FRAMEWORKS])
 @pytest.mark.parametrize("net", S.NETS)
-def test_gate_passes_unperturbed_and_fails_perturbed(backend_classes, net):
+def test_gate_passes_unperturbed_and_fails_perturbed(backend_class, name, net):
     spec = S.get_spec("tiny")
     batch = inputs.short_batch(spec)
     weights = init_weights(spec, net, seed=0)
-    for name, cls in backend_classes:
-        backend = cls(spec, net, seed=0)
-        ok = parity_gate(backend, weights, batch)
-        assert ok["passed"], (name, ok)
-        assert set(ok["errors"]) == ({"logits", "attention"} if net == "text2mel" else {"logits"})
-        bad = {k: v.copy() for k, v in weights.items()}
-        bad[PERTURBED[net]].flat[0] += 0.5  # one element: a shift of every channel would vanish in layer norm
-        backend.set_weights(bad)
-        failed = parity_gate(backend, weights, batch)
-        assert not failed["passed"] and failed["errors"]["logits"] > 100 * failed["tol"], (name, failed)
+    backend = backend_class(name)(spec, net, seed=0)
+    ok = parity_gate(backend, weights, batch)
+    assert ok["passed"], ok
+    assert set(ok["errors"]) == ({"logits", "attention"} if net == "text2mel" else {"logits"})
+    bad = {k: v.copy() for k, v in weights.items()}
+    bad[PERTURBED[net]].flat[0] += 0.5  # one element: a shift of every channel would vanish in layer norm
+    backend.set_weights(bad)
+    failed = parity_gate(backend, weights, batch)
+    assert not failed["passed"] and failed["errors"]["logits"] > 100 * failed["tol"], failed
 
 
 def test_gate_fails_on_a_missing_output(reference_backend):

@@ -33,23 +33,24 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
 
     TextEnc runs once; then one frame per step through AudioEnc, attention and AudioDec,
     incrementally (each causal layer keeps its last (k-1)*dilation inputs, so a step costs
-    one frame, not the whole prefix). The new attention column is decided by
+    one frame, not the whole prefix; each stack's step is one cached graph when the model is
+    hybridized). The new attention column is decided by
     common.synthesis.force_incremental before V is read with it. Stops when attention
     reaches the end of text or after `max_frames` frames."""
     ids = check_ids(ids, text2mel.spec)
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    ctx, nd = context_of(text2mel), mx.nd
-    enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
+    ctx, nd, att = context_of(text2mel), mx.nd, text2mel.attention
     k, v = text2mel.textenc(nd.array(ids[None], ctx=ctx, dtype=np.int32))
-    enc_past, dec_past = enc.initial_history(1, ctx), dec.initial_history(1, ctx)
+    enc_past, dec_past = ([h for h in stack.initial_history(1, ctx) if h is not None]
+                          for stack in (text2mel.audioenc.layers, text2mel.audiodec.layers))
     frame = nd.zeros((1, text2mel.spec.n_mels, 1), ctx=ctx)  # the teacher-forcing shift's zero frame
     frames, columns, position = [], [], 0
     for _ in range(max_frames):
-        q, enc_past = enc.step(frame, enc_past)
+        q, *enc_past = text2mel.audioenc_step(frame, *enc_past)
         column, position = force_incremental(att.weights(nd, k, q)[0, :, 0].asnumpy(), position)
         a = nd.array(column[None, :, None], ctx=ctx)
-        logits, dec_past = dec.step(att.read(nd, v, a, q), dec_past)
+        logits, *dec_past = text2mel.audiodec_step(att.read(nd, v, a, q), *dec_past)
         frame = nd.sigmoid(logits)
         frames.append(frame)
         columns.append(column)

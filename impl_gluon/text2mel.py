@@ -8,7 +8,7 @@ import math
 from mxnet import gluon
 
 from common import spec as S
-from impl_gluon.layers import build_stack
+from impl_gluon.layers import StackStep, build_stack
 
 
 class TextEnc(gluon.HybridBlock):
@@ -83,9 +83,20 @@ class Text2Mel(gluon.HybridBlock):
         with self.name_scope():
             self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
             self.attention, self.audiodec = Attention(spec), AudioDec(spec)
+            # synthesis runs the causal stacks frame by frame (hybridized along with the network)
+            self.audioenc_step, self.audiodec_step = StackStep(self.audioenc.layers), StackStep(self.audiodec.layers)
 
     def stacks(self) -> list:
         return [self.textenc.layers, self.audioenc.layers, self.audiodec.layers]
+
+    def hybridize(self, active=True, **kwargs):
+        """As Gluon's, but the synthesis steps always see the same shapes (one frame, fixed
+        histories), so their graphs also keep static shapes when memory is static (measured
+        ~2x faster a step)."""
+        super().hybridize(active, **kwargs)
+        static = dict(kwargs, static_shape=bool(kwargs.get("static_alloc")))
+        self.audioenc_step.hybridize(active, **static)
+        self.audiodec_step.hybridize(active, **static)
 
     def hybrid_forward(self, F, text, mel):
         k, v = self.textenc(text)

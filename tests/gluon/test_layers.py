@@ -144,6 +144,15 @@ def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn, hybri
         y, history = stack.step(x[:, :, t:t + 1], history)
         frames.append(y.asnumpy())
     np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5, rtol=0)
+    # the same steps as one block (one cached graph when hybridized), histories without the Nones
+    step = GL.StackStep(stack)
+    if hybridize:
+        step.hybridize(static_alloc=True, static_shape=True)
+    history, frames = [h for h in stack.initial_history(2, mx.cpu()) if h is not None], []
+    for t in range(25):
+        y, *history = step(x[:, :, t:t + 1], *history)
+        frames.append(y.asnumpy())
+    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5, rtol=0)
 
 
 def test_non_causal_stack_refuses_to_step():

@@ -1,0 +1,132 @@
+"""impl_gluon synthesis: plausible lengths, forcibly incremental attention, clear errors, no
+state, tape or memory kept. (Agreement with the teacher-forced reference: test_contract.)"""
+from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
+
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from common import spec as S, text as TX
+from common.synthesis import reached_end
+from common.weights import init_weights
+from impl_gluon.backend import NETWORKS
+from impl_gluon.synthesize import synthesize, upsample
+from impl_gluon.weights import set_weights
+
+
+def model(net, seed=0, spec=None, hybridize=False):
+    spec = spec or S.get_spec("tiny")
+    m = NETWORKS[net](spec)
+    m.initialize()
+    set_weights(m, init_weights(spec, net, seed))
+    if hybridize:
+        m.hybridize(static_alloc=True, static_shape=False)
+    return m
+
+
+def positions(attention):
+    return attention.argmax(axis=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_length_is_plausible_and_attention_forcibly_incremental(seed):
+    spec = S.get_spec("tiny")
+    ids = TX.text_to_ids("the birch canoe slid on the smooth planks.", spec)
+    mel, a = synthesize(model("text2mel", seed), ids, spec.max_frames)
+    t, n = mel.shape[1], len(ids)
+    assert mel.shape == (spec.n_mels, t) and a.shape == (n, t)
+    assert np.ceil((n - 1) / 3) <= t <= spec.max_frames  # at most 3 characters per frame
+    moves = np.diff(np.concatenate([[0], positions(a)]))
+    assert moves.min() >= -1 and moves.max() <= 3
+    assert t == spec.max_frames or reached_end(positions(a)[-1], n)
+    assert not any(reached_end(p, n) for p in positions(a)[:-1])  # it stops on arriving at the end
+
+
+def test_hybridized_model_synthesizes_the_same():
+    """The incremental steps run imperatively on the hybridized model's parameters; TextEnc
+    runs through its cached graph. Same numbers either way."""
+    ids = TX.text_to_ids("hybrid or not.", S.get_spec("tiny"))
+    plain, hybrid = (synthesize(model("text2mel", 2, hybridize=h), ids, 30) for h in (False, True))
+    np.testing.assert_allclose(plain[0], hybrid[0], atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(positions(plain[1]), positions(hybrid[1]))
+
+
+def test_forced_columns_are_one_hot_at_the_next_position():
+    spec = S.get_spec("tiny")
+    ids = TX.text_to_ids("a quick test of forcing.", spec)
+    _, a = synthesize(model("text2mel", 1), ids, 40)
+    pos = np.concatenate([[0], positions(a)])
+    forced = np.flatnonzero(a.max(axis=0) == 1.0)
+    assert forced.size > 0  # untrained attention wanders, so some frames must be forced
+    for t in forced:
+        assert pos[t + 1] == min(pos[t] + 1, len(ids) - 1) and np.count_nonzero(a[:, t]) == 1
+
+
+def test_max_frames_is_respected_and_checked():
+    ids = TX.text_to_ids("a long sentence that cannot be read in three frames.", S.get_spec("tiny"))
+    mel, a = synthesize(model("text2mel"), ids, 3)
+    assert mel.shape[1] == a.shape[1] == 3
+    with pytest.raises(ValueError, match="max_frames"):
+        synthesize(model("text2mel"), ids, 0)
+
+
+@pytest.mark.parametrize("text, error", [("", "empty"), ("hello #world", "unknown characters '#'"),
+                                         ("la " * 30, "max_chars=60")])
+def test_bad_text_is_refused_clearly(text, error):
+    with pytest.raises(TX.TextError, match=error):
+        TX.text_to_ids(text, S.get_spec("tiny"))
+
+
+@pytest.mark.parametrize("ids, error", [([], "non-empty"), ([4] * 61, "longer than the model's limit of 60"),
+                                        ([4, 40, 1], r"ids must lie in \[0, 32\)"), ([[4, 1]], "1-D")])
+def test_bad_ids_are_refused_clearly(ids, error):
+    with pytest.raises(ValueError, match=error):
+        synthesize(model("text2mel"), np.array(ids, np.int32), 10)
+
+
+def test_nothing_is_kept_between_calls():
+    """Same text twice, same output; nothing recorded (gradients stay zero)."""
+    spec = S.get_spec("tiny")
+    t2m = model("text2mel", hybridize=True)
+    ids = TX.text_to_ids("same words again.", spec)
+    first = synthesize(t2m, ids, 30)
+    synthesize(t2m, TX.text_to_ids("something else in between.", spec), 30)
+    second = synthesize(t2m, ids, 30)
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    assert not mx.autograd.is_recording()
+    assert all(not p.grad().asnumpy().any() for p in t2m.collect_params().values())
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+def test_memory_does_not_grow_over_many_sentences():
+    """Resident memory stays put over 40 more syntheses of 8 sentences already seen once.
+    (Each new text length costs MXNet some memory once: its MKLDNN kernels and graph
+    buffers are cached per shape; texts are at most spec.max_chars long, so this is bounded.)"""
+    spec = S.get_spec("tiny")
+    t2m = model("text2mel", hybridize=True)
+    rng = np.random.default_rng(0)
+    sentences = [np.append(rng.integers(2, spec.n_vocab, n), S.EOS).astype(np.int32) for n in rng.integers(5, 50, 8)]
+    for ids in sentences:
+        synthesize(t2m, ids, spec.max_frames)
+    mx.nd.waitall()
+    before = resident_mib()
+    for ids in sentences * 5:
+        synthesize(t2m, ids, spec.max_frames)
+    mx.nd.waitall()
+    assert resident_mib() - before < 5
+
+
+def test_upsample_shape_range_and_errors():
+    spec = S.get_spec("tiny")
+    mag = upsample(model("ssrn"), np.random.default_rng(0).random((spec.n_mels, 5)))
+    assert mag.shape == (spec.n_mags, 5 * spec.r) and mag.dtype == np.float32
+    assert mag.min() >= 0 and mag.max() <= 1
+    with pytest.raises(ValueError, match=r"expected a mel of shape \(16, T>0\)"):
+        upsample(model("ssrn"), np.zeros((spec.n_mels + 1, 5)))

@@ -117,7 +117,17 @@ def header(args, records: list) -> list:
         "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
         f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
                                    else ""),
-    ]
+    ] + busy_warning(records, info["cores"])
+
+
+def busy_warning(records: list, cores: int) -> list:
+    """A warning line when the machine was busy with other work (1-minute load average above the
+    core count around a run): threads then wait for cores, and OpenMP runtimes suffer most."""
+    loads = [r[k] for r in records for k in ("load_before", "load_after") if r.get(k) is not None]
+    if not loads or max(loads) <= cores:
+        return []
+    return [f"WARNING: the machine was busy (load average up to {max(loads):.1f} on {cores} cores): timings are "
+            "unreliable, re-run on a quiet machine"]
 
 
 def write_outputs(args, records: list, plots: bool = False) -> str:

@@ -48,3 +48,9 @@ def test_defaults_are_the_quick_run():
     args = run.parse_args(["--framework", "all"])
     assert args.preset == "small" and args.batch_size == [4] and args.task == list(run.TASKS)
     assert args.framework == list(run.FRAMEWORKS) and args.warmup >= 1 and args.out.name.startswith("bench-")
+
+
+def test_a_busy_machine_is_flagged_in_the_header():
+    assert run.busy_warning([{"load_before": 1.0, "load_after": 1.9}, {"status": "unavailable"}], cores=2) == []
+    (line,) = run.busy_warning([{"load_before": 1.0, "load_after": 5.5}], cores=2)
+    assert "busy (load average up to 5.5 on 2 cores)" in line

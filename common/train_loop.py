@@ -3,7 +3,8 @@
 Text2Mel and SSRN train separately, as in the paper. A run lives in one directory:
 
     <net>-<step>.safetensors   checkpoints (common.checkpoint), the newest few
-    <net>-losses.jsonl         one line per step: step, losses, learning rate, seconds
+    <net>-losses.jsonl         one line per step: step, losses, learning rate, seconds (of the
+                               step itself, data loading excluded)
     plots/                     at each checkpoint: Text2Mel attention and predicted vs target
                                mel; SSRN predicted vs target magnitude (a fixed utterance)
     samples/                   at each Text2Mel checkpoint: the fixed utterance's text
@@ -65,18 +66,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     if steps < 1 or checkpoint_every < 1:
         raise TrainError(f"steps and checkpoint_every must be >= 1, got {steps} and {checkpoint_every}")
     out_dir = Path(out_dir)
-    found = checkpoint.latest(out_dir, net)
-    if found is not None and not resume:
-        raise TrainError(f"{out_dir} already holds {net} checkpoints ({found.name}); resume, "
-                         f"or choose another output directory")
-    ckpt = checkpoint.load(found, spec, net) if found is not None else None
-    spec = ckpt.spec if ckpt else (spec or get_spec("paper"))
-    state = ckpt.state if ckpt else TrainState(0, 0 if seed is None else seed, batch_size or spec.batch_size, {}, 0)
-    for name, given in (("seed", seed), ("batch_size", batch_size)):
-        if given is not None and given != getattr(state, name):
-            raise TrainError(f"{found}: the run used {name}={getattr(state, name)}, not {given}; "
-                             f"resume with the same value (the data order depends on it)")
-
+    ckpt, spec, state = starting_point(out_dir, net, spec, batch_size, seed, resume)
     corpus = data.load_corpus(data_dir, spec, progress=progress)
     if len(corpus) == 0:
         raise TrainError(f"{data_dir}: no utterance fits spec {spec.name!r} (max_chars, max_frames)")
@@ -88,12 +78,13 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
         checkpoint.restore(backend, ckpt)
         rng.bit_generator.state = ckpt.state.data_rng
     state.data_rng = rng.bit_generator.state
+    # Mid-epoch resume: the epoch's order is drawn again, its used batches skipped (loaded and dropped).
     epoch = itertools.islice(data.batches(corpus, train_idx, state.batch_size, rng), state.epoch_batches, None)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
     log = LossLog(out_dir / f"{net}-losses.jsonl", state.step)
-    losses, saved = {}, found
+    losses, saved = {}, checkpoint.latest(out_dir, net)
     with stop_on_sigint() as stop, log, tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}",
                                              unit="step", disable=not progress, dynamic_ncols=True) as bar:
         while state.step < steps and not stop.is_set():
@@ -114,6 +105,23 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
                 saved = checkpoint.save(out_dir, backend, state, keep)
                 monitor.write(state.step)
     return Result(state.step, losses, saved, stop.is_set())
+
+
+def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool) -> tuple:
+    """(newest checkpoint or None, spec, TrainState) of a run about to (re)start."""
+    found = checkpoint.latest(out_dir, net)
+    if found is None:
+        spec = spec or get_spec("paper")
+        return None, spec, TrainState(0, seed or 0, batch_size or spec.batch_size, {}, 0)
+    if not resume:
+        raise TrainError(f"{out_dir} already holds {net} checkpoints ({found.name}); resume, "
+                         f"or choose another output directory")
+    ckpt = checkpoint.load(found, spec, net)  # refuses other hyperparameters, naming them
+    for name, given in (("seed", seed), ("batch_size", batch_size)):
+        if given is not None and given != getattr(ckpt.state, name):
+            raise TrainError(f"{found}: the run used {name}={getattr(ckpt.state, name)}, not {given}; "
+                             f"resume with the same value (the data order depends on it)")
+    return ckpt, ckpt.spec, ckpt.state
 
 
 @contextlib.contextmanager

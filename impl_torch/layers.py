@@ -78,18 +78,18 @@ class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
     on the left only (explicit F.pad), non-causal ones symmetrically ("same")."""
 
-    groups = 1  # norm groups: 2 for highway layers
+    halves = 1  # a highway convolution outputs two halves (H1, H2), normalized separately
 
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
-        out = layer.cout * self.groups
+        out = layer.cout * self.halves
         separable = S.is_separable(spec, layer)  # depthwise (k) + pointwise (1, maybe grouped)
         self.dw = Depthwise(layer.cin, layer.k) if separable else None
         self.pointwise_groups = spec.pointwise_groups if separable and spec.conv == "super-sep" else 1
         k_main = 1 if separable else layer.k
         self.weight = nn.Parameter(torch.empty(out, layer.cin // self.pointwise_groups, k_main))
         self.bias = nn.Parameter(torch.empty(out))
-        self.norm = make_norm(spec, out, self.groups)
+        self.norm = make_norm(spec, out, self.halves)
 
     def conv(self, x, padding: int, dil: int):
         """The (possibly separable) convolution of an input already padded but for `padding`
@@ -130,7 +130,7 @@ class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (halves normalized separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x)."""
 
-    groups = 2
+    halves = 2
 
     def output(self, h, x):
         h1, h2 = h.chunk(2, dim=1)

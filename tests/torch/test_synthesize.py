@@ -1,5 +1,7 @@
 """impl_torch synthesis: plausible lengths, forcibly incremental attention, clear errors, no
 state or gradients kept. (Agreement with the teacher-forced reference: test_contract.)"""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,26 @@ def test_nothing_is_kept_between_calls():
     assert all(np.array_equal(x, y) for x, y in zip(first, second))
     assert all(p.grad is None for p in t2m.parameters()) and not t2m.training
     assert torch.is_grad_enabled()
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="resident memory is read from Linux /proc")
+def test_memory_does_not_grow_over_many_sentences():
+    """Resident memory stays put over 24 more syntheses of 8 sentences already seen once."""
+    spec = S.get_spec("tiny")
+    t2m = model("text2mel")
+    rng = np.random.default_rng(0)
+    sentences = [np.append(rng.integers(2, spec.n_vocab, n), S.EOS).astype(np.int32) for n in rng.integers(5, 50, 8)]
+    for ids in sentences:
+        synthesize(t2m, ids, spec.max_frames)
+    before = resident_mib()
+    for ids in sentences * 3:
+        synthesize(t2m, ids, spec.max_frames)
+    assert resident_mib() - before < 5
 
 
 def test_upsample_shape_range_and_errors():

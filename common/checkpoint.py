@@ -109,7 +109,6 @@ def load(path, spec: Spec | None = None, net: str | None = None) -> Checkpoint:
     if lacking:
         raise CheckpointError(f"{path}: optimizer state incomplete, missing {lacking[:5]}")
     optimizer = {k: optimizer[k] for k in wanted}
-    optimizer["step"] = optimizer["step"].reshape(())  # weights.save stores 0-d arrays as shape (1,)
     return Checkpoint(spec, net, weights, optimizer, state, meta["framework"])
 
 

@@ -58,6 +58,8 @@ def synthesize_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("-o", "--output", required=True, type=Path, help="wav file to write")
     p.add_argument("--max-frames", type=int, help="reduced frames at most (default: the spec's max_frames)")
+    p.add_argument("--drop-unknown", action="store_true", help="drop characters outside the vocabulary "
+                   "instead of refusing the text")
     return p
 
 
@@ -107,7 +109,7 @@ def run_synthesize(args) -> int:
               for k in SHARED_AUDIO_FIELDS if getattr(specs["text2mel"], k) != getattr(specs["ssrn"], k)]
     if differ:
         raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
-    ids = text.text_to_ids(args.text, specs["text2mel"])
+    ids = text.text_to_ids(args.text, specs["text2mel"], drop_unknown=args.drop_unknown)
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.threads:

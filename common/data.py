@@ -3,6 +3,8 @@ split, length-bucketed epochs, and synthetic LJSpeech-shaped batches for benchma
 """
 from __future__ import annotations
 
+import itertools
+
 import csv
 import hashlib
 import json
@@ -195,12 +197,13 @@ def bucket(lengths, indices, batch_size: int, rng: np.random.Generator) -> list:
     return [groups[k] for k in rng.permutation(len(groups))]
 
 
-def batches(corpus: Corpus, indices, batch_size: int, rng: np.random.Generator):
+def batches(corpus: Corpus, indices, batch_size: int, rng: np.random.Generator, skip: int = 0):
     """Iterator over one epoch of padded, reduced Batches (common.batch.make_batch) of
     corpus items `indices`, length-bucketed; deterministic for a given rng state.
-    The last batch of a chunk may be smaller."""
+    The last batch of a chunk may be smaller. The first `skip` batches are left out
+    without loading their features (a resumed run continues mid-epoch)."""
     lengths = [u.n_frames for u in corpus.items]
-    for group in bucket(lengths, indices, batch_size, rng):
+    for group in itertools.islice(bucket(lengths, indices, batch_size, rng), skip, None):
         feats = [corpus.features(i) for i in group]
         yield make_batch(corpus.spec, [corpus.items[i].ids for i in group], [f[0] for f in feats],
                          [f[1] for f in feats])

@@ -48,7 +48,7 @@ def text_to_ids(text: str, spec: Spec, drop_unknown: bool = False) -> np.ndarray
         listed = ", ".join(f"{c!r} at position {i}" for i, c in unknown[:5])
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise TextError(f"unknown characters {listed}{more} in normalized text {norm!r}; "
-                        f"the vocabulary is {spec.vocab[2:]!r} (pass drop_unknown=True to drop them)")
+                        f"the vocabulary is {spec.vocab[2:]!r} (drop them with drop_unknown=True, or --drop-unknown on the command line)")
     if unknown:
         norm = _SPACES.sub(" ", "".join(c for c in norm if c in table)).strip()
     if not norm:

@@ -17,7 +17,6 @@ before every step. Ctrl-C finishes the current step and saves a checkpoint.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -78,8 +77,8 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
         checkpoint.restore(backend, ckpt)
         rng.bit_generator.state = ckpt.state.data_rng
     state.data_rng = rng.bit_generator.state
-    # Mid-epoch resume: the epoch's order is drawn again, its used batches skipped (loaded and dropped).
-    epoch = itertools.islice(data.batches(corpus, train_idx, state.batch_size, rng), state.epoch_batches, None)
+    # Mid-epoch resume: the epoch's order is drawn again, its used batches skipped.
+    epoch = data.batches(corpus, train_idx, state.batch_size, rng, skip=state.epoch_batches)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)

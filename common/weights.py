@@ -55,7 +55,7 @@ def save(path, tensors: dict, spec: S.Spec, net: str, meta: dict | None = None) 
     """Write atomically (temporary file + rename): a crash never leaves a half-written file."""
     metadata = {"format": FORMAT, "net": net, "spec": json.dumps(spec.to_dict()),
                 "fingerprint": spec.fingerprint(), **(meta or {})}
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    arrays = {k: np.require(v, requirements="C") for k, v in tensors.items()}  # keeps 0-d arrays 0-d
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)

@@ -8,20 +8,7 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from common import spec as S
-from common.synthesis import force_incremental, reached_end
-
-
-def check_ids(ids, spec: S.Spec) -> np.ndarray:
-    """One utterance's ids (N,) as int32, or a clear ValueError."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.size == 0:
-        raise ValueError(f"expected a non-empty 1-D array of text ids, got shape {ids.shape}")
-    if ids.size > spec.max_chars:
-        raise ValueError(f"text of {ids.size} symbols is longer than the model's limit of {spec.max_chars}")
-    if ids.min() < 0 or ids.max() >= spec.n_vocab:
-        raise ValueError(f"text ids must lie in [0, {spec.n_vocab}), got [{ids.min()}, {ids.max()}]")
-    return ids.astype(np.int32)
+from common.synthesis import check_ids, check_mel, force_incremental, reached_end
 
 
 def inference():
@@ -37,9 +24,7 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
     one frame, not the whole prefix). The new attention column is decided by
     common.synthesis.force_incremental before V is read with it. Stops when attention
     reaches the end of text or after `max_frames` frames."""
-    ids = check_ids(ids, text2mel.spec)
-    if max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    ids = check_ids(ids, text2mel.spec, max_frames)
     device, xp = text2mel.device, text2mel.xp
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     eval_mode, no_graph = inference()
@@ -63,9 +48,7 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
 
 def upsample(ssrn, mel: np.ndarray) -> np.ndarray:
     """Reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1]."""
-    mel = np.asarray(mel, np.float32)
-    if mel.ndim != 2 or mel.shape[0] != ssrn.spec.n_mels or mel.shape[1] == 0:
-        raise ValueError(f"expected a mel of shape ({ssrn.spec.n_mels}, T>0), got {mel.shape}")
+    mel = check_mel(mel, ssrn.spec)
     eval_mode, no_graph = inference()
     with eval_mode, no_graph:
         return runtime.to_numpy(F.sigmoid(ssrn(ssrn.device.send(mel[None]))).array)[0]

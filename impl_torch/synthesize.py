@@ -7,20 +7,7 @@ from impl_torch import runtime  # noqa: F401  (the framework environment comes f
 import numpy as np
 import torch
 
-from common import spec as S
-from common.synthesis import force_incremental, reached_end
-
-
-def check_ids(ids, spec: S.Spec) -> np.ndarray:
-    """One utterance's ids (N,) as int32, or a clear ValueError."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.size == 0:
-        raise ValueError(f"expected a non-empty 1-D array of text ids, got shape {ids.shape}")
-    if ids.size > spec.max_chars:
-        raise ValueError(f"text of {ids.size} symbols is longer than the model's limit of {spec.max_chars}")
-    if ids.min() < 0 or ids.max() >= spec.n_vocab:
-        raise ValueError(f"text ids must lie in [0, {spec.n_vocab}), got [{ids.min()}, {ids.max()}]")
-    return ids.astype(np.int32)
+from common.synthesis import check_ids, check_mel, force_incremental, reached_end
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:
@@ -31,9 +18,7 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
     one frame, not the whole prefix). The new attention column is decided by
     common.synthesis.force_incremental before V is read with it. Stops when attention
     reaches the end of text or after `max_frames` frames."""
-    ids = check_ids(ids, text2mel.spec)
-    if max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    ids = check_ids(ids, text2mel.spec, max_frames)
     text2mel.eval()
     device = next(text2mel.parameters()).device
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
@@ -58,9 +43,7 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
 
 def upsample(ssrn, mel: np.ndarray) -> np.ndarray:
     """Reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1]."""
-    mel = np.asarray(mel, np.float32)
-    if mel.ndim != 2 or mel.shape[0] != ssrn.spec.n_mels or mel.shape[1] == 0:
-        raise ValueError(f"expected a mel of shape ({ssrn.spec.n_mels}, T>0), got {mel.shape}")
+    mel = check_mel(mel, ssrn.spec)
     ssrn.eval()
     device = next(ssrn.parameters()).device
     with torch.inference_mode():

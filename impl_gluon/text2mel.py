@@ -36,9 +36,10 @@ class AudioEnc(gluon.HybridBlock):
 
 class Attention(gluon.HybridBlock):
     """A = softmax over the text axis of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q].
-    Split in two so synthesis can replace columns of A before reading. batch_dot and
-    linalg.gemm2 ran equally fast (~100 GFLOP/s at B=4, d=256, N=100, T=140; the products
-    are 0.3% of Text2Mel's FLOPs); batch_dot with transpose_a avoids a transpose copy."""
+    Split in two so synthesis can replace columns of A before reading. For these products
+    (B=4..16, d=256, N=100, T=140, interleaved runs) batch_dot and linalg.gemm2 measured the
+    same (~47-55 GFLOP/s on one thread, as NumPy's matmul; transposing K first: 1.5x slower);
+    they are 0.3% of Text2Mel's FLOPs. batch_dot(transpose_a) it is."""
 
     def __init__(self, spec: S.Spec):
         super().__init__(prefix="attention_")

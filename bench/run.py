@@ -78,7 +78,8 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
            "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--result", str(result)]
     if args.data:
         cmd += ["--data", args.data]
-    env = {**os.environ, **machine.thread_env(args.threads), "PYTHONPATH": str(machine.REPO)}
+    path = os.pathsep.join(p for p in (str(machine.REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, **machine.thread_env(args.threads), "PYTHONPATH": path}
     base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
     try:
         proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)

@@ -14,7 +14,10 @@ PAIRS = list(itertools.combinations(FRAMEWORKS, 2))
 # Parity does not depend on it, and on a shared 2-core machine it keeps the suite fast:
 # measured, a tiny Text2Mel train step in torch took 46 ms with 1 thread, 336 ms with 2 under load.
 for _fw in FRAMEWORKS:
-    configure_threads(_fw, 1)
+    try:
+        configure_threads(_fw, 1)
+    except RuntimeError:  # already imported with other threads: slower, not wrong
+        pass
 
 
 @pytest.fixture(scope="session")

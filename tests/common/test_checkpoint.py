@@ -98,7 +98,7 @@ def test_only_the_newest_are_kept(tmp_path, tiny):
 
 def test_other_hyperparameters_are_refused_by_name(tmp_path, tiny):
     path = C.save(tmp_path, NumpyBackend(tiny, "text2mel"), state(1))
-    with pytest.raises(W.WeightsError, match=r"other hyperparameters: .*lr \(model 0\.01, file 0\.001\)"):
+    with pytest.raises(W.WeightsError, match=r"other hyperparameters: .*lr \(model 0\.01, file 0\.002\)"):
         C.load(path, tiny.replace(lr=0.01), "text2mel")
     with pytest.raises(W.WeightsError, match="holds text2mel weights, not ssrn"):
         C.load(path, tiny, "ssrn")

@@ -7,7 +7,6 @@ Backend.sync() before every clock read; peak memory is read before the peak-matm
 (which would otherwise inflate it)."""
 from __future__ import annotations
 
-import os
 import time
 
 import threadpoolctl
@@ -80,8 +79,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
         raise ValueError(f"need warmup >= 1 (the first call is never counted) and steps >= 1, got {warmup}, {steps}")
     batch_size = 1 if task == "synthesize" else batch_size
     record = {"framework": framework, "task": task, "preset": spec.name, "batch_size": batch_size,
-              "device": device, "threads": threads, "seed": seed, "steps_asked": steps, "warmup_asked": warmup,
-              "load_before": os.getloadavg()[0]}
+              "device": device, "threads": threads, "seed": seed, "steps_asked": steps, "warmup_asked": warmup}
     start = time.perf_counter()
     if backend_cls is None:
         try:
@@ -105,6 +103,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
         return {**record, "status": "failed", "reason": "parity gate vs common.reference: " + "; ".join(failures)}
 
     record["rss_setup_mb"] = machine.current_rss_mb()
+    cpu_start = machine.cpu_snapshot()
     if task == "synthesize":
         texts = inputs.synthesis_texts(spec, warmup + steps, data_dir)
         record["max_frames"] = max_frames
@@ -113,7 +112,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
         batches = inputs.timing_batches(spec, batch_size, n_batches, seed, data_dir)
         timed = _train_steps(backends[TASK_NETS[task][0]], spec, batches, warmup, steps, seed)
     record["warmup"], record["steps"] = timed[:warmup], timed[warmup:]
-    record["load_after"] = os.getloadavg()[0]
+    record["others_busy_cores"] = machine.others_busy(cpu_start, machine.cpu_snapshot())
     record["peak_rss_mb"] = machine.peak_rss_mb()
     record["gpu_memory_mb"] = frameworks.gpu_memory_mb(framework, device)
     record["peak"] = frameworks.peak_matmul(framework, device)

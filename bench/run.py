@@ -21,11 +21,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from tqdm import tqdm
 
-from bench import machine, report
+from bench import inputs, machine, report
 from bench.measure import TASKS
 from bench.parity import GATE_TOL
 from common.framework import FRAMEWORKS
-from common.spec import PRESETS
+from common.spec import PRESETS, get_spec
 
 
 def parse_args(argv=None):
@@ -96,38 +96,45 @@ def header(args, records: list) -> list:
     """The settings a reader needs to trust (or reproduce) the table."""
     info = machine.machine()
     versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
-    inputs = (f"preprocessed corpus {args.data}" if args.data else
-              f"synthetic LJSpeech-shaped batches (common.data.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
+    gate = inputs.short_batch(get_spec(args.preset))
+    source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
+              f"(common.data.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
     return [
         f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}",
         f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
         f"device {args.device}, fp32; Backend.sync() before every clock read",
         f"threads: {args.threads} per framework subprocess ({', '.join(machine.THREAD_VARS)} set before import, "
         f"then impl_<fw>.runtime.configure_threads({args.threads}))",
-        f"inputs: {inputs}, {args.batches} distinct batch(es) cycled, prebuilt and identical for every framework; "
+        f"inputs: {source}, {args.batches} distinct batch(es) cycled, prebuilt and identical for every framework; "
         "data loading is not timed",
         f"steps per run: {args.warmup} warm-up (the first is the first call, with any hybridize/compile work; both "
         f"reported separately) + {args.steps} counted; {args.repeat} round(s), framework order alternating",
-        f"synthesis: untrained weights (common.weights.init_weights), common/sentences.txt sentences of 30-50 characters or corpus texts, at most "
-        f"{args.max_frames} reduced frames; step = Text2Mel + SSRN; RTF = audio seconds / compute seconds, "
-        "+vocoder adds Griffin-Lim (common.audio)",
-        f"parity gate before timing: Backend.forward vs common.reference on a B=2, N=12, T=10 batch, relative error "
-        f"<= {GATE_TOL:g}; a framework that fails is reported, not timed",
+        "synthesis: untrained weights (common.weights.init_weights), " + (
+            "corpus texts" if args.data else "common/sentences.txt sentences of {}-{} characters".format(
+                *inputs.SYNTHESIS_CHARS)) + f", at most {args.max_frames} reduced frames; step = Text2Mel + SSRN; "
+        "RTF = audio seconds / compute seconds, +vocoder adds Griffin-Lim (common.audio)",
+        f"parity gate before timing: Backend.forward vs common.reference on a short batch (B={gate.size}, "
+        f"N={gate.text.shape[1]}, T={gate.mel.shape[2]}), relative error <= {GATE_TOL:g}; a framework that fails "
+        "is reported, not timed",
         "FLOPs: common.spec.flops (train step = 3x forward; synthesis reruns the decoder over the prefix for each "
-        "frame); peak = best fp32 2048x2048 matmul in each framework on this device, measured in the same run",
+        "frame); peak = best fp32 square matmul in each framework on this device (n in results.json), measured "
+        "in the same run",
         "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
         f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
                                    else ""),
-    ] + busy_warning(records, info["cores"])
+    ] + busy_warning(records)
 
 
-def busy_warning(records: list, cores: int) -> list:
-    """A warning line when the machine was busy with other work (1-minute load average above the
-    core count around a run): threads then wait for cores, and OpenMP runtimes suffer most."""
-    loads = [r[k] for r in records for k in ("load_before", "load_after") if r.get(k) is not None]
-    if not loads or max(loads) <= cores:
+BUSY_CORES = 0.25  # other processes' mean CPU use during a run above which the header warns
+
+
+def busy_warning(records: list) -> list:
+    """A warning line when other processes used the CPU while we timed (threads then wait for
+    cores; OpenMP runtimes, which spin, suffer most)."""
+    busy = [r["others_busy_cores"] for r in records if r.get("others_busy_cores") is not None]
+    if not busy or max(busy) <= BUSY_CORES:
         return []
-    return [f"WARNING: the machine was busy (load average up to {max(loads):.1f} on {cores} cores): timings are "
+    return [f"WARNING: other processes kept up to {max(busy):.1f} cores busy during the timed steps: timings are "
             "unreliable, re-run on a quiet machine"]
 
 

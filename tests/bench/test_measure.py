@@ -20,6 +20,7 @@ def test_training_run_counts_only_the_counted_steps(reference_backend):
         assert step["flops"] == S.flops(TINY, "ssrn", 3, b.text.shape[1], b.mel.shape[2])["train_step"]
         assert step["time_s"] > 0 and np.isfinite(step["loss"])
     assert rec["peak_rss_mb"] >= rec["rss_setup_mb"] > 0 and rec["peak"]["gflops"] > 0
+    assert rec["others_busy_cores"] >= 0
 
 
 def test_gate_failure_is_reported_and_not_timed(reference_backend):

@@ -51,6 +51,14 @@ def test_defaults_are_the_quick_run():
 
 
 def test_a_busy_machine_is_flagged_in_the_header():
-    assert run.busy_warning([{"load_before": 1.0, "load_after": 1.9}, {"status": "unavailable"}], cores=2) == []
-    (line,) = run.busy_warning([{"load_before": 1.0, "load_after": 5.5}], cores=2)
-    assert "busy (load average up to 5.5 on 2 cores)" in line
+    assert run.busy_warning([{"others_busy_cores": 0.1}, {"status": "unavailable"}]) == []
+    (line,) = run.busy_warning([{"others_busy_cores": 0.1}, {"others_busy_cores": 1.5}])
+    assert "other processes kept up to 1.5 cores busy" in line
+
+
+def test_others_busy_counts_other_processes_only():
+    start = machine.cpu_snapshot()
+    sum(i * i for i in range(3_000_000))  # our own work: not "others"
+    busy = machine.others_busy(start, machine.cpu_snapshot())
+    assert busy is not None and 0 <= busy <= (os.cpu_count() or 1)
+    assert machine.others_busy((0.0, 5.0, 1.0), (2.0, 8.0, 2.0)) == 1.0  # 3 busy CPU s, 1 ours, in 2 s

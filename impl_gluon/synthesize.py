@@ -7,20 +7,7 @@ from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet impo
 import mxnet as mx
 import numpy as np
 
-from common import spec as S
-from common.synthesis import force_incremental, reached_end
-
-
-def check_ids(ids, spec: S.Spec) -> np.ndarray:
-    """One utterance's ids (N,) as int32, or a clear ValueError."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.size == 0:
-        raise ValueError(f"expected a non-empty 1-D array of text ids, got shape {ids.shape}")
-    if ids.size > spec.max_chars:
-        raise ValueError(f"text of {ids.size} symbols is longer than the model's limit of {spec.max_chars}")
-    if ids.min() < 0 or ids.max() >= spec.n_vocab:
-        raise ValueError(f"text ids must lie in [0, {spec.n_vocab}), got [{ids.min()}, {ids.max()}]")
-    return ids.astype(np.int32)
+from common.synthesis import check_ids, check_mel, force_incremental, reached_end
 
 
 def context_of(model):
@@ -37,9 +24,7 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
     hybridized). The new attention column is decided by
     common.synthesis.force_incremental before V is read with it. Stops when attention
     reaches the end of text or after `max_frames` frames."""
-    ids = check_ids(ids, text2mel.spec)
-    if max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    ids = check_ids(ids, text2mel.spec, max_frames)
     ctx, nd, att = context_of(text2mel), mx.nd, text2mel.attention
     k, v = text2mel.textenc(nd.array(ids[None], ctx=ctx, dtype=np.int32))
     enc_past, dec_past = ([h for h in stack.initial_history(1, ctx) if h is not None]
@@ -61,7 +46,5 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
 
 def upsample(ssrn, mel: np.ndarray) -> np.ndarray:
     """Reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1]."""
-    mel = np.asarray(mel, np.float32)
-    if mel.ndim != 2 or mel.shape[0] != ssrn.spec.n_mels or mel.shape[1] == 0:
-        raise ValueError(f"expected a mel of shape ({ssrn.spec.n_mels}, T>0), got {mel.shape}")
+    mel = check_mel(mel, ssrn.spec)
     return mx.nd.sigmoid(ssrn(mx.nd.array(mel[None], ctx=context_of(ssrn))))[0].asnumpy()

@@ -51,6 +51,18 @@ def init_weights(spec: S.Spec, net: str, seed: int = 0) -> dict:
     return out
 
 
+def check_fit(weights: dict, shapes: dict) -> None:
+    """Refuse (WeightsError) weights that do not fit a model's {name: shape}: missing,
+    unexpected or misshapen arrays, all named. Every framework calls it before loading."""
+    missing = [k for k in shapes if k not in weights]
+    unexpected = [k for k in weights if k not in shapes]
+    wrong = [f"{k} {tuple(np.shape(weights[k]))} != {tuple(s)}" for k, s in shapes.items()
+             if k in weights and tuple(np.shape(weights[k])) != tuple(s)]
+    if missing or unexpected or wrong:
+        raise WeightsError(f"weights do not fit the model: missing {missing[:5]} unexpected {unexpected[:5]} "
+                           f"misshapen {wrong[:5]}")
+
+
 def save(path, tensors: dict, spec: S.Spec, net: str, meta: dict | None = None) -> None:
     """Write atomically (temporary file + rename): a crash never leaves a half-written file."""
     metadata = {"format": FORMAT, "net": net, "spec": json.dumps(spec.to_dict()),

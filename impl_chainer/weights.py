@@ -6,7 +6,7 @@ from impl_chainer import runtime  # noqa: F401  (Chainer workarounds first)
 import chainer
 import numpy as np
 
-from common.weights import WeightsError
+from common.weights import check_fit
 from impl_chainer.layers import canonical_parameters
 
 
@@ -20,12 +20,6 @@ def set_weights(model: chainer.Link, weights: dict) -> None:
     """Load every parameter in place; missing, unexpected or misshapen arrays raise WeightsError
     (before anything is changed)."""
     params = canonical_parameters(model)
-    missing = [k for k in params if k not in weights]
-    unexpected = [k for k in weights if k not in params]
-    wrong = [f"{k} {tuple(np.shape(weights[k]))} != {p.shape}" for k, p in params.items()
-             if k in weights and tuple(np.shape(weights[k])) != p.shape]
-    if missing or unexpected or wrong:
-        raise WeightsError(f"weights do not fit the model: missing {missing[:5]} unexpected {unexpected[:5]} "
-                           f"misshapen {wrong[:5]}")
+    check_fit(weights, {k: p.shape for k, p in params.items()})
     for name, p in params.items():
         p.array[...] = p.device.send(np.asarray(weights[name], np.float32))

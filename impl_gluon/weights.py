@@ -6,7 +6,7 @@ from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet impo
 import mxnet as mx
 import numpy as np
 
-from common.weights import WeightsError
+from common.weights import check_fit
 from impl_gluon.layers import canonical_parameters
 
 
@@ -18,12 +18,6 @@ def get_weights(model) -> dict:
 def set_weights(model, weights: dict) -> None:
     """Load every parameter; missing, unexpected or misshapen arrays raise WeightsError."""
     params = canonical_parameters(model)
-    missing = [k for k in params if k not in weights]
-    unexpected = [k for k in weights if k not in params]
-    wrong = [f"{k} {tuple(np.shape(weights[k]))} != {p.shape}" for k, p in params.items()
-             if k in weights and tuple(np.shape(weights[k])) != p.shape]
-    if missing or unexpected or wrong:
-        raise WeightsError(f"weights do not fit the model: missing {missing[:5]} unexpected {unexpected[:5]} "
-                           f"misshapen {wrong[:5]}")
+    check_fit(weights, {k: p.shape for k, p in params.items()})
     for name, p in params.items():
         p.set_data(mx.nd.array(np.asarray(weights[name], np.float32), dtype="float32"))

@@ -37,7 +37,8 @@ def parse_args(argv=None):
                    help="several give a throughput-vs-batch-size plot (synthesis is one utterance at a time)")
     p.add_argument("--steps", type=int, default=5, help="counted steps per run")
     p.add_argument("--warmup", type=int, default=2, help="uncounted steps per run, the first call included (>= 1)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of every framework (default: all cores)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="threads of every framework (default: all cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="preprocessed corpus (common.data.load_corpus); default: synthetic "
                                                 "LJSpeech-shaped batches")

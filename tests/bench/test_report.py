@@ -43,8 +43,10 @@ def test_quartiles_pool_rounds_and_ratios_are_to_the_fastest(records):
     assert (torch["median_s"], torch["q1_s"], torch["q3_s"], torch["iqr_s"]) == (3.0, 2.0, 4.0, 2.0)
     assert torch["ratio_to_fastest"] == 1.0 and row(rows, "chainer")["ratio_to_fastest"] == 2.0
     assert torch["first_call_s"] == 9.0 and torch["warmup_median_s"] == 7.0  # never mixed into the steps
-    assert torch["samples_per_s"] == pytest.approx(5 * 4 / 15) and torch["frames_per_s"] == pytest.approx(5 * 400 / 15)
-    assert torch["achieved_gflops"] == pytest.approx(5 * 2 / 15) and torch["fraction_of_peak"] == pytest.approx(10 / 15 / 100)
+    assert torch["samples_per_s"] == pytest.approx(5 * 4 / 15)  # 5 steps of 4 samples in 15 s
+    assert torch["frames_per_s"] == pytest.approx(5 * 400 / 15)
+    assert torch["achieved_gflops"] == pytest.approx(5 * 2 / 15)  # 2 GFLOP a step, peak 100 GFLOP/s
+    assert torch["fraction_of_peak"] == pytest.approx(10 / 15 / 100)
     failed = row(rows, "gluon")
     assert failed["status"] == "failed" and failed["median_s"] is None and failed["ratio_to_fastest"] is None
 

@@ -93,30 +93,35 @@ def model_file(path: Path, net: str) -> Path:
     return path
 
 
-def load_model(backend_cls, path: Path, net: str, device: str):
-    """(Backend holding the file's weights, its spec). The spec comes from the file."""
+def read_model(path: Path, net: str) -> tuple:
+    """(weights, spec) of a model file, checked before any framework is loaded."""
     path = model_file(path, net)
     _, spec, _, _ = weights.read(path)
-    w, _ = weights.load(path, spec, net)
+    return weights.load(path, spec, net)[0], spec
+
+
+def build_model(backend_cls, model: tuple, net: str, device: str):
+    """A Backend holding a model's weights (the spec comes from the file)."""
+    w, spec = model
     backend = backend_cls(spec, net, device=device)
     backend.set_weights(w)
-    return backend, spec
+    return backend
 
 
 def run_synthesize(args) -> int:
-    specs = {net: weights.read(model_file(getattr(args, net), net))[1] for net in NETS}
-    differ = [f"{k} (text2mel {getattr(specs['text2mel'], k)!r}, ssrn {getattr(specs['ssrn'], k)!r})"
-              for k in SHARED_AUDIO_FIELDS if getattr(specs["text2mel"], k) != getattr(specs["ssrn"], k)]
+    models = {net: read_model(getattr(args, net), net) for net in NETS}
+    spec, ssrn_spec = models["text2mel"][1], models["ssrn"][1]
+    differ = [f"{k} (text2mel {getattr(spec, k)!r}, ssrn {getattr(ssrn_spec, k)!r})"
+              for k in SHARED_AUDIO_FIELDS if getattr(spec, k) != getattr(ssrn_spec, k)]
     if differ:
         raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
-    ids = text.text_to_ids(args.text, specs["text2mel"], drop_unknown=args.drop_unknown)
+    ids = text.text_to_ids(args.text, spec, drop_unknown=args.drop_unknown)
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.threads:
         configure_threads(args.framework, args.threads)
     backend_cls = load_backend(args.framework)
-    t2m, spec = load_model(backend_cls, args.text2mel, "text2mel", args.device)
-    ssrn, ssrn_spec = load_model(backend_cls, args.ssrn, "ssrn", args.device)
+    t2m, ssrn = (build_model(backend_cls, models[net], net, args.device) for net in NETS)
     mel, attention = t2m.synthesize(ids, args.max_frames or spec.max_frames)
     wav = audio.mag_to_wav(ssrn.upsample(mel), ssrn_spec)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -117,8 +117,8 @@ def header(args, records: list) -> list:
         f"parity gate before timing: Backend.forward vs common.reference on a short batch (B={gate.size}, "
         f"N={gate.text.shape[1]}, T={gate.mel.shape[2]}), relative error <= {GATE_TOL:g}; a framework that fails "
         "is reported, not timed",
-        "FLOPs: common.spec.flops (train step = 3x forward; synthesis reruns the decoder over the prefix for each "
-        "frame); peak = best fp32 square matmul in each framework on this device (n in results.json), measured "
+        "FLOPs: common.spec.flops (train step = 3x forward; synthesis decodes incrementally, "
+        "each frame once); peak = best fp32 square matmul in each framework on this device (n in results.json), measured "
         "in the same run",
         "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
         f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"

@@ -16,8 +16,15 @@ def get_weights(model) -> dict:
 
 
 def set_weights(model, weights: dict) -> None:
-    """Load every parameter; missing, unexpected or misshapen arrays raise WeightsError."""
+    """Load every parameter; missing, unexpected or misshapen arrays raise WeightsError.
+
+    After an inference forward MKLDNN keeps convolution weights in its own blocked layout, in
+    place, and `Parameter.set_data` (a plain copy: `arr[:] = data`) then fails for the 3-d conv
+    weights (`Check failed: to.IsDefaultData()`, at the next sync). Writing through an operator
+    (`identity(..., out=)`) is layout-aware: MXNet converts or replaces the destination's layout."""
     params = canonical_parameters(model)
     check_fit(weights, {k: p.shape for k, p in params.items()})
     for name, p in params.items():
-        p.set_data(mx.nd.array(np.asarray(weights[name], np.float32), dtype="float32"))
+        value = mx.nd.array(np.asarray(weights[name], np.float32), dtype="float32")
+        for arr in p.list_data():
+            mx.nd.identity(value.as_in_context(arr.context), out=arr)

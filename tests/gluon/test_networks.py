@@ -133,3 +133,23 @@ def test_weights_round_trip_and_strictness():
     bad["ssrn.1.weight"] = np.zeros((1, 1, 1), np.float32)
     with pytest.raises(W.WeightsError, match=r"missing \['ssrn\.0\.bias'\] unexpected \['extra'\] misshapen \['ssrn\.1\.weight"):
         set_weights(other, bad)
+
+
+@MODES
+def test_set_weights_after_a_forward(hybridize):
+    """An inference forward leaves MKLDNN-layout conv weights in place; loading new weights into
+    them must still work (a plain copy failed with `to.IsDefaultData()`) and take effect."""
+    spec = S.get_spec("tiny")
+    b = random_batch(spec)
+    t2m, _ = model_and_weights(spec, "text2mel", hybridize=hybridize)
+    ssrn, _ = model_and_weights(spec, "ssrn", hybridize=hybridize)
+    t2m(nd(b.text), nd(b.mel))[0].wait_to_read()
+    ssrn(nd(b.mel)).wait_to_read()
+    w = W.init_weights(spec, "text2mel", seed=1)
+    ws = W.init_weights(spec, "ssrn", seed=1)
+    set_weights(t2m, w)
+    set_weights(ssrn, ws)
+    assert all(np.array_equal(a, get_weights(ssrn)[k]) for k, a in ws.items())
+    w64 = {k: v.astype(np.float64) for k, v in w.items()}
+    assert_close(t2m(nd(b.text), nd(b.mel))[0], R.text2mel(spec, w64, b.text, b.mel)[0], "tiny")
+    assert_close(ssrn(nd(b.mel)), R.ssrn(spec, {k: v.astype(np.float64) for k, v in ws.items()}, b.mel), "tiny")

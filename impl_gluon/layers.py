@@ -154,11 +154,18 @@ class HighwayConv(Conv):
 
 class Deconv(Block):
     """D(o, k): transposed convolution, stride = kernel = k, no padding (length x k, exactly);
-    y = drop(norm(.))."""
+    y = drop(norm(.)). With stride = kernel the k output taps of an input frame never overlap:
+    y[:, o, t k + j] = sum_i W[i, o, j] x[:, i, t] + b[o], i.e. a 1x1 convolution to o*k channels
+    (row o k + j) whose output is interleaved in time. MXNet 1.9.1's MKLDNN Deconvolution is not
+    used: in inference it re-lays its weight array out in place for the first input length and
+    then fails on a length whose kernel wants another layout (`mkldnn_deconvolution ...
+    weights_desc` check, e.g. tiny: 40 frames, then 64)."""
 
     def hybrid_forward(self, F, x, weight, bias):
-        k = self.layer.k
-        h = F.Deconvolution(x, weight, bias, kernel=(k,), stride=(k,), num_filter=self.layer.cout, no_bias=False)
+        k, cin, cout = self.layer.k, self.layer.cin, self.layer.cout
+        w = F.reshape(F.transpose(weight, axes=(1, 2, 0)), shape=(cout * k, cin, 1))
+        h = F.Convolution(x, w, F.repeat(bias, repeats=k), kernel=(1,), num_filter=cout * k)
+        h = F.reshape(F.transpose(F.reshape(h, shape=(0, cout, k, -1)), axes=(0, 1, 3, 2)), shape=(0, cout, -1))
         return self.drop(F, self.normalized(F, h)[0])
 
 

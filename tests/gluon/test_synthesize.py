@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common import spec as S, text as TX
+from common import reference as R, spec as S, text as TX
 from common.synthesis import reached_end
 from common.weights import init_weights
 from impl_gluon.backend import NETWORKS
@@ -130,3 +130,17 @@ def test_upsample_shape_range_and_errors():
     assert mag.min() >= 0 and mag.max() <= 1
     with pytest.raises(ValueError, match=r"expected a mel of shape \(16, T>0\)"):
         upsample(model("ssrn"), np.zeros((spec.n_mels + 1, 5)))
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_upsample_serves_lengths_whose_kernels_want_other_weight_layouts(hybridize):
+    """Inference kernels pick weight layouts by input length; MKLDNN's Deconvolution kept the first
+    one in place and failed on tiny's 64 frames after 40. Every length must still match the reference."""
+    spec = S.get_spec("tiny")
+    ssrn = model("ssrn", spec=spec, hybridize=hybridize)
+    w = {k: v.astype(np.float64) for k, v in init_weights(spec, "ssrn", 0).items()}
+    rng = np.random.default_rng(0)
+    for frames in (1, 40, 64, 7):
+        mel = rng.random((spec.n_mels, frames), dtype=np.float32)
+        ref = 1 / (1 + np.exp(-R.ssrn(spec, w, mel[None])[0]))
+        np.testing.assert_allclose(upsample(ssrn, mel), ref, rtol=0, atol=1e-5)

@@ -1,10 +1,15 @@
 """Same weights, same batch, eval mode: every pair of frameworks gives the same Text2Mel and SSRN
 outputs, the same losses and the same gradient for every parameter."""
+import dataclasses
+import functools
+
+import numpy as np
 import pytest
 
 from bench import inputs
 from bench.parity import explain, first_divergence, relative_error
-from common import spec as S
+from common import reference as R, spec as S
+from common.weights import init_weights
 
 # (preset, tolerance) of the relative error max |a - b| / max |b| on a short input (B=2, N=12, T=10).
 # `tiny` is held to 1e-5 of the output's scale rather than 1e-5 absolute: its logits reach 2.3-3.7,
@@ -14,12 +19,56 @@ CASES = [("tiny", 1e-5), ("paper", 1e-4), ("community", 1e-4)]
 LOSS_TOL, GRAD_TOL = 1e-5, 1e-4
 
 
+KINK_MARGIN = 1e-5  # relative to the layer's largest value; above the fp32 error measured at community size
+
+
+def kink_margin(spec, net, batch) -> float:
+    """How far, in the float64 reference, every ReLU input stays from 0 (relative to the largest
+    input of its layer): where the loss is not
+    differentiable. Inside fp32 round-off of such a point (or of an L1 kink, where an output equals
+    its target), correct implementations take different sides and their gradients part (measured
+    once: one SSRN output 3.8e-7 from its target changed every community SSRN gradient by 0.3%).
+    Returns 0 when a logit is so large that an fp32 sigmoid could round to a 0/1 target."""
+    w = {k: v.astype(np.float64) for k, v in init_weights(spec, net, seed=0).items()}
+    margins = []
+
+    def walk(layers, x):
+        for layer in layers:
+            x = R.layer_forward(spec, w, dataclasses.replace(layer, act=None), x)
+            if layer.act == "relu":
+                margins.append(np.abs(x).min() / np.abs(x).max())  # fp32 error scales with the values
+                x = np.maximum(x, 0)
+        return x
+
+    if net == "text2mel":
+        kv = walk(S.text_enc_layers(spec), batch.text)
+        q = walk(S.audio_enc_layers(spec), R.shift_mel(batch.mel))
+        logits = walk(S.audio_dec_layers(spec), R.attention(kv[:, :spec.D], kv[:, spec.D:], q)[0])
+    else:
+        logits = walk(S.ssrn_layers(spec), batch.mel)
+    return min(margins) if np.abs(logits).max() < 15 else 0.0
+
+
+@functools.lru_cache(maxsize=None)
+def gradient_batch(preset: str, net: str):
+    """The first short batch (by seed) with no loss kink within KINK_MARGIN. Its targets are 0/1,
+    which an fp32 sigmoid never reaches at logits below 15 (no L1 kink), and it is short (B=2, N=12, T=4
+    and 3 reduced frames), so few ReLU inputs can come near 0 (at community SSRN, ~25k of them)."""
+    spec = S.get_spec(preset)
+    for seed in range(50):
+        batch = inputs.short_batch(spec, seed=seed, frame_lengths=(4, 3))
+        batch = dataclasses.replace(batch, mel=np.round(batch.mel), mag=np.round(batch.mag))
+        if kink_margin(spec, net, batch) >= KINK_MARGIN:
+            return batch
+    raise AssertionError(f"no kink-free batch among 50 seeds at {preset} {net}")
+
+
 def outputs(once, backend_class, preset, net, fw):
     spec = S.get_spec(preset)
 
     def compute():
         backend = backend_class(fw)(spec, net, seed=0)
-        batch = inputs.short_batch(spec)
+        batch = gradient_batch(preset, net)
         losses, grads = backend.gradients(batch)
         return {"out": backend.forward(batch), "losses": losses, "grads": grads}
 
@@ -28,7 +77,7 @@ def outputs(once, backend_class, preset, net, fw):
 
 def why(backend_class, preset, net, pair):
     spec = S.get_spec(preset)
-    return explain(spec, net, {fw: backend_class(fw)(spec, net, seed=0) for fw in pair}, inputs.short_batch(spec))
+    return explain(spec, net, {fw: backend_class(fw)(spec, net, seed=0) for fw in pair}, gradient_batch(preset, net))
 
 
 @pytest.mark.parametrize("preset,tol", CASES, ids=[c[0] for c in CASES])

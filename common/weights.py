@@ -106,13 +106,13 @@ def load(path, spec: S.Spec, net: str) -> tuple:
         raise WeightsError(f"{path}: holds {file_net} weights, not {net}")
     diff = spec.diff(file_spec)
     if diff:
-        fields = ", ".join(f"{k} (model {a!r}, file {b!r})" for k, a, b in ((k, *v) for k, v in diff.items()))
+        fields = ", ".join(f"{k} (model {a!r}, file {b!r})" for k, (a, b) in diff.items())
         raise WeightsError(f"{path}: made with other hyperparameters: {fields}")
     expected = S.net_param_shapes(spec, net)
     weights = {k: tensors[k] for k in expected if k in tensors}
-    missing = [k for k in expected if k not in tensors]
-    wrong = [f"{k} {tensors[k].shape} != {shape}" for k, shape in expected.items() if k in weights and tensors[k].shape != shape]
-    if missing or wrong:
-        raise WeightsError(f"{path}: missing {missing[:5]} misshapen {wrong[:5]}")
+    try:
+        check_fit(weights, expected)
+    except WeightsError as err:
+        raise WeightsError(f"{path}: {err}") from None
     extra = {k: v for k, v in tensors.items() if k not in expected}
     return weights, {**metadata, "extra": extra}

@@ -6,7 +6,6 @@ the package named like the framework), so adding a name to common.framework.FRAM
 all it takes to benchmark a new implementation."""
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import re
 import time
@@ -14,19 +13,6 @@ import time
 import numpy as np
 
 PACKAGES = {"torch": "torch", "chainer": "chainer", "gluon": "mxnet"}
-
-
-def configure_threads(framework: str, n: int) -> bool:
-    """impl_<fw>.runtime.configure_threads(n) when the package has one (before the framework
-    is used; MXNet needs it before its first import). Returns whether it was called."""
-    try:
-        runtime = importlib.import_module(f"impl_{framework}.runtime")
-    except ImportError:
-        return False
-    configure = getattr(runtime, "configure_threads", None)
-    if configure is not None:
-        configure(n)
-    return configure is not None
 
 
 def version(framework: str):

@@ -14,7 +14,7 @@ import threadpoolctl
 from bench import frameworks, inputs, machine
 from bench.parity import parity_gate
 from common import audio, spec as S
-from common.framework import load_backend
+from common.framework import configure_threads, load_backend
 from common.weights import init_weights
 
 TASKS = ("train-text2mel", "train-ssrn", "synthesize")
@@ -83,7 +83,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
     if backend_cls is None:
         try:
             if threads:
-                frameworks.configure_threads(framework, threads)
+                configure_threads(framework, threads)
             backend_cls = load_backend(framework)
         except (RuntimeError, ImportError) as err:
             return {**record, "status": "unavailable", "reason": str(err)}

@@ -6,15 +6,15 @@ import os
 
 import pytest
 
-from bench import frameworks, inputs
+from bench import inputs
 from bench.measure import synthesis_flops
 from common import spec as S
 from common.data import synthetic_batch
-from common.framework import FRAMEWORKS, load_backend
+from common.framework import FRAMEWORKS, configure_threads, load_backend
 
 THREADS = int(os.environ.get("DCTTS_THREADS") or os.cpu_count())
 for _fw in FRAMEWORKS:  # the same thread count everywhere, before any framework computes (MXNet: imports)
-    frameworks.configure_threads(_fw, THREADS)
+    configure_threads(_fw, THREADS)
 
 PRESETS = ("tiny", "small")
 BATCH_SIZE = 4

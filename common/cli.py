@@ -9,12 +9,11 @@ gives one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
 from common import audio, checkpoint, data, text, train_loop, weights
-from common.framework import FRAMEWORKS, load_backend
+from common.framework import FRAMEWORKS, configure_threads, load_backend
 from common.spec import NETS, PRESETS, get_spec
 from common.synthesis import reached_end
 
@@ -61,15 +60,6 @@ def synthesize_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-unknown", action="store_true", help="drop characters outside the vocabulary "
                    "instead of refusing the text")
     return p
-
-
-def configure_threads(framework: str, n: int) -> None:
-    """Call impl_<framework>.runtime.configure_threads before the framework does any work."""
-    try:
-        runtime = importlib.import_module(f"impl_{framework}.runtime")
-    except ImportError as err:
-        raise RuntimeError(f"framework {framework!r} is not usable here ({err})") from err
-    runtime.configure_threads(n)
 
 
 def run_train(args) -> int:

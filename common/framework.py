@@ -87,3 +87,17 @@ def load_backend(framework: str) -> type:
         raise RuntimeError(f"framework {framework!r} is not usable here ({err}); install it with "
                            f"`pip install -c constraints.txt -e .[{framework}]`") from err
     return module.Backend
+
+
+def configure_threads(framework: str, n: int) -> bool:
+    """impl_<framework>.runtime.configure_threads(n), before the framework does any work (MXNet
+    needs it before its first import). Returns False where the package has none (an unknown or
+    missing framework: loading its backend then gives the clear error)."""
+    try:
+        runtime = importlib.import_module(f"impl_{framework}.runtime")
+    except ImportError:
+        return False
+    configure = getattr(runtime, "configure_threads", None)
+    if configure is not None:
+        configure(n)
+    return configure is not None

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.frameworks import configure_threads
+from common.framework import configure_threads
 from common.framework import FRAMEWORKS, load_backend
 
 PAIRS = list(itertools.combinations(FRAMEWORKS, 2))

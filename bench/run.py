@@ -18,6 +18,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # on a fresh machine: make the project's environment, re-run in it
+    from common import environment
+    environment.ensure([__file__, *sys.argv[1:]])
 
 from tqdm import tqdm
 

@@ -1,29 +1,21 @@
-"""A small LJSpeech-format corpus spoken by espeak-ng from common/sentences.txt: real
-(if robotic) speech for tests and smoke runs without downloading LJSpeech.
+"""A small LJSpeech-format corpus spoken by espeak-ng (common.espeak: the library from a pinned
+wheel, nothing from the system) from common/sentences.txt: real (if robotic) speech for tests
+and smoke runs without downloading LJSpeech.
 
     python -m common.corpus --out DIR --n N [--seed S] [--max-chars M]
 """
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
-from common import text
+from common import espeak, text
 
 SENTENCES = Path(__file__).with_name("sentences.txt")
-ESPEAK = "espeak-ng"
-# A fixed voice, speed, pitch and amplitude: the same text always gives the same wav
-# (espeak-ng writes 22,050 Hz mono 16-bit PCM).
-ESPEAK_ARGS = ("-v", "en-us", "-s", "160", "-p", "50", "-a", "100")
-
-
-def espeak_available() -> bool:
-    return shutil.which(ESPEAK) is not None
 
 
 def sentences(max_chars: int | None = None) -> list:
@@ -35,10 +27,9 @@ def sentences(max_chars: int | None = None) -> list:
 
 def build_corpus(out_dir, n: int, seed: int = 0, max_chars: int | None = None, progress: bool = True) -> Path:
     """Speak `n` sentences (chosen by `seed`) into out_dir/wavs/ and write out_dir/metadata.csv
-    (`id|text|normalized text`, written last so a partial build is never mistaken for a corpus)."""
-    if not espeak_available():
-        raise RuntimeError(f"{ESPEAK} is not installed or not on PATH; install it with "
-                           f"`apt-get install espeak-ng` (or your system's package manager)")
+    (`id|text|normalized text`, written last so a partial build is never mistaken for a corpus).
+    The wavs are 16-bit PCM at espeak-ng's rate (22,050 Hz), one sentence the same whatever
+    the others are."""
     pool = sentences(max_chars)
     if not 1 <= n <= len(pool):
         raise ValueError(f"n={n}: choose 1..{len(pool)} (sentences that fit max_chars={max_chars})")
@@ -48,8 +39,8 @@ def build_corpus(out_dir, n: int, seed: int = 0, max_chars: int | None = None, p
     lines = []
     for i, sentence in enumerate(tqdm(chosen, desc="espeak-ng", unit="utt", disable=not progress)):
         uid = f"ES001-{i + 1:04d}"
-        subprocess.run([ESPEAK, *ESPEAK_ARGS, "-w", str(out / "wavs" / f"{uid}.wav"), "--stdin"],
-                       input=sentence, text=True, check=True, capture_output=True)
+        samples, sr = espeak.speak(sentence)
+        sf.write(out / "wavs" / f"{uid}.wav", samples, sr, subtype="PCM_16")
         lines.append(f"{uid}|{sentence}|{sentence}\n")
     (out / "metadata.csv").write_text("".join(lines), encoding="utf-8")
     return out

@@ -6,30 +6,32 @@ reason, so no other module has to know about them.
 from __future__ import annotations
 
 import re
-import sys
-import types
+import warnings
 
 from threadpoolctl import threadpool_limits
 
 
-def _skip_environment_check() -> None:
-    """chainer/__init__.py imports `chainer._environment_check`, which at import time imports
-    `numpy.distutils.system_info` and `pkg_resources` (only to warn about macOS Accelerate and
-    optional-dependency versions). numpy 1.23's distutils imports `distutils.msvccompiler`,
-    which the distutils of setuptools >= 74 lacks, and setuptools 84 (torch 2.13 needs >= 77)
-    no longer ships pkg_resources: `import chainer` dies with ModuleNotFoundError. Chainer
-    honours no variable to skip the check, so a no-op module takes its place in sys.modules
-    before chainer is imported; the import system finds it there and never runs the real one.
-    (chainer.testing, hence chainer.gradient_check, imports pkg_resources too: not used.)"""
-    if "chainer" not in sys.modules:
-        stub = types.ModuleType("chainer._environment_check")
-        stub.check = lambda: None
-        sys.modules.setdefault("chainer._environment_check", stub)
+def _import_chainer():
+    """chainer/__init__.py runs `chainer._environment_check`, which imports numpy.distutils and
+    pkg_resources: the project's environment provides both (constraints.txt pins setuptools
+    < 81; common.environment.SITE_FILE selects Python's own distutils). An environment without
+    them fails here with the way to fix it rather than deep inside numpy. The deprecation
+    warnings of those two old APIs, raised on every import, are silenced here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="numpy.distutils|chainer")
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            import chainer
+    except ModuleNotFoundError as err:
+        if err.name not in ("distutils.msvccompiler", "pkg_resources"):
+            raise
+        raise ImportError(f"chainer 7.8.1 cannot be imported here ({err}): this environment lacks what "
+                          "common/environment.py sets up; run `python -m common.environment --site-file` in it "
+                          "and install with `pip install -c constraints.txt -e .[chainer]`") from err
+    return chainer
 
 
-_skip_environment_check()
-
-import chainer  # noqa: E402  (must follow the workaround above)
+chainer = _import_chainer()
 
 _thread_limits = None
 

@@ -1,15 +1,13 @@
 """Fixtures shared by every test folder."""
 import pytest
 
-from common.corpus import build_corpus, espeak_available
+from common.corpus import build_corpus
 from common.spec import get_spec
 
 
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory):
     """A 16-utterance espeak-ng corpus of short sentences (<= 40 characters), LJSpeech layout."""
-    if not espeak_available():
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng); CI installs it")
     return build_corpus(tmp_path_factory.mktemp("tiny_corpus"), n=16, seed=0, max_chars=40, progress=False)
 
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +18,7 @@ import numpy as np
 import scipy.ndimage
 from tqdm import tqdm
 
-from common import audio, text
+from common import audio, text, weights as W
 from common.batch import Batch, make_batch
 from common.spec import EOS, Spec
 
@@ -161,16 +160,11 @@ def _cached(cache: Path, uid: str, frames: dict) -> bool:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temporary file in the same folder, then rename it to `path`:
-    an interrupted run never leaves a partial file under the final name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """write(binary file) through weights.atomic_write (whole files only, mode as open() gives)."""
+    def to_file(tmp):
+        with open(tmp, "wb") as f:
             write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    W.atomic_write(path, to_file)
 
 
 def split(n_items: int, seed: int, test_fraction: float = 0.05) -> tuple:

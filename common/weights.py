@@ -64,20 +64,34 @@ def check_fit(weights: dict, shapes: dict) -> None:
 
 
 def save(path, tensors: dict, spec: S.Spec, net: str, meta: dict | None = None) -> None:
-    """Write atomically (temporary file + rename): a crash never leaves a half-written file."""
+    """Write atomically (atomic_write): a crash never leaves a half-written file."""
     metadata = {"format": FORMAT, "net": net, "spec": json.dumps(spec.to_dict()),
                 "fingerprint": spec.fingerprint(), **(meta or {})}
     arrays = {k: np.require(v, requirements="C") for k, v in tensors.items()}  # keeps 0-d arrays 0-d
+    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
+
+
+def atomic_write(path, write) -> None:
+    """Call write(temporary path) in path's folder (created if needed), then rename the file to
+    `path`: an interrupted write never leaves a partial file under the final name. The file
+    gets the mode open() would give (0o666 less the umask), not mkstemp's 0o600."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        save_file(arrays, tmp, metadata=metadata)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def read(path) -> tuple:
@@ -90,6 +104,8 @@ def read(path) -> tuple:
         with open(path, "rb") as f:
             header_len = int.from_bytes(f.read(8), "little")
             metadata = json.loads(f.read(header_len)).get("__metadata__", {})
+    except PermissionError as err:
+        raise WeightsError(f"{path}: permission denied (cannot read the file)") from err
     except (SafetensorError, ValueError, OSError) as err:
         raise WeightsError(f"{path}: not a readable safetensors weight file (truncated or corrupt?): {err}") from err
     if metadata.get("format") != FORMAT:

@@ -1,5 +1,6 @@
 """LJSpeech reading, the feature cache, split, length-bucketed batches, synthetic batches."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -235,3 +236,13 @@ def test_synthetic_batch_is_a_valid_seeded_batch():
     np.testing.assert_array_equal(batch.mag, again.mag)
     assert not np.array_equal(batch.text_lengths, data.synthetic_batch(TINY, 3, seed=6).text_lengths) or \
         not np.array_equal(batch.mel, data.synthetic_batch(TINY, 3, seed=6).mel)
+
+
+def test_cache_files_honour_the_umask(tone_corpus, tmp_path):
+    old = os.umask(0o027)
+    try:
+        corpus = data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in corpus.cache.iterdir()}
+    assert modes and set(modes.values()) == {0o640}, modes

@@ -71,3 +71,31 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, tiny):
     with pytest.raises(Exception):
         W.save(path, {"bad": object()}, tiny, "ssrn")
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["w.safetensors"]
+
+
+@pytest.fixture
+def umask():
+    """Runs the test under umask 027 (an unusual one, so 0600 or 0644 would show)."""
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+def test_saved_files_honour_the_umask(tmp_path, tiny, umask):
+    path = tmp_path / "w.safetensors"
+    W.save(path, W.init_weights(tiny, "ssrn"), tiny, "ssrn")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_unreadable_files_are_reported_as_such(tmp_path, tiny, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    W.save(path, W.init_weights(tiny, "ssrn"), tiny, "ssrn")
+
+    def denied(name, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(W, "load_file", denied)  # what chmod 000 does (except as root)
+    monkeypatch.setattr(W, "open", denied, raising=False)
+    with pytest.raises(W.WeightsError, match="permission denied") as err:
+        W.read(path)
+    assert "truncated" not in str(err.value)

@@ -1,0 +1,65 @@
+"""common.environment: the managed environment the README's commands make on first use (the
+whole path, from a copy of the checkout, is tests/fresh)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from common import environment
+
+
+def test_fingerprint_follows_the_files_that_decide_the_environment(tmp_path, monkeypatch):
+    for name in environment.DECIDING_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    monkeypatch.setattr(environment, "ROOT", tmp_path)
+    before = environment.fingerprint()
+    (tmp_path / "constraints.txt").write_text("numpy==1.23.5\n")
+    assert environment.fingerprint() != before
+
+
+def test_site_file_selects_the_standard_distutils_before_setuptools_reads_it(tmp_path):
+    assert environment.SITE_FILE < "distutils-precedence.pth"  # .pth files run in name order
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = environment.venv_python(venv)
+    environment.write_site_file(python)
+    env = {k: v for k, v in os.environ.items() if k != "SETUPTOOLS_USE_DISTUTILS"}
+    out = subprocess.run([str(python), "-c", "import os; print(os.environ['SETUPTOOLS_USE_DISTUTILS'])"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "stdlib"
+
+
+def test_an_installed_project_runs_in_place():
+    assert environment.project_installed()  # the test environment holds the project
+    environment.ensure(["unused"])  # returns instead of re-running anything
+
+
+def test_a_managed_environment_with_an_old_stamp_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(environment, "venv_dir", lambda: tmp_path)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    (tmp_path / environment.STAMP).write_text("stale\n")
+    assert not environment.project_installed()
+    (tmp_path / environment.STAMP).write_text(environment.fingerprint() + "\n")
+    assert environment.project_installed()
+
+
+def test_a_made_environment_without_the_project_stops_instead_of_looping(tmp_path, monkeypatch):
+    monkeypatch.setattr(environment, "project_installed", lambda: False)
+    monkeypatch.setattr(environment, "venv_dir", lambda: tmp_path)
+    monkeypatch.setenv(environment._REEXEC, str(tmp_path))
+    with pytest.raises(SystemExit, match="does not hold the project"):
+        environment.ensure(["bench/run.py"])
+
+
+def test_an_unsupported_python_without_a_supported_one_on_path_is_named(monkeypatch):
+    monkeypatch.setattr(sys, "version_info", (3, 13, 0))
+    monkeypatch.setattr(environment.shutil, "which", lambda name: None)
+    with pytest.raises(environment.SetupError, match="needs Python 3.10 or 3.11"):
+        environment.base_python()
+
+
+def test_a_failed_step_reports_its_output(tmp_path):
+    with pytest.raises(environment.SetupError, match="(?s)failing step failed .exit 3.*boom"):
+        environment._run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], "failing step")

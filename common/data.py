@@ -27,6 +27,7 @@ AUDIO_FIELDS = ("sr", "n_fft", "hop", "win", "n_mels", "preemphasis", "features"
                 "top_db")
 CACHE_DIRNAME = ".dctts-cache"
 BUCKET_CHUNK = 20  # batches sorted by length together (shuffled chunks of this many batches)
+STALE_TEMP_S = 3600  # a cache's temporary files older than this are leftovers of killed runs
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -111,6 +112,7 @@ def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> 
     entries = read_ljspeech(data_dir)
     cache = Path(cache_dir if cache_dir is not None else Path(data_dir) / CACHE_DIRNAME) / audio_key(spec)
     cache.mkdir(parents=True, exist_ok=True)
+    W.remove_leftovers(cache, older_than=STALE_TEMP_S)  # several runs may share a cache
     indexed = _read_index(cache)
     frames = dict(indexed)
     texts, long_text = {}, 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import threading
 import time
@@ -29,7 +28,7 @@ import librosa
 import numpy as np
 from tqdm import tqdm
 
-from common import audio, checkpoint, data, plots
+from common import audio, checkpoint, data, plots, weights as W
 from common.checkpoint import TrainState
 from common.framework import load_backend
 from common.losses import learning_rate
@@ -81,6 +80,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     epoch = data.batches(corpus, train_idx, state.batch_size, rng, skip=state.epoch_batches)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
     monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
     log = LossLog(out_dir / f"{net}-losses.jsonl", state.step)
     losses, saved = {}, checkpoint.latest(out_dir, net)
@@ -152,10 +152,8 @@ class LossLog:
         self.path, self.file = path, None
         if path.is_file():
             lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= keep_until]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, path)
+            kept = "".join(ln + "\n" for ln in lines if json.loads(ln)["step"] <= keep_until)
+            W.atomic_write(path, lambda tmp: Path(tmp).write_text(kept))
 
     def __enter__(self):
         self.file = open(self.path, "a", buffering=1)  # line-buffered: every step reaches the file

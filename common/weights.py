@@ -9,9 +9,13 @@ hyperparameters. Checkpoints add optimizer tensors and training state to the sam
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
@@ -20,6 +24,7 @@ from safetensors.numpy import load_file, save_file
 from common import spec as S
 
 FORMAT = "dctts-bench-weights/1"
+TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".tmp"  # atomic_write's temporary files: .tmp-<name>.<random>.tmp
 
 
 class WeightsError(ValueError):
@@ -74,10 +79,11 @@ def save(path, tensors: dict, spec: S.Spec, net: str, meta: dict | None = None) 
 def atomic_write(path, write) -> None:
     """Call write(temporary path) in path's folder (created if needed), then rename the file to
     `path`: an interrupted write never leaves a partial file under the final name. The file
-    gets the mode open() would give (0o666 less the umask), not mkstemp's 0o600."""
-    directory = os.path.dirname(os.path.abspath(path))
+    gets the mode open() would give (0o666 less the umask), not mkstemp's 0o600. The temporary
+    file is named .tmp-<name>.<random>.tmp, so that remove_leftovers can find it after a kill."""
+    directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", suffix=TEMP_SUFFIX, dir=directory)
     os.close(fd)
     try:
         write(tmp)
@@ -86,6 +92,22 @@ def atomic_write(path, write) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def remove_leftovers(directory, pattern: str = TEMP_PREFIX + "*", older_than: float = 0.0) -> list:
+    """Delete the temporary files of atomic_write matching `pattern` in `directory` that a killed
+    process left behind, last written over `older_than` seconds ago (in a folder that several
+    processes write, a younger one may be a write in progress). Warns; returns their paths."""
+    now, removed = time.time(), []
+    for p in sorted(Path(directory).glob(pattern + TEMP_SUFFIX)):
+        with contextlib.suppress(FileNotFoundError):  # another process may remove it first
+            if p.is_file() and now - p.stat().st_mtime > older_than:
+                p.unlink()
+                removed.append(p)
+    if removed:
+        warnings.warn(f"removed {len(removed)} temporary file(s) left in {directory} by an interrupted write",
+                      stacklevel=2)
+    return removed
 
 
 def _umask() -> int:

@@ -246,3 +246,27 @@ def test_cache_files_honour_the_umask(tone_corpus, tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in corpus.cache.iterdir()}
     assert modes and set(modes.values()) == {0o640}, modes
+
+
+def test_stale_temporary_files_in_the_cache_are_removed(tone_corpus, tmp_path, monkeypatch):
+    """kill -9 during a feature write leaves a temporary file; a later run removes it once it
+    is old enough not to be another run's write in progress."""
+    class Killed(BaseException):
+        pass
+
+    def die(*args):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", die)
+        m.setattr(os, "unlink", lambda p: None)
+        with pytest.raises(Killed):
+            data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
+    key_dir = tmp_path / "cache" / data.audio_key(TINY)
+    (left,) = key_dir.glob(".tmp-*")
+    data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert left.exists()  # young: maybe a concurrent run's
+    os.utime(left, (0, 0))
+    with pytest.warns(UserWarning, match="removed 1 temporary file"):
+        data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert not left.exists()

@@ -99,3 +99,36 @@ def test_unreadable_files_are_reported_as_such(tmp_path, tiny, monkeypatch):
     with pytest.raises(W.WeightsError, match="permission denied") as err:
         W.read(path)
     assert "truncated" not in str(err.value)
+
+
+class Killed(BaseException):
+    """Stands for kill -9 in the middle of a write."""
+
+
+def orphan_of(path, tiny, monkeypatch):
+    """Write `path` and 'die' before the rename: the temporary file stays, as after kill -9."""
+    def die(*args):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(W.os, "replace", die)
+        m.setattr(W.os, "unlink", lambda p: None)
+        with pytest.raises(Killed):
+            W.save(path, W.init_weights(tiny, "ssrn"), tiny, "ssrn")
+    (left,) = path.parent.glob(f".tmp-{path.name}.*")
+    return left
+
+
+def test_leftovers_of_killed_writes_are_removed(tmp_path, tiny, monkeypatch):
+    left = orphan_of(tmp_path / "ssrn-00000003.safetensors", tiny, monkeypatch)
+    young = orphan_of(tmp_path / "other" / "x.safetensors", tiny, monkeypatch)
+    mine = tmp_path / ".tmp-keep-this.txt"  # not one of ours
+    mine.write_text("x")
+    assert left.name.startswith(".tmp-ssrn-00000003.safetensors.") and len(os.listdir(tmp_path)) == 3
+    with pytest.warns(UserWarning, match="removed 1 temporary file"):
+        assert W.remove_leftovers(tmp_path, ".tmp-ssrn-*") == [left]
+    assert not left.exists() and mine.exists()
+    assert W.remove_leftovers(young.parent, older_than=3600) == [] and young.exists()  # maybe a write in progress
+    os.utime(young, (0, 0))
+    with pytest.warns(UserWarning):
+        assert W.remove_leftovers(young.parent, older_than=3600) == [young]

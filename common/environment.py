@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -65,10 +66,11 @@ def fingerprint() -> str:
 
 def project_installed() -> bool:
     """True when this interpreter has the project installed (the managed .venv with a current
-    stamp, a tox environment, or a venv a user set up by hand): then commands run in place."""
-    try:
-        importlib.metadata.distribution("dctts-bench")
-    except importlib.metadata.PackageNotFoundError:
+    stamp, a tox environment, or a venv a user set up by hand): then commands run in place.
+    Only the interpreter's site-packages count: the checkout's own dctts_bench.egg-info (left
+    by an editable install) is on sys.path too and proves nothing."""
+    site = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    if not any(importlib.metadata.distributions(name="dctts-bench", path=sorted(site))):
         return False
     return Path(sys.prefix).resolve() != venv_dir() or _read_stamp(venv_dir()) == fingerprint()
 

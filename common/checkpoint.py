@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class Checkpoint:
     optimizer: dict  # {"step", "m.<name>", "v.<name>"}, as Backend.get/set_optimizer_state
     state: TrainState
     framework: str  # the framework that wrote it (any framework can load it)
+    path: Path
 
 
 def path_for(out_dir, net: str, step: int) -> Path:
@@ -75,6 +77,26 @@ def latest(out_dir, net: str):
     return found[-1][1] if found else None
 
 
+def latest_readable(out_dir, net: str):
+    """The newest checkpoint of `net` in out_dir whose file is whole (weights.read_header), or
+    None if there is none. Newer unreadable ones (a crash, a full disk) are skipped with a
+    warning naming them, so that they never block what an older checkpoint allows; when
+    none is readable, the newest one's error is raised."""
+    errors = []
+    for _, path in reversed(listed(out_dir, net)):
+        try:
+            W.read_header(path)
+        except W.WeightsError as err:
+            errors.append((path, err))
+            continue
+        for bad, err in errors:
+            warnings.warn(f"skipped {bad.name}: {err}; using {path.name}", stacklevel=2)
+        return path
+    if errors:
+        raise errors[0][1]
+    return None
+
+
 def save(out_dir, backend, state: TrainState, keep: int = KEEP) -> Path:
     """Write <out_dir>/<net>-<step>.safetensors from a Backend, then delete all but the newest `keep`."""
     tensors = dict(backend.get_weights())
@@ -92,7 +114,7 @@ def load(path, spec: Spec | None = None, net: str | None = None) -> Checkpoint:
     """Read a checkpoint. With `spec`/`net`, refuse one made for other hyperparameters (naming
     each differing field) or another network; truncated or corrupt files raise a clear error."""
     if spec is None or net is None:
-        _, file_spec, file_net, _ = W.read(path)
+        file_spec, file_net, _ = W.read_header(path)
         spec, net = spec or file_spec, net or file_net
     weights, meta = W.load(path, spec, net)
     fields = [f.name for f in dataclasses.fields(TrainState)]
@@ -109,7 +131,7 @@ def load(path, spec: Spec | None = None, net: str | None = None) -> Checkpoint:
     if lacking:
         raise CheckpointError(f"{path}: optimizer state incomplete, missing {lacking[:5]}")
     optimizer = {k: optimizer[k] for k in wanted}
-    return Checkpoint(spec, net, weights, optimizer, state, meta["framework"])
+    return Checkpoint(spec, net, weights, optimizer, state, meta["framework"], Path(path))
 
 
 def restore(backend, ckpt: Checkpoint) -> None:

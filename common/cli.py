@@ -74,9 +74,9 @@ def run_train(args) -> int:
 
 
 def model_file(path: Path, net: str) -> Path:
-    """A weight/checkpoint file, or a run directory's newest checkpoint of `net`."""
+    """A weight/checkpoint file, or a run directory's newest readable checkpoint of `net`."""
     if path.is_dir():
-        newest = checkpoint.latest(path, net)
+        newest = checkpoint.latest_readable(path, net)
         if newest is None:
             raise weights.WeightsError(f"{path}: no {net} checkpoint in this directory")
         return newest
@@ -86,7 +86,7 @@ def model_file(path: Path, net: str) -> Path:
 def read_model(path: Path, net: str) -> tuple:
     """(weights, spec) of a model file, checked before any framework is loaded."""
     path = model_file(path, net)
-    _, spec, _, _ = weights.read(path)
+    spec, _, _ = weights.read_header(path)
     return weights.load(path, spec, net)[0], spec
 
 

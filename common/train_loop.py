@@ -83,7 +83,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
     monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
     log = LossLog(out_dir / f"{net}-losses.jsonl", state.step)
-    losses, saved = {}, checkpoint.latest(out_dir, net)
+    losses, saved = {}, ckpt.path if ckpt else None
     with stop_on_sigint() as stop, log, tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}",
                                              unit="step", disable=not progress, dynamic_ncols=True) as bar:
         while state.step < steps and not stop.is_set():
@@ -108,7 +108,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
 
 def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool) -> tuple:
     """(newest checkpoint or None, spec, TrainState) of a run about to (re)start."""
-    found = checkpoint.latest(out_dir, net)
+    found = checkpoint.latest_readable(out_dir, net)
     if found is None:
         spec = spec or get_spec("paper")
         return None, spec, TrainState(0, seed or 0, batch_size or spec.batch_size, {}, 0)

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from common import spec as S
@@ -116,24 +116,36 @@ def _umask() -> int:
     return mask
 
 
-def read(path) -> tuple:
-    """(tensors, spec, net, metadata) of a file, with clear errors for unusable files."""
+def read_header(path) -> tuple:
+    """(spec, net, metadata) of a weight file, checked (readable, whole: its size matches its
+    header, our format) without reading the arrays: cheap enough to pick among several files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: no such weight file")
+    if not os.access(path, os.R_OK):  # safetensors would call this "No such file or directory"
+        raise WeightsError(f"{path}: permission denied (cannot read the file)")
     try:
-        tensors = load_file(path)
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            metadata = json.loads(f.read(header_len)).get("__metadata__", {})
-    except PermissionError as err:
-        raise WeightsError(f"{path}: permission denied (cannot read the file)") from err
+        with safe_open(path, "np") as f:
+            metadata = f.metadata() or {}
     except (SafetensorError, ValueError, OSError) as err:
-        raise WeightsError(f"{path}: not a readable safetensors weight file (truncated or corrupt?): {err}") from err
+        raise _unreadable(path, err) from err
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a dctts-bench weight file (format {metadata.get('format')!r}, expected {FORMAT!r})")
-    spec = S.Spec(**json.loads(metadata["spec"]))
-    return tensors, spec, metadata["net"], metadata
+    return S.Spec(**json.loads(metadata["spec"])), metadata["net"], metadata
+
+
+def read(path) -> tuple:
+    """(tensors, spec, net, metadata) of a file, with clear errors for unusable files."""
+    spec, net, metadata = read_header(path)
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, ValueError, OSError) as err:
+        raise _unreadable(path, err) from err
+    return tensors, spec, net, metadata
+
+
+def _unreadable(path, err) -> WeightsError:
+    return WeightsError(f"{path}: not a readable safetensors weight file (truncated or corrupt?): {err}")
 
 
 def load(path, spec: S.Spec, net: str) -> tuple:

@@ -143,3 +143,24 @@ def test_mel_to_mag_spreads_a_flat_mel_flat(tiny):
     covered = mag[:, 0] > 0  # bins under some mel band
     np.testing.assert_allclose(mag[covered], 0.5, rtol=1e-3)
     assert covered.mean() > 0.9
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, tiny):
+    backend = NumpyBackend(tiny, "ssrn")
+    assert C.latest_readable(tmp_path, "ssrn") is None
+    for step in (10, 20):
+        C.save(tmp_path, backend, state(step))
+    truncate(C.path_for(tmp_path, "ssrn", 20))
+    with pytest.warns(UserWarning, match=r"skipped ssrn-00000020.safetensors: .*truncated or corrupt") as record:
+        assert C.latest_readable(tmp_path, "ssrn") == C.path_for(tmp_path, "ssrn", 10)
+    assert len(record) == 1
+    with pytest.warns(UserWarning, match="skipped ssrn-00000020"):
+        ckpt, spec, resumed = train_loop.starting_point(tmp_path, "ssrn", None, None, None, True)
+    assert resumed.step == 10 and ckpt.path == C.path_for(tmp_path, "ssrn", 10) and spec == tiny
+    truncate(C.path_for(tmp_path, "ssrn", 10))
+    with pytest.raises(W.WeightsError, match=r"ssrn-00000020.safetensors: .*truncated or corrupt"):
+        C.latest_readable(tmp_path, "ssrn")  # nothing to fall back to: the newest one's error

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common import checkpoint as C, cli, spec as S, weights as W
@@ -103,3 +104,14 @@ def test_python_m_entry_point():
     assert ok.returncode == 0 and "--text2mel" in ok.stdout and "--max-frames" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "common.cli", "speak"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "train|synthesize" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_run_directory_gives_its_newest_readable_checkpoint(tmp_path):
+    tiny = S.get_spec("tiny")
+    for step in (1, 2):
+        C.save(tmp_path, NumpyBackend(tiny, "ssrn", seed=step), state(step))
+    newest = C.path_for(tmp_path, "ssrn", 2)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="skipped ssrn-00000002.safetensors"):
+        weights, spec = cli.read_model(tmp_path, "ssrn")
+    assert spec == tiny and np.array_equal(weights["ssrn.0.weight"], W.init_weights(tiny, "ssrn", 1)["ssrn.0.weight"])

@@ -9,6 +9,7 @@ gives one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -63,14 +64,21 @@ def synthesize_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> int:
-    if args.threads:
-        configure_threads(args.framework, args.threads)
+    """Exit status 0, or 128 + the signal number when SIGINT (130) or SIGTERM (143) stopped the run
+    (a checkpoint of the step reached was saved)."""
     result = train_loop.train(args.framework, args.model, args.data, args.out,
                               get_spec(args.preset) if args.preset else None, args.steps, args.batch_size,
-                              args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet)
-    state = "interrupted" if result.interrupted else "stopped"
-    print(f"{state} at step {result.step}; checkpoint: {result.checkpoint}")
-    return EXIT_INTERRUPTED if result.interrupted else 0
+                              args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet,
+                              threads=args.threads)
+    if result.interrupted:
+        print(f"interrupted by {signal.Signals(result.interrupted).name} at step {result.step}; "
+              f"checkpoint: {result.checkpoint}")
+        return 128 + result.interrupted
+    if not result.trained:
+        print(f"{args.out} already at step {result.step} >= --steps {args.steps}: nothing to train")
+    else:
+        print(f"stopped at step {result.step}; checkpoint: {result.checkpoint}")
+    return 0
 
 
 def model_file(path: Path, net: str) -> Path:

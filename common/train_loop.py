@@ -12,7 +12,7 @@ Text2Mel and SSRN train separately, as in the paper. A run lives in one director
 
 Resuming is bit-identical to an uninterrupted run: weights, Adam and the data order are
 restored, and the framework's random stream (dropout) is reseeded from (run seed, step)
-before every step. Ctrl-C finishes the current step and saves a checkpoint.
+before every step. Ctrl-C or SIGTERM finishes the current step and saves a checkpoint.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from common import audio, checkpoint, data, plots, weights as W
 from common.checkpoint import TrainState
-from common.framework import load_backend
+from common.framework import configure_threads, load_backend
 from common.losses import learning_rate
 from common.spec import Spec, get_spec
 from common.synthesis import reached_end
@@ -45,7 +46,8 @@ class Result:
     step: int
     losses: dict  # of the last step trained in this call ({} if none)
     checkpoint: Path | None  # the newest checkpoint
-    interrupted: bool  # stopped by Ctrl-C (a checkpoint was saved)
+    interrupted: int  # the signal that stopped the run (SIGINT, SIGTERM; a checkpoint was saved), 0 if none
+    trained: int  # steps trained in this call
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -53,22 +55,48 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
+def check_arguments(data_dir, out_dir, steps: int, batch_size, checkpoint_every: int, seed, threads=None) -> None:
+    """Refuse bad arguments (TrainError naming each) before any work is done or file written."""
+    problems = [message for bad, message in [
+        (steps < 1, f"steps must be >= 1, got {steps}"),
+        (checkpoint_every < 1, f"checkpoint_every must be >= 1, got {checkpoint_every}"),
+        (batch_size is not None and batch_size < 1, f"batch_size must be >= 1, got {batch_size}"),
+        (seed is not None and seed < 0, f"seed must be >= 0, got {seed}"),
+        (threads is not None and threads < 1, f"threads must be >= 1, got {threads}"),
+        (not Path(data_dir).is_dir(), f"corpus directory {data_dir} does not exist"),
+        (Path(out_dir).exists() and not Path(out_dir).is_dir(), f"output {out_dir} is not a directory"),
+    ] if bad]
+    if problems:
+        raise TrainError("; ".join(problems))
+
+
 def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, steps: int = 10000,
           batch_size: int | None = None, checkpoint_every: int = 1000, seed: int | None = None,
-          device: str = "cpu", resume: bool = True, progress: bool = True, keep: int = checkpoint.KEEP) -> Result:
+          device: str = "cpu", resume: bool = True, progress: bool = True, keep: int = checkpoint.KEEP,
+          threads: int | None = None) -> Result:
     """Train `net` ("text2mel" or "ssrn") of `framework` (a name, or a Backend class) until
     `steps` steps in all. Starts cold when out_dir holds no checkpoint of `net`, else
-    resumes from the newest one (refused when `resume` is False). spec, batch_size and seed
+    resumes from the newest readable one (refused when `resume` is False); a run already
+    at `steps` returns at once (trained 0), writing nothing. spec, batch_size and seed
     default to the checkpoint's (cold start: the paper preset, spec.batch_size, 0); given
-    values that differ from the checkpoint's are refused, naming them."""
-    if steps < 1 or checkpoint_every < 1:
-        raise TrainError(f"steps and checkpoint_every must be >= 1, got {steps} and {checkpoint_every}")
+    values that differ from the checkpoint's are refused, naming them. `threads`: the
+    framework's CPU threads (default: its own choice)."""
+    check_arguments(data_dir, out_dir, steps, batch_size, checkpoint_every, seed, threads)
     out_dir = Path(out_dir)
     ckpt, spec, state = starting_point(out_dir, net, spec, batch_size, seed, resume)
+    if state.step >= steps:
+        return Result(state.step, {}, ckpt.path, 0, 0)
+    name = framework.framework if isinstance(framework, type) else framework
+    if ckpt:
+        print(f"resuming from {ckpt.path} (step {state.step}, written by {ckpt.framework}"
+              + ("" if ckpt.framework == name else f"; continuing in {name}") + ")")
     corpus = data.load_corpus(data_dir, spec, progress=progress)
-    if len(corpus) == 0:
-        raise TrainError(f"{data_dir}: no utterance fits spec {spec.name!r} (max_chars, max_frames)")
     train_idx, test_idx = data.split(len(corpus), state.seed)
+    if state.batch_size > len(train_idx):
+        warnings.warn(f"batch size {state.batch_size} > the {len(train_idx)} training utterances: every batch "
+                      f"holds {len(train_idx)}", stacklevel=2)
+    if threads:
+        configure_threads(name, threads)
     backend_cls = framework if isinstance(framework, type) else load_backend(framework)
     backend = backend_cls(spec, net, device=device, seed=state.seed)
     rng = np.random.default_rng(state.seed)  # the data order
@@ -83,9 +111,10 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
     monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
     log = LossLog(out_dir / f"{net}-losses.jsonl", state.step)
-    losses, saved = {}, ckpt.path if ckpt else None
-    with stop_on_sigint() as stop, log, tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}",
-                                             unit="step", disable=not progress, dynamic_ncols=True) as bar:
+    first, losses = state.step, {}
+    saved, saved_at = (ckpt.path if ckpt else None), state.step
+    with stop_on_signals() as stop, log, tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}",
+                                              unit="step", disable=not progress, dynamic_ncols=True) as bar:
         while state.step < steps and not stop.is_set():
             batch = next(epoch, None)
             if batch is None:  # a new epoch: remember where its order came from
@@ -100,10 +129,12 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
             log.write(state.step, losses, learning_rate(spec, state.step), time.perf_counter() - start)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
-            if state.step % checkpoint_every == 0 or state.step == steps or stop.is_set():
-                saved = checkpoint.save(out_dir, backend, state, keep)
+            if state.step % checkpoint_every == 0 or state.step == steps:
+                saved, saved_at = checkpoint.save(out_dir, backend, state, keep), state.step
                 monitor.write(state.step)
-    return Result(state.step, losses, saved, stop.is_set())
+        if state.step > saved_at:  # stopped by a signal between checkpoints: save, and exit before the pictures
+            saved = checkpoint.save(out_dir, backend, state, keep)
+    return Result(state.step, losses, saved, stop.signum, state.step - first)
 
 
 def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool) -> tuple:
@@ -111,7 +142,7 @@ def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool
     found = checkpoint.latest_readable(out_dir, net)
     if found is None:
         spec = spec or get_spec("paper")
-        return None, spec, TrainState(0, seed or 0, batch_size or spec.batch_size, {}, 0)
+        return None, spec, TrainState(0, seed or 0, spec.batch_size if batch_size is None else batch_size, {}, 0)
     if not resume:
         raise TrainError(f"{out_dir} already holds {net} checkpoints ({found.name}); resume, "
                          f"or choose another output directory")
@@ -124,10 +155,13 @@ def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool
 
 
 @contextlib.contextmanager
-def stop_on_sigint():
-    """A flag set by the first Ctrl-C (the loop then finishes its step and saves); a second
-    Ctrl-C interrupts at once. Outside the main thread signals cannot be caught: no flag."""
+def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+    """A flag set by the first SIGINT (Ctrl-C) or SIGTERM (how schedulers preempt a job), its
+    `signum` saying which: the loop then finishes its step, saves and returns. A second one
+    interrupts at once (KeyboardInterrupt). Outside the main thread signals cannot be caught:
+    no flag."""
     stop = threading.Event()
+    stop.signum = 0
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -135,13 +169,15 @@ def stop_on_sigint():
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
+        stop.signum = signum
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class LossLog:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import checkpoint as C, cli, spec as S, weights as W
+from common import checkpoint as C, cli, data, spec as S, weights as W
 from tests.common.test_checkpoint import NumpyBackend, state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_train_refuses_bad_data_dirs(tmp_path, capsys):
 
 
 def test_train_refuses_bad_numbers_and_conflicting_runs(tmp_path, capsys):
-    assert "steps and checkpoint_every must be >= 1" in train_error(capsys, tmp_path, tmp_path / "r", "--steps", "0")
+    assert "steps must be >= 1, got 0" in train_error(capsys, tmp_path, tmp_path / "r", "--steps", "0")
     C.save(tmp_path / "run", NumpyBackend(S.get_spec("tiny"), "ssrn"), state(3))
     assert "already holds ssrn checkpoints" in train_error(capsys, tmp_path, tmp_path / "run", "--no-resume")
     err = train_error(capsys, tmp_path, tmp_path / "run", "--preset", "small")
@@ -115,3 +115,24 @@ def test_a_run_directory_gives_its_newest_readable_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="skipped ssrn-00000002.safetensors"):
         weights, spec = cli.read_model(tmp_path, "ssrn")
     assert spec == tiny and np.array_equal(weights["ssrn.0.weight"], W.init_weights(tiny, "ssrn", 1)["ssrn.0.weight"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    (["--batch-size", "-4"], "batch_size must be >= 1, got -4"),
+    (["--steps", "-1"], "steps must be >= 1, got -1"),
+    (["--checkpoint-every", "0"], "checkpoint_every must be >= 1, got 0"),
+    (["--threads", "0"], "threads must be >= 1, got 0"),
+    (["--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--steps", "0", "--seed", "-2"], "steps must be >= 1, got 0; seed must be >= 0, got -2"),
+])
+def test_train_checks_every_argument_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.setattr(data, "load_corpus", lambda *a, **k: pytest.fail("the corpus was loaded"))
+    assert message in train_error(capsys, tmp_path, tmp_path / "run", *extra)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "run").write_text("")
+    assert "is not a directory" in train_error(capsys, tmp_path / "corpus", tmp_path / "run")

@@ -9,6 +9,7 @@ gives one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -45,6 +46,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the newest checkpoint in --out (default); --no-resume refuses to "
                         "start where checkpoints exist")
+    p.add_argument("--cache", type=Path, default=os.environ.get("DCTTS_CACHE") or None,
+                   help="folder for feature caches, one per corpus (default: $DCTTS_CACHE, else <data>/.dctts-cache, "
+                        "else ~/.cache/dctts-bench for a read-only corpus)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -69,7 +73,7 @@ def run_train(args) -> int:
     result = train_loop.train(args.framework, args.model, args.data, args.out,
                               get_spec(args.preset) if args.preset else None, args.steps, args.batch_size,
                               args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet,
-                              threads=args.threads)
+                              threads=args.threads, cache=args.cache)
     if result.interrupted:
         print(f"interrupted by {signal.Signals(result.interrupted).name} at step {result.step}; "
               f"checkpoint: {result.checkpoint}")

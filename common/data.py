@@ -100,9 +100,37 @@ class Corpus:
         return np.load(self.cache / f"{uid}.mel.npy"), np.load(self.cache / f"{uid}.mag.npy")
 
 
+def unwritable(path) -> str | None:
+    """Why `path` (a file or folder to create, or to overwrite) cannot be written, or None:
+    asked before long work, not after."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        return f"{existing} is not a directory"
+    return None if os.access(existing, os.W_OK) else f"permission denied on {existing}"
+
+
+def corpus_cache(data_dir, base=None) -> Path:
+    """The folder of a corpus's feature caches: <base>/<corpus folder name>-<hash of its
+    resolved path> when a base is given; else <data_dir>/.dctts-cache where that can be
+    written, else (a read-only corpus) the same under the user's cache folder, said in a warning."""
+    if base is None:
+        default = Path(data_dir) / CACHE_DIRNAME
+        reason = unwritable(default)
+        if reason is None:
+            return default
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dctts-bench"
+        warnings.warn(f"{data_dir} is not writable ({reason}): feature cache in {corpus_cache(data_dir, base)}",
+                      stacklevel=3)
+    resolved = Path(data_dir).resolve()
+    return Path(base) / f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+
+
 def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> Corpus:
     """Read an LJSpeech-format corpus, computing features once into
-    <cache_dir or data_dir/.dctts-cache>/<audio_key(spec)>/ (one .npy per utterance and
+    <cache_dir or corpus_cache(data_dir)>/<audio_key(spec)>/ (one .npy per utterance and
     feature, written atomically, plus index.json of frame counts).
 
     Characters outside the vocabulary are dropped (the public implementations strip
@@ -110,7 +138,7 @@ def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> 
     spec.max_frames * spec.r frames are skipped, reported in one warning. The cache is
     keyed by the audio spec and utterance id only: delete it after editing wav files."""
     entries = read_ljspeech(data_dir)
-    cache = Path(cache_dir if cache_dir is not None else Path(data_dir) / CACHE_DIRNAME) / audio_key(spec)
+    cache = Path(cache_dir if cache_dir is not None else corpus_cache(data_dir)) / audio_key(spec)
     cache.mkdir(parents=True, exist_ok=True)
     W.remove_leftovers(cache, older_than=STALE_TEMP_S)  # several runs may share a cache
     indexed = _read_index(cache)

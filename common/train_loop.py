@@ -66,6 +66,9 @@ def check_arguments(data_dir, out_dir, steps: int, batch_size, checkpoint_every:
         (not Path(data_dir).is_dir(), f"corpus directory {data_dir} does not exist"),
         (Path(out_dir).exists() and not Path(out_dir).is_dir(), f"output {out_dir} is not a directory"),
     ] if bad]
+    reason = data.unwritable(out_dir)
+    if reason:
+        problems.append(f"cannot write to output {out_dir}: {reason}")
     if problems:
         raise TrainError("; ".join(problems))
 
@@ -73,14 +76,15 @@ def check_arguments(data_dir, out_dir, steps: int, batch_size, checkpoint_every:
 def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, steps: int = 10000,
           batch_size: int | None = None, checkpoint_every: int = 1000, seed: int | None = None,
           device: str = "cpu", resume: bool = True, progress: bool = True, keep: int = checkpoint.KEEP,
-          threads: int | None = None) -> Result:
+          threads: int | None = None, cache=None) -> Result:
     """Train `net` ("text2mel" or "ssrn") of `framework` (a name, or a Backend class) until
     `steps` steps in all. Starts cold when out_dir holds no checkpoint of `net`, else
     resumes from the newest readable one (refused when `resume` is False); a run already
     at `steps` returns at once (trained 0), writing nothing. spec, batch_size and seed
     default to the checkpoint's (cold start: the paper preset, spec.batch_size, 0); given
     values that differ from the checkpoint's are refused, naming them. `threads`: the
-    framework's CPU threads (default: its own choice)."""
+    framework's CPU threads (default: its own choice). `cache`: a folder for feature caches
+    (data.corpus_cache; default: in the corpus)."""
     check_arguments(data_dir, out_dir, steps, batch_size, checkpoint_every, seed, threads)
     out_dir = Path(out_dir)
     ckpt, spec, state = starting_point(out_dir, net, spec, batch_size, seed, resume)
@@ -90,7 +94,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     if ckpt:
         print(f"resuming from {ckpt.path} (step {state.step}, written by {ckpt.framework}"
               + ("" if ckpt.framework == name else f"; continuing in {name}") + ")")
-    corpus = data.load_corpus(data_dir, spec, progress=progress)
+    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress)
     train_idx, test_idx = data.split(len(corpus), state.seed)
     if state.batch_size > len(train_idx):
         warnings.warn(f"batch size {state.batch_size} > the {len(train_idx)} training utterances: every batch "

@@ -136,3 +136,19 @@ def test_train_refuses_an_output_that_is_a_file(tmp_path, capsys):
     (tmp_path / "corpus").mkdir()
     (tmp_path / "run").write_text("")
     assert "is not a directory" in train_error(capsys, tmp_path / "corpus", tmp_path / "run")
+
+
+def test_train_cache_option_defaults_to_the_environment(monkeypatch):
+    argv = ["--framework", "torch", "--model", "ssrn", "--data", "d", "--out", "o"]
+    monkeypatch.delenv("DCTTS_CACHE", raising=False)
+    assert cli.train_parser().parse_args(argv).cache is None
+    monkeypatch.setenv("DCTTS_CACHE", "/somewhere/caches")
+    assert cli.train_parser().parse_args(argv).cache == Path("/somewhere/caches")
+    assert cli.train_parser().parse_args(argv + ["--cache", "mine"]).cache == Path("mine")
+
+
+def test_train_refuses_an_unwritable_output_before_any_work(tmp_path, capsys, monkeypatch):
+    real = data.unwritable
+    monkeypatch.setattr(data, "unwritable", lambda p: "permission denied on /x" if "run" in str(p) else real(p))
+    monkeypatch.setattr(data, "load_corpus", lambda *a, **k: pytest.fail("the corpus was loaded"))
+    assert "cannot write to output" in train_error(capsys, tmp_path, tmp_path / "run")

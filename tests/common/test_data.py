@@ -1,6 +1,7 @@
 """LJSpeech reading, the feature cache, split, length-bucketed batches, synthetic batches."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,40 @@ def test_stale_temporary_files_in_the_cache_are_removed(tone_corpus, tmp_path, m
     with pytest.warns(UserWarning, match="removed 1 temporary file"):
         data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
     assert not left.exists()
+
+
+def read_only(monkeypatch, root):
+    """Make `root` look read-only to the writability check (chmod cannot: tests may run as root)."""
+    real = data.unwritable
+    monkeypatch.setattr(data, "unwritable", lambda p: "permission denied" if root in Path(p).parents
+                        else real(p))
+
+
+def test_a_read_only_corpus_caches_in_the_users_cache(tone_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    read_only(monkeypatch, tone_corpus)
+    with pytest.warns(UserWarning, match=f"{tone_corpus} is not writable .*: feature cache in "
+                                         f"{tmp_path / 'home-cache' / 'dctts-bench'}/tones-[0-9a-f]{{12}}"):
+        corpus = data.load_corpus(tone_corpus, TINY, progress=False)
+    assert corpus.cache.parent == data.corpus_cache(tone_corpus, tmp_path / "home-cache" / "dctts-bench")
+    assert (corpus.cache / "index.json").is_file() and not (tone_corpus / ".dctts-cache").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: chmod cannot make the corpus read-only")
+def test_a_chmod_read_only_corpus_is_read_where_it_is(tone_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    tone_corpus.chmod(0o555)
+    try:
+        with pytest.warns(UserWarning, match="is not writable"):
+            assert len(data.load_corpus(tone_corpus, TINY, progress=False)) == 6
+    finally:
+        tone_corpus.chmod(0o755)
+
+
+def test_corpus_caches_under_a_base_are_kept_apart(tone_corpus, tmp_path):
+    base = tmp_path / "caches"
+    other = write_corpus(tmp_path / "elsewhere" / "tones", ["T0|other|other"])
+    assert data.corpus_cache(tone_corpus, base).parent == base
+    assert data.corpus_cache(tone_corpus, base) != data.corpus_cache(other, base)  # same name, other path
+    assert data.corpus_cache(tone_corpus, base) == data.corpus_cache(tone_corpus / "wavs" / "..", base)
+    assert data.corpus_cache(tone_corpus) == tone_corpus / ".dctts-cache"  # writable: in the corpus

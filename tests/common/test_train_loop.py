@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from common import checkpoint as C, cli, spec as S, train_loop  # noqa: E402
+from common import checkpoint as C, cli, data, spec as S, train_loop  # noqa: E402
 from common.framework import load_backend  # noqa: E402
 from tests.common.test_checkpoint import NumpyBackend, state  # noqa: E402
 from tests.common.test_weights import orphan_of  # noqa: E402
@@ -107,3 +107,9 @@ def test_sigterm_stops_dctts_train_with_a_checkpoint_and_it_resumes(tiny_corpus_
     assert C.load(C.latest(run, "ssrn")).state.step == steps
     code, out, _ = cli_train(capsys, tiny_corpus_dir, run, "--steps", str(steps + 2))
     assert code == 0 and f"(step {steps}, written by torch)" in out and f"stopped at step {steps + 2}" in out
+
+
+def test_dctts_train_cache_option(tiny_corpus_dir, tmp_path, capsys):
+    code, _, _ = cli_train(capsys, tiny_corpus_dir, tmp_path / "run", "--steps", "1", "--cache", str(tmp_path / "c"))
+    (index,) = (tmp_path / "c").glob("*/*/index.json")
+    assert code == 0 and index.parent.parent == data.corpus_cache(tiny_corpus_dir, tmp_path / "c")

@@ -55,15 +55,22 @@ def train_parser() -> argparse.ArgumentParser:
 
 def synthesize_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dctts-synthesize", description="Text -> wav with trained Text2Mel and SSRN "
-                                "checkpoints (or weight files, or run directories: their newest checkpoint).")
+                                "checkpoints (or weight files, or run directories: their newest checkpoint). "
+                                "Numbers, money, times, dates, abbreviations and symbols are spelled out first "
+                                "(common/text.py); the text as spoken is printed.")
     _common_options(p)
-    p.add_argument("--text2mel", required=True, type=Path)
-    p.add_argument("--ssrn", required=True, type=Path)
+    for action in p._actions:  # --show-text needs no framework: run_synthesize checks it
+        if action.dest == "framework":
+            action.required = False
+    p.add_argument("--text2mel", type=Path, help="required unless --show-text")
+    p.add_argument("--ssrn", type=Path, help="required unless --show-text")
     p.add_argument("text")
-    p.add_argument("-o", "--output", required=True, type=Path, help="wav file to write")
+    p.add_argument("-o", "--output", type=Path, help="wav file to write (required unless --show-text)")
     p.add_argument("--max-frames", type=int, help="reduced frames at most (default: the spec's max_frames)")
     p.add_argument("--drop-unknown", action="store_true", help="drop characters outside the vocabulary "
                    "instead of refusing the text")
+    p.add_argument("--show-text", action="store_true", help="print the normalized text and exit (no models "
+                   "needed; the length limit of a model's spec is not checked)")
     return p
 
 
@@ -111,13 +118,31 @@ def build_model(backend_cls, model: tuple, net: str, device: str):
 
 
 def run_synthesize(args) -> int:
-    models = {net: read_model(getattr(args, net), net) for net in NETS}
-    spec, ssrn_spec = models["text2mel"][1], models["ssrn"][1]
-    differ = [f"{k} (text2mel {getattr(spec, k)!r}, ssrn {getattr(ssrn_spec, k)!r})"
-              for k in SHARED_AUDIO_FIELDS if getattr(spec, k) != getattr(ssrn_spec, k)]
-    if differ:
-        raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
-    ids = text.text_to_ids(args.text, spec, drop_unknown=args.drop_unknown)
+    spec = get_spec("paper")  # --show-text: every preset has its vocabulary (the length limit is not checked)
+    if not args.show_text:
+        missing = [name for name, value in (("--framework", args.framework), ("--text2mel", args.text2mel),
+                                            ("--ssrn", args.ssrn), ("-o/--output", args.output)) if value is None]
+        if missing:
+            synthesize_parser().error(f"the following arguments are required (all but --show-text): "
+                                      f"{', '.join(missing)}")
+        models = {net: read_model(getattr(args, net), net) for net in NETS}
+        spec, ssrn_spec = models["text2mel"][1], models["ssrn"][1]
+        differ = [f"{k} (text2mel {getattr(spec, k)!r}, ssrn {getattr(ssrn_spec, k)!r})"
+                  for k in SHARED_AUDIO_FIELDS if getattr(spec, k) != getattr(ssrn_spec, k)]
+        if differ:
+            raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
+    try:
+        encoded = text.encode(args.text, spec, drop_unknown=args.drop_unknown, check_length=not args.show_text)
+    except text.UnknownCharactersError as err:
+        raise ValueError(f"{err}; use --drop-unknown to drop them") from err
+    if encoded.dropped:
+        n = len(encoded.dropped)
+        print(f"dropped {n} unknown character{'s' * (n != 1)}: "
+              + ", ".join(repr(c) for c in dict.fromkeys(encoded.dropped)))
+    print(f'text: "{encoded.text}"')
+    if args.show_text:
+        return 0
+    ids = encoded.ids
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.threads:

@@ -40,12 +40,74 @@ def synthesize_error(capsys, text, t2m, ssrn, *extra):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("hello #world", "unknown characters '#'"),
+    ("hello ~world", "unknown characters '~' at position 6 in normalized text 'hello ~world'"),
     ("  ", "empty after normalization"),
     ("la " * 30, "max_chars=60"),
 ])
 def test_synthesize_refuses_bad_text(models, capsys, text, message):
     assert message in synthesize_error(capsys, text, models["text2mel"], models["ssrn"])
+
+
+def test_synthesize_names_the_option_that_drops_unknown_characters(models, capsys):
+    err = synthesize_error(capsys, "Dr. ~Who", models["text2mel"], models["ssrn"])
+    assert "'~' at position 7 in normalized text 'doctor ~who'" in err
+    assert err.rstrip().endswith("use --drop-unknown to drop them") and "drop_unknown" not in err
+
+
+def test_synthesize_prints_the_text_it_speaks_and_what_it_dropped(models, capsys):
+    """Printed before synthesis: here --max-frames 0 then stops it before a framework is needed."""
+    err = synthesize_error(capsys, "Dr. ~Who^ paid $5~", models["text2mel"], models["ssrn"], "--drop-unknown",
+                           "--max-frames", "0")
+    assert "--max-frames must be >= 1" in err
+    # (synthesize_error read the output: run it again for stdout)
+    with pytest.raises(SystemExit):
+        cli.synthesize_main(["--framework", "torch", "--text2mel", str(models["text2mel"]), "--ssrn",
+                             str(models["ssrn"]), "Dr. ~Who^ paid $5~", "-o", os.devnull, "--drop-unknown",
+                             "--max-frames", "0"])
+    out = capsys.readouterr().out
+    assert out == "dropped 3 unknown characters: '~', '^'\n" 'text: "doctor who paid five dollars"\n'
+
+
+def show_text(capsys, *argv):
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main(["--show-text", *argv])
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+def test_show_text_prints_the_normalized_text_without_models(capsys):
+    code, out, err = show_text(capsys, "Dr. Smith paid $5 on 12/3, didn't he?")
+    assert (code, err) == (0, "")
+    assert out == 'text: "doctor smith paid five dollars on december third didn\'t he?"\n'
+
+
+def test_show_text_does_not_read_the_models_or_check_the_length(tmp_path, capsys):
+    code, out, _ = show_text(capsys, "--framework", "torch", "--text2mel", str(tmp_path / "none"), "--ssrn",
+                             str(tmp_path / "none"), "la " * 100)
+    assert code == 0 and out == f'text: "{"la " * 99}la"\n'
+
+
+def test_show_text_refuses_unknown_characters_naming_the_option(capsys):
+    code, out, err = show_text(capsys, "a ~ b")
+    assert code == 1 and out == ""
+    assert err.startswith("dctts-synthesize: error: unknown characters '~' at position 2") and err.count("\n") == 1
+    assert "use --drop-unknown" in err
+
+
+def test_show_text_with_drop_unknown_says_what_it_dropped(capsys):
+    code, out, _ = show_text(capsys, "--drop-unknown", "a ~ b^")
+    assert code == 0 and out == "dropped 2 unknown characters: '~', '^'\n" 'text: "a b"\n'
+    assert show_text(capsys, "--drop-unknown", "a~")[1].startswith("dropped 1 unknown character: '~'\n")
+
+
+def test_synthesize_needs_models_and_an_output_unless_show_text(models, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main(["--framework", "torch", "--text2mel", str(models["text2mel"]), "hi"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "required (all but --show-text): --ssrn, -o/--output" in err
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main(["hi"])
+    assert done.value.code == 2 and "--framework, --text2mel, --ssrn, -o/--output" in capsys.readouterr().err
 
 
 def test_synthesize_refuses_bad_model_files(models, tmp_path, capsys):
@@ -101,7 +163,7 @@ def test_usage_errors_exit_2(capsys):
 def test_python_m_entry_point():
     ok = subprocess.run([sys.executable, "-m", "common.cli", "synthesize", "--help"], capture_output=True,
                         text=True, cwd=ROOT)
-    assert ok.returncode == 0 and "--text2mel" in ok.stdout and "--max-frames" in ok.stdout
+    assert ok.returncode == 0 and all(o in ok.stdout for o in ("--text2mel", "--max-frames", "--show-text"))
     bad = subprocess.run([sys.executable, "-m", "common.cli", "speak"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "train|synthesize" in bad.stderr and "Traceback" not in bad.stderr
 

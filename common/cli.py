@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from common import audio, checkpoint, data, text, train_loop, weights
@@ -22,6 +23,15 @@ from common.synthesis import reached_end
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 # The two networks meet at the reduced mel: these fields must agree between them.
 SHARED_AUDIO_FIELDS = data.AUDIO_FIELDS + ("r",)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse (OSError) an output file that cannot be written, before the work that would fill it."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    reason = data.unwritable(path)
+    if reason:
+        raise OSError(f"cannot write {path}: {reason}")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -160,15 +170,21 @@ def run_synthesize(args) -> int:
 
 
 def _guarded(prog: str, run, args) -> int:
-    """Run; expected failures (bad input, missing files, unusable framework) become one line."""
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (ValueError, RuntimeError, OSError) as err:
-        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return EXIT_ERROR
+    """Run; expected failures (bad input, missing files, unusable framework) become one line,
+    and so does each warning (`prog: warning: ...`, not Python's file:line and source)."""
+    def show(message, *_, **__):
+        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            return run(args)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (ValueError, RuntimeError, OSError) as err:
+            print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return EXIT_ERROR
 
 
 def train_main(argv=None) -> None:

@@ -3,13 +3,14 @@ split, length-bucketed epochs, and synthetic LJSpeech-shaped batches for benchma
 """
 from __future__ import annotations
 
-import itertools
-
+import collections
 import csv
 import hashlib
+import itertools
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +28,8 @@ AUDIO_FIELDS = ("sr", "n_fft", "hop", "win", "n_mels", "preemphasis", "features"
                 "top_db")
 CACHE_DIRNAME = ".dctts-cache"
 BUCKET_CHUNK = 20  # batches sorted by length together (shuffled chunks of this many batches)
+INDEX_EVERY_S = 30  # the cache's index is rewritten this often while features are computed
+SILENT_PEAK = 1e-4  # [ours] -80 dBFS, 3 steps of 16-bit audio: a wav peaking below this is silent
 STALE_TEMP_S = 3600  # a cache's temporary files older than this are leftovers of killed runs
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -73,6 +76,8 @@ def read_ljspeech(data_dir) -> list:
             seen.add(row[0])
             txt = row[2] if len(row) == 3 and row[2].strip() else row[1]
             entries.append(Entry(row[0], txt, root / "wavs" / f"{row[0]}.wav"))
+    if not entries:
+        raise DataError(f"{meta} is empty: it lists no utterances")
     missing = [str(e.wav) for e in entries if not e.wav.is_file()]
     if missing:
         raise DataError(f"{len(missing)} wav files listed in {meta} are missing, e.g. {missing[0]}")
@@ -131,62 +136,123 @@ def corpus_cache(data_dir, base=None) -> Path:
 def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> Corpus:
     """Read an LJSpeech-format corpus, computing features once into
     <cache_dir or corpus_cache(data_dir)>/<audio_key(spec)>/ (one .npy per utterance and
-    feature, written atomically, plus index.json of frame counts).
+    feature, written atomically, plus index.json of frame counts and each wav's size and
+    mtime: a replaced or edited wav is featurized again).
 
-    Characters outside the vocabulary are dropped (the public implementations strip
-    them too). Utterances whose text exceeds spec.max_chars or whose audio exceeds
-    spec.max_frames * spec.r frames are skipped, reported in one warning. The cache is
-    keyed by the audio spec and utterance id only: delete it after editing wav files."""
+    Characters outside the vocabulary are dropped (the public implementations strip them
+    too). Unusable utterances are skipped: text empty after normalization, text over
+    spec.max_chars, audio over spec.max_frames * spec.r frames, silent audio, an unreadable
+    wav. Both are counted in one warning; a DataError only when nothing usable remains."""
     entries = read_ljspeech(data_dir)
     cache = Path(cache_dir if cache_dir is not None else corpus_cache(data_dir)) / audio_key(spec)
     cache.mkdir(parents=True, exist_ok=True)
     W.remove_leftovers(cache, older_than=STALE_TEMP_S)  # several runs may share a cache
-    indexed = _read_index(cache)
-    frames = dict(indexed)
-    texts, long_text = {}, 0
+    limit = spec.max_frames * spec.r
+    long_text, long_audio = f"text over max_chars={spec.max_chars}", f"audio over max_frames*r={limit} frames"
+    skipped = {k: [] for k in ("text empty after normalization", long_text, long_audio, "silent audio",
+                               "an unreadable wav")}  # reason -> [(id, detail)], in this order
+    ids, dropped = {}, {}  # id -> ids, Counter of the unknown characters dropped
     for e in entries:
         try:
-            texts[e.id] = text.text_to_ids(e.text, spec, drop_unknown=True)
+            encoded = text.encode(e.text, spec, drop_unknown=True)
         except text.TextTooLongError:
-            long_text += 1
-        except text.TextError as err:
-            raise DataError(f"utterance {e.id}: {err}") from err
-    todo = [e for e in entries if e.id in texts and not _cached(cache, e.id, frames)]
-    for e in tqdm(todo, desc=f"features {Path(data_dir).name}", unit="utt", disable=not progress):
-        mel, mag = audio.features(audio.load_wav(e.wav, spec), spec)
-        _atomic_write(cache / f"{e.id}.mel.npy", lambda f: np.save(f, mel))
-        _atomic_write(cache / f"{e.id}.mag.npy", lambda f: np.save(f, mag))
-        frames[e.id] = mel.shape[1]
-    if frames != indexed:
-        index = {"audio": {k: getattr(spec, k) for k in AUDIO_FIELDS}, "frames": frames}
-        _atomic_write(cache / "index.json", lambda f: f.write(json.dumps(index, indent=0).encode()))
-    limit = spec.max_frames * spec.r
-    items = [Utterance(e.id, e.text, texts[e.id], frames[e.id]) for e in entries
-             if e.id in texts and frames[e.id] <= limit]
-    long_audio = len(texts) - len(items)
-    if long_text or long_audio:
-        warnings.warn(f"{data_dir}: skipped {long_text + long_audio} of {len(entries)} utterances: {long_text} "
-                      f"with text over max_chars={spec.max_chars}, {long_audio} with audio over "
-                      f"max_frames*r={limit} frames", stacklevel=2)
+            skipped[long_text].append((e.id, ""))
+        except text.TextError:
+            skipped["text empty after normalization"].append((e.id, ""))
+        else:
+            ids[e.id], dropped[e.id] = encoded.ids, collections.Counter(encoded.dropped)
+    index = _read_index(cache)
+    todo = [e for e in entries if e.id in ids and not _cached(cache, e.id, index.get(e.id), _source(e.wav))]
+    saved_at = time.monotonic()
+    try:
+        for e in tqdm(todo, desc=f"features {Path(data_dir).name}", unit="utt", disable=not progress):
+            index.pop(e.id, None)
+            try:
+                index[e.id] = _featurize(e, spec, cache)
+            except audio.AudioError as err:
+                skipped["an unreadable wav"].append((e.id, str(err)))
+            except _Silent:
+                skipped["silent audio"].append((e.id, ""))
+            if time.monotonic() - saved_at > INDEX_EVERY_S:  # a killed run keeps most of its work
+                _write_index(cache, spec, index)
+                saved_at = time.monotonic()
+    finally:
+        if todo:
+            _write_index(cache, spec, index)
+    items = []
+    for e in entries:
+        if e.id in ids and e.id in index:
+            if index[e.id]["frames"] > limit:
+                skipped[long_audio].append((e.id, ""))
+            else:
+                items.append(Utterance(e.id, e.text, ids[e.id], index[e.id]["frames"]))
+    reasons = _describe(skipped)
+    if not items:
+        raise DataError(f"{data_dir}: no usable utterance among {len(entries)}: {reasons}")
+    lost = collections.Counter()
+    for u in items:
+        lost.update(dropped[u.id])
+    said = [f"skipped {len(entries) - len(items)} of {len(entries)} utterances: {reasons}"] if reasons else []
+    if lost:
+        chars = ", ".join(f"{c!r} {n}" for c, n in lost.most_common())
+        said.append(f"dropped {sum(lost.values())} unknown characters ({chars}) from "
+                    f"{sum(1 for u in items if dropped[u.id])} utterances")
+    if said:
+        warnings.warn(f"{data_dir}: {'; '.join(said)}", stacklevel=2)
     return Corpus(spec, items, cache)
 
 
+class _Silent(Exception):
+    """A wav whose peak is below SILENT_PEAK: nothing to learn from."""
+
+
+def _source(wav: Path) -> list:
+    """[size, mtime_ns] of a wav: what its cached features were computed from."""
+    st = wav.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _featurize(e: Entry, spec: Spec, cache: Path) -> dict:
+    """Compute and cache one utterance's features; its index record."""
+    size, mtime_ns = _source(e.wav)  # before reading: a file replaced meanwhile is redone next time
+    wav = audio.load_wav(e.wav, spec)
+    if np.abs(wav).max() < SILENT_PEAK:
+        raise _Silent
+    mel, mag = audio.features(wav, spec)
+    _atomic_write(cache / f"{e.id}.mel.npy", lambda f: np.save(f, mel))
+    _atomic_write(cache / f"{e.id}.mag.npy", lambda f: np.save(f, mag))
+    return {"size": size, "mtime_ns": mtime_ns, "frames": mel.shape[1]}
+
+
+def _describe(skipped: dict) -> str:
+    """'1 with silent audio (Z1), 2 with an unreadable wav (B1: why, B2)': non-empty reasons,
+    counted, with their first few ids (and the first one's detail)."""
+    parts = []
+    for reason, found in skipped.items():
+        if found:
+            shown = [f"{uid}: {detail}" if detail and i == 0 else uid for i, (uid, detail) in enumerate(found[:3])]
+            parts.append(f"{len(found)} with {reason} ({', '.join(shown)}{', ...' if len(found) > 3 else ''})")
+    return " ".join(", ".join(parts).split())
+
+
 def _read_index(cache: Path) -> dict:
+    """{id: {"size", "mtime_ns", "frames"}} of a cache ({} if unreadable or of an older format)."""
     try:
-        return json.loads((cache / "index.json").read_text())["frames"]
+        return dict(json.loads((cache / "index.json").read_text())["utterances"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
 
-def _cached(cache: Path, uid: str, frames: dict) -> bool:
-    """Both feature files exist (they are only ever written whole). An entry missing from
-    the index (a run interrupted before writing it) is recovered from the file header."""
-    mel_path, mag_path = cache / f"{uid}.mel.npy", cache / f"{uid}.mag.npy"
-    if not (mel_path.is_file() and mag_path.is_file()):
-        return False
-    if uid not in frames:
-        frames[uid] = int(np.load(mel_path, mmap_mode="r").shape[1])
-    return True
+def _write_index(cache: Path, spec: Spec, utterances: dict) -> None:
+    index = {"audio": {k: getattr(spec, k) for k in AUDIO_FIELDS}, "utterances": utterances}
+    _atomic_write(cache / "index.json", lambda f: f.write(json.dumps(index, indent=0).encode()))
+
+
+def _cached(cache: Path, uid: str, record, source: list) -> bool:
+    """The index has the utterance, computed from this very wav (size, mtime), and both feature
+    files exist (they are only ever written whole)."""
+    return (record is not None and [record.get("size"), record.get("mtime_ns")] == source
+            and all((cache / f"{uid}.{kind}.npy").is_file() for kind in ("mel", "mag")))
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -4,6 +4,7 @@ in tests/backend_contract.py)."""
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,24 @@ def test_train_refuses_an_unwritable_output_before_any_work(tmp_path, capsys, mo
     monkeypatch.setattr(data, "unwritable", lambda p: "permission denied on /x" if "run" in str(p) else real(p))
     monkeypatch.setattr(data, "load_corpus", lambda *a, **k: pytest.fail("the corpus was loaded"))
     assert "cannot write to output" in train_error(capsys, tmp_path, tmp_path / "run")
+
+
+def test_check_writable_refuses_outputs_that_cannot_be_written(tmp_path, monkeypatch):
+    cli.check_writable(tmp_path / "new" / "dir" / "x.wav")  # folders are made later
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=r"cannot write .*x\.wav: .*file is not a directory"):
+        cli.check_writable(tmp_path / "file" / "x.wav")
+    with pytest.raises(OSError, match="is a directory"):
+        cli.check_writable(tmp_path)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)  # chmod a-w (not as root)
+    with pytest.raises(OSError, match="permission denied"):
+        cli.check_writable(tmp_path / "x.wav")
+
+
+def test_warnings_are_one_line_each(capsys):
+    def run(args):
+        warnings.warn("skipped 2 of 4:\n  details")
+        return 0
+
+    assert cli._guarded("dctts-train", run, None) == 0
+    assert capsys.readouterr().err == "dctts-train: warning: skipped 2 of 4: details\n"

@@ -88,7 +88,9 @@ def test_default_cache_lives_in_the_corpus_and_is_keyed_by_audio_fields(tone_cor
     corpus = data.load_corpus(tone_corpus, TINY, progress=False)
     assert corpus.cache == tone_corpus / ".dctts-cache" / data.audio_key(TINY)
     index = json.loads((corpus.cache / "index.json").read_text())
-    assert index["frames"] == {u.id: u.n_frames for u in corpus.items}
+    assert {k: v["frames"] for k, v in index["utterances"].items()} == {u.id: u.n_frames for u in corpus.items}
+    wav = (tone_corpus / "wavs" / "T0.wav").stat()
+    assert index["utterances"]["T0"]["size"] == wav.st_size and index["utterances"]["T0"]["mtime_ns"] == wav.st_mtime_ns
 
 
 def test_cache_is_reused_and_invalidated_only_by_audio_fields(tone_corpus, tmp_path, monkeypatch):
@@ -264,13 +266,14 @@ def test_stale_temporary_files_in_the_cache_are_removed(tone_corpus, tmp_path, m
         with pytest.raises(Killed):
             data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
     key_dir = tmp_path / "cache" / data.audio_key(TINY)
-    (left,) = key_dir.glob(".tmp-*")
+    left = list(key_dir.glob(".tmp-*"))  # a feature file's (and the index's, written on the way out)
     data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
-    assert left.exists()  # young: maybe a concurrent run's
-    os.utime(left, (0, 0))
-    with pytest.warns(UserWarning, match="removed 1 temporary file"):
+    assert left and all(p.exists() for p in left)  # young: maybe a concurrent run's
+    for p in left:
+        os.utime(p, (0, 0))
+    with pytest.warns(UserWarning, match=f"removed {len(left)} temporary file"):
         data.load_corpus(tone_corpus, TINY, cache_dir=tmp_path / "cache", progress=False)
-    assert not left.exists()
+    assert not any(p.exists() for p in left)
 
 
 def read_only(monkeypatch, root):
@@ -308,3 +311,60 @@ def test_corpus_caches_under_a_base_are_kept_apart(tone_corpus, tmp_path):
     assert data.corpus_cache(tone_corpus, base) != data.corpus_cache(other, base)  # same name, other path
     assert data.corpus_cache(tone_corpus, base) == data.corpus_cache(tone_corpus / "wavs" / "..", base)
     assert data.corpus_cache(tone_corpus) == tone_corpus / ".dctts-cache"  # writable: in the corpus
+
+
+def tone(seconds, freq, sr=TINY.sr):
+    return (0.1 * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+
+
+def test_a_replaced_wav_is_featurized_again(tone_corpus, tmp_path, monkeypatch):
+    """The cache is keyed by each wav's size and mtime: a replaced file is never trained on stale features."""
+    cache = tmp_path / "cache"
+    before = data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False)
+    old_mel, other_mel = before.features(2)[0], before.features(3)[0]  # (read lazily: keep them now)
+    wav = tone_corpus / "wavs" / "T2.wav"
+    stat = wav.stat()
+    sf.write(str(wav), tone(0.6, 1000), TINY.sr)  # the same length: the same size, another sound
+    os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    counter = CountingFeatures()
+    monkeypatch.setattr(audio, "features", counter)
+    after = data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False)
+    assert counter.calls == 1 and wav.stat().st_size == stat.st_size
+    assert not np.array_equal(after.features(2)[0], old_mel)
+    np.testing.assert_array_equal(after.features(3)[0], other_mel)
+    sf.write(str(wav), tone(1.0, 1000), TINY.sr)  # another size, the same mtime
+    os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert data.load_corpus(tone_corpus, TINY, cache_dir=cache, progress=False).items[2].n_frames > \
+        after.items[2].n_frames and counter.calls == 2
+
+
+def test_unusable_utterances_are_skipped_and_counted_in_one_warning(tmp_path):
+    limit_s = TINY.max_frames * TINY.r * TINY.hop / TINY.sr  # ~4.1 s at tiny
+    rows = ["OK1|fine|fine", "E1|~^ ~|", f"L1|{'a' * TINY.max_chars}|", "L2|long audio|long audio",
+            "Z1|silence|silence", "B1|broken|broken", "OK2|fine ~ too^|", "OK3|fine ~|"]
+    root = write_corpus(tmp_path / "c", rows, [0.5, 0.5, 0.5, limit_s + 0.5, 0.5, 0.5, 0.5, 0.5])
+    sf.write(str(root / "wavs" / "Z1.wav"), np.zeros(4000, np.float32), TINY.sr)
+    (root / "wavs" / "B1.wav").write_bytes(b"RIFF, but not really")
+    with pytest.warns(UserWarning) as record:
+        corpus = data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)
+    assert [u.id for u in corpus.items] == ["OK1", "OK2", "OK3"]
+    (message,) = [str(w.message) for w in record]
+    assert message.startswith(f"{root}: skipped 5 of 8 utterances: 1 with text empty after normalization (E1), "
+                              f"1 with text over max_chars={TINY.max_chars} (L1), 1 with audio over "
+                              f"max_frames*r={TINY.max_frames * TINY.r} frames (L2), 1 with silent audio (Z1), "
+                              f"1 with an unreadable wav (B1: cannot read audio file")
+    assert message.endswith("; dropped 3 unknown characters ('~' 2, '^' 1) from 2 utterances") and "\n" not in message
+
+
+def test_a_corpus_with_nothing_usable_fails_naming_why(tmp_path):
+    root = write_corpus(tmp_path / "c", ["E1|~|", "Z1|silence|silence"])
+    sf.write(str(root / "wavs" / "Z1.wav"), np.zeros(4000, np.float32), TINY.sr)
+    with pytest.raises(DataError, match=r"no usable utterance among 2: 1 with text empty after normalization "
+                                        r"\(E1\), 1 with silent audio \(Z1\)"):
+        data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_an_empty_metadata_file_says_so(tmp_path):
+    root = write_corpus(tmp_path / "c", [])
+    with pytest.raises(DataError, match="metadata.csv is empty"):
+        data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)

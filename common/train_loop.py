@@ -84,7 +84,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     default to the checkpoint's (cold start: the paper preset, spec.batch_size, 0); given
     values that differ from the checkpoint's are refused, naming them. `threads`: the
     framework's CPU threads (default: its own choice). `cache`: a folder for feature caches
-    (data.corpus_cache; default: in the corpus)."""
+    (data.corpus_cache; default: in the corpus where it can be written)."""
     check_arguments(data_dir, out_dir, steps, batch_size, checkpoint_every, seed, threads)
     out_dir = Path(out_dir)
     ckpt, spec, state = starting_point(out_dir, net, spec, batch_size, seed, resume)

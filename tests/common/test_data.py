@@ -134,7 +134,8 @@ def test_too_long_text_and_audio_are_skipped_with_one_warning(tmp_path):
 
 def test_unknown_characters_are_dropped_when_loading(tmp_path):
     root = write_corpus(tmp_path / "c", ["U1|Room 101|room one oh one ~^"])
-    corpus = data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)
+    with pytest.warns(UserWarning, match=r"dropped 2 unknown characters \('~' 1, '\^' 1\) from 1 utterances"):
+        corpus = data.load_corpus(root, TINY, cache_dir=tmp_path / "cache", progress=False)
     assert len(corpus.items[0].ids) == len("room one oh one") + 1
 
 

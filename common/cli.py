@@ -141,6 +141,7 @@ def run_synthesize(args) -> int:
                   for k in SHARED_AUDIO_FIELDS if getattr(spec, k) != getattr(ssrn_spec, k)]
         if differ:
             raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
+        check_writable(args.output)  # before the synthesis, not after it
     try:
         encoded = text.encode(args.text, spec, drop_unknown=args.drop_unknown, check_length=not args.show_text)
     except text.UnknownCharactersError as err:

@@ -236,3 +236,12 @@ def test_warnings_are_one_line_each(capsys):
 
     assert cli._guarded("dctts-train", run, None) == 0
     assert capsys.readouterr().err == "dctts-train: warning: skipped 2 of 4: details\n"
+
+
+def test_synthesize_refuses_an_unwritable_output_before_synthesis(models, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_backend", lambda fw: pytest.fail("synthesis started before the output was checked"))
+    (tmp_path / "file").write_text("")
+    for output, reason in ((tmp_path / "file" / "x.wav", "is not a directory"), (tmp_path, "is a directory")):
+        argv = ["--framework", "torch", "--text2mel", str(models["text2mel"]), "--ssrn", str(models["ssrn"]),
+                "hello", "-o", str(output)]
+        assert reason in one_line_error(cli.synthesize_main, argv, capsys, "dctts-synthesize")

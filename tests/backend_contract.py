@@ -297,13 +297,17 @@ def test_dctts_train_writes_checkpoints_plots_and_audio(trained_run):
 
 
 def test_dctts_synthesize_writes_a_wav_of_plausible_length(framework, trained_run, tmp_path, capsys):
-    out = tmp_path / "hello.wav"
+    """Real text (an abbreviation, money, a date), printed as the model reads it."""
+    out = tmp_path / "smith.wav"
     with pytest.raises(SystemExit) as done:
         cli.synthesize_main(["--framework", framework, "--text2mel", str(trained_run), "--ssrn", str(trained_run),
-                             "Hello, world.", "-o", str(out), "--max-frames", "20"])
+                             "Dr. Smith paid $5 on 12/3.", "-o", str(out), "--max-frames", "20"])
     assert done.value.code == 0
-    frames = int(re.search(r"(\d+) frames", capsys.readouterr().out).group(1))
-    tiny, n_ids = S.get_spec("tiny"), len("hello world.") + 1
+    printed = capsys.readouterr().out
+    spoken = "doctor smith paid five dollars on december third."
+    assert f'text: "{spoken}"' in printed
+    frames = int(re.search(r"(\d+) frames", printed).group(1))
+    tiny, n_ids = S.get_spec("tiny"), len(spoken) + 1
     assert np.ceil((n_ids - 1) / 3) <= frames <= 20  # reading advances at most 3 characters a frame
     wav, sr = sf.read(out)
     assert sr == tiny.sr and len(wav) == (frames * tiny.r - 1) * tiny.hop

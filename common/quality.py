@@ -1,0 +1,177 @@
+"""Objective quality of Text2Mel synthesis, for any framework (through the Backend interface
+only): MCD-DTW against the reference mel of held-out sentences, the alignment of the
+synthesized attention, and the baselines that make both readable (a constant mean-spectrum
+output; the untrained network is `evaluate` on a backend with initial weights).
+Definitions: ../shared/reference/quality_and_scaling.md.
+
+With an espeak-ng corpus (common.corpus) the reference is exact: espeak-ng gives the same wav
+for the same text, so a model trained on it can in principle reproduce a held-out sentence.
+
+The evaluation compares REDUCED mels, Text2Mel's own output: every r-th frame of the
+reference's features (`mel[:, ::spec.r]`, what common.batch.make_batch trains on).
+
+    refs = heldout_references(corpus_dir, spec)
+    frame = mean_frame(reference.mel for reference in training_references(corpus_dir, spec))
+    result = evaluate(backend, refs, spec, mean_spectrum=frame)   # backend: load_backend(fw)(spec, "text2mel")
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import librosa
+import numpy as np
+import scipy.fft
+
+from common import data, losses
+from common.corpus import load_heldout
+from common.spec import Spec
+from common.synthesis import reached_end
+
+N_COEFFS = 13  # mel-cepstral coefficients c1..c13 (c0, the level, left out)
+POWER_FLOOR = 1e-5  # "power" features: S / max S floored at -100 dB before the log (as the "db" recipe floors S)
+MONOTONIC_SLACK = 1  # the argmax may fall this far behind the furthest position reached (force_incremental's -1)
+MAX_FORCED_FRACTION = 0.1  # aligned: at most one frame in ten had its attention forced
+DIAGONAL_G = 0.2  # [paper] the guided-attention width g, for `diagonality`
+_MCD_SCALE = 10 / np.log(10) * np.sqrt(2)
+
+
+class Reference(NamedTuple):
+    id: str
+    ids: np.ndarray  # int32 text ids ending with end-of-text, as data.load_corpus makes them
+    mel: np.ndarray  # reduced reference mel (F, ceil(T / r)) in [0, 1]
+
+
+def log_mel(mel, spec: Spec) -> np.ndarray:
+    """Natural log of the mel amplitudes, the feature normalization (common.audio) undone:
+    "db": mel * max_db - max_db + ref_db is 20 log10 S; "power": mel = (S / max S)^gamma, so
+    log(mel) / gamma, S / max S floored at POWER_FLOOR."""
+    mel = np.asarray(mel, np.float64)
+    if spec.features == "db":
+        return (mel * spec.max_db - spec.max_db + spec.ref_db) * (np.log(10) / 20)
+    return np.log(np.maximum(mel, POWER_FLOOR ** spec.gamma)) / spec.gamma
+
+
+def mel_cepstrum(mel, spec: Spec, n_coeffs: int = N_COEFFS) -> np.ndarray:
+    """(n_coeffs, T) mel cepstrum c1..cD: DCT-II (orthonormal) of log_mel over the mel axis,
+    c0 dropped. A constant offset of the log spectrum moves c0 only, so the cepstrum ignores
+    the level (the per-utterance normalization of "power" features, loudness)."""
+    if not 1 <= n_coeffs < spec.n_mels:
+        raise ValueError(f"n_coeffs must lie in [1, n_mels={spec.n_mels}), got {n_coeffs}")
+    return scipy.fft.dct(log_mel(mel, spec), type=2, norm="ortho", axis=0)[1:n_coeffs + 1]
+
+
+def mcd_dtw(mel_a, mel_b, spec: Spec, n_coeffs: int = N_COEFFS) -> float:
+    """Mel-cepstral distortion in dB after dynamic time warping: the two cepstra (mel_cepstrum)
+    are aligned by librosa.sequence.dtw (euclidean cost, steps (1,1), (1,0), (0,1), all of
+    weight 1, whole sequences); MCD = (10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2) per aligned
+    frame pair, averaged over the pairs of the path (normalized by the path length). Any frame
+    rate, as long as both mels have the same (the evaluation: reduced)."""
+    a, b = mel_cepstrum(mel_a, spec, n_coeffs), mel_cepstrum(mel_b, spec, n_coeffs)
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        raise ValueError(f"mcd_dtw needs frames in both mels, got {a.shape[1]} and {b.shape[1]}")
+    _, path = librosa.sequence.dtw(X=a, Y=b, metric="euclidean")
+    return float(_MCD_SCALE * np.linalg.norm(a[:, path[:, 0]] - b[:, path[:, 1]], axis=0).mean())
+
+
+def alignment(attention, n_text: int, real_frames: int) -> dict:
+    """How one synthesized sentence's attention (N, T) behaved; positions = argmax per frame.
+
+    forced_frames: columns exactly one-hot, i.e. forced by forcibly incremental attention
+      (common.synthesis.force_incremental). A softmax column is never exactly one-hot in fp32 at
+      our logit scales: every other entry would have to underflow to 0, logits ~100 below the top.
+    forced_fraction: forced_frames / T.
+    monotonic: no position falls more than MONOTONIC_SLACK (1) behind the furthest reached so
+      far (force_incremental allows a step back by 1; repeated ones would read backwards).
+    reaches_end: the last position is the end-of-text symbol (common.synthesis.reached_end):
+      synthesis stopped by itself, not at max_frames.
+    diagonality: 1 - (1/T) sum_{n,t} A[n,t] W[n,t], W the guided-attention weights
+      1 - exp(-(n/N - t/T)^2 / (2 g^2)) (common.losses.guide, g = DIAGONAL_G = 0.2): 1 with all
+      mass on the line n/N = t/T, about 0.25 for attention stuck on the first character.
+    duration_ratio: T / real_frames (the reference's reduced length).
+    aligned: monotonic and reaches_end and forced_fraction <= MAX_FORCED_FRACTION (0.1)."""
+    a = np.asarray(attention)[:n_text]
+    if a.ndim != 2 or a.shape[0] != n_text or a.shape[1] == 0 or n_text < 1 or real_frames < 1:
+        raise ValueError(f"need attention (n_text={n_text}, T > 0) and real_frames >= 1, got {np.shape(attention)} "
+                         f"and {real_frames}")
+    t = a.shape[1]
+    positions = a.argmax(axis=0)
+    forced = int(np.sum((np.count_nonzero(a, axis=0) == 1) & (a.max(axis=0) == 1)))
+    behind = np.maximum.accumulate(positions) - positions
+    w = losses.guide([n_text], [t], n_text, t, DIAGONAL_G)[0]
+    out = {"frames": t, "forced_frames": forced, "forced_fraction": forced / t,
+           "monotonic": bool(behind.max() <= MONOTONIC_SLACK),
+           "reaches_end": bool(reached_end(int(positions[-1]), n_text)),
+           "diagonality": float(1 - np.sum(a.astype(np.float64) * w) / t),
+           "duration_ratio": t / real_frames}
+    out["aligned"] = out["monotonic"] and out["reaches_end"] and out["forced_fraction"] <= MAX_FORCED_FRACTION
+    return out
+
+
+def references(c: data.Corpus, n: int | None = None) -> list:
+    """[Reference] of the first n utterances of a loaded corpus (all when n is None): their ids
+    and the reduced cached mel."""
+    return [Reference(u.id, u.ids, c.features(i)[0][:, ::c.spec.r]) for i, u in enumerate(c.items[:n])]
+
+
+def heldout_references(corpus_dir, spec: Spec) -> list:
+    """[Reference] of a corpus's held-out set (heldout.csv, common.corpus.load_heldout)."""
+    return references(load_heldout(corpus_dir, spec))
+
+
+def training_references(corpus_dir, spec: Spec, n: int | None = None) -> list:
+    """[Reference] of the first n training utterances (metadata.csv, data.load_corpus): the same
+    measurements on training data show over-fitting."""
+    return references(data.load_corpus(corpus_dir, spec, progress=False), n)
+
+
+def mean_frame(mels) -> np.ndarray:
+    """(F,) the mean frame of an iterable of mels (F, T_i): the mean-spectrum baseline repeats
+    it for each reference's length. The training corpus's: with c = data.load_corpus(dir, spec),
+    mean_frame(c.features(i)[0] for i in range(len(c)))."""
+    total, count = 0.0, 0
+    for m in mels:
+        total, count = total + np.asarray(m, np.float64).sum(axis=1), count + m.shape[1]
+    if count == 0:
+        raise ValueError("mean_frame needs at least one frame")
+    return (total / count).astype(np.float32)
+
+
+def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs: int = N_COEFFS,
+             mean_spectrum: np.ndarray | None = None) -> dict:
+    """Synthesize each Reference's text with `backend` (a Text2Mel Backend of any framework, up to
+    max_frames reduced frames, default spec.max_frames) and measure it against the reference:
+    mcd_dtw and alignment per sentence ("rows"), and their aggregates. With `mean_spectrum` (a
+    frame, see mean_frame) the mean-spectrum baseline too: that frame repeated for the
+    reference's length, its MCD per row and aggregated, and mcd_ratio_to_mean_spectrum =
+    mcd_mean / the baseline's mean. "seconds": the evaluation's own wall time."""
+    refs = list(refs)
+    if not refs:
+        raise ValueError("evaluate needs at least one reference sentence")
+    start, rows = time.perf_counter(), []
+    for ref in refs:
+        mel, attention = backend.synthesize(ref.ids, max_frames or spec.max_frames)
+        real = ref.mel.shape[1]
+        row = {"id": ref.id, "n_text": len(ref.ids), "real_frames": real, "mcd": mcd_dtw(mel, ref.mel, spec, n_coeffs),
+               **alignment(attention, len(ref.ids), real)}
+        if mean_spectrum is not None:
+            constant = np.repeat(np.asarray(mean_spectrum, np.float32)[:, None], real, axis=1)
+            row["mcd_mean_spectrum"] = mcd_dtw(constant, ref.mel, spec, n_coeffs)
+        rows.append(row)
+
+    def column(key):
+        return np.array([r[key] for r in rows], np.float64)
+
+    out = {"n": len(rows), "n_coeffs": n_coeffs,
+           "mcd_mean": float(column("mcd").mean()), "mcd_median": float(np.median(column("mcd"))),
+           "aligned_rate": float(column("aligned").mean()), "reaches_end_rate": float(column("reaches_end").mean()),
+           "monotonic_rate": float(column("monotonic").mean()),
+           "forced_fraction_mean": float(column("forced_fraction").mean()),
+           "duration_ratio_mean": float(column("duration_ratio").mean()),
+           "diagonality_mean": float(column("diagonality").mean())}
+    if mean_spectrum is not None:
+        base = column("mcd_mean_spectrum")
+        out.update(mcd_mean_spectrum_mean=float(base.mean()), mcd_mean_spectrum_median=float(np.median(base)),
+                   mcd_ratio_to_mean_spectrum=out["mcd_mean"] / float(base.mean()))
+    out.update(seconds=time.perf_counter() - start, rows=rows)
+    return out

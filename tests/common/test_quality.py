@@ -1,0 +1,178 @@
+"""Quality metrics: MCD-DTW, alignment of attention, evaluate() through the Backend interface."""
+import re
+
+import numpy as np
+import pytest
+
+from common import audio, corpus, quality
+from common.data import DataError
+from common.spec import get_spec
+
+TINY = get_spec("tiny")  # "db" features, 16 mel bins
+PAPER = get_spec("paper")  # "power" features
+
+
+@pytest.fixture(scope="module")
+def mel(tiny_corpus_dir):
+    """A real full-rate mel: an espeak-ng sentence at the tiny preset."""
+    return audio.features(audio.load_wav(next((tiny_corpus_dir / "wavs").glob("*-T*.wav")), TINY), TINY)[0]
+
+
+def tilted(mel, size):
+    """A spectral tilt: the normalized (log) spectrum raised at high bins, lowered at low ones."""
+    return np.clip(mel + size * np.linspace(-1, 1, mel.shape[0])[:, None], 1e-8, 1).astype(np.float32)
+
+
+def stretched(mel, factor):
+    """Time-stretched by linear interpolation between frames."""
+    t = np.linspace(0, mel.shape[1] - 1, round(mel.shape[1] * factor))
+    return np.stack([np.interp(t, np.arange(mel.shape[1]), row) for row in mel]).astype(np.float32)
+
+
+def test_mcd_of_a_mel_with_itself_is_zero(mel):
+    assert quality.mcd_dtw(mel, mel, TINY) == 0.0
+
+
+def test_mcd_grows_with_noise_and_with_tilt(mel):
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(mel.shape)
+    by_noise = [quality.mcd_dtw(mel, np.clip(mel + s * noise, 1e-8, 1), TINY) for s in (0.01, 0.03, 0.1, 0.3)]
+    by_tilt = [quality.mcd_dtw(mel, tilted(mel, s), TINY) for s in (0.01, 0.03, 0.1, 0.3)]
+    assert 0 < by_noise[0] and np.all(np.diff(by_noise) > 0), by_noise
+    assert 0 < by_tilt[0] and np.all(np.diff(by_tilt) > 0), by_tilt
+
+
+def test_dtw_forgives_a_time_stretch_not_a_spectral_change(mel):
+    assert quality.mcd_dtw(mel, np.repeat(mel, 2, axis=1), TINY) == 0.0  # every frame has its twin
+    stretch = quality.mcd_dtw(mel, stretched(mel, 1.5), TINY)
+    tilt = quality.mcd_dtw(mel, tilted(mel, 0.1), TINY)
+    no_dtw = quality._MCD_SCALE * np.linalg.norm(  # the same stretch compared frame by frame
+        quality.mel_cepstrum(mel, TINY) - quality.mel_cepstrum(stretched(mel, 1.5)[:, :mel.shape[1]], TINY), axis=0)
+    assert stretch < tilt / 3 and stretch < no_dtw.mean() / 3, (stretch, tilt, no_dtw.mean())
+
+
+def test_cepstrum_leaves_out_the_level():
+    """c0 is dropped: a constant offset of the log spectrum (loudness) changes nothing."""
+    rng = np.random.default_rng(1)
+    mel = 0.3 + 0.4 * rng.random((TINY.n_mels, 20))
+    assert quality.mcd_dtw(mel, mel + 0.1, TINY) == pytest.approx(0, abs=1e-6)
+    assert quality.mcd_dtw(mel, mel * 0.5 ** PAPER.gamma, PAPER) == pytest.approx(0, abs=1e-6)  # S halved
+    assert quality.mel_cepstrum(mel, TINY, n_coeffs=5).shape == (5, 20)
+
+
+def test_power_features_of_silence_are_finite():
+    mel = np.zeros((PAPER.n_mels, 5), np.float32)
+    assert np.isfinite(quality.mcd_dtw(mel, np.full_like(mel, 0.5), PAPER))
+
+
+def diagonal(n, t, sigma=1.0):
+    """Soft attention (n, t) along the line from (0, 0) to (n-1, t-1), never exactly one-hot."""
+    centre = np.linspace(0, n - 1, t)
+    a = np.exp(-((np.arange(n)[:, None] - centre[None]) ** 2) / (2 * sigma ** 2))
+    return (a / a.sum(axis=0)).astype(np.float32)
+
+
+def one_hot(positions, n):
+    a = np.zeros((n, len(positions)), np.float32)
+    a[positions, np.arange(len(positions))] = 1
+    return a
+
+
+def test_a_clean_diagonal_is_aligned():
+    al = quality.alignment(diagonal(20, 60), 20, 50)
+    assert al["aligned"] and al["monotonic"] and al["reaches_end"]
+    assert al["forced_frames"] == 0 and al["forced_fraction"] == 0
+    assert al["diagonality"] > 0.9 and al["duration_ratio"] == pytest.approx(60 / 50) and al["frames"] == 60
+
+
+def test_stuck_attention_does_not_reach_the_end():
+    a = np.roll(diagonal(20, 60, sigma=0.5)[:, :1], 3, axis=0).repeat(60, axis=1)  # stuck on character 3
+    al = quality.alignment(a, 20, 30)
+    assert not al["reaches_end"] and not al["aligned"] and al["monotonic"] and al["diagonality"] < 0.4
+
+
+def test_jumping_back_is_not_monotonic_but_one_step_back_is():
+    a = diagonal(20, 60)
+    back = np.concatenate([a[:, :30], a[:, 20:]], axis=1)  # falls back ~6 characters, then reads on to the end
+    assert not quality.alignment(back, 20, 60)["monotonic"] and not quality.alignment(back, 20, 60)["aligned"]
+    wobble = one_hot([0, 1, 2, 1, 2, 3, 4, 3, 4, 5], 6)  # force_incremental lets the argmax step back by one
+    assert quality.alignment(wobble, 6, 10)["monotonic"]
+
+
+def test_one_hot_columns_count_as_forced():
+    a = diagonal(20, 60)
+    positions = a.argmax(axis=0)
+    a[:, 10:13] = one_hot(positions[10:13], 20)
+    al = quality.alignment(a, 20, 60)
+    assert al["forced_frames"] == 3 and al["forced_fraction"] == pytest.approx(0.05) and al["aligned"]
+    a[:, 13:20] = one_hot(positions[13:20], 20)  # 10 of 60 forced: over MAX_FORCED_FRACTION
+    al = quality.alignment(a, 20, 60)
+    assert al["forced_frames"] == 10 and al["monotonic"] and al["reaches_end"] and not al["aligned"]
+
+
+def test_alignment_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="n_text"):
+        quality.alignment(diagonal(5, 10), 6, 10)
+
+
+class Perfect:
+    """A Backend stand-in that 'synthesizes' the reference mel with diagonal attention."""
+
+    def __init__(self, refs):
+        self.mels = {r.ids.tobytes(): r.mel for r in refs}
+
+    def synthesize(self, ids, max_frames):
+        mel = self.mels[np.asarray(ids).tobytes()]
+        return mel, diagonal(len(ids), mel.shape[1])
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    return corpus.build_corpus(tmp_path_factory.mktemp("quality"), 6, seed=3, max_chars=40, heldout=4, progress=False)
+
+
+def test_references_are_the_reduced_mels_of_the_held_out_set(small_corpus):
+    refs = quality.heldout_references(small_corpus, TINY)
+    assert [r.id for r in refs] == [e.id for e in corpus.read_heldout(small_corpus)]
+    full = audio.features(audio.load_wav(small_corpus / "wavs" / f"{refs[0].id}.wav", TINY), TINY)[0]
+    np.testing.assert_array_equal(refs[0].mel, full[:, ::TINY.r])
+    assert refs[0].mel.shape[1] == -(-full.shape[1] // TINY.r)  # make_batch's frame count
+    assert refs[0].ids[-1] == 1  # end-of-text
+
+
+def test_evaluate_a_perfect_synthesis_and_the_mean_spectrum(small_corpus):
+    refs = quality.heldout_references(small_corpus, TINY)
+    frame = quality.mean_frame(r.mel for r in quality.training_references(small_corpus, TINY))
+    result = quality.evaluate(Perfect(refs), refs, TINY, mean_spectrum=frame)
+    assert result["n"] == 4 and result["mcd_mean"] == 0 and result["aligned_rate"] == 1
+    assert result["duration_ratio_mean"] == 1 and result["mcd_mean_spectrum_mean"] > 1
+    assert result["mcd_ratio_to_mean_spectrum"] == 0 and len(result["rows"]) == 4
+
+
+def test_evaluate_an_untrained_torch_text2mel(small_corpus):
+    pytest.importorskip("torch")
+    from common.framework import load_backend
+    backend = load_backend("torch")(TINY, "text2mel")
+    refs = quality.heldout_references(small_corpus, TINY)
+    frame = quality.mean_frame(r.mel for r in quality.training_references(small_corpus, TINY))
+    result = quality.evaluate(backend, refs, TINY, max_frames=24, mean_spectrum=frame)
+    keys = {"n", "n_coeffs", "mcd_mean", "mcd_median", "aligned_rate", "reaches_end_rate", "monotonic_rate",
+            "forced_fraction_mean", "duration_ratio_mean", "diagonality_mean", "mcd_mean_spectrum_mean",
+            "mcd_mean_spectrum_median", "mcd_ratio_to_mean_spectrum", "seconds", "rows"}
+    assert keys <= set(result) and result["n"] == 4 and result["n_coeffs"] == quality.N_COEFFS
+    assert np.isfinite(result["mcd_mean"]) and result["mcd_mean"] > 0 and result["mcd_median"] > 0
+    for rate in ("aligned_rate", "reaches_end_rate", "monotonic_rate", "forced_fraction_mean", "diagonality_mean"):
+        assert 0 <= result[rate] <= 1, rate
+    assert result["duration_ratio_mean"] > 0 and result["seconds"] > 0
+    row = result["rows"][0]
+    assert 1 <= row["frames"] <= 24 and row["real_frames"] == refs[0].mel.shape[1]
+
+
+def test_held_out_sentences_the_model_cannot_take_are_skipped_naming_the_real_file(small_corpus):
+    lengths = sorted(len(e.text) + 1 for e in corpus.read_heldout(small_corpus))
+    assert lengths[0] < lengths[-1]
+    with pytest.warns(UserWarning, match=re.escape(str(small_corpus))):
+        refs = quality.heldout_references(small_corpus, get_spec("tiny", max_chars=lengths[0]))
+    assert 1 <= len(refs) < 4
+    with pytest.raises(DataError, match=re.escape(str(small_corpus))):
+        quality.heldout_references(small_corpus, get_spec("tiny", max_chars=5))

@@ -76,7 +76,7 @@ def check_arguments(data_dir, out_dir, steps: int, batch_size, checkpoint_every:
 def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, steps: int = 10000,
           batch_size: int | None = None, checkpoint_every: int = 1000, seed: int | None = None,
           device: str = "cpu", resume: bool = True, progress: bool = True, keep: int = checkpoint.KEEP,
-          threads: int | None = None, cache=None) -> Result:
+          threads: int | None = None, cache=None, after_step=None) -> Result:
     """Train `net` ("text2mel" or "ssrn") of `framework` (a name, or a Backend class) until
     `steps` steps in all. Starts cold when out_dir holds no checkpoint of `net`, else
     resumes from the newest readable one (refused when `resume` is False); a run already
@@ -84,7 +84,9 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     default to the checkpoint's (cold start: the paper preset, spec.batch_size, 0); given
     values that differ from the checkpoint's are refused, naming them. `threads`: the
     framework's CPU threads (default: its own choice). `cache`: a folder for feature caches
-    (data.corpus_cache; default: in the corpus where it can be written)."""
+    (data.corpus_cache; default: in the corpus where it can be written). `after_step(step,
+    backend, losses)`, called after every step (the time-to-quality benchmark evaluates there),
+    ends the run early by returning True: a checkpoint is saved, the pictures made."""
     check_arguments(data_dir, out_dir, steps, batch_size, checkpoint_every, seed, threads)
     out_dir = Path(out_dir)
     ckpt, spec, state = starting_point(out_dir, net, spec, batch_size, seed, resume)
@@ -133,9 +135,12 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
             log.write(state.step, losses, learning_rate(spec, state.step), time.perf_counter() - start)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
-            if state.step % checkpoint_every == 0 or state.step == steps:
+            done = bool(after_step and after_step(state.step, backend, losses))
+            if state.step % checkpoint_every == 0 or state.step == steps or done:
                 saved, saved_at = checkpoint.save(out_dir, backend, state, keep), state.step
                 monitor.write(state.step)
+            if done:
+                break
         if state.step > saved_at:  # stopped by a signal between checkpoints: save, and exit before the pictures
             saved = checkpoint.save(out_dir, backend, state, keep)
     return Result(state.step, losses, saved, stop.signum, state.step - first)

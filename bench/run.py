@@ -24,7 +24,7 @@ if __name__ == "__main__":  # on a fresh machine: make the project's environment
 
 from tqdm import tqdm
 
-from bench import inputs, machine, report
+from bench import converge, inputs, machine, report
 from bench.measure import TASKS
 from bench.parity import GATE_TOL
 from common.framework import FRAMEWORKS
@@ -34,8 +34,9 @@ from common.spec import PRESETS, get_spec
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--framework", nargs="+", default=["all"], choices=[*FRAMEWORKS, "all"])
-    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all"])
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge"],
+                   help="all = the timing tasks; converge = time to quality (bench/converge.py; runs alone)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default: small (timing), demo (converge)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[4],
                    help="several give a throughput-vs-batch-size plot (synthesis is one utterance at a time)")
     p.add_argument("--steps", type=int, default=5, help="counted steps per run")
@@ -51,12 +52,25 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches per run, cycled")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is abandoned as an error")
+    g = p.add_argument_group("converge (time to quality)")
+    g.add_argument("--max-steps", type=int, default=20000, help="step budget per framework")
+    g.add_argument("--minutes", type=float, default=20, help="training-time budget per framework (0: none)")
+    g.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
+    g.add_argument("--sentences", type=int, default=20, help="held-out sentences per evaluation")
+    g.add_argument("--target-aligned", type=float, default=converge.TARGET_ALIGNED,
+                   help="target: fraction of held-out sentences aligned")
+    g.add_argument("--target-mcd", type=float, default=converge.TARGET_MCD, help="target: held-out MCD-DTW, dB")
     args = p.parse_args(argv)
+    args.converge = "converge" in args.task
+    if args.converge and len(args.task) > 1:
+        p.error("--task converge runs alone")
+    args.preset = args.preset or ("demo" if args.converge else "small")
     args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
     if min(args.batch_size) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
-    args.out = Path(args.out or f"out/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    kind = "converge" if args.converge else "bench"
+    args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     args.data = str(Path(args.data).resolve()) if args.data else None
     return args
 
@@ -159,6 +173,8 @@ def write_outputs(args, records: list, plots: bool = False) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.converge:
+        return converge.run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan(args.framework, args.task, args.batch_size, args.repeat)
     records, unavailable = [], {}

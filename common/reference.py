@@ -63,7 +63,7 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x):
         h1, h2 = np.split(norm(s, w, n, h, 2), 2, axis=1)
         gate = sigmoid(h1)
         return gate * h2 + (1.0 - gate) * x
-    h = norm(s, w, n, h, 1)
+    h = h if layer.plain else norm(s, w, n, h, 1)
     return np.maximum(h, 0.0) if layer.act == "relu" else h
 
 

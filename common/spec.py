@@ -54,6 +54,11 @@ class Spec:
     norm_eps: float = 1e-5  # [ours] added to the variance (torch's LayerNorm default)
     alpha: float = 1.0  # channel-thinning multiplier applied to e, d, c
     dropout: float = 0.0  # [paper] none; [kyubyong] 0.05 after every conv
+    # [kyubyong] normalizes (and drops out) the logits layers too (AudioDec's and SSRN's last
+    # conv); False leaves them plain [ours]: layer norm over the mel channels of each frame
+    # ties the frame's level to its gamma/beta, and Text2Mel then learns the mean spectrum
+    # (measured: README, "Prove it speaks").
+    norm_logits: bool = True
     # --- text ------------------------------------------------------------------
     vocab: str = VOCAB
     max_chars: int = 180  # [kyubyong] longest input text (incl. end-of-text)
@@ -205,6 +210,7 @@ class Layer:
     dilation: int = 1
     causal: bool = False
     act: Optional[str] = None  # "relu" or None
+    plain: bool = False  # no normalization and no dropout (a logits layer when not spec.norm_logits)
 
     @property
     def pad(self) -> tuple:
@@ -246,7 +252,7 @@ def audio_dec_layers(s: Spec) -> list:
     L += [(HIGHWAY, d, d, 3, dil, None) for dil in (1, 3, 9, 27)]
     L += [(HIGHWAY, d, d, 3, 1, None)] * 2
     L += [(CONV, d, d, 1, 1, "relu")] * 3 + [(CONV, d, s.n_mels, 1, 1, None)]
-    return _stack("audiodec", L, causal=True)
+    return _logits_layer(s, _stack("audiodec", L, causal=True))
 
 
 def ssrn_layers(s: Spec) -> list:
@@ -259,7 +265,12 @@ def ssrn_layers(s: Spec) -> list:
         L += [(DECONV, c, c, 2, 1, None), (HIGHWAY, c, c, 3, 1, None), (HIGHWAY, c, c, 3, 3, None)]
     L += [(CONV, c, 2 * c, 1, 1, None)] + [(HIGHWAY, 2 * c, 2 * c, 3, 1, None)] * 2
     L += [(CONV, 2 * c, f, 1, 1, None)] + [(CONV, f, f, 1, 1, "relu")] * 2 + [(CONV, f, f, 1, 1, None)]
-    return _stack("ssrn", L, causal=False)
+    return _logits_layer(s, _stack("ssrn", L, causal=False))
+
+
+def _logits_layer(s: Spec, layers: list) -> list:
+    """The last layer (the logits) plain unless spec.norm_logits."""
+    return layers[:-1] + [dataclasses.replace(layers[-1], plain=not s.norm_logits)]
 
 
 def layers(s: Spec, net: str) -> dict:
@@ -292,7 +303,7 @@ def param_shapes(s: Spec, layer: Layer) -> dict:
     else:
         shapes = {f"{n}.weight": (out, layer.cin, layer.k)}
     shapes[f"{n}.bias"] = (out,)
-    if s.norm != "none":
+    if s.norm != "none" and not layer.plain:
         shapes[f"{n}.norm.gamma"] = (out,)
         shapes[f"{n}.norm.beta"] = (out,)
     if s.norm == "batch":

@@ -73,7 +73,7 @@ class Block(chainer.Chain):
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__()
-        self.layer, self.p_drop = layer, spec.dropout
+        self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
 
     def drop(self, y):
         """F.dropout is the identity unless chainer.config.train. Its masks come from
@@ -125,7 +125,7 @@ class Conv(Block):
             self.dw = Depthwise(layer.cin, layer.k) if separable else None
             self.weight = _param(out, layer.cin // self.pointwise_groups, k_main)
             self.bias = _param(out)
-            self.norm = make_norm(spec, out, self.groups)
+            self.norm = None if layer.plain else make_norm(spec, out, self.groups)
 
     def conv(self, x, padding: int):
         """The (possibly separable) convolution of an input already padded but for `padding`

@@ -60,10 +60,11 @@ class Block(gluon.HybridBlock):
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__(prefix=layer.name.replace(".", "_") + "_")
-        self.layer, self.p_drop = layer, spec.dropout
+        self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
         self.canonical, self.local = {}, {}  # canonical name / hybrid_forward argument -> Parameter
         with self.name_scope():
-            self.norm = make_norm(spec, self.groups * layer.cout, self.groups) if layer.kind != S.EMBED else None
+            self.norm = (make_norm(spec, self.groups * layer.cout, self.groups)
+                         if layer.kind != S.EMBED and not layer.plain else None)
             for name, shape in S.param_shapes(spec, layer).items():
                 local = name[len(layer.name) + 1:]
                 if local.startswith("norm."):

@@ -49,7 +49,7 @@ class Block(nn.Module):
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__()
-        self.layer, self.p_drop = layer, spec.dropout
+        self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
 
     def drop(self, y):
         return F.dropout(y, self.p_drop, self.training) if self.p_drop else y
@@ -89,7 +89,7 @@ class Conv(Block):
         k_main = 1 if separable else layer.k
         self.weight = nn.Parameter(torch.empty(out, layer.cin // self.pointwise_groups, k_main))
         self.bias = nn.Parameter(torch.empty(out))
-        self.norm = make_norm(spec, out, self.halves)
+        self.norm = None if layer.plain else make_norm(spec, out, self.halves)
 
     def conv(self, x, padding: int, dil: int):
         """The (possibly separable) convolution of an input already padded but for `padding`

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import checkpoint, cli, losses as L, reference as R, spec as S, train_loop, weights as W
+from common import checkpoint, cli, data, losses as L, reference as R, spec as S, train_loop, weights as W
 from common.batch import make_batch
 from common.framework import load_backend
 from common.spec import EOS
@@ -59,8 +59,10 @@ def tiny():
 
 # --- the Backend ---------------------------------------------------------------------
 
+@pytest.mark.parametrize("plain_logits", [False, True], ids=["norm_logits", "plain_logits"])
 @pytest.mark.parametrize("net", S.NETS)
-def test_forward_matches_reference(backend_cls, tiny, net):
+def test_forward_matches_reference(backend_cls, tiny, net, plain_logits):
+    tiny = tiny.replace(norm_logits=not plain_logits, dropout=0.05)  # dropout: eval mode must not apply it
     b = random_batch(tiny)
     out = backend_cls(tiny, net, seed=3).forward(b)
     w = W.init_weights(tiny, net, 3)
@@ -212,6 +214,34 @@ def test_upsample_matches_reference(backend_cls, tiny):
     mag = backend_cls(tiny, "ssrn", seed=4).upsample(mel)
     assert mag.shape == (tiny.n_mags, 7 * tiny.r)
     np.testing.assert_allclose(mag, sigmoid(R.ssrn(tiny, W.init_weights(tiny, "ssrn", 4), mel[None])[0]), atol=1e-5)
+
+
+# --- learning ----------------------------------------------------------------------------
+OVERFIT_STEPS, OVERFIT_FRACTION = 200, 0.65
+
+
+def test_overfits_one_batch_below_the_mean_spectrum(backend_cls, tiny_corpus_dir):
+    """A fixed batch of 4 espeak-ng utterances repeated (tiny, no dropout, constant lr 5e-3):
+    within OVERFIT_STEPS steps the eval-mode L1 over real frames falls below OVERFIT_FRACTION
+    of the mean-spectrum predictor's (the batch's own mean frame). Measured (2026-12-01): torch
+    0.49, chainer and gluon alike (within 0.08 at every 25 steps). A network that cannot use
+    its inputs stays near 1."""
+    spec = S.get_spec("tiny", dropout=0.0, lr=5e-3)
+    corpus = data.load_corpus(tiny_corpus_dir, spec, progress=False)
+    batch = next(data.batches(corpus, range(4), 4, np.random.default_rng(0)))
+    real = np.broadcast_to(np.arange(batch.mel.shape[2]) < batch.frame_lengths[:, None, None], batch.mel.shape)
+    mean_frame = (batch.mel * real).sum(axis=(0, 2)) / real[:, 0].sum()
+    baseline = np.abs(mean_frame[None, :, None] - batch.mel)[real].mean()
+    backend = backend_cls(spec, "text2mel")
+
+    def l1_fraction():
+        return np.abs(sigmoid(backend.forward(batch)["logits"]) - batch.mel)[real].mean() / baseline
+
+    before = l1_fraction()
+    for step in range(1, OVERFIT_STEPS + 1):
+        backend.seed(step)
+        backend.train_step(batch)
+    assert before > 1 and l1_fraction() < OVERFIT_FRACTION, (before, l1_fraction())
 
 
 # --- the training loop -----------------------------------------------------------------

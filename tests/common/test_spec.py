@@ -116,3 +116,14 @@ def test_summary_table_lists_every_preset_and_network():
     table = S.summary_table()
     assert "| paper | text2mel | 23,923,536 | 16 |" in table
     assert table.count("\n") == 1 + 2 * len(S.PRESETS)
+
+
+def test_plain_logits_layers_have_no_norm_and_the_rest_keep_it():
+    """norm_logits=False: AudioDec's and SSRN's last conv (the logits) lose their norm, nothing else."""
+    normed, plain = S.get_spec("tiny"), S.get_spec("tiny", norm_logits=False)
+    for net in S.NETS:
+        a, b = S.net_param_shapes(normed, net), S.net_param_shapes(plain, net)
+        last = S.layers(plain, net)[{"text2mel": "audiodec", "ssrn": "ssrn"}[net]][-1]
+        assert last.plain and not S.layers(normed, net)[{"text2mel": "audiodec", "ssrn": "ssrn"}[net]][-1].plain
+        assert set(a) - set(b) == {f"{last.name}.norm.gamma", f"{last.name}.norm.beta"} and set(b) < set(a)
+        assert sum(layer.plain for group in S.layers(plain, net).values() for layer in group) == 1

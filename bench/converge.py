@@ -1,0 +1,231 @@
+"""Time to quality (`python bench/run.py --task converge`): each framework trains Text2Mel from
+the same initial weights on the same data order, and every `--eval-every` steps synthesizes the
+held-out sentences of an espeak-ng corpus (common.quality.evaluate: MCD-DTW against espeak-ng's
+own rendering, alignment); a run stops when the target is first met or the budget is spent.
+As MLPerf Training does, the training clock excludes the evaluations (their time is reported
+apart). Step 0 is the untrained network, measured like every later point; the mean-spectrum
+baseline is measured on the same sentences.
+
+Each framework runs in its own process (`python -m bench.converge --framework ...`), one after
+the other with the same threads; each writes its curve as JSON lines while it runs, so an
+interrupted benchmark keeps what it measured. Outputs in --out: <fw>/curve.jsonl, <fw>/run/
+(checkpoints, losses, plots: an ordinary dctts-train run directory), converge.json, table.md,
+curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import REPO, apply_threads, machine, thread_env
+
+# Targets [ours], set from the pilot runs recorded in results/ (see the README): alignment on
+# at least 90% of the held-out sentences and a held-out MCD-DTW at most this many dB.
+TARGET_ALIGNED = 0.9
+TARGET_MCD = 1.6
+CORPUS_N, CORPUS_MAX_CHARS = 3000, 100  # the corpus built when --data is not given (common.corpus)
+
+
+def met(point: dict, target_aligned: float, target_mcd: float) -> bool:
+    return point["aligned_rate"] >= target_aligned and point["mcd_mean"] <= target_mcd
+
+
+# --- one framework (its own process) ------------------------------------------------
+def worker(args) -> None:
+    """Train one framework with evaluations; append each evaluation to <out>/curve.jsonl."""
+    apply_threads(args.threads)
+    import numpy as np
+
+    from common import data, quality, train_loop
+    from common.framework import load_backend
+    from common.spec import get_spec
+
+    spec = get_spec(args.preset)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = out / "curve.jsonl"
+    refs = quality.heldout_references(args.data, spec)[: args.sentences]
+    corpus = data.load_corpus(args.data, spec, progress=False)
+    mean = quality.mean_frame(corpus.features(i)[0][:, ::spec.r] for i in range(len(corpus)))
+    clock = {"start": time.perf_counter(), "eval": 0.0, "loss": [], "met_at": None}
+
+    def evaluate(step: int, backend) -> dict:
+        t = time.perf_counter()
+        result = quality.evaluate(backend, refs, spec, mean_spectrum=mean)
+        clock["eval"] += time.perf_counter() - t
+        losses = clock["loss"]
+        point = {"step": step, "train_seconds": time.perf_counter() - clock["start"] - clock["eval"],
+                 "eval_seconds": clock["eval"], "loss": float(np.mean(losses)) if losses else None,
+                 **{k: v for k, v in result.items() if k not in ("rows", "seconds")}}
+        clock["loss"] = []
+        with open(curve, "a") as f:
+            f.write(json.dumps(point) + "\n")
+        print(f"{args.framework} step {step}: MCD {point['mcd_mean']:.2f} dB (mean spectrum "
+              f"{point['mcd_mean_spectrum_mean']:.2f}), aligned {point['aligned_rate']:.0%}, forced "
+              f"{point['forced_fraction_mean']:.0%}, train {point['train_seconds']:.0f} s", flush=True)
+        return point
+
+    def after_step(step, backend, losses) -> bool:
+        clock["loss"].append(losses["loss"])
+        if step % args.eval_every and step < args.steps:
+            return False
+        point = evaluate(step, backend)
+        done = met(point, args.target_aligned, args.target_mcd)
+        out_of_time = args.minutes and point["train_seconds"] >= args.minutes * 60
+        return bool(done or out_of_time)
+
+    curve.unlink(missing_ok=True)
+    untrained = load_backend(args.framework)(spec, "text2mel", seed=args.seed)
+    evaluate(0, untrained)
+    clock["start"], clock["eval"] = time.perf_counter(), 0.0  # the untrained point costs no training time
+    train_loop.train(args.framework, "text2mel", args.data, out / "run", spec, steps=args.steps,
+                     checkpoint_every=args.steps, seed=args.seed, resume=False, progress=False,
+                     threads=args.threads, after_step=after_step)
+
+
+# --- the orchestration ------------------------------------------------------------------
+def default_corpus(out_root: Path) -> Path:
+    """The corpus to converge on: built once (common.corpus) under out/, then reused."""
+    from common import corpus
+
+    path = out_root / f"converge-corpus-{CORPUS_N}-{CORPUS_MAX_CHARS}"
+    if not (path / "heldout.csv").is_file():
+        corpus.build_corpus(path, CORPUS_N, max_chars=CORPUS_MAX_CHARS)
+    return path
+
+
+def summarize(curves: dict, target_aligned: float, target_mcd: float) -> dict:
+    """Per framework: the first point that met the target (steps, training seconds), the last
+    point's metrics, and the ratio of its time to the fastest framework's."""
+    rows = {}
+    for fw, points in curves.items():
+        if not points:
+            continue
+        hit = next((p for p in points if met(p, target_aligned, target_mcd)), None)
+        rows[fw] = {"target_step": hit and hit["step"], "target_seconds": hit and hit["train_seconds"],
+                    "final": points[-1], "untrained": points[0]}
+    reached = [r["target_seconds"] for r in rows.values() if r["target_seconds"] is not None]
+    for r in rows.values():
+        r["ratio_to_fastest"] = r["target_seconds"] / min(reached) if r["target_seconds"] is not None else None
+    return rows
+
+
+def markdown(meta: dict, rows: dict) -> str:
+    def num(v, fmt):
+        return "—" if v is None else format(v, fmt)
+
+    lines = [f"# Time to quality: Text2Mel, preset {meta['preset']}", ""] + [f"- {h}" for h in meta["header"]] + [
+        "", "| framework | steps to target | training time to target | ratio | final step | final MCD-DTW (dB) | "
+        "aligned | forced | duration ratio | untrained MCD | mean-spectrum MCD |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for fw, r in rows.items():
+        f, u = r["final"], r["untrained"]
+        lines.append(f"| {fw} | {num(r['target_step'], 'd')} | {num(r['target_seconds'] and r['target_seconds'] / 60, '.1f')} min "
+                     f"| {num(r['ratio_to_fastest'], '.2f')}× | {f['step']} | {f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} "
+                     f"| {f['forced_fraction_mean']:.0%} | {f['duration_ratio_mean']:.2f} | {u['mcd_mean']:.2f} "
+                     f"| {f['mcd_mean_spectrum_mean']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels = [("step", "loss", "training loss (mean since the last evaluation)"),
+              ("step", "mcd_mean", "held-out MCD-DTW (dB)"),
+              ("train_seconds", "mcd_mean", "held-out MCD-DTW (dB) vs training time (s)"),
+              ("step", "aligned_rate", "held-out sentences aligned")]
+    for ax, (x, y, title) in zip(axes.ravel(), panels):
+        for fw, points in curves.items():
+            pts = [p for p in points if p.get(y) is not None]
+            ax.plot([p[x] for p in pts], [p[y] for p in pts], marker="o", markersize=3, label=fw)
+        if y == "mcd_mean" and any(curves.values()):
+            base = next(iter(p for pts in curves.values() for p in pts))["mcd_mean_spectrum_mean"]
+            ax.axhline(base, color="gray", linestyle=":", label="mean spectrum")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training seconds" if x == "train_seconds" else "step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def read_curve(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def run(args) -> int:
+    """`bench/run.py --task converge`: every framework in turn, then the table and the plot."""
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(args.data) if args.data else default_corpus(REPO / "out")
+    preset = args.preset
+    header = [f"machine: {machine()['cpu']}, {machine()['cores']} cores; git {machine()['git_commit']}",
+              f"data: {data_dir} (held-out sentences: the first {args.sentences} of heldout.csv)",
+              f"same initial weights (seed {args.seed}) and data order in every framework; {args.threads} threads",
+              f"evaluation every {args.eval_every} steps (step 0 = untrained); training time excludes evaluations",
+              f"target: aligned >= {args.target_aligned:.0%} and MCD-DTW <= {args.target_mcd} dB (c1..c13, DTW, "
+              "reduced mels); budget " + (f"{args.minutes} min or " if args.minutes else "") + f"{args.max_steps} steps"]
+    curves, status = {}, 0
+    for fw in args.framework:
+        cmd = [sys.executable, "-m", "bench.converge", "--framework", fw, "--preset", preset, "--data", str(data_dir),
+               "--out", str(out / fw), "--steps", str(args.max_steps), "--eval-every", str(args.eval_every),
+               "--sentences", str(args.sentences), "--threads", str(args.threads), "--seed", str(args.seed),
+               "--target-aligned", str(args.target_aligned), "--target-mcd", str(args.target_mcd),
+               "--minutes", str(args.minutes or 0)]
+        env = {**os.environ, **thread_env(args.threads),
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+        print(f"converge: {fw} ...", flush=True)
+        try:
+            proc = subprocess.run(cmd, cwd=REPO, env=env)
+        except KeyboardInterrupt:
+            print("interrupted: writing what was measured", file=sys.stderr)
+            status = 130
+            proc = None
+        if proc is not None and proc.returncode != 0:
+            print(f"converge: {fw} exited with {proc.returncode}", file=sys.stderr)
+            status = status or 1
+        curves[fw] = read_curve(out / fw / "curve.jsonl")
+        if status == 130:
+            break
+    rows = summarize(curves, args.target_aligned, args.target_mcd)
+    meta = {"preset": preset, "header": header, "machine": machine(), "options": {k: str(v) for k, v in vars(args).items()}}
+    (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "curves": curves}, indent=1))
+    table = markdown(meta, rows)
+    (out / "table.md").write_text(table)
+    plot(out / "curves.png", curves)
+    print(table)
+    print(f"written to {out}")
+    return status
+
+
+def parse_worker_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.converge", description="one framework of the converge task")
+    p.add_argument("--framework", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--eval-every", type=int, required=True)
+    p.add_argument("--sentences", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-aligned", type=float, default=TARGET_ALIGNED)
+    p.add_argument("--target-mcd", type=float, default=TARGET_MCD)
+    p.add_argument("--minutes", type=float, default=0)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    worker(parse_worker_args())

@@ -1,0 +1,36 @@
+"""The time-to-quality task (bench/converge.py): a smoke run at `tiny`, and its summary rules."""
+import json
+
+from bench import converge, run
+
+
+def test_converge_smoke_run_writes_curves_table_and_plot(tiny_corpus_dir, tmp_path):
+    out = tmp_path / "conv"
+    status = run.main(["--task", "converge", "--framework", "torch", "--preset", "tiny", "--data", str(tiny_corpus_dir),
+                       "--max-steps", "4", "--eval-every", "2", "--sentences", "1", "--minutes", "0",
+                       "--threads", "1", "--out", str(out)])
+    assert status == 0
+    result = json.loads((out / "converge.json").read_text())
+    points = result["curves"]["torch"]
+    assert [p["step"] for p in points] == [0, 2, 4]  # the untrained network first, then every 2 steps
+    assert points[0]["loss"] is None and all(p["loss"] > 0 for p in points[1:])
+    assert all(p["mcd_mean"] > 0 and 0 <= p["aligned_rate"] <= 1 for p in points)
+    assert points[1]["train_seconds"] <= points[2]["train_seconds"]
+    assert (out / "curves.png").stat().st_size > 0 and "| torch |" in (out / "table.md").read_text()
+    assert (out / "torch" / "run" / "text2mel-00000004.safetensors").is_file()
+
+
+def point(step, seconds, aligned, mcd):
+    return {"step": step, "train_seconds": seconds, "aligned_rate": aligned, "mcd_mean": mcd}
+
+
+def test_time_to_target_is_the_first_point_meeting_both_targets():
+    curves = {"a": [point(0, 0, 0, 9), point(100, 50, 0.95, 3), point(200, 100, 0.95, 1.0), point(300, 150, 1, 0.9)],
+              "b": [point(0, 0, 0, 9), point(100, 20, 0.5, 1.0), point(200, 40, 0.9, 1.2)],
+              "c": [point(0, 0, 0, 9), point(100, 30, 0.2, 5)]}
+    rows = converge.summarize(curves, target_aligned=0.9, target_mcd=1.5)
+    assert (rows["a"]["target_step"], rows["a"]["target_seconds"]) == (200, 100)
+    assert (rows["b"]["target_step"], rows["b"]["target_seconds"]) == (200, 40)
+    assert rows["c"]["target_step"] is None and rows["c"]["ratio_to_fastest"] is None
+    assert rows["a"]["ratio_to_fastest"] == 2.5 and rows["b"]["ratio_to_fastest"] == 1.0
+    assert rows["a"]["final"]["step"] == 300 and rows["a"]["untrained"]["step"] == 0

@@ -175,3 +175,54 @@ def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs:
                    mcd_ratio_to_mean_spectrum=out["mcd_mean"] / float(base.mean()))
     out.update(seconds=time.perf_counter() - start, rows=rows)
     return out
+
+
+def main(argv=None) -> None:
+    """`python -m common.quality --framework F --text2mel RUN_OR_FILE --data CORPUS`: held-out
+    quality of a trained Text2Mel against the untrained network and the mean spectrum, one
+    summary line each; --out DIR also writes the numbers (JSON) and each sentence's synthesis
+    attention (PNG)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from common import cli, plots
+    from common.framework import configure_threads, load_backend
+
+    p = argparse.ArgumentParser(prog="python -m common.quality", description=main.__doc__.split("\n\n")[0])
+    p.add_argument("--framework", required=True)
+    p.add_argument("--text2mel", required=True, type=Path, help="checkpoint, weight file or run directory")
+    p.add_argument("--data", required=True, type=Path, help="an espeak-ng corpus with heldout.csv (common.corpus)")
+    p.add_argument("--sentences", type=int, default=20, help="held-out sentences (default 20)")
+    p.add_argument("--training", action="store_true", help="training sentences instead (over-fitting)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", type=Path, help="folder for quality.json and attention plots")
+    args = p.parse_args(argv)
+    if args.threads:
+        configure_threads(args.framework, args.threads)
+    weights, spec = cli.read_model(args.text2mel, "text2mel")
+    refs = (training_references(args.data, spec, args.sentences) if args.training
+            else heldout_references(args.data, spec)[:args.sentences])
+    corpus = data.load_corpus(args.data, spec, progress=False)
+    mean = mean_frame(corpus.features(i)[0][:, ::spec.r] for i in range(len(corpus)))
+    backend_cls = load_backend(args.framework)
+    trained = cli.build_model(backend_cls, (weights, spec), "text2mel", "cpu")
+    results = {"trained": evaluate(trained, refs, spec, mean_spectrum=mean),
+               "untrained": evaluate(backend_cls(spec, "text2mel"), refs, spec)}
+    which = "training" if args.training else "held-out"
+    for name, r in results.items():
+        print(f"{name:9s} {which} ({r['n']} sentences): MCD-DTW {r['mcd_mean']:.2f} dB, aligned {r['aligned_rate']:.0%}, "
+              f"forced {r['forced_fraction_mean']:.0%}, reaches end {r['reaches_end_rate']:.0%}, duration ratio "
+              f"{r['duration_ratio_mean']:.2f}, diagonality {r['diagonality_mean']:.2f}")
+    print(f"mean spectrum: MCD-DTW {results['trained']['mcd_mean_spectrum_mean']:.2f} dB")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "quality.json").write_text(json.dumps(results, indent=1))
+        for ref in refs:
+            _, attention = trained.synthesize(ref.ids, spec.max_frames)
+            plots.attention(args.out / f"{ref.id}-attention.png", attention, f"{ref.id}: synthesis attention")
+        print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

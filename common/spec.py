@@ -172,6 +172,13 @@ PRESETS = {
 # [ours] CPU-friendly sizes on the community recipe.
 # Warm-up shortened so that a demo run of a few hundred steps already learns.
 PRESETS["small"] = PRESETS["community"].replace(name="small", e=32, d=64, c=128, batch_size=8, warmup=400)
+# [ours] the preset that learns to speak on a CPU (README, "Prove it speaks"): small's Text2Mel,
+# no warm-up (it held the first 400 steps back), no dropout, plain logits layers; the paper's
+# STFT (n_fft 1024, hop 256: SSRN's F' x F' convolutions cost a quarter of n_fft 2048's) and
+# c = 64, so SSRN trains in minutes; a frame limit (8.4 s) for the demo corpus's sentences of
+# at most 100 characters.
+PRESETS["demo"] = PRESETS["small"].replace(name="demo", warmup=0, dropout=0.0, norm_logits=False, n_fft=1024,
+                                           win=1024, hop=256, c=64, max_frames=180)
 PRESETS["tiny"] = PRESETS["community"].replace(
     name="tiny", e=8, d=16, c=16, n_mels=16, n_fft=256, hop=128, win=256, sr=8000, max_chars=60, max_frames=64,
     batch_size=4, lr=2e-3, warmup=0,
@@ -360,7 +367,7 @@ def flops(s: Spec, net: str, batch: int, n_chars: int = 0, n_frames: int = 0) ->
     return {"forward": fwd, "train_step": 3 * fwd}
 
 
-def summary_table(presets=("paper", "community", "small", "tiny"), n_chars: int = 100, seconds: float = 6.57) -> str:
+def summary_table(presets=("paper", "community", "small", "demo", "tiny"), n_chars: int = 100, seconds: float = 6.57) -> str:
     """Markdown table of parameters and FLOPs per preset, at LJSpeech's mean utterance
     (100 characters, 6.57 s) and each preset's batch size."""
     rows = ["| preset | network | parameters | batch | frames (reduced) | GFLOP forward | GFLOP train step |",

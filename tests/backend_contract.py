@@ -7,6 +7,7 @@ tests/<fw>/test_contract.py:
 
 The fixtures read FRAMEWORK from the test module that imported them (request.module).
 """
+import json
 import os
 import re
 import signal
@@ -350,3 +351,15 @@ def test_bad_device_is_a_one_line_error(framework, trained_run, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("dctts-synthesize: error:") and "tpu" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_quality_command_measures_held_out_sentences(framework, trained_run, tiny_corpus_dir, tmp_path, capsys):
+    from common import quality
+    quality.main(["--framework", framework, "--text2mel", str(trained_run), "--data", str(tiny_corpus_dir),
+                  "--sentences", "1", "--out", str(tmp_path / "q")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("trained   held-out (1 sentences): MCD-DTW") and lines[1].startswith("untrained")
+    assert lines[2].startswith("mean spectrum: MCD-DTW")
+    result = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert result["trained"]["n"] == 1 and result["trained"]["mcd_mean"] > 0
+    assert len(list((tmp_path / "q").glob("*-attention.png"))) == 1

@@ -177,28 +177,33 @@ def run(args) -> int:
               f"evaluation every {args.eval_every} steps (step 0 = untrained); training time excludes evaluations",
               f"target: aligned >= {args.target_aligned:.0%} and MCD-DTW <= {args.target_mcd} dB (c1..c13, DTW, "
               "reduced mels); budget " + (f"{args.minutes} min or " if args.minutes else "") + f"{args.max_steps} steps"]
-    curves, status = {}, 0
-    for fw in args.framework:
-        cmd = [sys.executable, "-m", "bench.converge", "--framework", fw, "--preset", preset, "--data", str(data_dir),
-               "--out", str(out / fw), "--steps", str(args.max_steps), "--eval-every", str(args.eval_every),
-               "--sentences", str(args.sentences), "--threads", str(args.threads), "--seed", str(args.seed),
-               "--target-aligned", str(args.target_aligned), "--target-mcd", str(args.target_mcd),
-               "--minutes", str(args.minutes or 0)]
-        env = {**os.environ, **thread_env(args.threads),
-               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-        print(f"converge: {fw} ...", flush=True)
-        try:
-            proc = subprocess.run(cmd, cwd=REPO, env=env)
-        except KeyboardInterrupt:
-            print("interrupted: writing what was measured", file=sys.stderr)
-            status = 130
-            proc = None
-        if proc is not None and proc.returncode != 0:
-            print(f"converge: {fw} exited with {proc.returncode}", file=sys.stderr)
-            status = status or 1
-        curves[fw] = read_curve(out / fw / "curve.jsonl")
-        if status == 130:
-            break
+    if args.parallel:
+        header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
+                      f"each, on {os.cpu_count()} cores: they shared the machine alike")
+    env = {**os.environ, **thread_env(args.threads),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    procs, status = {}, 0
+    try:
+        for fw in args.framework:
+            cmd = [sys.executable, "-m", "bench.converge", "--framework", fw, "--preset", preset, "--data",
+                   str(data_dir), "--out", str(out / fw), "--steps", str(args.max_steps), "--eval-every",
+                   str(args.eval_every), "--sentences", str(args.sentences), "--threads", str(args.threads),
+                   "--seed", str(args.seed), "--target-aligned", str(args.target_aligned), "--target-mcd",
+                   str(args.target_mcd), "--minutes", str(args.minutes or 0)]
+            print(f"converge: {fw} ...", flush=True)
+            procs[fw] = subprocess.Popen(cmd, cwd=REPO, env=env)
+            if not args.parallel:
+                procs[fw].wait()
+        for fw, proc in procs.items():
+            if proc.wait() != 0:
+                print(f"converge: {fw} exited with {proc.returncode}", file=sys.stderr)
+                status = status or 1
+    except KeyboardInterrupt:
+        print("interrupted: writing what was measured", file=sys.stderr)
+        for proc in procs.values():
+            proc.wait()
+        status = 130
+    curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in procs}
     rows = summarize(curves, args.target_aligned, args.target_mcd)
     meta = {"preset": preset, "header": header, "machine": machine(), "options": {k: str(v) for k, v in vars(args).items()}}
     (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "curves": curves}, indent=1))

@@ -60,6 +60,7 @@ def parse_args(argv=None):
     g.add_argument("--target-aligned", type=float, default=converge.TARGET_ALIGNED,
                    help="target: fraction of held-out sentences aligned")
     g.add_argument("--target-mcd", type=float, default=converge.TARGET_MCD, help="target: held-out MCD-DTW, dB")
+    g.add_argument("--parallel", action="store_true", help="train the frameworks side by side (--threads each)")
     args = p.parse_args(argv)
     args.converge = "converge" in args.task
     if args.converge and len(args.task) > 1:

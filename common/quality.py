@@ -53,12 +53,16 @@ def log_mel(mel, spec: Spec) -> np.ndarray:
 
 
 def mel_cepstrum(mel, spec: Spec, n_coeffs: int = N_COEFFS) -> np.ndarray:
-    """(n_coeffs, T) mel cepstrum c1..cD: DCT-II (orthonormal) of log_mel over the mel axis,
-    c0 dropped. A constant offset of the log spectrum moves c0 only, so the cepstrum ignores
+    """(n_coeffs, T) mel cepstrum c1..cD of log_mel over the F mel bands, in the cepstrum's own
+    scale (the inverse-transform convention MCD is defined with): c_n = (1/F) sum_k
+    log S_k cos(pi n (k + 1/2) / F), i.e. the unnormalized DCT-II / (2F); c0 (the mean log
+    level) dropped. An orthonormal DCT would scale every c_n by sqrt(2F) (12.6 at F = 80), and
+    MCD with it. A constant offset of the log spectrum moves c0 only, so the cepstrum ignores
     the level (the per-utterance normalization of "power" features, loudness)."""
     if not 1 <= n_coeffs < spec.n_mels:
         raise ValueError(f"n_coeffs must lie in [1, n_mels={spec.n_mels}), got {n_coeffs}")
-    return scipy.fft.dct(log_mel(mel, spec), type=2, norm="ortho", axis=0)[1:n_coeffs + 1]
+    log = log_mel(mel, spec)
+    return scipy.fft.dct(log, type=2, axis=0)[1:n_coeffs + 1] / (2 * log.shape[0])
 
 
 def mcd_dtw(mel_a, mel_b, spec: Spec, n_coeffs: int = N_COEFFS) -> float:

@@ -176,3 +176,14 @@ def test_held_out_sentences_the_model_cannot_take_are_skipped_naming_the_real_fi
     assert 1 <= len(refs) < 4
     with pytest.raises(DataError, match=re.escape(str(small_corpus))):
         quality.heldout_references(small_corpus, get_spec("tiny", max_chars=5))
+
+
+def test_cepstrum_has_the_inverse_transform_scale():
+    """A log spectrum that is one cosine, log S_k = cos(pi n (k + 1/2) / F), has c_n = 1/2 (the
+    convention MCD is defined with; an orthonormal DCT would give sqrt(F / 2))."""
+    spec = get_spec("tiny", features="power")
+    f, n = spec.n_mels, 3
+    log_s = np.cos(np.pi * n * (np.arange(f) + 0.5) / f)
+    mel = np.exp(spec.gamma * log_s)[:, None]  # "power" features: log_mel = log(mel) / gamma
+    c = quality.mel_cepstrum(mel, spec, n_coeffs=5)[:, 0]
+    np.testing.assert_allclose(c, [0, 0, 0.5, 0, 0], atol=1e-12)

@@ -124,12 +124,15 @@ def markdown(meta: dict, rows: dict) -> str:
         return "—" if v is None else format(v, fmt)
 
     lines = [f"# Time to quality: Text2Mel, preset {meta['preset']}", ""] + [f"- {h}" for h in meta["header"]] + [
-        "", "| framework | steps to target | training time to target | ratio | final step | final MCD-DTW (dB) | "
-        "aligned | forced | duration ratio | untrained MCD | mean-spectrum MCD |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "", "| framework | steps to target | training time to target | ratio | final step | s/step | final MCD-DTW (dB) | "
+        "aligned | forced | duration ratio | untrained MCD | mean-spectrum MCD |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fw, r in rows.items():
         f, u = r["final"], r["untrained"]
-        lines.append(f"| {fw} | {num(r['target_step'], 'd')} | {num(r['target_seconds'] and r['target_seconds'] / 60, '.1f')} min "
-                     f"| {num(r['ratio_to_fastest'], '.2f')}× | {f['step']} | {f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} "
+        minutes = r["target_seconds"] and f"{r['target_seconds'] / 60:.1f} min"
+        lines.append(f"| {fw} | {num(r['target_step'], 'd')} | {minutes or '—'} "
+                     f"| {num(r['ratio_to_fastest'], '.2f')}× | {f['step']} | {f['train_seconds'] / max(f['step'], 1):.2f} "
+                     f"| {f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} "
                      f"| {f['forced_fraction_mean']:.0%} | {f['duration_ratio_mean']:.2f} | {u['mcd_mean']:.2f} "
                      f"| {f['mcd_mean_spectrum_mean']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -54,7 +54,7 @@ def worker(args) -> None:
     curve = out / "curve.jsonl"
     refs = quality.heldout_references(args.data, spec)[: args.sentences]
     corpus = data.load_corpus(args.data, spec, progress=False)
-    mean = quality.mean_frame(corpus.features(i)[0][:, ::spec.r] for i in range(len(corpus)))
+    mean = quality.mean_frame(ref.mel for ref in quality.references(corpus))
     clock = {"start": time.perf_counter(), "eval": 0.0, "loss": [], "met_at": None}
 
     def evaluate(step: int, backend) -> dict:
@@ -175,7 +175,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(args.data) if args.data else default_corpus(REPO / "out")
     preset = args.preset
-    header = [f"machine: {machine()['cpu']}, {machine()['cores']} cores; git {machine()['git_commit']}",
+    info = machine()
+    header = [f"machine: {info['cpu']}, {info['cores']} cores; git {info['git_commit']}",
               f"data: {data_dir} (held-out sentences: the first {args.sentences} of heldout.csv)",
               f"same initial weights (seed {args.seed}) and data order in every framework; {args.threads} threads",
               f"evaluation every {args.eval_every} steps (step 0 = untrained); training time excludes evaluations",
@@ -209,7 +210,7 @@ def run(args) -> int:
         status = 130
     curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in procs}
     rows = summarize(curves, args.target_aligned, args.target_mcd)
-    meta = {"preset": preset, "header": header, "machine": machine(), "options": {k: str(v) for k, v in vars(args).items()}}
+    meta = {"preset": preset, "header": header, "machine": info, "options": {k: str(v) for k, v in vars(args).items()}}
     (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "curves": curves}, indent=1))
     table = markdown(meta, rows)
     (out / "table.md").write_text(table)

@@ -20,9 +20,6 @@ training sentences are the first of a larger one's (same seed, K and max_chars).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,48 +96,26 @@ def build_corpus(out_dir, n: int, seed: int = 0, max_chars: int | None = None, p
     return out
 
 
-@contextlib.contextmanager
-def _heldout_view(corpus_dir):
-    """A temporary directory whose metadata.csv is the corpus's heldout.csv (and wavs/ its wavs/,
-    both links): data.read_ljspeech and data.load_corpus read no other file name. Errors and
-    warnings name the real files."""
-    root = Path(corpus_dir)
-    if not (root / HELDOUT).is_file():
-        raise data.DataError(f"{root / HELDOUT} is missing (build the corpus with python -m common.corpus)")
-    with tempfile.TemporaryDirectory(prefix="dctts-heldout-") as tmp:
-        view = Path(tmp)
-        (view / METADATA).symlink_to((root / HELDOUT).resolve())
-        (view / "wavs").symlink_to((root / "wavs").resolve(), target_is_directory=True)
-
-        def real(message) -> str:
-            return str(message).replace(str(view / METADATA), str(root / HELDOUT)).replace(str(view), str(root))
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                yield view
-            except data.DataError as err:
-                raise data.DataError(real(err)) from None
-    for w in caught:
-        warnings.warn(real(w.message), w.category, stacklevel=3)
+def _heldout_file(corpus_dir) -> Path:
+    path = Path(corpus_dir) / HELDOUT
+    if not path.is_file():
+        raise data.DataError(f"{path} is missing (build the corpus with python -m common.corpus)")
+    return path
 
 
 def read_heldout(corpus_dir) -> list:
     """[data.Entry] of heldout.csv ([] when it lists none: --heldout 0), parsed and checked by
     data.read_ljspeech."""
-    root = Path(corpus_dir)
-    with _heldout_view(root) as view:
-        if not (view / METADATA).read_text(encoding="utf-8").strip():
-            return []
-        entries = data.read_ljspeech(view)
-    return [e._replace(wav=root / "wavs" / e.wav.name) for e in entries]
+    if not _heldout_file(corpus_dir).read_text(encoding="utf-8").strip():
+        return []
+    return data.read_ljspeech(corpus_dir, HELDOUT)
 
 
 def load_heldout(corpus_dir, spec: Spec, progress: bool = False) -> data.Corpus:
     """The held-out set as a data.Corpus: data.load_corpus's policy (unusable utterances
     skipped, in one warning) and its feature cache, shared with the training set's."""
-    with _heldout_view(corpus_dir) as view:
-        return data.load_corpus(view, spec, cache_dir=data.corpus_cache(corpus_dir), progress=progress)
+    _heldout_file(corpus_dir)
+    return data.load_corpus(corpus_dir, spec, progress=progress, metadata=HELDOUT)
 
 
 def main(argv=None) -> None:

@@ -53,14 +53,15 @@ class Utterance(NamedTuple):
     n_frames: int  # full frame rate
 
 
-def read_ljspeech(data_dir) -> list:
+def read_ljspeech(data_dir, metadata: str = "metadata.csv") -> list:
     """[Entry] from an LJSpeech-format directory: metadata.csv lines `id|text|normalized text`
     (pipe-separated, no header, quotes literal) and wavs/<id>.wav. The normalized column is
-    used when present and non-empty."""
+    used when present and non-empty. `metadata`: another list of the same folder (a held-out
+    set, common.corpus)."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"corpus directory {root} does not exist")
-    meta = root / "metadata.csv"
+    meta = root / metadata
     if not meta.is_file():
         raise DataError(f"{meta} is missing (an LJSpeech-format corpus has metadata.csv and wavs/)")
     entries, seen = [], set()
@@ -133,7 +134,7 @@ def corpus_cache(data_dir, base=None) -> Path:
     return Path(base) / f"{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
 
 
-def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> Corpus:
+def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True, metadata: str = "metadata.csv") -> Corpus:
     """Read an LJSpeech-format corpus, computing features once into
     <cache_dir or corpus_cache(data_dir)>/<audio_key(spec)>/ (one .npy per utterance and
     feature, written atomically, plus index.json of frame counts and each wav's size and
@@ -142,8 +143,9 @@ def load_corpus(data_dir, spec: Spec, cache_dir=None, progress: bool = True) -> 
     Characters outside the vocabulary are dropped (the public implementations strip them
     too). Unusable utterances are skipped: text empty after normalization, text over
     spec.max_chars, audio over spec.max_frames * spec.r frames, silent audio, an unreadable
-    wav. Both are counted in one warning; a DataError only when nothing usable remains."""
-    entries = read_ljspeech(data_dir)
+    wav. Both are counted in one warning; a DataError only when nothing usable remains.
+    `metadata`: as read_ljspeech's (the features share the corpus's cache)."""
+    entries = read_ljspeech(data_dir, metadata)
     cache = Path(cache_dir if cache_dir is not None else corpus_cache(data_dir)) / audio_key(spec)
     cache.mkdir(parents=True, exist_ok=True)
     W.remove_leftovers(cache, older_than=STALE_TEMP_S)  # several runs may share a cache

@@ -208,7 +208,7 @@ def main(argv=None) -> None:
     refs = (training_references(args.data, spec, args.sentences) if args.training
             else heldout_references(args.data, spec)[:args.sentences])
     corpus = data.load_corpus(args.data, spec, progress=False)
-    mean = mean_frame(corpus.features(i)[0][:, ::spec.r] for i in range(len(corpus)))
+    mean = mean_frame(ref.mel for ref in references(corpus))
     backend_cls = load_backend(args.framework)
     trained = cli.build_model(backend_cls, (weights, spec), "text2mel", "cpu")
     results = {"trained": evaluate(trained, refs, spec, mean_spectrum=mean),

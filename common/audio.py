@@ -65,6 +65,11 @@ def _normalize(s: np.ndarray, spec: Spec) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def to_db(x, spec: Spec):
+    """The "db" recipe's features back in decibels (20 log10 S): its normalization undone."""
+    return x * spec.max_db - spec.max_db + spec.ref_db
+
+
 def mag_to_wav(mag, spec: Spec) -> np.ndarray:
     """float32 wav from normalized magnitudes (F', T) by Griffin-Lim (spec.gl_iters, fixed seed).
 
@@ -77,7 +82,7 @@ def mag_to_wav(mag, spec: Spec) -> np.ndarray:
     if spec.features == "power":
         s = x ** (spec.eta / spec.gamma)
     else:
-        s = (10.0 ** ((x * spec.max_db - spec.max_db + spec.ref_db) / 20)) ** spec.gl_power
+        s = (10.0 ** (to_db(x, spec) / 20)) ** spec.gl_power
     wav = librosa.griffinlim(s, n_iter=spec.gl_iters, hop_length=spec.hop, win_length=spec.win,
                              n_fft=spec.n_fft, window="hann", random_state=0)
     if spec.preemphasis > 0:

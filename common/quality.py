@@ -23,7 +23,7 @@ import librosa
 import numpy as np
 import scipy.fft
 
-from common import data, losses
+from common import audio, data, losses
 from common.corpus import load_heldout
 from common.spec import Spec
 from common.synthesis import reached_end
@@ -44,11 +44,11 @@ class Reference(NamedTuple):
 
 def log_mel(mel, spec: Spec) -> np.ndarray:
     """Natural log of the mel amplitudes, the feature normalization (common.audio) undone:
-    "db": mel * max_db - max_db + ref_db is 20 log10 S; "power": mel = (S / max S)^gamma, so
+    "db": audio.to_db(mel, spec) is 20 log10 S; "power": mel = (S / max S)^gamma, so
     log(mel) / gamma, S / max S floored at POWER_FLOOR."""
     mel = np.asarray(mel, np.float64)
     if spec.features == "db":
-        return (mel * spec.max_db - spec.max_db + spec.ref_db) * (np.log(10) / 20)
+        return audio.to_db(mel, spec) * (np.log(10) / 20)
     return np.log(np.maximum(mel, POWER_FLOOR ** spec.gamma)) / spec.gamma
 
 

@@ -34,8 +34,8 @@ def check_writable(path: Path) -> None:
         raise OSError(f"cannot write {path}: {reason}")
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--framework", required=True, choices=FRAMEWORKS)
+def _common_options(parser: argparse.ArgumentParser, framework_required: bool = True) -> None:
+    parser.add_argument("--framework", required=framework_required, choices=FRAMEWORKS)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--threads", type=int, help="CPU threads of the framework (default: its own choice)")
 
@@ -68,10 +68,7 @@ def synthesize_parser() -> argparse.ArgumentParser:
                                 "checkpoints (or weight files, or run directories: their newest checkpoint). "
                                 "Numbers, money, times, dates, abbreviations and symbols are spelled out first "
                                 "(common/text.py); the text as spoken is printed.")
-    _common_options(p)
-    for action in p._actions:  # --show-text needs no framework: run_synthesize checks it
-        if action.dest == "framework":
-            action.required = False
+    _common_options(p, framework_required=False)  # --show-text needs none: run_synthesize checks it
     p.add_argument("--text2mel", type=Path, help="required unless --show-text")
     p.add_argument("--ssrn", type=Path, help="required unless --show-text")
     p.add_argument("text")

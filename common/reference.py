@@ -93,9 +93,14 @@ def audio_enc(s: S.Spec, w: dict, mel_in):
     return run(s, w, S.audio_enc_layers(s), mel_in)
 
 
-def attention(k, v, q):
-    """A = softmax over N of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q], (B, 2d, T)."""
-    logits = np.einsum("bdn,bdt->bnt", k, q) / np.sqrt(k.shape[1])
+def pad_bias(text):
+    """(B, N, 1): spec.PAD_LOGIT at padded text positions, 0 elsewhere."""
+    return np.where(np.asarray(text) == S.PAD, S.PAD_LOGIT, 0.0)[:, :, None]
+
+
+def attention(k, v, q, bias):
+    """A = softmax over N of K^T Q / sqrt(d) + bias, (B, N, T); R' = [V A, Q], (B, 2d, T)."""
+    logits = np.einsum("bdn,bdt->bnt", k, q) / np.sqrt(k.shape[1]) + bias
     a = np.exp(logits - logits.max(1, keepdims=True))
     a /= a.sum(1, keepdims=True)
     return np.concatenate([np.einsum("bdn,bnt->bdt", v, a), q], axis=1), a
@@ -109,7 +114,7 @@ def audio_dec(s: S.Spec, w: dict, r):
 def text2mel(s: S.Spec, w: dict, text, mel):
     """Teacher-forced Text2Mel: returns (mel logits (B, F, T), attention (B, N, T))."""
     k, v = text_enc(s, w, text)
-    r, a = attention(k, v, audio_enc(s, w, shift_mel(mel)))
+    r, a = attention(k, v, audio_enc(s, w, shift_mel(mel)), pad_bias(text))
     return audio_dec(s, w, r), a
 
 

@@ -9,6 +9,7 @@ import chainer.functions as F
 import numpy as np
 
 from common.synthesis import check_ids, check_mel, force_incremental, reached_end
+from impl_chainer.text2mel import pad_bias
 
 
 def inference():
@@ -29,13 +30,15 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     eval_mode, no_graph = inference()
     with eval_mode, no_graph:
-        k, v = text2mel.textenc(device.send(ids[None]))
+        text = device.send(ids[None])
+        k, v = text2mel.textenc(text)
+        bias = pad_bias(text)
         enc_past, dec_past = enc.initial_history(1), dec.initial_history(1)
         frame = xp.zeros((1, text2mel.spec.n_mels, 1), np.float32)  # the teacher-forcing shift's zero frame
         frames, columns, position = [], [], 0
         for _ in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
-            column, position = force_incremental(runtime.to_numpy(att.weights(k, q))[0, :, 0], position)
+            column, position = force_incremental(runtime.to_numpy(att.weights(k, q, bias))[0, :, 0], position)
             logits, dec_past = dec.step(att.read(v, device.send(column[None, :, None]), q), dec_past)
             frame = F.sigmoid(logits).array
             frames.append(frame)

@@ -37,18 +37,25 @@ class AudioEnc(chainer.Chain):
         return self.layers(mel_in)
 
 
+def pad_bias(text):
+    """(B, N, 1): spec.PAD_LOGIT at padded text positions, 0 elsewhere."""
+    xp = chainer.backend.get_array_module(text)
+    return ((text == S.PAD).astype(xp.float32) * S.PAD_LOGIT)[:, :, None]
+
+
 class Attention(chainer.Chain):
-    """A = softmax over the text axis of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q].
+    """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading."""
 
-    def weights(self, k, q):
-        return F.softmax(F.matmul(k, q, transa=True) * (1.0 / math.sqrt(k.shape[1])), axis=1)
+    def weights(self, k, q, bias):
+        logits = F.matmul(k, q, transa=True) * (1.0 / math.sqrt(k.shape[1]))
+        return F.softmax(logits + F.broadcast_to(bias, logits.shape), axis=1)
 
     def read(self, v, a, q):
         return F.concat([F.matmul(v, a), q], axis=1)
 
-    def forward(self, k, v, q):
-        a = self.weights(k, q)
+    def forward(self, k, v, q, bias):
+        a = self.weights(k, q, bias)
         return self.read(v, a, q), a
 
 
@@ -78,5 +85,5 @@ class Text2Mel(chainer.Chain):
     def forward(self, text, mel):
         k, v = self.textenc(text)
         q = self.audioenc(F.pad(mel[:, :, :-1], ((0, 0), (0, 0), (1, 0)), "constant"))
-        r, a = self.attention(k, v, q)
+        r, a = self.attention(k, v, q, pad_bias(text))
         return self.audiodec(r), a

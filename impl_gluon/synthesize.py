@@ -8,6 +8,7 @@ import mxnet as mx
 import numpy as np
 
 from common.synthesis import check_ids, check_mel, force_incremental, reached_end
+from impl_gluon.text2mel import pad_bias
 
 
 def context_of(model):
@@ -26,14 +27,16 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
     reaches the end of text or after `max_frames` frames."""
     ids = check_ids(ids, text2mel.spec, max_frames)
     ctx, nd, att = context_of(text2mel), mx.nd, text2mel.attention
-    k, v = text2mel.textenc(nd.array(ids[None], ctx=ctx, dtype=np.int32))
+    text = nd.array(ids[None], ctx=ctx, dtype=np.int32)
+    k, v = text2mel.textenc(text)
+    bias = pad_bias(nd, text)
     enc_past, dec_past = ([h for h in stack.initial_history(1, ctx) if h is not None]
                           for stack in (text2mel.audioenc.layers, text2mel.audiodec.layers))
     frame = nd.zeros((1, text2mel.spec.n_mels, 1), ctx=ctx)  # the teacher-forcing shift's zero frame
     frames, columns, position = [], [], 0
     for _ in range(max_frames):
         q, *enc_past = text2mel.audioenc_step(frame, *enc_past)
-        column, position = force_incremental(att.weights(nd, k, q)[0, :, 0].asnumpy(), position)
+        column, position = force_incremental(att.weights(nd, k, q, bias)[0, :, 0].asnumpy(), position)
         a = nd.array(column[None, :, None], ctx=ctx)
         logits, *dec_past = text2mel.audiodec_step(att.read(nd, v, a, q), *dec_past)
         frame = nd.sigmoid(logits)

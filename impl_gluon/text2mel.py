@@ -34,8 +34,13 @@ class AudioEnc(gluon.HybridBlock):
         return self.layers(mel_in)
 
 
+def pad_bias(F, text):
+    """(B, N, 1): spec.PAD_LOGIT at padded text positions, 0 elsewhere."""
+    return F.expand_dims(F.cast(text == S.PAD, "float32") * S.PAD_LOGIT, axis=2)
+
+
 class Attention(gluon.HybridBlock):
-    """A = softmax over the text axis of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q].
+    """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading. For these products
     (B=4..16, d=256, N=100, T=140, interleaved runs) batch_dot and linalg.gemm2 measured the
     same (~47-55 GFLOP/s on one thread, as NumPy's matmul; transposing K first: 1.5x slower);
@@ -45,14 +50,14 @@ class Attention(gluon.HybridBlock):
         super().__init__(prefix="attention_")
         self.scale = 1.0 / math.sqrt(spec.D)
 
-    def weights(self, F, k, q):
-        return F.softmax(F.batch_dot(k, q, transpose_a=True) * self.scale, axis=1)
+    def weights(self, F, k, q, bias):
+        return F.softmax(F.broadcast_add(F.batch_dot(k, q, transpose_a=True) * self.scale, bias), axis=1)
 
     def read(self, F, v, a, q):
         return F.concat(F.batch_dot(v, a), q, dim=1)
 
-    def hybrid_forward(self, F, k, v, q):
-        a = self.weights(F, k, q)
+    def hybrid_forward(self, F, k, v, q, bias):
+        a = self.weights(F, k, q, bias)
         return self.read(F, v, a, q), a
 
 
@@ -101,5 +106,5 @@ class Text2Mel(gluon.HybridBlock):
 
     def hybrid_forward(self, F, text, mel):
         k, v = self.textenc(text)
-        r, a = self.attention(k, v, self.audioenc(shift_right(F, mel)))
+        r, a = self.attention(k, v, self.audioenc(shift_right(F, mel)), pad_bias(F, text))
         return self.audiodec(r), a

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from common.synthesis import check_ids, check_mel, force_incremental, reached_end
+from impl_torch.text2mel import pad_bias
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:
@@ -23,13 +24,15 @@ def synthesize(text2mel, ids, max_frames: int) -> tuple:
     device = next(text2mel.parameters()).device
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     with torch.inference_mode():
-        k, v = text2mel.textenc(torch.from_numpy(ids)[None].to(device))
+        text = torch.from_numpy(ids)[None].to(device)
+        k, v = text2mel.textenc(text)
+        bias = pad_bias(text)
         enc_past, dec_past = enc.initial_history(1, device), dec.initial_history(1, device)
         frame = torch.zeros(1, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
         frames, columns, position = [], [], 0
         for _ in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
-            column, position = force_incremental(att.weights(k, q)[0, :, 0].cpu().numpy(), position)
+            column, position = force_incremental(att.weights(k, q, bias)[0, :, 0].cpu().numpy(), position)
             a = torch.from_numpy(column)[None, :, None].to(device)
             logits, dec_past = dec.step(att.read(v, a, q), dec_past)
             frame = torch.sigmoid(logits)

@@ -36,18 +36,23 @@ class AudioEnc(nn.Module):
         return self.layers(mel_in)
 
 
+def pad_bias(text):
+    """(B, N, 1): spec.PAD_LOGIT at padded text positions, 0 elsewhere."""
+    return ((text == S.PAD).to(torch.float32) * S.PAD_LOGIT)[:, :, None]
+
+
 class Attention(nn.Module):
-    """A = softmax over the text axis of K^T Q / sqrt(d), (B, N, T); R' = [V A, Q].
+    """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading."""
 
-    def weights(self, k, q):
-        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / math.sqrt(k.shape[1]), dim=1)
+    def weights(self, k, q, bias):
+        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / math.sqrt(k.shape[1]) + bias, dim=1)
 
     def read(self, v, a, q):
         return torch.cat([torch.bmm(v, a), q], dim=1)
 
-    def forward(self, k, v, q):
-        a = self.weights(k, q)
+    def forward(self, k, v, q, bias):
+        a = self.weights(k, q, bias)
         return self.read(v, a, q), a
 
 
@@ -75,5 +80,5 @@ class Text2Mel(nn.Module):
     def forward(self, text, mel):
         k, v = self.textenc(text)
         q = self.audioenc(F.pad(mel[:, :, :-1], (1, 0)))
-        r, a = self.attention(k, v, q)
+        r, a = self.attention(k, v, q, pad_bias(text))
         return self.audiodec(r), a

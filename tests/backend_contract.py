@@ -70,6 +70,10 @@ def test_forward_matches_reference(backend_cls, tiny, net, plain_logits):
     if net == "text2mel":
         logits, a = R.text2mel(tiny, w, b.text, b.mel)
         assert np.abs(out["attention"] - a).max() <= 1e-5
+        assert b.text_lengths.min() < b.text.shape[1]
+        for i, n in enumerate(b.text_lengths):  # padded text positions get no attention at all
+            assert np.all(out["attention"][i, n:] == 0)
+            assert np.allclose(out["attention"][i, :n].sum(axis=0), 1, atol=1e-5)
     else:
         logits = R.ssrn(tiny, w, b.mel)
     assert out["logits"].shape == logits.shape and out["logits"].dtype == np.float32
@@ -201,7 +205,7 @@ def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
     logits = R.audio_dec(tiny, w, np.concatenate([v @ a[None], q], axis=1))
     np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
     free = a.max(0) < 1.0  # columns not forced one-hot keep the network's own attention
-    np.testing.assert_allclose(a[:, free], R.attention(k, v, q)[1][0][:, free], atol=1e-5)
+    np.testing.assert_allclose(a[:, free], R.attention(k, v, q, R.pad_bias(ids[None]))[1][0][:, free], atol=1e-5)
 
 
 @pytest.mark.parametrize("ids", [[], [5, 6] * 40 + [EOS], [5, 99, EOS]], ids=["empty", "too long", "unknown id"])

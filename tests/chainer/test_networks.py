@@ -10,6 +10,7 @@ import pytest
 
 from common import reference as R, spec as S, weights as W
 from impl_chainer.backend import NETWORKS
+from impl_chainer.text2mel import pad_bias
 from impl_chainer.weights import get_weights, set_weights
 from tests.backend_contract import random_batch
 
@@ -46,13 +47,13 @@ def test_text2mel_parts_match_reference(preset):
     mel_in = R.shift_mel(b.mel).astype(np.float32)
     k_ref, v_ref = R.text_enc(spec, w, b.text)
     q_ref = R.audio_enc(spec, w, mel_in)
-    r_ref, a_ref = R.attention(k_ref, v_ref, q_ref)
+    r_ref, a_ref = R.attention(k_ref, v_ref, q_ref, R.pad_bias(b.text))
     train_off, no_graph = eval_mode()
     with train_off, no_graph:
         k, v = model.textenc(b.text)
         q = model.audioenc(mel_in)
         # each part from the reference's inputs, so errors do not compound
-        r, a = model.attention(*(x.astype(np.float32) for x in (k_ref, v_ref, q_ref)))
+        r, a = model.attention(*(x.astype(np.float32) for x in (k_ref, v_ref, q_ref)), pad_bias(b.text))
         logits = model.audiodec(r_ref.astype(np.float32))
     for out, ref in ((k, k_ref), (v, v_ref), (q, q_ref), (r, r_ref), (a, a_ref), (logits, R.audio_dec(spec, w, r_ref))):
         assert_close(out, ref, preset)

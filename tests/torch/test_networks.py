@@ -8,6 +8,7 @@ import torch
 
 from common import reference as R, spec as S, weights as W
 from impl_torch.backend import NETWORKS
+from impl_torch.text2mel import pad_bias
 from impl_torch.weights import get_weights, set_weights
 from tests.backend_contract import random_batch
 
@@ -40,12 +41,12 @@ def test_text2mel_parts_match_reference(preset):
     text, mel_in = torch.from_numpy(b.text), torch.from_numpy(R.shift_mel(b.mel))
     k_ref, v_ref = R.text_enc(spec, w, b.text)
     q_ref = R.audio_enc(spec, w, R.shift_mel(b.mel))
-    r_ref, a_ref = R.attention(k_ref, v_ref, q_ref)
+    r_ref, a_ref = R.attention(k_ref, v_ref, q_ref, R.pad_bias(b.text))
     with torch.no_grad():
         k, v = model.textenc(text)
         q = model.audioenc(mel_in)
         # each part from the reference's inputs, so errors do not compound
-        r, a = model.attention(*(torch.from_numpy(x.astype(np.float32)) for x in (k_ref, v_ref, q_ref)))
+        r, a = model.attention(*(torch.from_numpy(x.astype(np.float32)) for x in (k_ref, v_ref, q_ref)), pad_bias(text))
         logits = model.audiodec(torch.from_numpy(r_ref.astype(np.float32)))
     for out, ref in ((k, k_ref), (v, v_ref), (q, q_ref), (r, r_ref), (a, a_ref), (logits, R.audio_dec(spec, w, r_ref))):
         assert_close(out, ref, preset)

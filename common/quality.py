@@ -33,6 +33,7 @@ POWER_FLOOR = 1e-5  # "power" features: S / max S floored at -100 dB before the 
 MONOTONIC_SLACK = 1  # the argmax may fall this far behind the furthest position reached (force_incremental's -1)
 MAX_FORCED_FRACTION = 0.1  # aligned: at most one frame in ten had its attention forced
 DIAGONAL_G = 0.2  # [paper] the guided-attention width g, for `diagonality`
+TRIM_DB = 50  # leading/trailing frames this far below the loudest are silence (espeak-ng's pauses: -65 dB and below)
 _MCD_SCALE = 10 / np.log(10) * np.sqrt(2)
 
 
@@ -65,17 +66,32 @@ def mel_cepstrum(mel, spec: Spec, n_coeffs: int = N_COEFFS) -> np.ndarray:
     return scipy.fft.dct(log, type=2, axis=0)[1:n_coeffs + 1] / (2 * log.shape[0])
 
 
-def mcd_dtw(mel_a, mel_b, spec: Spec, n_coeffs: int = N_COEFFS) -> float:
-    """Mel-cepstral distortion in dB after dynamic time warping: the two cepstra (mel_cepstrum)
-    are aligned by librosa.sequence.dtw (euclidean cost, steps (1,1), (1,0), (0,1), all of
-    weight 1, whole sequences); MCD = (10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2) per aligned
-    frame pair, averaged over the pairs of the path (normalized by the path length). Any frame
-    rate, as long as both mels have the same (the evaluation: reduced)."""
-    a, b = mel_cepstrum(mel_a, spec, n_coeffs), mel_cepstrum(mel_b, spec, n_coeffs)
+def trim_silence(mel, spec: Spec, top_db: float = TRIM_DB) -> np.ndarray:
+    """`mel` without its leading and trailing frames whose loudest band lies more than top_db
+    below the loudest band of the whole mel (at least one frame is kept)."""
+    level = log_mel(mel, spec).max(axis=0) * (20 / np.log(10))
+    loud = np.flatnonzero(level >= level.max() - top_db)
+    return np.asarray(mel)[:, loud[0]:loud[-1] + 1]
+
+
+def mcd_dtw(mel, reference, spec: Spec, n_coeffs: int = N_COEFFS) -> float:
+    """Mel-cepstral distortion in dB after dynamic time warping, of `mel` against `reference`:
+    both without leading and trailing silence (trim_silence), their cepstra (mel_cepstrum)
+    aligned by librosa.sequence.dtw (euclidean cost, steps (1,1), (1,0), (0,1), all of weight
+    1, whole sequences); MCD = (10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2) per aligned frame
+    pair, summed over the path and divided by the REFERENCE's frame count. Both choices keep
+    the length of `mel` from moving the figure by itself: averaged over the path untrimmed, a
+    wrong sentence followed by 80 frames of silence scored 2.9 dB against its reference
+    instead of 6.1 (the silence pairs cheaply with the reference's last frame and dilutes the
+    mean), so a synthesis that never stopped looked better than one that did; summed but
+    untrimmed, the silence after a synthesis's last word cost as much as a wrong word. Any
+    frame rate, as long as both mels have the same (the evaluation: reduced)."""
+    mel, reference = trim_silence(mel, spec), trim_silence(reference, spec)
+    a, b = mel_cepstrum(mel, spec, n_coeffs), mel_cepstrum(reference, spec, n_coeffs)
     if a.shape[1] == 0 or b.shape[1] == 0:
         raise ValueError(f"mcd_dtw needs frames in both mels, got {a.shape[1]} and {b.shape[1]}")
     _, path = librosa.sequence.dtw(X=a, Y=b, metric="euclidean")
-    return float(_MCD_SCALE * np.linalg.norm(a[:, path[:, 0]] - b[:, path[:, 1]], axis=0).mean())
+    return float(_MCD_SCALE * np.linalg.norm(a[:, path[:, 0]] - b[:, path[:, 1]], axis=0).sum() / b.shape[1])
 
 
 def alignment(attention, n_text: int, real_frames: int) -> dict:

@@ -51,6 +51,24 @@ def test_dtw_forgives_a_time_stretch_not_a_spectral_change(mel):
     assert stretch < tilt / 3 and stretch < no_dtw.mean() / 3, (stretch, tilt, no_dtw.mean())
 
 
+def test_frames_added_to_the_synthesis_do_not_dilute_the_mcd(mel):
+    """A wrong output followed by silence must not score better than the wrong output alone
+    (the mean over the DTW path fell from 6.1 to 2.9 dB that way: a synthesis that never
+    stopped looked better than one that did)."""
+    wrong = tilted(mel, 0.3)
+    silence = np.repeat(mel[:, -1:], 3 * mel.shape[1], axis=1)
+    alone = quality.mcd_dtw(wrong, mel, TINY)
+    assert quality.mcd_dtw(np.concatenate([wrong, silence], axis=1), mel, TINY) >= 0.9 * alone > 0
+
+
+def test_silence_before_and_after_the_speech_costs_nothing(mel):
+    """Leading and trailing silence is trimmed from both mels: a synthesis that says the
+    sentence right and then stays silent for a while scores as the sentence alone."""
+    silent = np.zeros((mel.shape[0], 30), np.float32)
+    assert quality.mcd_dtw(np.concatenate([silent[:, :5], mel, silent], axis=1), mel, TINY) == 0.0
+    assert quality.trim_silence(np.concatenate([silent, mel], axis=1), TINY).shape == quality.trim_silence(mel, TINY).shape
+
+
 def test_cepstrum_leaves_out_the_level():
     """c0 is dropped: a constant offset of the log spectrum (loudness) changes nothing."""
     rng = np.random.default_rng(1)

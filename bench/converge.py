@@ -186,7 +186,8 @@ def run(args) -> int:
               "reduced mels); budget " + (f"{args.minutes} min or " if args.minutes else "") + f"{args.max_steps} steps"]
     if args.parallel:
         header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
-                      f"each, on {os.cpu_count()} cores: they shared the machine alike")
+                      f"each, on {os.cpu_count()} cores: they shared the machine alike until one stopped; "
+                      "after that the others ran faster (compare steps, not minutes, after the first stop)")
     env = {**os.environ, **thread_env(args.threads),
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     procs, status = {}, 0

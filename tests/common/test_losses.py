@@ -38,7 +38,8 @@ def test_adam_update_first_step_moves_each_weight_by_lr():
     p1, m, v = L.adam_update(p, g, np.zeros(3), np.zeros(3), 1, s)
     # step 1: m_hat = g, v_hat = g^2, so the move is lr * g / (|g| + eps)
     np.testing.assert_allclose(p1, p - 2e-4 * g / (np.abs(g) + 1e-6), rtol=1e-12)
-    np.testing.assert_allclose(m, 0.5 * g) and np.testing.assert_allclose(v, 0.1 * g * g)
+    np.testing.assert_allclose(m, 0.5 * g)
+    np.testing.assert_allclose(v, 0.1 * g * g)
 
 
 def test_adam_clips_gradients_by_value():

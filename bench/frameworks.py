@@ -69,7 +69,7 @@ def _numpy_mm(n, device):
 MATMULS = {"torch": _torch_mm, "chainer": _chainer_mm, "gluon": _mxnet_mm}
 
 
-def peak_matmul(framework: str, device: str = "cpu", n: int | None = None, repeats: int = 5) -> dict:
+def peak_matmul(framework: str, device: str = "cpu", n: int | None = None, repeats: int = 10) -> dict:
     """Best fp32 GFLOP/s of an n x n matrix product in `framework` on `device` (the fastest of
     its gemm entry points, best of `repeats` after one untimed call, synchronized around each).
     n defaults to 2048 on CPU (~0.1-0.5 s a product on a few cores), 8192 on a GPU."""

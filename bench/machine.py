@@ -15,8 +15,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MXNET_CPU_WORKER_NTHREADS",
-               "DCTTS_THREADS")
+# The same policy as the command line's (common.framework.configure_threads): n threads per operator
+# and one operator at a time. MXNET_CPU_WORKER_NTHREADS is left at MXNet's default (1) as dctts-train
+# leaves it: set to n it ran n operators at once, each with n OpenMP threads, on n cores.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "DCTTS_THREADS")
 
 
 def thread_env(n: int) -> dict:

@@ -87,6 +87,23 @@ def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int) -> list:
     return runs
 
 
+def worker_env(args) -> dict:
+    """A subprocess's environment: the run's thread settings, the project importable."""
+    path = os.pathsep.join(p for p in (str(machine.REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **machine.thread_env(args.threads), "PYTHONPATH": path}
+
+
+def numpy_peak(args) -> float | None:
+    """NumPy's best fp32 matmul GFLOP/s (bench.frameworks.peak_matmul), in a subprocess with the
+    runs' threads: one of the probes of the machine peak (report.machine_peak). None on a GPU."""
+    if args.device != "cpu":
+        return None
+    code = "import json; from bench.frameworks import peak_matmul; print(json.dumps(peak_matmul('numpy')))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=machine.REPO, env=worker_env(args), capture_output=True,
+                          text=True, timeout=args.timeout)
+    return json.loads(proc.stdout)["gflops"] if proc.returncode == 0 else None
+
+
 def run_worker(args, framework: str, task: str, batch: int) -> dict:
     """One subprocess run; a crash, timeout or missing answer becomes a status "error" record."""
     result = args.out / f".worker-{os.getpid()}.json"
@@ -97,8 +114,7 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
            "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--result", str(result)]
     if args.data:
         cmd += ["--data", args.data]
-    path = os.pathsep.join(p for p in (str(machine.REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, **machine.thread_env(args.threads), "PYTHONPATH": path}
+    env = worker_env(args)
     base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
     try:
         proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -111,7 +127,23 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
     return record
 
 
-def header(args, records: list) -> list:
+def peak_line(records: list, probes: dict) -> str:
+    """How the one machine peak was found, with every probe and their spread."""
+    found = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("peak"):
+            found[r["framework"]] = max(found.get(r["framework"], 0.0), r["peak"]["gflops"])
+    found.update({f"numpy {k}": v for k, v in probes.items() if v})
+    if not found:
+        return "machine peak: not measured (no run finished)"
+    best, low = max(found.values()), min(found.values())
+    return ("machine peak = the best fp32 square matmul measured in this run (n in results.json; best of 10 after "
+            "one untimed call): " + ", ".join(f"{k} {v:.0f}" for k, v in found.items()) +
+            f" GFLOP/s; peak {best:.0f}, spread {100 * (best - low) / best:.0f}%; every framework's % of peak "
+            "divides by it")
+
+
+def header(args, records: list, probes: dict) -> list:
     """The settings a reader needs to trust (or reproduce) the table."""
     info = machine.machine()
     versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
@@ -131,13 +163,12 @@ def header(args, records: list) -> list:
         "synthesis: untrained weights (common.weights.init_weights), " + (
             "corpus texts" if args.data else "common/sentences.txt sentences of {}-{} characters".format(
                 *inputs.SYNTHESIS_CHARS)) + f", at most {args.max_frames} reduced frames; step = Text2Mel + SSRN; "
-        "RTF = audio seconds / compute seconds, +vocoder adds Griffin-Lim (common.audio)",
+        + report.RTF_NOTE,
         f"parity gate before timing: Backend.forward vs common.reference on a short batch (B={gate.size}, "
         f"N={gate.text.shape[1]}, T={gate.mel.shape[2]}), relative error <= {GATE_TOL:g}; a framework that fails "
         "is reported, not timed",
-        "FLOPs: common.spec.flops (train step = 3x forward; synthesis decodes incrementally, "
-        "each frame once); peak = best fp32 square matmul in each framework on this device (n in results.json), measured "
-        "in the same run",
+        "FLOPs: common.spec.flops (train step = 3x forward; synthesis decodes incrementally, each frame once)",
+        peak_line(records, probes),
         "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
         f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
                                    else ""),
@@ -157,12 +188,14 @@ def busy_warning(records: list) -> list:
             "unreliable, re-run on a quiet machine"]
 
 
-def write_outputs(args, records: list, plots: bool = False) -> str:
-    """Rewrite results.json, results.csv and table.md (and the plots); return the markdown."""
-    rows = report.aggregate(records)
+def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str:
+    """Rewrite results.json, results.csv and table.md (and the plots); return the markdown.
+    `probes`: NumPy's matmul GFLOP/s before and after the runs (numpy_peak)."""
+    rows = report.aggregate(records, [v for v in probes.values() if v])
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine.machine(),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "thread_env": machine.thread_env(args.threads), "header": header(args, records)}
+            "thread_env": machine.thread_env(args.threads), "numpy_peak_gflops": probes,
+            "header": header(args, records, probes)}
     report.write_json(args.out / "results.json", meta, records)
     report.write_csv(args.out / "results.csv", rows)
     table = report.markdown(meta, rows, args.framework)
@@ -180,6 +213,7 @@ def main(argv=None) -> int:
     runs = plan(args.framework, args.task, args.batch_size, args.repeat)
     records, unavailable = [], {}
     status = 0
+    probes = {"before": numpy_peak(args)}
     try:
         bar = tqdm(runs, unit="run", desc="bench")
         for rnd, task, batch, fw in bar:
@@ -188,11 +222,12 @@ def main(argv=None) -> int:
             if record["status"] == "unavailable":
                 unavailable[fw] = record
             records.append({**record, "task": task, "batch_size": batch, "round": rnd})
-            write_outputs(args, records)
+            write_outputs(args, records, probes)
+        probes["after"] = numpy_peak(args)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(records)} of {len(runs)} runs finished and written", file=sys.stderr)
         status = 130
-    print(write_outputs(args, records, plots=True))
+    print(write_outputs(args, records, probes, plots=True))
     print(f"written to {args.out}")
     return status
 

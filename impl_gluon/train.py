@@ -19,7 +19,7 @@ _L1 = gluon.loss.L1Loss()
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: relu(x) - x y + log(1 + e^-|x|)
 
 
-def to_arrays(batch: Batch, ctx, names=("text", "mel", "mag", "guide")) -> dict:
+def to_arrays(batch: Batch, ctx, names: tuple) -> dict:
     """The batch's arrays `names` as NDArrays on `ctx` (ids stay int32: F.Embedding takes them),
     plus the number of real attention positions as a Python float."""
     out = {name: mx.nd.array(getattr(batch, name), ctx=ctx, dtype=getattr(batch, name).dtype) for name in names}
@@ -58,6 +58,9 @@ def ssrn_losses(model, a: dict) -> dict:
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
+# The batch arrays each loss reads: only these become NDArrays (Text2Mel never reads the
+# magnitudes, 22 MB a step at paper B=4).
+INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
 
 
 class SpecAdam(mx.optimizer.Optimizer):
@@ -94,14 +97,14 @@ class Trainer:
 
     def __init__(self, model, spec, net: str, ctx):
         self.model, self.spec, self.ctx = model, spec, ctx
-        self.loss_fn = LOSSES[net]
+        self.loss_fn, self.inputs = LOSSES[net], INPUTS[net]
         self.params = canonical_parameters(model)
         self.optimizer = SpecAdam(spec)
         self.trainer = gluon.Trainer(list(self.params.values()), self.optimizer, kvstore=None)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
 
     def _backward(self, batch: Batch, train: bool) -> dict:
-        arrays = to_arrays(batch, self.ctx)
+        arrays = to_arrays(batch, self.ctx, self.inputs)
         with autograd.record(train_mode=train):
             out = self.loss_fn(self.model, arrays)
         out["loss"].backward()

@@ -62,6 +62,7 @@ def test_synthesis_flops_count_each_frame_once():
 def test_thread_environment():
     env = machine.thread_env(3)
     assert set(env) == set(machine.THREAD_VARS) and set(env.values()) == {"3"}
+    assert "MXNET_CPU_WORKER_NTHREADS" not in env  # as dctts-train: one MXNet operator at a time
     with pytest.raises(ValueError):
         machine.thread_env(0)
     with pytest.raises(RuntimeError, match="before numpy"):

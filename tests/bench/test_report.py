@@ -51,11 +51,41 @@ def test_quartiles_pool_rounds_and_ratios_are_to_the_fastest(records):
     assert failed["status"] == "failed" and failed["median_s"] is None and failed["ratio_to_fastest"] is None
 
 
+def test_a_mix_of_batch_sizes_is_compared_on_equal_work():
+    """Steps cycling a small and a large batch: the median is that of a mean-work step and the IQR
+    is noise, not the mix (raw medians landed on the small batch, the IQR spanned both)."""
+    def mixed(fw, per_gflop, n=5):  # 3 small (1 GFLOP) and 2 large (2 GFLOP) steps, time = per_gflop x work
+        rec = train_record(fw, [])
+        rec["steps"] = [{"time_s": per_gflop * g, "samples": 4, "frames": 400, "flops": g * 1e9, "loss": 1.0}
+                        for g in (1, 2, 1, 2, 1)[:n]]
+        return rec
+    rows = report.aggregate([mixed("torch", 1.0), mixed("chainer", 1.5)])
+    torch = row(rows, "torch")
+    assert torch["median_s"] == pytest.approx(1.4) and torch["iqr_s"] == pytest.approx(0)  # mean work 1.4 GFLOP
+    assert row(rows, "chainer")["ratio_to_fastest"] == pytest.approx(1.5)
+
+
+def test_every_framework_divides_by_one_machine_peak():
+    """The best matmul of the run (any framework's, or NumPy's before/after), not each framework's own:
+    a low own-matmul figure once put torch at 99% "of peak"."""
+    records = [train_record("torch", [1.0], peak=150.0), train_record("chainer", [2.0], peak=200.0)]
+    rows = report.aggregate(records)
+    assert {r["machine_peak_gflops"] for r in rows} == {200.0}
+    assert row(rows, "torch")["fraction_of_peak"] == pytest.approx(2 / 1.0 / 200)
+    assert row(rows, "torch")["matmul_gflops"] == 150.0  # its own matmul stays, as a column
+    rows = report.aggregate(records, probes=[250.0, 240.0])
+    assert row(rows, "chainer")["fraction_of_peak"] == pytest.approx(2 / 2.0 / 250)
+
+
 def test_synthesis_real_time_factors(records):
     synth = row(report.aggregate(records), "torch", "synthesize")
     assert synth["rtf"] == pytest.approx(4.0 / 3.0)  # 2 x 2 s of audio in 2 x 1.5 s of Text2Mel
     assert synth["rtf_with_vocoder"] == pytest.approx(4.0 / 6.0)  # + 2 x (0.5 s SSRN + 1 s Griffin-Lim)
     assert synth["samples_per_s"] is None and synth["ratio_to_fastest"] == 1.0
+    # the header says what those divide by (it once said "+vocoder adds Griffin-Lim", leaving out SSRN)
+    assert "Text2Mel seconds" in report.RTF_NOTE and "(Text2Mel + SSRN + Griffin-Lim" in report.RTF_NOTE
+    md = report.markdown({"header": []}, report.aggregate(records), ["torch"])
+    assert "| RTF Text2Mel | RTF end-to-end |" in md
 
 
 def test_markdown_csv_and_json(tmp_path, records):

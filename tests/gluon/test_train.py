@@ -29,6 +29,22 @@ def test_loss_functions_equal_common_losses():
     np.testing.assert_allclose(att, L.attention_loss(attention, guide, mask), rtol=1e-6)
 
 
+@pytest.mark.parametrize("net", S.NETS)
+def test_a_train_step_copies_only_the_arrays_its_loss_reads(net, monkeypatch):
+    """Text2Mel never reads the magnitudes: they are not made into NDArrays for it."""
+    spec = S.get_spec("tiny")
+    copied = []
+
+    def spy(batch, ctx, names):
+        copied.extend(names)
+        return to_arrays(batch, ctx, names)
+
+    to_arrays = GT.to_arrays
+    monkeypatch.setattr(GT, "to_arrays", spy)
+    Backend(spec, net).train_step(random_batch(spec))
+    assert sorted(copied) == sorted({"text2mel": ["text", "mel", "guide"], "ssrn": ["mel", "mag"]}[net])
+
+
 @MODES
 @pytest.mark.parametrize("net", S.NETS)
 def test_backend_losses_equal_common_losses_of_reference_outputs(net, hybridize):

@@ -1,5 +1,6 @@
-"""Cross-framework parity fixtures: each framework's results computed once and compared in pairs;
-a pair with a framework that does not import here is skipped with the reason."""
+"""Cross-framework parity fixtures: each framework's results computed once and compared in pairs.
+A framework that does not import FAILS its pairs (with the reason): `tox -e parity` installs all
+three, so a missing one is a broken environment, not a pair to leave out."""
 import itertools
 from pathlib import Path
 
@@ -20,22 +21,26 @@ for _fw in FRAMEWORKS:
         pass
 
 
-@pytest.fixture(scope="session")
-def backend_class():
-    """backend_class(fw): its Backend class, or skip naming why it does not import."""
+def backend_loader(load=load_backend):
+    """loader(fw): its Backend class (loaded once), or a test failure naming why it does not import."""
     found = {}
 
     def get(fw):
         if fw not in found:
             try:
-                found[fw] = load_backend(fw)
+                found[fw] = load(fw)
             except RuntimeError as err:
                 found[fw] = err
         if isinstance(found[fw], Exception):
-            pytest.skip(f"{fw} is unavailable: {found[fw]}")
+            pytest.fail(f"{fw} is unavailable: {found[fw]}", pytrace=False)
         return found[fw]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def backend_class():
+    return backend_loader()
 
 
 @pytest.fixture(scope="session")

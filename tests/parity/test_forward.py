@@ -105,3 +105,14 @@ def test_losses_and_gradients_agree(once, backend_class, pair, preset, net):
         last = first_divergence(spec, net, a["grads"], b["grads"], GRAD_TOL, backward=True)
         pytest.fail(f"{'/'.join(pair)} {preset} {net}: gradients part (|difference| / |gradient| > {GRAD_TOL:g}) "
                     f"first in forward order at {first}, first in backward order at {last}")
+
+
+def test_a_framework_that_does_not_import_fails_its_pairs():
+    """tox -e parity must not go green with a framework missing (it used to skip the pairs)."""
+    from tests.parity.conftest import backend_loader
+
+    def broken(fw):
+        raise RuntimeError("No module named 'mxnet'")
+
+    with pytest.raises(pytest.fail.Exception, match="gluon is unavailable: No module named 'mxnet'"):
+        backend_loader(broken)("gluon")

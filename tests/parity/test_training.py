@@ -19,7 +19,10 @@ SPEC = S.get_spec("tiny").replace(dropout=0.0, lr=COMMUNITY.lr, warmup=COMMUNITY
 STEPS = 100
 BATCHES = [inputs.short_batch(SPEC, seed=i, text_lengths=(20, 14), frame_lengths=(16, 12)) for i in range(4)]
 LOSS_TOL = 1e-3  # relative, at every step
-WEIGHT_TOL = 1e-3  # relative, over the whole network: |wa - wb| / |wa| (see test_final_weights_agree)
+# Relative, over the whole network, on what training changed: |dwa - dwb| / |dwa|. Measured between
+# correct implementations (2026-12-02): 2.5e-2 for Text2Mel (torch vs chainer and vs gluon), below
+# 1e-2 for SSRN; an update 20% wrong fails by 4x.
+UPDATE_TOL = 5e-2
 MEL_TOL = 1e-4  # max abs, mels in [0, 1]
 
 
@@ -46,17 +49,19 @@ def test_loss_curves_agree(once, backend_class, pair, net):
 
 @pytest.mark.parametrize("net", S.NETS)
 def test_final_weights_agree(once, backend_class, pair, net):
-    """Over the whole network: per parameter, fp32 round-off grows chaotically through Adam (whose
-    step is ~lr * sign(g) wherever g is near zero) to ~1e-2 in a few zero-initialized norm betas
-    of Text2Mel after 100 steps, even between correct implementations; a wrong update rule moves
-    every parameter and shows here and in the loss curves."""
+    """The UPDATES (final minus initial weights) agree within UPDATE_TOL over the whole network.
+    Compared as weights, 100 small steps moved them by only 2e-3..5e-3 of their norm, so a 1e-3
+    tolerance would have passed an update 20-50% wrong. Per parameter, fp32 round-off grows
+    chaotically through Adam (whose step is ~lr * sign(g) wherever g is near zero), so the whole
+    network is the unit."""
     (_, wa), (_, wb) = (trained(once, backend_class, net, fw) for fw in pair)
     assert wa.keys() == wb.keys() == S.net_param_shapes(SPEC, net).keys()
-    moved = global_relative_error(init_weights(SPEC, net, seed=0), wa)
-    assert moved > WEIGHT_TOL, f"{pair[0]} {net}: weights moved only {moved:.1e}: agreement would say nothing"
-    error = global_relative_error(wa, wb)
-    assert error <= WEIGHT_TOL, (f"{'/'.join(pair)} {net}: final weights differ by {error:.1e} > {WEIGHT_TOL:g}; "
-                                 f"first parameter over it: {first_divergence(SPEC, net, wa, wb, WEIGHT_TOL)}")
+    w0 = init_weights(SPEC, net, seed=0)
+    da, db = ({k: np.asarray(w[k], np.float64) - w0[k] for k in w0} for w in (wa, wb))
+    error = global_relative_error(da, db)
+    assert error <= UPDATE_TOL, (f"{'/'.join(pair)} {net}: the updates differ by {error:.1e} > {UPDATE_TOL:g} of "
+                                 f"their size; first parameter over it: "
+                                 f"{first_divergence(SPEC, net, da, db, UPDATE_TOL)}")
 
 
 def test_trained_weights_synthesize_the_same_mel_elsewhere(once, backend_class, pair):

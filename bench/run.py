@@ -172,7 +172,25 @@ def header(args, records: list, probes: dict) -> list:
         "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
         f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
                                    else ""),
-    ] + busy_warning(records)
+    ] + synthesis_frames_line(records, get_spec(args.preset).r) + busy_warning(records)
+
+
+def synthesis_frames_line(records: list, r: int) -> list:
+    """What the synthesis rows timed: the reduced frames of each counted utterance, and whether
+    every framework synthesized the same (the same work); untrained weights stop where the
+    forced attention reaches the end of the text, or at --max-frames."""
+    frames = {}
+    for rec in records:
+        if rec["task"] == "synthesize" and rec["status"] == "ok":
+            frames.setdefault(rec["framework"], []).extend(s["frames"] // r for s in rec["steps"])
+    if not frames:
+        return []
+    first = next(iter(frames.values()))
+    if all(f == first for f in frames.values()):
+        return [f"synthesis timed {sum(first)} reduced frames in {len(first)} utterances "
+                f"({', '.join(map(str, first))}), the same in every framework"]
+    return ["WARNING: the frameworks synthesized different frame counts (compare the work-scaled medians, "
+            "not raw times): " + "; ".join(f"{fw} {', '.join(map(str, f))}" for fw, f in frames.items())]
 
 
 BUSY_CORES = 0.25  # other processes' mean CPU use during a run above which the header warns

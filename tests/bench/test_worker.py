@@ -52,6 +52,16 @@ def test_defaults_are_the_quick_run():
 
 def test_a_busy_machine_is_flagged_in_the_header():
     assert run.busy_warning([{"others_busy_cores": 0.1}, {"status": "unavailable"}]) == []
+
+
+def test_the_header_says_how_many_frames_synthesis_timed():
+    def synth(fw, frames):
+        return {"framework": fw, "task": "synthesize", "status": "ok", "steps": [{"frames": 4 * f} for f in frames]}
+    same = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38])], r=4)
+    assert same == ["synthesis timed 90 reduced frames in 2 utterances (52, 38), the same in every framework"]
+    (differ,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4)
+    assert differ.startswith("WARNING") and "gluon 64, 38" in differ
+    assert run.synthesis_frames_line([{"framework": "torch", "task": "train-ssrn", "status": "ok"}], r=4) == []
     (line,) = run.busy_warning([{"others_busy_cores": 0.1}, {"others_busy_cores": 1.5}])
     assert "other processes kept up to 1.5 cores busy" in line
 

@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import REPO, apply_threads, machine, thread_env
+from bench.machine import REPO, apply_threads, machine, subprocess_env
 
 # Targets [ours], set before the committed run from a pilot (2026-12-02, demo preset, the default
 # corpus, the three frameworks side by side: torch aligned 95% of the held-out sentences at 2,720
@@ -86,7 +86,7 @@ def worker(args) -> None:
 
     curve.unlink(missing_ok=True)
     untrained = load_backend(args.framework)(spec, "text2mel", seed=args.seed)
-    clock["start"] = time.perf_counter()  # the untrained point: no training time
+    clock["start"] = time.perf_counter()  # step 0's train_seconds: ~0
     evaluate(0, untrained)
     clock["start"], clock["eval"] = time.perf_counter(), 0.0  # the untrained point costs no training time
     train_loop.train(args.framework, "text2mel", args.data, out / "run", spec, steps=args.steps,
@@ -188,8 +188,7 @@ def run(args) -> int:
         header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
                       f"each, on {os.cpu_count()} cores: they shared the machine alike until one stopped; "
                       "after that the others ran faster (compare steps, not minutes, after the first stop)")
-    env = {**os.environ, **thread_env(args.threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = subprocess_env(args.threads)
     procs, status = {}, 0
     try:
         for fw in args.framework:

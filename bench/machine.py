@@ -28,6 +28,12 @@ def thread_env(n: int) -> dict:
     return {var: str(n) for var in THREAD_VARS}
 
 
+def subprocess_env(n: int) -> dict:
+    """A benchmark subprocess's environment: `thread_env(n)` and the project importable."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **thread_env(n), "PYTHONPATH": path}
+
+
 def apply_threads(n: int) -> None:
     """Set `thread_env(n)` in this process; refuses once numpy is imported (too late to matter)."""
     if "numpy" in sys.modules:

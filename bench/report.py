@@ -39,17 +39,27 @@ def _median(values):
     return float(np.median(values)) if values else None
 
 
-def machine_peak(records: list, probes=()) -> float | None:
-    """The run's ONE peak: the best fp32 matrix product measured anywhere in it, over every
-    framework's matmul (each worker's) and `probes` (NumPy before and after the runs). Every
-    framework's fraction of peak divides by it: a framework's own matmul is a noisy, sometimes
-    low denominator (torch.mm measured 156-183 GFLOP/s where NumPy reached 212-215 on the same
-    machine, which put torch at 92-99% "of peak")."""
-    found = [r["peak"]["gflops"] for r in records if r.get("status") == "ok" and r.get("peak")] + list(probes)
-    return max(found) if found else None
+def matmul_probes(records: list, probes: dict | None = None) -> dict:
+    """Every fp32 matrix product measured in the run, name -> GFLOP/s: each framework's best
+    (its workers') and `probes` ({"before": ..., "after": ...}: NumPy around the runs)."""
+    found = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("peak"):
+            found[r["framework"]] = max(found.get(r["framework"], 0.0), r["peak"]["gflops"])
+    found.update({f"numpy {k}": v for k, v in (probes or {}).items() if v})
+    return found
 
 
-def aggregate(records: list, probes=()) -> list:
+def machine_peak(records: list, probes: dict | None = None) -> float | None:
+    """The run's ONE peak: the best of matmul_probes. Every framework's fraction of peak divides
+    by it: a framework's own matmul is a noisy, sometimes low denominator (torch.mm measured
+    156-183 GFLOP/s where NumPy reached 212-215 on the same machine, which put torch at 92-99%
+    "of peak")."""
+    found = matmul_probes(records, probes)
+    return max(found.values()) if found else None
+
+
+def aggregate(records: list, probes: dict | None = None) -> list:
     """One row per (framework, task, preset, batch size), its counted steps pooled over rounds,
     rows in first-seen order, with ratio_to_fastest = median / the fastest ok median of its
     (task, preset, batch size) and fraction_of_peak = achieved GFLOP/s / machine_peak(records,

@@ -87,19 +87,13 @@ def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int) -> list:
     return runs
 
 
-def worker_env(args) -> dict:
-    """A subprocess's environment: the run's thread settings, the project importable."""
-    path = os.pathsep.join(p for p in (str(machine.REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **machine.thread_env(args.threads), "PYTHONPATH": path}
-
-
 def numpy_peak(args) -> float | None:
     """NumPy's best fp32 matmul GFLOP/s (bench.frameworks.peak_matmul), in a subprocess with the
     runs' threads: one of the probes of the machine peak (report.machine_peak). None on a GPU."""
     if args.device != "cpu":
         return None
     code = "import json; from bench.frameworks import peak_matmul; print(json.dumps(peak_matmul('numpy')))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=machine.REPO, env=worker_env(args), capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=machine.REPO, env=machine.subprocess_env(args.threads), capture_output=True,
                           text=True, timeout=args.timeout)
     return json.loads(proc.stdout)["gflops"] if proc.returncode == 0 else None
 
@@ -114,7 +108,7 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
            "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--result", str(result)]
     if args.data:
         cmd += ["--data", args.data]
-    env = worker_env(args)
+    env = machine.subprocess_env(args.threads)
     base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
     try:
         proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -129,11 +123,7 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
 
 def peak_line(records: list, probes: dict) -> str:
     """How the one machine peak was found, with every probe and their spread."""
-    found = {}
-    for r in records:
-        if r.get("status") == "ok" and r.get("peak"):
-            found[r["framework"]] = max(found.get(r["framework"], 0.0), r["peak"]["gflops"])
-    found.update({f"numpy {k}": v for k, v in probes.items() if v})
+    found = report.matmul_probes(records, probes)
     if not found:
         return "machine peak: not measured (no run finished)"
     best, low = max(found.values()), min(found.values())
@@ -209,7 +199,7 @@ def busy_warning(records: list) -> list:
 def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str:
     """Rewrite results.json, results.csv and table.md (and the plots); return the markdown.
     `probes`: NumPy's matmul GFLOP/s before and after the runs (numpy_peak)."""
-    rows = report.aggregate(records, [v for v in probes.values() if v])
+    rows = report.aggregate(records, probes)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine.machine(),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "thread_env": machine.thread_env(args.threads), "numpy_peak_gflops": probes,

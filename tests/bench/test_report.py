@@ -73,7 +73,7 @@ def test_every_framework_divides_by_one_machine_peak():
     assert {r["machine_peak_gflops"] for r in rows} == {200.0}
     assert row(rows, "torch")["fraction_of_peak"] == pytest.approx(2 / 1.0 / 200)
     assert row(rows, "torch")["matmul_gflops"] == 150.0  # its own matmul stays, as a column
-    rows = report.aggregate(records, probes=[250.0, 240.0])
+    rows = report.aggregate(records, probes={"before": 250.0, "after": 240.0})
     assert row(rows, "chainer")["fraction_of_peak"] == pytest.approx(2 / 2.0 / 250)
 
 

@@ -110,6 +110,25 @@ def base_python() -> str:
                             f"newer); this is {sys.version.split()[0]} and no python3.11/python3.10 is on PATH")
 
 
+def unmet_pins(constraints: Path = ROOT / "constraints.txt") -> list:
+    """(name, installed, pinned) for every installed distribution whose version differs from its
+    `name==version` line in constraints.txt: an environment installed without PIP_CONSTRAINT
+    (a tox section whose setenv replaced the shared one) shows up here, not as a late import
+    error. Local version labels (torch's +cpu) are ignored."""
+    unmet = []
+    for line in constraints.read_text().splitlines():
+        name, sep, pinned = line.split("#")[0].strip().partition("==")
+        if not sep:
+            continue
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if installed.split("+")[0] != pinned:
+            unmet.append((name, installed, pinned))
+    return unmet
+
+
 def write_site_file(python: str | Path) -> Path:
     """Put SITE_FILE into the site-packages of `python`'s environment (see SITE_FILE)."""
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],

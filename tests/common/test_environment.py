@@ -63,3 +63,13 @@ def test_an_unsupported_python_without_a_supported_one_on_path_is_named(monkeypa
 def test_a_failed_step_reports_its_output(tmp_path):
     with pytest.raises(environment.SetupError, match="(?s)failing step failed .exit 3.*boom"):
         environment._run([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], "failing step")
+
+
+def test_this_environment_holds_the_pinned_versions():
+    assert environment.unmet_pins() == []
+
+
+def test_a_version_other_than_the_pin_is_reported(tmp_path):
+    (tmp_path / "constraints.txt").write_text("# a comment\nnumpy==0.0.1  # why\nsetuptools<81\nnot-installed==1\n")
+    import numpy
+    assert environment.unmet_pins(tmp_path / "constraints.txt") == [("numpy", numpy.__version__, "0.0.1")]

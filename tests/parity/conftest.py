@@ -66,14 +66,14 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(items):
-    """Run this folder's tests group by group ((preset, net) first, otherwise in collection order),
+    """Run this folder's tests group by group ((preset, net, adam) first, otherwise in collection order),
     so `once` computes each group's results once and holds one group at a time."""
     here = Path(__file__).parent
     slots = [i for i, item in enumerate(items) if here in item.path.parents and hasattr(item, "callspec")]
 
     def group(item):
         params = item.callspec.params
-        return str(params.get("preset", "")), str(params.get("net", ""))
+        return str(params.get("preset", "")), str(params.get("net", "")), str(params.get("adam", ""))
 
     for i, item in zip(slots, sorted((items[i] for i in slots), key=group)):
         items[i] = item

@@ -8,7 +8,8 @@ import pytest
 
 from bench import inputs
 from bench.parity import explain, first_divergence, relative_error
-from common import reference as R, spec as S
+from common import losses as L, reference as R, spec as S
+from common.framework import FRAMEWORKS
 from common.weights import init_weights
 
 # (preset, tolerance) of the relative error max |a - b| / max |b| on a short input (B=2, N=12, T=10).
@@ -105,6 +106,50 @@ def test_losses_and_gradients_agree(once, backend_class, pair, preset, net):
         last = first_divergence(spec, net, a["grads"], b["grads"], GRAD_TOL, backward=True)
         pytest.fail(f"{'/'.join(pair)} {preset} {net}: gradients part (|difference| / |gradient| > {GRAD_TOL:g}) "
                     f"first in forward order at {first}, first in backward order at {last}")
+
+
+DIRECTION_STEP, DIRECTION_RTOL = 1e-7, 1e-3
+
+
+def reference_loss(spec, net, w, batch) -> float:
+    if net == "text2mel":
+        return L.text2mel_losses(*R.text2mel(spec, w, batch.text, batch.mel), batch)["loss"]
+    return L.ssrn_losses(R.ssrn(spec, w, batch.mel), batch)["loss"]
+
+
+@functools.lru_cache(maxsize=None)
+def directions(preset: str, net: str) -> list:
+    """[(name -> direction, the float64 reference's directional derivative of the loss, its
+    round-off: 8 float64 epsilons of the loss over the step)]: one
+    direction over every parameter, and one over each of the first, a middle and the last
+    parameter in forward order. Each parameter's direction is scaled to its RMS, and the central
+    difference's step (DIRECTION_STEP of it) stays far inside the batch's kink margin."""
+    spec = S.get_spec(preset)
+    batch = gradient_batch(preset, net)
+    w = {k: v.astype(np.float64) for k, v in init_weights(spec, net, seed=0).items()}
+    names = list(S.net_param_shapes(spec, net))
+    rng = np.random.default_rng(11)
+    out = []
+    for chosen in (names, [names[0]], [names[len(names) // 2]], [names[-1]]):
+        d = {k: rng.normal(size=w[k].shape) * (np.sqrt(np.mean(w[k] ** 2)) or 1.0) for k in chosen}
+        plus = reference_loss(spec, net, {k: v + DIRECTION_STEP * d.get(k, 0.0) for k, v in w.items()}, batch)
+        minus = reference_loss(spec, net, {k: v - DIRECTION_STEP * d.get(k, 0.0) for k, v in w.items()}, batch)
+        out.append((d, (plus - minus) / (2 * DIRECTION_STEP), 8 * np.finfo(np.float64).eps * abs(plus) / DIRECTION_STEP))
+    return out
+
+
+@pytest.mark.parametrize("preset", ["community", "paper"])
+@pytest.mark.parametrize("net", S.NETS)
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_gradients_match_the_reference_at_full_size(once, backend_class, fw, preset, net):
+    """Each framework's gradients, projected on random directions, equal the float64 reference's
+    central differences within DIRECTION_RTOL plus their round-off (the pair tests above compare frameworks with each
+    other; this compares each with the reference, at the sizes people train)."""
+    grads = outputs(once, backend_class, preset, net, fw)["grads"]
+    for d, numeric, round_off in directions(preset, net):
+        analytic = sum(float(np.sum(grads[k].astype(np.float64) * v)) for k, v in d.items())
+        assert abs(analytic - numeric) <= DIRECTION_RTOL * abs(numeric) + round_off, \
+            f"{fw} {preset} {net} along {len(d)} parameter(s) from {next(iter(d))}: {analytic:.6g} vs {numeric:.6g}"
 
 
 def test_a_framework_that_does_not_import_fails_its_pairs():

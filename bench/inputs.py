@@ -2,6 +2,8 @@
 frameworks (same seeds): timing batches, synthesis texts, the parity gate's batch."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from common import corpus, data, text
@@ -28,14 +30,17 @@ def timing_batches(spec: Spec, batch_size: int, n: int, seed: int, data_dir=None
 
 
 def synthesis_texts(spec: Spec, n: int, data_dir=None) -> list:
-    """`n` id arrays (each ending with end-of-text): the corpus's first texts, or the first
+    """`n` id arrays (each ending with end-of-text), cycled from a pool: the corpus's held-out
+    sentences (heldout.csv, as common.corpus builds it; else its first texts), or the
     common/sentences.txt sentences of SYNTHESIS_CHARS characters."""
     if data_dir is None:
         lo, hi = SYNTHESIS_CHARS
         pool = [ids for ids in (text.text_to_ids(s, spec) for s in corpus.sentences(min(hi, spec.max_chars)))
                 if len(ids) >= min(lo, spec.max_chars)]
     else:
-        pool = [u.ids for u in data.load_corpus(data_dir, spec, progress=False).items[:n]]
+        held = corpus.read_heldout(data_dir) if (Path(data_dir) / corpus.HELDOUT).is_file() else []
+        pool = ([text.text_to_ids(entry.text, spec) for entry in held] if held else
+                [u.ids for u in data.load_corpus(data_dir, spec, progress=False).items[:n]])
         if not pool:
             raise ValueError(f"{data_dir} holds no usable utterance to synthesize")
     return [pool[i % len(pool)] for i in range(n)]

@@ -14,6 +14,7 @@ import threadpoolctl
 from bench import frameworks, inputs, machine
 from bench.parity import parity_gate
 from common import audio, spec as S
+from common.cli import read_model
 from common.framework import configure_threads, load_backend
 from common.weights import init_weights
 
@@ -51,32 +52,53 @@ def _train_steps(backend, spec, batches, warmup, steps, seed):
     return out
 
 
-def _synthesis_steps(text2mel, ssrn, spec, texts, max_frames):
+def _synthesis_steps(text2mel, ssrn, spec, texts, batch_size, max_frames):
+    """One step per `batch_size` texts: Text2Mel synthesizes them together (each stopping at its
+    own end), SSRN upsamples each mel, Griffin-Lim (timed apart, not in the step) makes each wav."""
     out = []
-    for ids in texts:
-        (mel, _), t2m_s = clocked(text2mel, text2mel.synthesize, ids, max_frames)
-        mag, ssrn_s = clocked(ssrn, ssrn.upsample, mel)
-        start = time.perf_counter()
-        audio.mag_to_wav(mag, spec)
-        vocoder_s = time.perf_counter() - start
-        frames = mel.shape[1] * spec.r
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        results, t2m_s = clocked(text2mel, text2mel.synthesize_batch, chunk, max_frames)
+        mags, ssrn_s = clocked(ssrn, lambda: [ssrn.upsample(mel) for mel, _ in results])
+        begin = time.perf_counter()
+        for mag in mags:
+            audio.mag_to_wav(mag, spec)
+        vocoder_s = time.perf_counter() - begin
+        reduced = [mel.shape[1] for mel, _ in results]
         out.append({"time_s": t2m_s + ssrn_s, "text2mel_s": t2m_s, "ssrn_s": ssrn_s, "vocoder_s": vocoder_s,
-                    "frames": frames, "audio_s": frames * spec.hop / spec.sr, "chars": len(ids),
-                    "flops": synthesis_flops(spec, len(ids), mel.shape[1])})
+                    "samples": len(chunk), "frames": sum(reduced) * spec.r, "reduced_frames": reduced,
+                    "audio_s": sum(reduced) * spec.r * spec.hop / spec.sr, "chars": sum(len(ids) for ids in chunk),
+                    "flops": sum(synthesis_flops(spec, len(ids), t) for ids, t in zip(chunk, reduced))})
     return out
+
+
+def trained_weights(paths: dict, nets) -> tuple:
+    """({net: weights}, spec) from checkpoints, weight files or run directories (their newest
+    checkpoint), which must agree on the spec."""
+    loaded = {net: read_model(paths[net], net) for net in nets}
+    specs = {spec for _, spec in loaded.values()}
+    if len(specs) > 1:
+        raise ValueError("the trained models were made with different specs: " + ", ".join(
+            f"{net} {spec.name}" for net, (_, spec) in loaded.items()))
+    return {net: w for net, (w, _) in loaded.items()}, specs.pop()
 
 
 def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int = 5, warmup: int = 2,
         device: str = "cpu", seed: int = 0, threads: int | None = None, data_dir=None, max_frames: int = 64,
-        n_batches: int = 2, backend_cls=None) -> dict:
+        n_batches: int = 2, backend_cls=None, weights: dict | None = None) -> dict:
     """One run's record: status "ok" with raw per-step data, "unavailable" (the backend does not
     import), or "failed" (the parity gate). `backend_cls` replaces load_backend(framework)
-    (tests use a NumPy stand-in). Synthesis handles one utterance per step (batch size 1)."""
+    (tests use a NumPy stand-in). Synthesis steps synthesize `batch_size` utterances together.
+    `weights` {net: path}: trained models instead of init_weights(spec, net, seed); their spec
+    replaces `spec`."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     if warmup < 1 or steps < 1:
         raise ValueError(f"need warmup >= 1 (the first call is never counted) and steps >= 1, got {warmup}, {steps}")
-    batch_size = 1 if task == "synthesize" else batch_size
+    if weights is None:
+        initial = {net: init_weights(spec, net, seed) for net in TASK_NETS[task]}
+    else:
+        initial, spec = trained_weights(weights, TASK_NETS[task])
     record = {"framework": framework, "task": task, "preset": spec.name, "batch_size": batch_size,
               "device": device, "threads": threads, "seed": seed, "steps_asked": steps, "warmup_asked": warmup}
     start = time.perf_counter()
@@ -92,10 +114,14 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
 
     start = time.perf_counter()
     backends = {net: backend_cls(spec, net, device=device, seed=seed) for net in TASK_NETS[task]}
+    if weights is not None:  # else each backend starts from init_weights(spec, net, seed) already
+        for net, backend in backends.items():
+            backend.set_weights(initial[net])
     record["setup_s"] = time.perf_counter() - start
+    record["weights"] = "init_weights" if weights is None else {net: str(path) for net, path in weights.items()}
 
     gate_batch = inputs.short_batch(spec, seed)
-    record["gate"] = {net: parity_gate(b, init_weights(spec, net, seed), gate_batch) for net, b in backends.items()}
+    record["gate"] = {net: parity_gate(b, initial[net], gate_batch) for net, b in backends.items()}
     failures = [f"{net} {out} relative error {err:.2e} > {g['tol']:.0e}" for net, g in record["gate"].items()
                 for out, err in g["errors"].items() if not err <= g["tol"]]
     if failures:
@@ -104,9 +130,9 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
     record["rss_setup_mb"] = machine.current_rss_mb()
     cpu_start = machine.cpu_snapshot()
     if task == "synthesize":
-        texts = inputs.synthesis_texts(spec, warmup + steps, data_dir)
+        texts = inputs.synthesis_texts(spec, (warmup + steps) * batch_size, data_dir)
         record["max_frames"] = max_frames
-        timed = _synthesis_steps(backends["text2mel"], backends["ssrn"], spec, texts, max_frames)
+        timed = _synthesis_steps(backends["text2mel"], backends["ssrn"], spec, texts, batch_size, max_frames)
     else:
         batches = inputs.timing_batches(spec, batch_size, n_batches, seed, data_dir)
         timed = _train_steps(backends[TASK_NETS[task][0]], spec, batches, warmup, steps, seed)

@@ -11,7 +11,7 @@ import numpy as np
 
 CSV_FIELDS = ("framework", "task", "preset", "batch_size", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
               "iqr_s", "ratio_to_fastest", "first_call_s", "warmup_median_s", "setup_s", "samples_per_s",
-              "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gflop_per_step",
+              "text2mel_sentences_per_s", "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gflop_per_step",
               "achieved_gflops", "matmul_gflops", "machine_peak_gflops", "fraction_of_peak", "gate_max_rel_error",
               "reason")
 
@@ -96,8 +96,8 @@ def _row(key, recs) -> dict:
         audio_s = sum(s["audio_s"] for s in steps)
         row["rtf"] = audio_s / sum(s["text2mel_s"] for s in steps)
         row["rtf_with_vocoder"] = audio_s / sum(s["text2mel_s"] + s["ssrn_s"] + s["vocoder_s"] for s in steps)
-    else:
-        row["samples_per_s"] = sum(s["samples"] for s in steps) / seconds
+        row["text2mel_sentences_per_s"] = sum(s.get("samples", 1) for s in steps) / sum(s["text2mel_s"] for s in steps)
+    row["samples_per_s"] = sum(s.get("samples", 1) for s in steps) / seconds  # synthesis: sentences / s
     row["frames_per_s"] = sum(s["frames"] for s in steps) / seconds
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
     row["gpu_memory_mb"] = max((r["gpu_memory_mb"] for r in ok if r.get("gpu_memory_mb") is not None), default=None)
@@ -155,6 +155,7 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
         row_cells = [_ms(cells[task, preset, batch, fw]) if (task, preset, batch, fw) in cells else "not run"
                      for fw in frameworks]
         lines.append(f"| {task} | {preset} | {batch} | " + " | ".join(row_cells) + " |")
+    lines += synthesis_throughput(rows, frameworks)
     lines += ["", "## Details", "",
               "| framework | task | batch | steps | median s | IQR s | first call s | warm-up s | samples/s "
               "| frames/s | RTF Text2Mel | RTF end-to-end | peak RSS MiB | GPU MiB | GFLOP/step | GFLOP/s "
@@ -176,9 +177,35 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def synthesis_throughput(rows: list, frameworks: list) -> list:
+    """Markdown lines: sentences/s of each framework at each synthesis batch size, of Text2Mel
+    alone (the autoregressive part, which the batch shares) and of the step (+ SSRN, run on each
+    sentence), with the speedup over its own batch of 1 ([] unless synthesis ran at more than
+    one batch size)."""
+    synth = {(r["framework"], r["preset"], r["batch_size"]): r for r in rows
+             if r["task"] == "synthesize" and r["status"] == "ok"}
+    sizes = sorted({b for _, _, b in synth})
+    if len(sizes) < 2:
+        return []
+    lines = ["", "## Synthesis throughput: sentences per second, Text2Mel alone / Text2Mel + SSRN (speedup over one "
+                 "sentence at a time)", "",
+             "| preset | batch | " + " | ".join(frameworks) + " |", "|---|---:|" + "---:|" * len(frameworks)]
+    for preset in sorted({p for _, p, _ in synth}):
+        for batch in sizes:
+            cells = []
+            for fw in frameworks:
+                row, alone = synth.get((fw, preset, batch)), synth.get((fw, preset, 1))
+                cells.append("–" if row is None else " / ".join(
+                    f"{row[key]:.2f}" + (f" ({row[key] / alone[key]:.2f}×)" if alone else "")
+                    for key in ("text2mel_sentences_per_s", "samples_per_s")))
+            lines.append(f"| {preset} | {batch} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(out_dir, rows: list, frameworks: list) -> list:
     """step_time.png (median with IQR bars, per task and batch size) and, when several batch sizes
-    were run, throughput.png (training samples/s vs batch size). Returns the files written."""
+    were run, throughput.png (samples/s vs batch size: training samples, synthesized sentences).
+    Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +228,7 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
                 ax.bar(xs, [r["median_s"] for r in rs], width, label=fw,
                        yerr=[[r["median_s"] - r["q1_s"] for r in rs], [r["q3_s"] - r["median_s"] for r in rs]],
                        capsize=3)
-        ax.set_xticks(range(len(sizes)), ["one utterance" if task == "synthesize" else f"batch {b}" for b in sizes])
+        ax.set_xticks(range(len(sizes)), [f"{b} sentence(s)" if task == "synthesize" else f"batch {b}" for b in sizes])
         ax.set_title(task)
         ax.set_ylabel("seconds per step (median, IQR)")
         ax.legend()
@@ -210,18 +237,17 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
-    train = [r for r in ok if r["samples_per_s"] is not None]
-    if len({r["batch_size"] for r in train}) > 1:
-        train_tasks = list(dict.fromkeys(r["task"] for r in train))
-        fig, axes = plt.subplots(1, len(train_tasks), figsize=(4.5 * len(train_tasks), 3.8), squeeze=False)
-        for ax, task in zip(axes[0], train_tasks):
+    varied = [task for task in tasks if len({r["batch_size"] for r in ok if r["task"] == task}) > 1]
+    if varied:
+        fig, axes = plt.subplots(1, len(varied), figsize=(4.5 * len(varied), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], varied):
             for fw in frameworks:
-                rs = sorted((r for r in train if r["task"] == task and r["framework"] == fw),
+                rs = sorted((r for r in ok if r["task"] == task and r["framework"] == fw),
                             key=lambda r: r["batch_size"])
                 if rs:
                     ax.plot([r["batch_size"] for r in rs], [r["samples_per_s"] for r in rs], "o-", label=fw)
             ax.set_xlabel("batch size")
-            ax.set_ylabel("samples / s")
+            ax.set_ylabel("sentences / s" if task == "synthesize" else "samples / s")
             ax.set_title(task)
             ax.legend()
         fig.tight_layout()

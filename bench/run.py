@@ -27,6 +27,8 @@ from tqdm import tqdm
 from bench import converge, inputs, machine, report
 from bench.measure import TASKS
 from bench.parity import GATE_TOL
+from common import weights
+from common.cli import model_file
 from common.framework import FRAMEWORKS
 from common.spec import PRESETS, get_spec
 
@@ -38,7 +40,9 @@ def parse_args(argv=None):
                    help="all = the timing tasks; converge = time to quality (bench/converge.py; runs alone)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="default: small (timing), demo (converge)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[4],
-                   help="several give a throughput-vs-batch-size plot (synthesis is one utterance at a time)")
+                   help="training batch sizes; several give a throughput-vs-batch-size plot")
+    p.add_argument("--synth-batch", nargs="+", type=int, default=[1, 8],
+                   help="sentences synthesized together per synthesis step (default: 1 and 8)")
     p.add_argument("--steps", type=int, default=5, help="counted steps per run")
     p.add_argument("--warmup", type=int, default=2, help="uncounted steps per run, the first call included (>= 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
@@ -49,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: out/bench-<date>)")
     p.add_argument("--repeat", type=int, default=1, help="rounds, alternating the framework order")
     p.add_argument("--max-frames", type=int, default=64, help="synthesis length limit, reduced frames")
+    p.add_argument("--text2mel", type=Path, help="trained Text2Mel (checkpoint, weight file or run directory) for "
+                   "the synthesis task, with --ssrn; its spec sets the preset; with --data, the corpus's held-out "
+                   "sentences are spoken")
+    p.add_argument("--ssrn", type=Path, help="trained SSRN for the synthesis task (with --text2mel)")
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches per run, cycled")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is abandoned as an error")
@@ -65,10 +73,18 @@ def parse_args(argv=None):
     args.converge = "converge" in args.task
     if args.converge and len(args.task) > 1:
         p.error("--task converge runs alone")
+    if (args.text2mel is None) != (args.ssrn is None):
+        p.error("--text2mel and --ssrn go together")
+    if args.text2mel is not None:
+        trained = trained_preset(args.text2mel, args.ssrn)
+        if args.preset not in (None, trained):
+            p.error(f"--preset {args.preset} differs from the trained models' preset {trained}")
+        args.preset = trained
+        args.text2mel, args.ssrn = args.text2mel.resolve(), args.ssrn.resolve()
     args.preset = args.preset or ("demo" if args.converge else "small")
     args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
-    if min(args.batch_size) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
+    if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
     kind = "converge" if args.converge else "bench"
     args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
@@ -76,13 +92,22 @@ def parse_args(argv=None):
     return args
 
 
-def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int) -> list:
+def trained_preset(text2mel: Path, ssrn: Path) -> str:
+    """The preset name the trained models were made with (they must agree), read from their headers."""
+    names = {net: weights.read_header(model_file(path, net))[0].name for net, path in (("text2mel", text2mel),
+                                                                                           ("ssrn", ssrn))}
+    if len(set(names.values())) > 1:
+        raise SystemExit(f"the trained models' presets differ: {names}")
+    return names["text2mel"]
+
+
+def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int, synth_batches=(1,)) -> list:
     """(round, task, batch size, framework) in run order; odd rounds reverse the framework order."""
     runs = []
     for rnd in range(repeat):
         order = frameworks if rnd % 2 == 0 else frameworks[::-1]
         for task in tasks:
-            for batch in ([1] if task == "synthesize" else batch_sizes):
+            for batch in (synth_batches if task == "synthesize" else batch_sizes):
                 runs += [(rnd, task, batch, fw) for fw in order]
     return runs
 
@@ -108,6 +133,8 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
            "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--result", str(result)]
     if args.data:
         cmd += ["--data", args.data]
+    if args.text2mel is not None:
+        cmd += ["--text2mel", str(args.text2mel), "--ssrn", str(args.ssrn)]
     env = machine.subprocess_env(args.threads)
     base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
     try:
@@ -150,10 +177,7 @@ def header(args, records: list, probes: dict) -> list:
         "data loading is not timed",
         f"steps per run: {args.warmup} warm-up (the first is the first call, with any hybridize/compile work; both "
         f"reported separately) + {args.steps} counted; {args.repeat} round(s), framework order alternating",
-        "synthesis: untrained weights (common.weights.init_weights), " + (
-            "corpus texts" if args.data else "common/sentences.txt sentences of {}-{} characters".format(
-                *inputs.SYNTHESIS_CHARS)) + f", at most {args.max_frames} reduced frames; step = Text2Mel + SSRN; "
-        + report.RTF_NOTE,
+        synthesis_line(args),
         f"parity gate before timing: Backend.forward vs common.reference on a short batch (B={gate.size}, "
         f"N={gate.text.shape[1]}, T={gate.mel.shape[2]}), relative error <= {GATE_TOL:g}; a framework that fails "
         "is reported, not timed",
@@ -165,22 +189,46 @@ def header(args, records: list, probes: dict) -> list:
     ] + synthesis_frames_line(records, get_spec(args.preset).r) + busy_warning(records)
 
 
+def synthesis_line(args) -> str:
+    """What the synthesis rows speak, with which weights, in batches of which sizes."""
+    if args.text2mel is not None:
+        source = f"trained weights ({args.text2mel}, {args.ssrn})"
+    else:
+        source = "untrained weights (common.weights.init_weights)"
+    if args.data:
+        texts = "the corpus's held-out sentences (heldout.csv; else its first texts)"
+    else:
+        texts = "common/sentences.txt sentences of {}-{} characters".format(*inputs.SYNTHESIS_CHARS)
+    return (f"synthesis: {source}, {texts}, at most {args.max_frames} reduced frames; step = Text2Mel on a batch "
+            f"of {' or '.join(map(str, args.synth_batch))} sentence(s) (each stops at its own end) + SSRN on each; "
+            f"sentences/s = sentences / step time; " + report.RTF_NOTE)
+
+
 def synthesis_frames_line(records: list, r: int) -> list:
-    """What the synthesis rows timed: the reduced frames of each counted utterance, and whether
-    every framework synthesized the same (the same work); untrained weights stop where the
-    forced attention reaches the end of the text, or at --max-frames."""
+    """What the synthesis rows timed, per batch size: the reduced frames of each counted
+    utterance, and whether every framework synthesized the same (the same work); untrained
+    weights stop where the forced attention reaches the end of the text, or at --max-frames."""
     frames = {}
     for rec in records:
         if rec["task"] == "synthesize" and rec["status"] == "ok":
-            frames.setdefault(rec["framework"], []).extend(s["frames"] // r for s in rec["steps"])
-    if not frames:
-        return []
-    first = next(iter(frames.values()))
-    if all(f == first for f in frames.values()):
-        return [f"synthesis timed {sum(first)} reduced frames in {len(first)} utterances "
-                f"({', '.join(map(str, first))}), the same in every framework"]
-    return ["WARNING: the frameworks synthesized different frame counts (compare the work-scaled medians, "
-            "not raw times): " + "; ".join(f"{fw} {', '.join(map(str, f))}" for fw, f in frames.items())]
+            frames.setdefault(rec["batch_size"], {}).setdefault(rec["framework"], []).extend(
+                f for s in rec["steps"] for f in s.get("reduced_frames", [s["frames"] // r]))
+    lines = []
+    for batch, by_framework in frames.items():
+        first = next(iter(by_framework.values()))
+        if all(f == first for f in by_framework.values()):
+            lines.append(f"synthesis, batch {batch}: timed {sum(first)} reduced frames in {len(first)} utterances "
+                         f"({_listed(first)}), the same in every framework")
+        else:
+            lines.append(f"WARNING: synthesis, batch {batch}: the frameworks synthesized different frame counts "
+                         "(compare the work-scaled medians, not raw times): "
+                         + "; ".join(f"{fw} {_listed(f)}" for fw, f in by_framework.items()))
+    return lines
+
+
+def _listed(numbers: list, at_most: int = 10) -> str:
+    shown = ", ".join(map(str, numbers[:at_most]))
+    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > at_most else "")
 
 
 BUSY_CORES = 0.25  # other processes' mean CPU use during a run above which the header warns
@@ -218,7 +266,7 @@ def main(argv=None) -> int:
     if args.converge:
         return converge.run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = plan(args.framework, args.task, args.batch_size, args.repeat)
+    runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch)
     records, unavailable = [], {}
     status = 0
     probes = {"before": numpy_peak(args)}

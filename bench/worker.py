@@ -27,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="preprocessed corpus directory (default: synthetic batches)")
     p.add_argument("--max-frames", type=int, default=64, help="synthesis length limit in reduced frames")
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches, cycled")
+    p.add_argument("--text2mel", default=None, help="trained Text2Mel for synthesis (with --ssrn)")
+    p.add_argument("--ssrn", default=None, help="trained SSRN for synthesis (with --text2mel)")
     p.add_argument("--result", required=True, help="where to write the JSON record")
     return p.parse_args(argv)
 
@@ -37,10 +39,11 @@ def main(argv=None) -> int:
     from bench import measure  # numpy and the framework load only now
     from common.spec import get_spec
 
+    trained = {"text2mel": args.text2mel, "ssrn": args.ssrn} if args.text2mel else None
     try:
         record = measure.run(args.framework, args.task, get_spec(args.preset), args.batch_size, args.steps,
                              args.warmup, args.device, args.seed, args.threads, args.data, args.max_frames,
-                             args.batches)
+                             args.batches, weights=trained)
     except Exception as err:  # reported, never lost: the run is marked "error" with its traceback
         record = {"framework": args.framework, "task": args.task, "preset": args.preset,
                   "batch_size": args.batch_size, "status": "error", "reason": f"{type(err).__name__}: {err}",

@@ -2,6 +2,7 @@
 
     dctts-train --framework torch --model text2mel --data DIR --out DIR [--preset tiny] ...
     dctts-synthesize --framework torch --text2mel CKPT --ssrn CKPT "some text" -o out.wav
+    dctts-synthesize ... "one text" "another" --text-file lines.txt -o outdir/   (one wav per text)
 
 (also `python -m common.cli train ...` / `python -m common.cli synthesize ...`). Bad input
 gives one line on stderr and a non-zero exit status, never a traceback.
@@ -71,8 +72,12 @@ def synthesize_parser() -> argparse.ArgumentParser:
     _common_options(p, framework_required=False)  # --show-text needs none: run_synthesize checks it
     p.add_argument("--text2mel", type=Path, help="required unless --show-text")
     p.add_argument("--ssrn", type=Path, help="required unless --show-text")
-    p.add_argument("text")
-    p.add_argument("-o", "--output", type=Path, help="wav file to write (required unless --show-text)")
+    p.add_argument("text", nargs="*", help="text(s) to speak")
+    p.add_argument("--text-file", type=Path, help="more texts, one per non-empty line (UTF-8)")
+    p.add_argument("-o", "--output", type=Path, help="wav file to write for one text; for several, a folder that "
+                   "gets 1.wav, 2.wav, ... in the order given (required unless --show-text)")
+    p.add_argument("--batch-size", type=int, default=8, help="texts synthesized together (default: 8; each "
+                   "stops at its own end, and comes out as it would alone)")
     p.add_argument("--max-frames", type=int, help="reduced frames at most (default: the spec's max_frames)")
     p.add_argument("--drop-unknown", action="store_true", help="drop characters outside the vocabulary "
                    "instead of refusing the text")
@@ -124,8 +129,54 @@ def build_model(backend_cls, model: tuple, net: str, device: str):
     return backend
 
 
+def read_texts(args) -> list:
+    """The positional texts, then the --text-file's non-empty lines; at least one."""
+    texts = list(args.text)
+    if args.text_file is not None:
+        try:
+            lines = args.text_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{args.text_file}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+        texts += [line for line in lines if line.strip()]
+    if not texts:
+        synthesize_parser().error("no text given (a text argument or --text-file with a non-empty line)")
+    return texts
+
+
+def output_paths(output: Path, count: int) -> list:
+    """One wav path per text: `output` itself for one text, else <output>/1.wav, 2.wav, ..."""
+    if count == 1:
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"cannot write {count} wavs into {output}: it is a file (give a folder for "
+                                 "several texts)")
+    return [output / f"{i}.wav" for i in range(1, count + 1)]
+
+
+def encode_texts(raw: list, spec, args) -> list:
+    """Each text normalized and encoded (printed as spoken); a bad one is named by its number."""
+    encoded = []
+    for number, raw_text in enumerate(raw, 1):
+        label = "text" if len(raw) == 1 else f"text {number}"
+        named = "" if len(raw) == 1 else f"{label}: "
+        try:
+            one = text.encode(raw_text, spec, drop_unknown=args.drop_unknown, check_length=not args.show_text)
+        except text.UnknownCharactersError as err:
+            raise ValueError(f"{named}{err}; use --drop-unknown to drop them") from err
+        except ValueError as err:
+            raise ValueError(f"{named}{err}") from err
+        if one.dropped:
+            n = len(one.dropped)
+            print(f"dropped {n} unknown character{'s' * (n != 1)}: "
+                  + ", ".join(repr(c) for c in dict.fromkeys(one.dropped)))
+        print(f'{label}: "{one.text}"')
+        encoded.append(one.ids)
+    return encoded
+
+
 def run_synthesize(args) -> int:
     spec = get_spec("paper")  # --show-text: every preset has its vocabulary (the length limit is not checked)
+    raw = read_texts(args)
     if not args.show_text:
         missing = [name for name, value in (("--framework", args.framework), ("--text2mel", args.text2mel),
                                             ("--ssrn", args.ssrn), ("-o/--output", args.output)) if value is None]
@@ -138,32 +189,29 @@ def run_synthesize(args) -> int:
                   for k in SHARED_AUDIO_FIELDS if getattr(spec, k) != getattr(ssrn_spec, k)]
         if differ:
             raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
-        check_writable(args.output)  # before the synthesis, not after it
-    try:
-        encoded = text.encode(args.text, spec, drop_unknown=args.drop_unknown, check_length=not args.show_text)
-    except text.UnknownCharactersError as err:
-        raise ValueError(f"{err}; use --drop-unknown to drop them") from err
-    if encoded.dropped:
-        n = len(encoded.dropped)
-        print(f"dropped {n} unknown character{'s' * (n != 1)}: "
-              + ", ".join(repr(c) for c in dict.fromkeys(encoded.dropped)))
-    print(f'text: "{encoded.text}"')
+        outputs = output_paths(args.output, len(raw))
+        check_writable(outputs[0])  # before the synthesis, not after it
+    all_ids = encode_texts(raw, spec, args)
     if args.show_text:
         return 0
-    ids = encoded.ids
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads:
         configure_threads(args.framework, args.threads)
     backend_cls = load_backend(args.framework)
     t2m, ssrn = (build_model(backend_cls, models[net], net, args.device) for net in NETS)
-    mel, attention = t2m.synthesize(ids, args.max_frames or spec.max_frames)
-    wav = audio.mag_to_wav(ssrn.upsample(mel), ssrn_spec)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    audio.save_wav(args.output, wav, ssrn_spec)
-    ended = reached_end(int(attention[:, -1].argmax()), len(ids))
-    print(f"wrote {args.output}: {len(wav) / ssrn_spec.sr:.2f} s, {mel.shape[1]} frames"
-          + ("" if ended else "; attention did not reach the end of the text (raise --max-frames?)"))
+    for start in range(0, len(all_ids), args.batch_size):
+        chunk = all_ids[start:start + args.batch_size]
+        for ids, out, (mel, attention) in zip(chunk, outputs[start:], t2m.synthesize_batch(chunk, args.max_frames
+                                                                                            or spec.max_frames)):
+            wav = audio.mag_to_wav(ssrn.upsample(mel), ssrn_spec)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            audio.save_wav(out, wav, ssrn_spec)
+            ended = reached_end(int(attention[:, -1].argmax()), len(ids))
+            print(f"wrote {out}: {len(wav) / ssrn_spec.sr:.2f} s, {mel.shape[1]} frames"
+                  + ("" if ended else "; attention did not reach the end of the text (raise --max-frames?)"))
     return 0
 
 

@@ -63,11 +63,16 @@ class Backend(abc.ABC):
         """Eval-mode teacher-forced outputs as NumPy: Text2Mel {"logits" (B,F,T),
         "attention" (B,N,T)}; SSRN {"logits" (B,F',rT)} from batch.mel."""
 
-    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
-        """Text2Mel only: autoregressive synthesis of one utterance (ids (N,), ending with
-        end-of-text) with forcibly incremental attention. Returns (mel (F, T) in [0, 1],
-        attention (N, T))."""
+    def synthesize_batch(self, texts: list, max_frames: int) -> list:
+        """Text2Mel only: autoregressive synthesis of several utterances at once (each ids (N_b,),
+        ending with end-of-text) with forcibly incremental attention (common.synthesis), each
+        stopping at its own end of text or after `max_frames` frames. Returns one (mel (F, T_b)
+        in [0, 1], attention (N_b, T_b)) per utterance, the same as synthesizing it alone."""
         raise NotImplementedError(f"{self.net} does not synthesize from text")
+
+    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+        """One utterance: synthesize_batch([text], max_frames)[0]."""
+        return self.synthesize_batch([text], max_frames)[0]
 
     def upsample(self, mel: np.ndarray) -> np.ndarray:
         """SSRN only: reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1], eval mode."""

@@ -1,28 +1,40 @@
-"""Framework-neutral pieces of autoregressive synthesis."""
+"""Framework-neutral pieces of autoregressive synthesis: the forcing rule (NumPy, the spec
+each framework's on-device version is tested against), input checks, and the batch layout.
+
+Synthesis runs several sentences at once: each framework encodes every sentence's text on its
+own (TextEnc's convolutions would otherwise see the padding of the longer ones), pads K and V
+to the longest (`pad_ids` gives the ids whose padding the attention masks), then decides every
+frame's attention on the device. The host looks at "has every sentence ended?" only every
+STOP_CHECK_EVERY frames, and `split_batch` cuts each sentence at its own end afterwards, so a
+sentence comes out the same alone or in a batch.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from common import spec as S
 
-def force_incremental(column: np.ndarray, prev: int) -> tuple:
-    """Forcibly incremental attention [paper, section 4.2].
-
-    `column` is the attention over text positions (N,) at the new frame, `prev` the
-    position chosen at the previous frame (0 before the first frame: reading starts at the
-    first character). If argmax n_t is not in
-    [prev - 1, prev + 3], the column becomes one-hot at prev + 1 (clipped to N - 1).
-    Returns (column to use, position n_t)."""
-    n = int(np.argmax(column))
-    if prev - 1 <= n <= prev + 3:
-        return column, n
-    n = min(prev + 1, column.shape[0] - 1)
-    forced = np.zeros_like(column)
-    forced[n] = 1.0
-    return forced, n
+STOP_CHECK_EVERY = 8  # frames between the host's looks at the end flags (one device-to-host copy each)
 
 
-def reached_end(position: int, n_text: int) -> bool:
-    """Synthesis stops once attention reaches the end-of-text symbol (the last position)."""
+def force_incremental(columns: np.ndarray, prev: np.ndarray, n_text: np.ndarray) -> tuple:
+    """Forcibly incremental attention [paper, section 4.2], for a batch.
+
+    `columns` (B, N) is the attention over text positions at the new frame, `prev` (B,) the
+    positions chosen at the previous frame (0 before the first frame: reading starts at the
+    first character), `n_text` (B,) each sentence's length. Where argmax n_t is not in
+    [prev - 1, prev + 3], the column becomes one-hot at prev + 1 (clipped to n_text - 1).
+    Returns (columns to use (B, N), positions n_t (B,))."""
+    n = columns.argmax(axis=1)
+    keep = (n >= prev - 1) & (n <= prev + 3)
+    forced = np.minimum(prev + 1, n_text - 1)
+    one_hot = (np.arange(columns.shape[1])[None, :] == forced[:, None]).astype(columns.dtype)
+    return np.where(keep[:, None], columns, one_hot), np.where(keep, n, forced)
+
+
+def reached_end(position, n_text):
+    """Synthesis stops once attention reaches the end-of-text symbol (the last position).
+    Works elementwise on arrays (and on each framework's tensors)."""
     return position >= n_text - 1
 
 
@@ -35,9 +47,41 @@ def check_ids(ids, spec, max_frames: int) -> np.ndarray:
         raise ValueError(f"text of {ids.size} symbols is longer than the model's limit of {spec.max_chars}")
     if ids.min() < 0 or ids.max() >= spec.n_vocab:
         raise ValueError(f"text ids must lie in [0, {spec.n_vocab}), got [{ids.min()}, {ids.max()}]")
+    if np.any(ids == S.PAD):
+        raise ValueError(f"text ids may not contain the padding id {S.PAD} (attention ignores it)")
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     return ids.astype(np.int32)
+
+
+def check_texts(texts, spec, max_frames: int) -> list:
+    """Several utterances' ids, each checked by check_ids; at least one."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("nothing to synthesize: no texts given")
+    return [check_ids(ids, spec, max_frames) for ids in texts]
+
+
+def pad_ids(texts: list, width: int | None = None) -> np.ndarray:
+    """(B, width) int32 (default: the longest sentence's length): each sentence's ids, then PAD."""
+    out = np.full((len(texts), width or max(len(t) for t in texts)), S.PAD, np.int32)
+    for row, ids in zip(out, texts):
+        row[:len(ids)] = ids
+    return out
+
+
+def split_batch(mel: np.ndarray, attention: np.ndarray, positions: np.ndarray, n_text) -> list:
+    """Batched outputs -> one (mel (F, T_b), attention (N_b, T_b)) per sentence.
+
+    mel (B, F, T), attention (B, N_max, T), positions (B, T) as decided by force_incremental.
+    A sentence ends at the first frame whose position reaches its end of text (that frame
+    included), or runs all T frames."""
+    out = []
+    for b, n in enumerate(n_text):
+        ended = np.flatnonzero(reached_end(positions[b], n))
+        t = int(ended[0]) + 1 if ended.size else mel.shape[2]
+        out.append((mel[b, :, :t], attention[b, :n, :t]))
+    return out
 
 
 def check_mel(mel, spec) -> np.ndarray:

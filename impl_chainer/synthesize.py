@@ -1,5 +1,6 @@
-"""Inference: autoregressive Text2Mel synthesis with forcibly incremental attention, and SSRN
-upsampling. Eval mode with backprop disabled (no graph is kept); nothing is kept between calls."""
+"""Inference: autoregressive Text2Mel synthesis of a batch of sentences with forcibly
+incremental attention decided on the device, and SSRN upsampling. Eval mode with backprop
+disabled (no graph is kept); nothing is kept between calls."""
 from __future__ import annotations
 
 from impl_chainer import runtime
@@ -8,7 +9,7 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from common.synthesis import check_ids, check_mel, force_incremental, reached_end
+from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
 from impl_chainer.text2mel import pad_bias
 
 
@@ -17,36 +18,73 @@ def inference():
     return chainer.using_config("train", False), chainer.using_config("enable_backprop", False)
 
 
-def synthesize(text2mel, ids, max_frames: int) -> tuple:
-    """ids (N,) ending with end-of-text -> (mel (F, T) in [0, 1], attention (N, T)).
+def force_incremental(columns, prev, n_text):
+    """common.synthesis.force_incremental on the device (NumPy or CuPy arrays): columns (B, N),
+    prev and n_text (B,)."""
+    xp = chainer.backend.get_array_module(columns)
+    n = columns.argmax(axis=1)
+    keep = (n >= prev - 1) & (n <= prev + 3)
+    forced = xp.minimum(prev + 1, n_text - 1)
+    one_hot = (xp.arange(columns.shape[1])[None, :] == forced[:, None]).astype(columns.dtype)
+    return xp.where(keep[:, None], columns, one_hot), xp.where(keep, n, forced)
 
-    TextEnc runs once; then one frame per step through AudioEnc, attention and AudioDec,
-    incrementally (each causal layer keeps its last (k-1)*dilation inputs, so a step costs
-    one frame, not the whole prefix). The new attention column is decided by
-    common.synthesis.force_incremental before V is read with it. Stops when attention
-    reaches the end of text or after `max_frames` frames."""
-    ids = check_ids(ids, text2mel.spec, max_frames)
+
+def encode(text2mel, texts: list, device) -> tuple:
+    """K, V (B, d, N_max) of each sentence encoded alone, zero-padded; the padded ids' bias."""
+    keys, values = [], []
+    width = max(len(ids) for ids in texts)
+    for ids in texts:
+        k, v = text2mel.textenc(device.send(ids[None]))
+        keys.append(F.pad(k, ((0, 0), (0, 0), (0, width - len(ids))), "constant"))
+        values.append(F.pad(v, ((0, 0), (0, 0), (0, width - len(ids))), "constant"))
+    return F.concat(keys, axis=0).array, F.concat(values, axis=0).array, pad_bias(device.send(pad_ids(texts)))
+
+
+def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
+    """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
+    attention (N_b, T_b)) per sentence.
+
+    TextEnc runs once per sentence; then one frame per step for the whole batch through
+    AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
+    (k-1)*dilation inputs, so a step costs one frame, not the whole prefix), on plain arrays
+    (layers.py: Chainer's per-function overhead would dominate a frame). The new attention
+    columns are forced on the device before V is read with them; the host checks the end flags
+    every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
+    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end."""
+    texts = check_texts(texts, text2mel.spec, max_frames)
     device, xp = text2mel.device, text2mel.xp
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     eval_mode, no_graph = inference()
     with eval_mode, no_graph:
-        text = device.send(ids[None])
-        k, v = text2mel.textenc(text)
-        bias = pad_bias(text)
-        enc_past, dec_past = enc.initial_history(1), dec.initial_history(1)
-        frame = xp.zeros((1, text2mel.spec.n_mels, 1), np.float32)  # the teacher-forcing shift's zero frame
-        frames, columns, position = [], [], 0
-        for _ in range(max_frames):
+        k, v, bias = encode(text2mel, texts, device)
+        batch = len(texts)
+        n_text = xp.asarray([len(ids) for ids in texts], np.int64)
+        enc_past, dec_past = enc.initial_history(batch), dec.initial_history(batch)
+        frame = xp.zeros((batch, text2mel.spec.n_mels, 1), np.float32)  # the teacher-forcing shift's zero frame
+        position = xp.zeros(batch, np.int64)
+        ended = xp.zeros(batch, bool)
+        half = np.float32(0.5)
+        frames, columns, positions = [], [], []
+        for t in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
-            column, position = force_incremental(runtime.to_numpy(att.weights(k, q, bias))[0, :, 0], position)
-            logits, dec_past = dec.step(att.read(v, device.send(column[None, :, None]), q), dec_past)
-            frame = F.sigmoid(logits).array
+            column, position = force_incremental(att.weights_step(k, q.array, bias), position, n_text)
+            logits, dec_past = dec.step(att.read_step(v, column, q.array), dec_past)
+            frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
             frames.append(frame)
             columns.append(column)
-            if reached_end(position, ids.size):
+            positions.append(position)
+            ended |= reached_end(position, n_text)
+            if (t + 1) % STOP_CHECK_EVERY == 0 and bool(ended.all()):
                 break
-        mel = runtime.to_numpy(xp.concatenate(frames, axis=2))[0]
-    return mel, np.stack(columns, axis=1)
+        mel = runtime.to_numpy(xp.concatenate(frames, axis=2))
+        attention = runtime.to_numpy(xp.stack(columns, axis=2))
+        positions = runtime.to_numpy(xp.stack(positions, axis=1))
+    return split_batch(mel, attention, positions, [len(ids) for ids in texts])
+
+
+def synthesize(text2mel, ids, max_frames: int) -> tuple:
+    """One sentence: ids (N,) -> (mel (F, T) in [0, 1], attention (N, T))."""
+    return synthesize_batch(text2mel, [ids], max_frames)[0]
 
 
 def upsample(ssrn, mel: np.ndarray) -> np.ndarray:

@@ -54,6 +54,20 @@ class Attention(chainer.Chain):
     def read(self, v, a, q):
         return F.concat([F.matmul(v, a), q], axis=1)
 
+    def weights_step(self, k, q, bias):
+        """weights for one frame on plain arrays (synthesis: no graph, see layers.py):
+        K (B, d, N), Q (B, d, 1), bias (B, N, 1) -> A (B, N)."""
+        xp = self.xp
+        logits = (xp.matmul(k.transpose(0, 2, 1), q) * k.dtype.type(1.0 / math.sqrt(k.shape[1])) + bias)[:, :, 0]
+        a = logits - logits.max(axis=1, keepdims=True)  # F.softmax's computation
+        xp.exp(a, out=a)
+        a /= a.sum(axis=1, keepdims=True)
+        return a
+
+    def read_step(self, v, a, q):
+        """read for one frame on plain arrays: V (B, d, N), A (B, N), Q (B, d, 1) -> R' (B, 2d, 1)."""
+        return self.xp.concatenate([self.xp.matmul(v, a[:, :, None]), q], axis=1)
+
     def forward(self, k, v, q, bias):
         a = self.weights(k, q, bias)
         return self.read(v, a, q), a

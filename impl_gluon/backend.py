@@ -68,10 +68,10 @@ class Backend(framework.Backend):
             return {"logits": logits.asnumpy(), "attention": attention.asnumpy()}
         return {"logits": self.model(a["mel"]).asnumpy()}
 
-    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+    def synthesize_batch(self, texts: list, max_frames: int) -> list:
         if self.net != "text2mel":
-            return super().synthesize(text, max_frames)
-        return syn.synthesize(self.model, text, max_frames)
+            return super().synthesize_batch(texts, max_frames)
+        return syn.synthesize_batch(self.model, texts, max_frames)
 
     def upsample(self, mel: np.ndarray) -> np.ndarray:
         if self.net != "ssrn":

@@ -8,7 +8,8 @@ import math
 from mxnet import gluon
 
 from common import spec as S
-from impl_gluon.layers import StackStep, build_stack
+from common.synthesis import reached_end
+from impl_gluon.layers import Stack, StackStep, build_stack
 
 
 class TextEnc(gluon.HybridBlock):
@@ -79,6 +80,32 @@ def shift_right(F, mel):
     return F.reshape(F.slice_axis(padded, axis=3, begin=0, end=-1), shape=(0, 0, -1))
 
 
+class SynthesisStep(gluon.HybridBlock):
+    """One frame of synthesis for a batch as one block: AudioEnc's step, the attention weights,
+    impl_gluon.synthesize.force_incremental, the read, AudioDec's step, the sigmoid and the end
+    flags (ended OR reached_end), so that hybridized a frame is one cached-graph call and no
+    device-to-host copy (per-call overhead, not arithmetic, is what a frame costs at these sizes).
+    Inputs (frame (B, F, 1), position (B,), ended (B,), K, V (B, d, N), bias (B, N, 1),
+    n_text (B,), *AudioEnc's histories, *AudioDec's histories); outputs (frame, column (B, N),
+    position, ended, *histories updated). Positions, lengths and flags are float32 (MXNet's
+    argmax and comparisons give floats; exact for these integers)."""
+
+    def __init__(self, audioenc: Stack, attention: Attention, audiodec: Stack):
+        super().__init__(prefix="synthesis_step_")
+        self.audioenc_step, self.attention, self.audiodec_step = StackStep(audioenc), attention, StackStep(audiodec)
+        self.n_enc = sum(self.audioenc_step.slots)
+
+    def hybrid_forward(self, F, frame, position, ended, k, v, bias, n_text, *pasts):
+        from impl_gluon.synthesize import force_incremental  # here: that module imports this one
+        q, *enc_past = self.audioenc_step(frame, *pasts[:self.n_enc])
+        column, position = force_incremental(F, F.reshape(self.attention.weights(F, k, q, bias), shape=(0, -1)),
+                                             position, n_text)
+        logits, *dec_past = self.audiodec_step(self.attention.read(F, v, F.expand_dims(column, axis=2), q),
+                                               *pasts[self.n_enc:])
+        ended = F.maximum(ended, reached_end(position, n_text))
+        return (F.sigmoid(logits), column, position, ended, *enc_past, *dec_past)
+
+
 class Text2Mel(gluon.HybridBlock):
     """Teacher-forced: (text (B, N), target mel (B, F, T)) -> (logits (B, F, T), attention (B, N, T)).
     AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t."""
@@ -89,20 +116,18 @@ class Text2Mel(gluon.HybridBlock):
         with self.name_scope():
             self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
             self.attention, self.audiodec = Attention(spec), AudioDec(spec)
-            # synthesis runs the causal stacks frame by frame (hybridized along with the network)
-            self.audioenc_step, self.audiodec_step = StackStep(self.audioenc.layers), StackStep(self.audiodec.layers)
+            # synthesis runs frame by frame through this block (hybridized along with the network)
+            self.synthesis_step = SynthesisStep(self.audioenc.layers, self.attention, self.audiodec.layers)
 
     def stacks(self) -> list:
         return [self.textenc.layers, self.audioenc.layers, self.audiodec.layers]
 
     def hybridize(self, active=True, **kwargs):
-        """As Gluon's, but the synthesis steps always see the same shapes (one frame, fixed
-        histories), so their graphs also keep static shapes when memory is static (measured
-        ~2x faster a step)."""
+        """As Gluon's, but the synthesis step sees the same shapes all through one call (one
+        frame, fixed histories, the batch's K and V), so its graph also keeps static shapes when
+        memory is static (measured ~2x faster a step); a new batch size or N_max re-plans it."""
         super().hybridize(active, **kwargs)
-        static = dict(kwargs, static_shape=bool(kwargs.get("static_alloc")))
-        self.audioenc_step.hybridize(active, **static)
-        self.audiodec_step.hybridize(active, **static)
+        self.synthesis_step.hybridize(active, **dict(kwargs, static_shape=bool(kwargs.get("static_alloc"))))
 
     def hybrid_forward(self, F, text, mel):
         k, v = self.textenc(text)

@@ -60,10 +60,10 @@ class Backend(framework.Backend):
             logits, attention = self.model(t["text"], t["mel"])
             return {"logits": logits.cpu().numpy(), "attention": attention.cpu().numpy()}
 
-    def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
+    def synthesize_batch(self, texts: list, max_frames: int) -> list:
         if self.net != "text2mel":
-            return super().synthesize(text, max_frames)
-        return synth.synthesize(self.model, text, max_frames)
+            return super().synthesize_batch(texts, max_frames)
+        return synth.synthesize_batch(self.model, texts, max_frames)
 
     def upsample(self, mel: np.ndarray) -> np.ndarray:
         if self.net != "ssrn":

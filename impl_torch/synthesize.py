@@ -1,47 +1,81 @@
-"""Inference: autoregressive Text2Mel synthesis with forcibly incremental attention, and SSRN
-upsampling. No gradient tape (torch.inference_mode); nothing is kept between calls."""
+"""Inference: autoregressive Text2Mel synthesis of a batch of sentences with forcibly
+incremental attention decided on the device, and SSRN upsampling. No gradient tape
+(torch.inference_mode); nothing is kept between calls."""
 from __future__ import annotations
 
 from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from common.synthesis import check_ids, check_mel, force_incremental, reached_end
+from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
 from impl_torch.text2mel import pad_bias
 
 
-def synthesize(text2mel, ids, max_frames: int) -> tuple:
-    """ids (N,) ending with end-of-text -> (mel (F, T) in [0, 1], attention (N, T)).
+def force_incremental(columns, prev, n_text):
+    """common.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)."""
+    n = columns.argmax(dim=1)
+    keep = (n >= prev - 1) & (n <= prev + 3)
+    forced = torch.minimum(prev + 1, n_text - 1)
+    one_hot = F.one_hot(forced, columns.shape[1]).to(columns.dtype)
+    return torch.where(keep[:, None], columns, one_hot), torch.where(keep, n, forced)
 
-    TextEnc runs once; then one frame per step through AudioEnc, attention and AudioDec,
-    incrementally (each causal layer keeps its last (k-1)*dilation inputs, so a step costs
-    one frame, not the whole prefix). The new attention column is decided by
-    common.synthesis.force_incremental before V is read with it. Stops when attention
-    reaches the end of text or after `max_frames` frames."""
-    ids = check_ids(ids, text2mel.spec, max_frames)
+
+def encode(text2mel, texts: list, device) -> tuple:
+    """K, V (B, d, N_max) of each sentence encoded alone, zero-padded; the padded ids' bias."""
+    keys, values = [], []
+    width = max(len(ids) for ids in texts)
+    for ids in texts:
+        k, v = text2mel.textenc(torch.from_numpy(ids)[None].to(device))
+        keys.append(F.pad(k, (0, width - len(ids))))
+        values.append(F.pad(v, (0, width - len(ids))))
+    return torch.cat(keys), torch.cat(values), pad_bias(torch.from_numpy(pad_ids(texts)).to(device))
+
+
+def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
+    """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
+    attention (N_b, T_b)) per sentence.
+
+    TextEnc runs once per sentence; then one frame per step for the whole batch through
+    AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
+    (k-1)*dilation inputs, so a step costs one frame, not the whole prefix). The new attention
+    columns are forced on the device before V is read with them; the host checks the end flags
+    every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
+    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end."""
+    texts = check_texts(texts, text2mel.spec, max_frames)
     text2mel.eval()
     device = next(text2mel.parameters()).device
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     with torch.inference_mode():
-        text = torch.from_numpy(ids)[None].to(device)
-        k, v = text2mel.textenc(text)
-        bias = pad_bias(text)
-        enc_past, dec_past = enc.initial_history(1, device), dec.initial_history(1, device)
-        frame = torch.zeros(1, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
-        frames, columns, position = [], [], 0
-        for _ in range(max_frames):
+        k, v, bias = encode(text2mel, texts, device)
+        batch = len(texts)
+        n_text = torch.tensor([len(ids) for ids in texts], device=device)
+        enc_past, dec_past = enc.initial_history(batch, device), dec.initial_history(batch, device)
+        frame = torch.zeros(batch, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
+        position = torch.zeros(batch, dtype=torch.int64, device=device)
+        ended = torch.zeros(batch, dtype=torch.bool, device=device)
+        frames, columns, positions = [], [], []
+        for t in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
-            column, position = force_incremental(att.weights(k, q, bias)[0, :, 0].cpu().numpy(), position)
-            a = torch.from_numpy(column)[None, :, None].to(device)
-            logits, dec_past = dec.step(att.read(v, a, q), dec_past)
+            column, position = force_incremental(att.weights(k, q, bias)[:, :, 0], position, n_text)
+            logits, dec_past = dec.step(att.read(v, column[:, :, None], q), dec_past)
             frame = torch.sigmoid(logits)
             frames.append(frame)
             columns.append(column)
-            if reached_end(position, ids.size):
+            positions.append(position)
+            ended |= reached_end(position, n_text)
+            if (t + 1) % STOP_CHECK_EVERY == 0 and bool(ended.all()):
                 break
-        mel = torch.cat(frames, dim=2)[0].cpu().numpy()
-    return mel, np.stack(columns, axis=1)
+        mel = torch.cat(frames, dim=2).cpu().numpy()
+        attention = torch.stack(columns, dim=2).cpu().numpy()
+        positions = torch.stack(positions, dim=1).cpu().numpy()
+    return split_batch(mel, attention, positions, [len(ids) for ids in texts])
+
+
+def synthesize(text2mel, ids, max_frames: int) -> tuple:
+    """One sentence: ids (N,) -> (mel (F, T) in [0, 1], attention (N, T))."""
+    return synthesize_batch(text2mel, [ids], max_frames)[0]
 
 
 def upsample(ssrn, mel: np.ndarray) -> np.ndarray:

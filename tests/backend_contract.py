@@ -23,6 +23,7 @@ from common import checkpoint, cli, data, losses as L, reference as R, spec as S
 from common.batch import make_batch
 from common.framework import load_backend
 from common.spec import EOS
+from common.synthesis import force_incremental, reached_end
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,31 +188,54 @@ def test_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, 
 
 
 def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
-    """Positions never move back more than 1 or forward more than 3; the mel equals the
-    teacher-forced reference run on it with the decided attention columns."""
+    """Each sentence of a batch: the mel equals the teacher-forced reference run on it with the
+    decided attention columns, and every column is common.synthesis.force_incremental's
+    decision on the reference's attention at that frame (so the framework's on-device forcing
+    follows the NumPy rule); it stops on reaching its own end of text."""
     backend = backend_cls(tiny, "text2mel", seed=2)
-    ids = random_batch(tiny, batch_size=1, n_chars=20).text[0]
-    mel, a = backend.synthesize(ids, 30)
-    t = mel.shape[1]
-    assert mel.shape == (tiny.n_mels, t) and a.shape == (20, t) and 1 <= t <= 30
-    assert mel.min() >= 0 and mel.max() <= 1
-    np.testing.assert_allclose(a.sum(0), 1, atol=1e-5)
-    steps = np.diff(np.concatenate([[0], a.argmax(0)]))
-    assert steps.min() >= -1 and steps.max() <= 3
-    assert t == 30 or a[:, -1].argmax() == 19  # stopped early only at the end of the text
+    texts = [random_batch(tiny, batch_size=1, n_chars=n, seed=n).text[0] for n in (20, 9, 14)]
     w = W.init_weights(tiny, "text2mel", 2)
-    k, v = R.text_enc(tiny, w, ids[None])
-    q = R.audio_enc(tiny, w, R.shift_mel(mel[None]))
-    logits = R.audio_dec(tiny, w, np.concatenate([v @ a[None], q], axis=1))
-    np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
-    free = a.max(0) < 1.0  # columns not forced one-hot keep the network's own attention
-    np.testing.assert_allclose(a[:, free], R.attention(k, v, q, R.pad_bias(ids[None]))[1][0][:, free], atol=1e-5)
+    for ids, (mel, a) in zip(texts, backend.synthesize_batch(texts, 30)):
+        n, t = len(ids), mel.shape[1]
+        assert mel.shape == (tiny.n_mels, t) and a.shape == (n, t) and 1 <= t <= 30
+        assert mel.min() >= 0 and mel.max() <= 1
+        k, v = R.text_enc(tiny, w, ids[None])
+        q = R.audio_enc(tiny, w, R.shift_mel(mel[None]))
+        logits = R.audio_dec(tiny, w, np.concatenate([v @ a[None], q], axis=1))
+        np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
+        free = R.attention(k, v, q, R.pad_bias(ids[None]))[1][0]
+        prev = np.zeros(1, np.int64)
+        for frame in range(t):
+            column, prev = force_incremental(free[None, :, frame], prev, np.array([n]))
+            np.testing.assert_allclose(a[:, frame], column[0], atol=1e-5)
+        ends = reached_end(a.argmax(0), n)
+        assert not ends[:-1].any() and (t == 30 or ends[-1])
+
+
+def test_a_batch_synthesizes_what_one_sentence_at_a_time_does(backend_cls, tiny):
+    backend = backend_cls(tiny, "text2mel", seed=3)
+    texts = [random_batch(tiny, batch_size=1, n_chars=n, seed=n).text[0] for n in (7, 25, 16, 22)]
+    batched = backend.synthesize_batch(texts, 40)
+    assert len({mel.shape[1] for mel, _ in batched}) > 1  # the sentences end at different frames
+    for ids, (mel, a) in zip(texts, batched):
+        alone_mel, alone_a = backend.synthesize(ids, 40)
+        assert mel.shape == alone_mel.shape and a.shape == alone_a.shape == (len(ids), mel.shape[1])
+        np.testing.assert_allclose(mel, alone_mel, atol=1e-5)
+        np.testing.assert_allclose(a, alone_a, atol=1e-5)
 
 
 @pytest.mark.parametrize("ids", [[], [5, 6] * 40 + [EOS], [5, 99, EOS]], ids=["empty", "too long", "unknown id"])
 def test_synthesis_refuses_bad_ids(backend_cls, tiny, ids):
     with pytest.raises(ValueError):
         backend_cls(tiny, "text2mel").synthesize(np.array(ids, np.int32), 10)
+
+
+def test_batched_synthesis_refuses_an_empty_batch_and_names_a_bad_sentence(backend_cls, tiny):
+    backend = backend_cls(tiny, "text2mel")
+    with pytest.raises(ValueError, match="no texts"):
+        backend.synthesize_batch([], 10)
+    with pytest.raises(ValueError, match="must lie in"):
+        backend.synthesize_batch([np.array([5, EOS], np.int32), np.array([5, 99, EOS], np.int32)], 10)
 
 
 def test_upsample_matches_reference(backend_cls, tiny):
@@ -346,6 +370,26 @@ def test_dctts_synthesize_writes_a_wav_of_plausible_length(framework, trained_ru
     assert np.ceil((n_ids - 1) / 3) <= frames <= 20  # reading advances at most 3 characters a frame
     wav, sr = sf.read(out)
     assert sr == tiny.sr and len(wav) == (frames * tiny.r - 1) * tiny.hop
+
+
+def test_dctts_synthesize_speaks_several_texts_in_batches(framework, trained_run, tmp_path, capsys):
+    """Two texts and a file's line, in batches of 2: one wav each, numbered in order; the first
+    is the wav the text gives alone."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a third one from a file.\n")
+    argv = ["--framework", framework, "--text2mel", str(trained_run), "--ssrn", str(trained_run), "--max-frames", "20"]
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main([*argv, "First words.", "Then 2 more.", "--text-file", str(lines), "--batch-size", "2",
+                             "-o", str(tmp_path / "many")])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert 'text 2: "then two more."' in printed and 'text 3: "a third one from a file."' in printed
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["1.wav", "2.wav", "3.wav"]
+    with pytest.raises(SystemExit):
+        cli.synthesize_main([*argv, "First words.", "-o", str(tmp_path / "alone.wav")])
+    batched, alone = sf.read(tmp_path / "many" / "1.wav")[0], sf.read(tmp_path / "alone.wav")[0]
+    assert batched.shape == alone.shape
+    np.testing.assert_allclose(batched, alone, atol=1e-3)
 
 
 def test_bad_device_is_a_one_line_error(framework, trained_run, tmp_path):

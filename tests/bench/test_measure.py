@@ -39,8 +39,8 @@ def test_unimportable_framework_is_unavailable(monkeypatch):
         raise RuntimeError(f"framework {framework!r} is not usable here (No module named 'x')")
 
     monkeypatch.setattr(measure, "load_backend", no_backend)
-    rec = measure.run("torch", "synthesize", TINY, steps=1, warmup=1)
-    assert rec["status"] == "unavailable" and "not usable here" in rec["reason"] and rec["batch_size"] == 1
+    rec = measure.run("torch", "synthesize", TINY, batch_size=3, steps=1, warmup=1)
+    assert rec["status"] == "unavailable" and "not usable here" in rec["reason"] and rec["batch_size"] == 3
 
 
 def test_bad_arguments_are_refused(reference_backend):

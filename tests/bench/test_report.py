@@ -16,10 +16,10 @@ def train_record(fw, times, batch=4, rnd=0, task="train-ssrn", peak=100.0, rss=5
             "gate": {"ssrn": {"errors": {"logits": 2e-6}, "tol": 1e-4, "passed": True}}}
 
 
-def synth_record(fw, times):
-    steps = [{"time_s": t, "text2mel_s": t * 0.75, "ssrn_s": t * 0.25, "vocoder_s": 1.0, "frames": 100,
-              "audio_s": 2.0, "flops": 1e9} for t in times]
-    return {**train_record(fw, []), "task": "synthesize", "batch_size": 1, "steps": steps}
+def synth_record(fw, times, batch=1):
+    steps = [{"time_s": t, "text2mel_s": t * 0.75, "ssrn_s": t * 0.25, "vocoder_s": 1.0, "frames": 100 * batch,
+              "audio_s": 2.0 * batch, "flops": 1e9 * batch, "samples": batch} for t in times]
+    return {**train_record(fw, []), "task": "synthesize", "batch_size": batch, "steps": steps}
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_synthesis_real_time_factors(records):
     synth = row(report.aggregate(records), "torch", "synthesize")
     assert synth["rtf"] == pytest.approx(4.0 / 3.0)  # 2 x 2 s of audio in 2 x 1.5 s of Text2Mel
     assert synth["rtf_with_vocoder"] == pytest.approx(4.0 / 6.0)  # + 2 x (0.5 s SSRN + 1 s Griffin-Lim)
-    assert synth["samples_per_s"] is None and synth["ratio_to_fastest"] == 1.0
+    assert synth["samples_per_s"] == pytest.approx(0.5) and synth["ratio_to_fastest"] == 1.0  # sentences / s
     # the header says what those divide by (it once said "+vocoder adds Griffin-Lim", leaving out SSRN)
     assert "Text2Mel seconds" in report.RTF_NOTE and "(Text2Mel + SSRN + Griffin-Lim" in report.RTF_NOTE
     md = report.markdown({"header": []}, report.aggregate(records), ["torch"])
@@ -123,3 +123,11 @@ def test_summarize_matches_numpy_percentiles():
     s = report.summarize(times)
     assert s["q1_s"] < s["median_s"] < s["q3_s"]
     assert s["iqr_s"] == pytest.approx(np.subtract(*np.percentile(times, [75, 25])))
+
+
+def test_batched_synthesis_throughput_is_compared_with_one_sentence_at_a_time(records):
+    assert report.synthesis_throughput(report.aggregate(records), ["torch"]) == []  # one batch size only
+    rows = report.aggregate(records + [synth_record("torch", [4.0, 4.0], batch=8), synth_record("gluon", [8.0], 8)])
+    lines = report.synthesis_throughput(rows, ["torch", "gluon"])
+    assert lines[-2:] == ["| tiny | 1 | 0.67 (1.00×) / 0.50 (1.00×) | – |",
+                          "| tiny | 8 | 2.67 (4.00×) / 2.00 (4.00×) | 1.33 / 1.00 |"]

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench import machine, run
 
 
@@ -37,7 +39,7 @@ def test_run_writes_every_output(tmp_path, real_framework):
 
 
 def test_plan_alternates_the_framework_order_and_runs_synthesis_once_per_round():
-    runs = run.plan(["torch", "chainer"], ["train-ssrn", "synthesize"], [2, 4], repeat=2)
+    runs = run.plan(["torch", "chainer"], ["train-ssrn", "synthesize"], [2, 4], repeat=2, synth_batches=[1])
     assert runs[:6] == [(0, "train-ssrn", 2, "torch"), (0, "train-ssrn", 2, "chainer"),
                         (0, "train-ssrn", 4, "torch"), (0, "train-ssrn", 4, "chainer"),
                         (0, "synthesize", 1, "torch"), (0, "synthesize", 1, "chainer")]
@@ -55,12 +57,17 @@ def test_a_busy_machine_is_flagged_in_the_header():
 
 
 def test_the_header_says_how_many_frames_synthesis_timed():
-    def synth(fw, frames):
-        return {"framework": fw, "task": "synthesize", "status": "ok", "steps": [{"frames": 4 * f} for f in frames]}
-    same = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38])], r=4)
-    assert same == ["synthesis timed 90 reduced frames in 2 utterances (52, 38), the same in every framework"]
+    def synth(fw, frames, batch=1):
+        steps = [{"frames": 4 * sum(frames[i:i + batch]), "reduced_frames": frames[i:i + batch]}
+                 for i in range(0, len(frames), batch)]
+        return {"framework": fw, "task": "synthesize", "status": "ok", "batch_size": batch, "steps": steps}
+    same = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38]),
+                                      synth("torch", [52, 38, 7, 9], 2), synth("gluon", [52, 38, 7, 9], 2)], r=4)
+    assert same == ["synthesis, batch 1: timed 90 reduced frames in 2 utterances (52, 38), the same in every framework",
+                    "synthesis, batch 2: timed 106 reduced frames in 4 utterances (52, 38, 7, 9), the same in every "
+                    "framework"]
     (differ,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4)
-    assert differ.startswith("WARNING") and "gluon 64, 38" in differ
+    assert differ.startswith("WARNING: synthesis, batch 1") and "gluon 64, 38" in differ
     assert run.synthesis_frames_line([{"framework": "torch", "task": "train-ssrn", "status": "ok"}], r=4) == []
     (line,) = run.busy_warning([{"others_busy_cores": 0.1}, {"others_busy_cores": 1.5}])
     assert "other processes kept up to 1.5 cores busy" in line
@@ -72,3 +79,39 @@ def test_others_busy_counts_other_processes_only():
     busy = machine.others_busy(start, machine.cpu_snapshot())
     assert busy is not None and 0 <= busy <= (os.cpu_count() or 1)
     assert machine.others_busy((0.0, 5.0, 1.0), (2.0, 8.0, 2.0)) == 1.0  # 3 busy CPU s, 1 ours, in 2 s
+
+
+def test_synthesis_runs_batches_with_trained_weights(tmp_path, real_framework):
+    """Each step synthesizes `batch_size` sentences; weight files replace init_weights (the gate
+    checks the framework against the reference on those weights) and bring their spec."""
+    from bench import measure
+    from common import spec as S, weights as W
+    tiny = S.get_spec("tiny")
+    paths = {net: tmp_path / f"{net}.safetensors" for net in S.NETS}
+    for net, path in paths.items():
+        W.save(path, W.init_weights(tiny, net, seed=7), tiny, net)
+    rec = measure.run(real_framework, "synthesize", S.get_spec("paper"), batch_size=3, steps=1, warmup=1,
+                      threads=1, max_frames=12, weights=paths)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["preset"] == "tiny" and rec["weights"]["ssrn"] == str(paths["ssrn"]) and rec["gate"]["text2mel"]["passed"]
+    (step,) = rec["steps"]
+    assert step["samples"] == 3 and len(step["reduced_frames"]) == 3 and max(step["reduced_frames"]) <= 12
+    assert step["frames"] == sum(step["reduced_frames"]) * tiny.r
+    W.save(paths["ssrn"], W.init_weights(S.get_spec("small"), "ssrn"), S.get_spec("small"), "ssrn")
+    with pytest.raises(ValueError, match="different specs"):
+        measure.run(real_framework, "synthesize", tiny, weights=paths)
+
+
+def test_trained_models_set_the_preset_and_must_come_in_pairs(tmp_path):
+    from common import spec as S, weights as W
+    tiny = S.get_spec("tiny")
+    for net in S.NETS:
+        W.save(tmp_path / f"{net}.safetensors", W.init_weights(tiny, net), tiny, net)
+    args = run.parse_args(["--text2mel", str(tmp_path / "text2mel.safetensors"), "--ssrn",
+                           str(tmp_path / "ssrn.safetensors")])
+    assert args.preset == "tiny" and args.synth_batch == [1, 8]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--text2mel", str(tmp_path / "text2mel.safetensors")])
+    with pytest.raises(SystemExit):
+        run.parse_args(["--text2mel", str(tmp_path / "text2mel.safetensors"), "--ssrn",
+                        str(tmp_path / "ssrn.safetensors"), "--preset", "paper"])

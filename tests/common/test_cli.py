@@ -245,3 +245,33 @@ def test_synthesize_refuses_an_unwritable_output_before_synthesis(models, tmp_pa
         argv = ["--framework", "torch", "--text2mel", str(models["text2mel"]), "--ssrn", str(models["ssrn"]),
                 "hello", "-o", str(output)]
         assert reason in one_line_error(cli.synthesize_main, argv, capsys, "dctts-synthesize")
+
+
+def test_several_texts_need_a_folder_and_each_bad_text_is_named(models, tmp_path, capsys):
+    base = ["--framework", "torch", "--text2mel", str(models["text2mel"]), "--ssrn", str(models["ssrn"])]
+    (tmp_path / "taken.wav").write_text("")
+    err = one_line_error(cli.synthesize_main, [*base, "one", "two", "-o", str(tmp_path / "taken.wav")], capsys,
+                         "dctts-synthesize")
+    assert "cannot write 2 wavs into" in err and "it is a file" in err
+    lines = tmp_path / "lines.txt"
+    lines.write_text("fine words\n\n  \nhello ~world\n")
+    err = one_line_error(cli.synthesize_main, [*base, "first", "--text-file", str(lines), "-o", str(tmp_path / "o")],
+                         capsys, "dctts-synthesize")
+    assert "text 3: unknown characters '~' at position 6" in err  # blank lines are skipped
+    lines.write_bytes(b"caf\xe9\n")
+    err = one_line_error(cli.synthesize_main, [*base, "--text-file", str(lines), "-o", str(tmp_path / "o")], capsys,
+                         "dctts-synthesize")
+    assert "not UTF-8 text" in err
+    err = one_line_error(cli.synthesize_main, [*base, "--text-file", str(tmp_path / "none.txt"), "-o",
+                                               str(tmp_path / "o")], capsys, "dctts-synthesize")
+    assert "none.txt" in err
+    err = one_line_error(cli.synthesize_main, [*base, "hi", "-o", str(tmp_path / "x.wav"), "--batch-size", "0"],
+                         capsys, "dctts-synthesize")
+    assert "--batch-size must be >= 1" in err
+
+
+def test_no_text_at_all_is_a_usage_error(models, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main(["--show-text", "--text-file", str(tmp_path / "empty.txt")])
+    assert done.value.code == 2 and "no text given" in capsys.readouterr().err

@@ -1,5 +1,7 @@
-"""impl_gluon synthesis: plausible lengths, forcibly incremental attention, clear errors, no
-state, tape or memory kept. (Agreement with the teacher-forced reference: test_contract.)"""
+"""impl_gluon synthesis: plausible lengths, forcibly incremental attention decided on the device
+as common.synthesis decides it, batches, clear errors, no state, tape or memory kept.
+(Agreement with the teacher-forced reference, and a batch against one sentence at a time:
+test_contract.)"""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
 import os
@@ -7,12 +9,13 @@ import os
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet import gluon
 
-from common import reference as R, spec as S, text as TX
+from common import reference as R, spec as S, synthesis as CS, text as TX
 from common.synthesis import reached_end
 from common.weights import init_weights
 from impl_gluon.backend import NETWORKS
-from impl_gluon.synthesize import synthesize, upsample
+from impl_gluon.synthesize import force_incremental, synthesize, synthesize_batch, upsample
 from impl_gluon.weights import set_weights
 
 
@@ -30,6 +33,38 @@ def positions(attention):
     return attention.argmax(axis=0)
 
 
+class Forcing(gluon.HybridBlock):
+    """force_incremental alone, as a block: imperative (F = mx.nd) or traced (F = mx.sym)."""
+
+    def hybrid_forward(self, F, columns, prev, n_text):
+        return force_incremental(F, columns, prev, n_text)
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_force_incremental_decides_as_common_synthesis_does(hybridize):
+    """Random columns (B=64, N=12), previous positions and sentence lengths: about half the peaks
+    lie within [prev - 1, prev + 3] (kept), the others are forced, some of those at a sentence's
+    last position (prev + 1 clipped to n_text - 1)."""
+    rng = np.random.default_rng(0)
+    batch, width = 64, 12
+    n_text = rng.integers(2, width + 1, batch)
+    prev = rng.integers(0, n_text)
+    prev[:8] = n_text[:8] - 1  # already at the end: forcing stays there
+    columns = rng.random((batch, width)).astype(np.float32)
+    near = rng.random(batch) < 0.5
+    peak = np.where(near, np.clip(prev + rng.integers(-1, 4, batch), 0, width - 1), rng.integers(0, width, batch))
+    columns[np.arange(batch), peak] += 1.0
+    want_columns, want_positions = CS.force_incremental(columns, prev, n_text)
+    forcing = Forcing()
+    if hybridize:
+        forcing.hybridize(static_alloc=True, static_shape=True)
+    got_columns, got_positions = forcing(*(mx.nd.array(x) for x in (columns, prev, n_text)))
+    kept = want_positions == peak
+    assert 10 < kept.sum() < batch - 10 and (~kept & (want_positions == n_text - 1)).any()
+    np.testing.assert_array_equal(got_columns.asnumpy(), want_columns)
+    np.testing.assert_array_equal(got_positions.asnumpy(), want_positions)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_length_is_plausible_and_attention_forcibly_incremental(seed):
     spec = S.get_spec("tiny")
@@ -45,12 +80,14 @@ def test_length_is_plausible_and_attention_forcibly_incremental(seed):
 
 
 def test_hybridized_model_synthesizes_the_same():
-    """The incremental steps run imperatively on the hybridized model's parameters; TextEnc
-    runs through its cached graph. Same numbers either way."""
-    ids = TX.text_to_ids("hybrid or not.", S.get_spec("tiny"))
-    plain, hybrid = (synthesize(model("text2mel", 2, hybridize=h), ids, 30) for h in (False, True))
-    np.testing.assert_allclose(plain[0], hybrid[0], atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(positions(plain[1]), positions(hybrid[1]))
+    """The whole step is one cached graph when hybridized, imperative operators otherwise
+    (TextEnc too). Same numbers either way, for one sentence and for a batch."""
+    spec = S.get_spec("tiny")
+    texts = [TX.text_to_ids(s, spec) for s in ("hybrid or not.", "a batch of three sentences here.", "short.")]
+    plain, hybrid = (synthesize_batch(model("text2mel", 2, hybridize=h), texts, 30) for h in (False, True))
+    for (mel_p, a_p), (mel_h, a_h) in zip(plain, hybrid):
+        np.testing.assert_allclose(mel_p, mel_h, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(positions(a_p), positions(a_h))
 
 
 def test_forced_columns_are_one_hot_at_the_next_position():
@@ -72,15 +109,32 @@ def test_max_frames_is_respected_and_checked():
         synthesize(model("text2mel"), ids, 0)
 
 
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_the_host_reads_the_end_flags_only_every_few_frames(hybridize, monkeypatch):
+    """No device-to-host copy a frame: 16 frames (too few to read 54 characters, at most 3 a
+    frame) cost 16 / STOP_CHECK_EVERY looks at the end flags, plus the three results' copies."""
+    spec = S.get_spec("tiny")
+    t2m = model("text2mel", hybridize=hybridize)
+    texts = [TX.text_to_ids("a sentence that is too long to be read in sixteen frames", spec)] * 2
+    synthesize_batch(t2m, texts, 16)  # builds the cached graphs
+    copies = []
+    asnumpy = mx.nd.NDArray.asnumpy
+    monkeypatch.setattr(mx.nd.NDArray, "asnumpy", lambda self: copies.append(self.shape) or asnumpy(self))
+    (mel, _), _ = synthesize_batch(t2m, texts, 16)
+    assert mel.shape[1] == 16 and len(copies) == 16 // CS.STOP_CHECK_EVERY + 3
+
+
 def test_nothing_is_kept_between_calls():
-    """Same text twice, same output; nothing recorded (gradients stay zero)."""
+    """Same texts twice, same output, with other batch sizes and lengths in between (the cached
+    step graph is re-planned for them); nothing recorded (gradients stay zero)."""
     spec = S.get_spec("tiny")
     t2m = model("text2mel", hybridize=True)
-    ids = TX.text_to_ids("same words again.", spec)
-    first = synthesize(t2m, ids, 30)
+    texts = [TX.text_to_ids(s, spec) for s in ("same words again.", "and a second, longer sentence.")]
+    first = synthesize_batch(t2m, texts, 30)
     synthesize(t2m, TX.text_to_ids("something else in between.", spec), 30)
-    second = synthesize(t2m, ids, 30)
-    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    synthesize_batch(t2m, texts[::-1] + [TX.text_to_ids("three now.", spec)], 30)
+    second = synthesize_batch(t2m, texts, 30)
+    assert all(np.array_equal(x, y) for one, two in zip(first, second) for x, y in zip(one, two))
     assert not mx.autograd.is_recording()
     assert all(not p.grad().asnumpy().any() for p in t2m.collect_params().values())
 

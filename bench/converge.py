@@ -188,7 +188,7 @@ def run(args) -> int:
         header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
                       f"each, on {os.cpu_count()} cores: they shared the machine alike until one stopped; "
                       "after that the others ran faster (compare steps, not minutes, after the first stop)")
-    env = subprocess_env(args.threads)
+    env = subprocess_env(args.threads, args.device)
     procs, status = {}, 0
     try:
         for fw in args.framework:

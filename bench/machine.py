@@ -28,10 +28,19 @@ def thread_env(n: int) -> dict:
     return {var: str(n) for var in THREAD_VARS}
 
 
-def subprocess_env(n: int) -> dict:
-    """A benchmark subprocess's environment: `thread_env(n)` and the project importable."""
+# What a fair fp32 comparison on a GPU fixes for every framework, set before any imports:
+# NVIDIA_TF32_OVERRIDE=0 turns TF32 off in cuBLAS and cuDNN whatever a framework asks for (torch
+# also sets its own flags: impl_torch.runtime.fp32_gpu_numerics); cuDNN's autotuner on in all three
+# (MXNet's variable; torch's cudnn.benchmark and chainer's config.autotune are set by their
+# runtimes), with the warm-up steps outside the clock.
+GPU_ENV = {"NVIDIA_TF32_OVERRIDE": "0", "MXNET_CUDNN_AUTOTUNE_DEFAULT": "1"}
+
+
+def subprocess_env(n: int, device: str = "cpu") -> dict:
+    """A benchmark subprocess's environment: `thread_env(n)`, GPU_ENV off the CPU, and the
+    project importable."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **thread_env(n), "PYTHONPATH": path}
+    return {**os.environ, **thread_env(n), **({} if device == "cpu" else GPU_ENV), "PYTHONPATH": path}
 
 
 def apply_threads(n: int) -> None:

@@ -92,6 +92,12 @@ def parse_args(argv=None):
     return args
 
 
+GPU_NOTE = ("TF32 off in every framework (NVIDIA_TF32_OVERRIDE=0; torch's allow_tf32 flags off too), cuDNN "
+            "autotuning on in all three (torch cudnn.benchmark, chainer config.autotune, "
+            "MXNET_CUDNN_AUTOTUNE_DEFAULT=1), its search inside the uncounted warm-up steps; GPU memory = each "
+            "framework's own peak (torch max_memory_allocated, CuPy's pool, MXNet's used memory)")
+
+
 def trained_preset(text2mel: Path, ssrn: Path) -> str:
     """The preset name the trained models were made with (they must agree), read from their headers."""
     names = {net: weights.read_header(model_file(path, net))[0].name for net, path in (("text2mel", text2mel),
@@ -118,7 +124,7 @@ def numpy_peak(args) -> float | None:
     if args.device != "cpu":
         return None
     code = "import json; from bench.frameworks import peak_matmul; print(json.dumps(peak_matmul('numpy')))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=machine.REPO, env=machine.subprocess_env(args.threads), capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=machine.REPO, env=machine.subprocess_env(args.threads, args.device), capture_output=True,
                           text=True, timeout=args.timeout)
     return json.loads(proc.stdout)["gflops"] if proc.returncode == 0 else None
 
@@ -135,7 +141,7 @@ def run_worker(args, framework: str, task: str, batch: int) -> dict:
         cmd += ["--data", args.data]
     if args.text2mel is not None:
         cmd += ["--text2mel", str(args.text2mel), "--ssrn", str(args.ssrn)]
-    env = machine.subprocess_env(args.threads)
+    env = machine.subprocess_env(args.threads, args.device)
     base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
     try:
         proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -170,7 +176,8 @@ def header(args, records: list, probes: dict) -> list:
     return [
         f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}",
         f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
-        f"device {args.device}, fp32; Backend.sync() before every clock read",
+        f"device {args.device}, fp32; Backend.sync() before every clock read" + (
+            "" if args.device == "cpu" else "; " + GPU_NOTE),
         f"threads: {args.threads} per framework subprocess ({', '.join(machine.THREAD_VARS)} set before import, "
         f"then impl_<fw>.runtime.configure_threads({args.threads}))",
         f"inputs: {source}, {args.batches} distinct batch(es) cycled, prebuilt and identical for every framework; "

@@ -24,4 +24,14 @@ def resolve_device(name: str) -> torch.device:
             raise RuntimeError(f"device {name!r} requested but this PyTorch sees no CUDA GPU")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+        fp32_gpu_numerics()
     return device
+
+
+def fp32_gpu_numerics() -> None:
+    """fp32 means fp32 on a GPU too: PyTorch would otherwise run convolutions (and, by its
+    default, nothing else) in TF32 on Ampere and newer, which neither the reference nor the
+    other frameworks do. cuDNN's autotuner on, as in the other frameworks (bench/machine.GPU_ENV)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True

@@ -1,4 +1,6 @@
 """One run in-process with the NumPy stand-in: what is clocked, counted and reported."""
+import os
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,10 @@ def test_thread_environment():
         machine.thread_env(0)
     with pytest.raises(RuntimeError, match="before numpy"):
         machine.apply_threads(2)  # numpy is imported in this process already
+
+
+def test_a_gpu_run_fixes_tf32_and_autotuning_for_every_framework():
+    cpu, gpu = machine.subprocess_env(2), machine.subprocess_env(2, "cuda:0")
+    assert cpu.get("NVIDIA_TF32_OVERRIDE") == os.environ.get("NVIDIA_TF32_OVERRIDE")  # the CPU run leaves it
+    assert gpu["NVIDIA_TF32_OVERRIDE"] == "0" and gpu["MXNET_CUDNN_AUTOTUNE_DEFAULT"] == "1"
+    assert gpu["OMP_NUM_THREADS"] == "2" and str(machine.REPO) in gpu["PYTHONPATH"]

@@ -81,3 +81,17 @@ def test_training_learns_a_fixed_batch(tiny_corpus_dir, net, factor):
     assert excess_over_floor(last, floor) < factor * excess_over_floor(first, floor), (first, last, floor)
     if net == "text2mel":
         assert last["att"] < 0.5 * first["att"], (first, last)
+
+
+def test_gpu_numerics_are_fp32_with_autotuning(monkeypatch):
+    """What resolve_device("cuda") sets (checked here without a GPU: the flags exist on CPU builds)."""
+    import torch.backends.cuda
+    import torch.backends.cudnn
+
+    from impl_torch import runtime
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    runtime.fp32_gpu_numerics()
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.benchmark

@@ -16,6 +16,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from tqdm import tqdm
+
 from common import audio, checkpoint, data, text, train_loop, weights
 from common.framework import FRAMEWORKS, configure_threads, load_backend
 from common.spec import NETS, PRESETS, get_spec
@@ -202,16 +204,19 @@ def run_synthesize(args) -> int:
         configure_threads(args.framework, args.threads)
     backend_cls = load_backend(args.framework)
     t2m, ssrn = (build_model(backend_cls, models[net], net, args.device) for net in NETS)
-    for start in range(0, len(all_ids), args.batch_size):
-        chunk = all_ids[start:start + args.batch_size]
-        for ids, out, (mel, attention) in zip(chunk, outputs[start:], t2m.synthesize_batch(chunk, args.max_frames
-                                                                                            or spec.max_frames)):
-            wav = audio.mag_to_wav(ssrn.upsample(mel), ssrn_spec)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            audio.save_wav(out, wav, ssrn_spec)
-            ended = reached_end(int(attention[:, -1].argmax()), len(ids))
-            print(f"wrote {out}: {len(wav) / ssrn_spec.sr:.2f} s, {mel.shape[1]} frames"
-                  + ("" if ended else "; attention did not reach the end of the text (raise --max-frames?)"))
+    with tqdm(total=len(all_ids), unit="text", desc="synthesizing", disable=len(all_ids) <= args.batch_size) as bar:
+        for start in range(0, len(all_ids), args.batch_size):
+            chunk = all_ids[start:start + args.batch_size]
+            results = t2m.synthesize_batch(chunk, args.max_frames or spec.max_frames)
+            for ids, out, (mel, attention) in zip(chunk, outputs[start:], results):
+                wav = audio.mag_to_wav(ssrn.upsample(mel), ssrn_spec)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                audio.save_wav(out, wav, ssrn_spec)
+                ended = reached_end(int(attention[:, -1].argmax()), len(ids))
+                bar.write(f"wrote {out}: {len(wav) / ssrn_spec.sr:.2f} s, {mel.shape[1]} frames"
+                          + ("" if ended else "; attention did not reach the end of the text (raise --max-frames?)"),
+                          file=sys.stdout)
+                bar.update()
     return 0
 
 

@@ -14,12 +14,14 @@ cost 6.3x PyTorch's; on arrays, 0.5-0.6x (medians of 6-8 interleaved processes).
 computes what the functions do, up to float32 rounding (mean, variance, 1/sqrt(var + eps);
 sigmoid as tanh(x/2)/2 + 1/2).
 
-Convolutions are F.convolution_nd (ndim 1). Measured against F.convolution_2d on a
-height-1 axis (a (4, 512, 150) input, dilation 9, k=3, 1024 outputs, forward + backward,
-medians of 15 interleaved runs): 39-42 ms vs 43-44 ms for both causal and "same" padding,
-so the 1-D function stays. Causal left padding is an explicit F.pad: padding both sides
-inside the convolution and cutting the right end off took 73-80 ms (twice the work).
-For k=1 layers, F.matmul / F.linear measured no faster than F.convolution_nd (22 ms each).
+Convolutions are impl_chainer.conv.conv1d: on NumPy, one FunctionNode with the padding
+(causal or "same") written into its im2col patches and one BLAS product per pass (see
+conv.py); elsewhere (CuPy, grouped convolutions) F.convolution_nd. Measured before it, for
+F.convolution_nd: against F.convolution_2d on a height-1 axis (a (4, 512, 150) input,
+dilation 9, k=3, 1024 outputs, forward + backward, medians of 15 interleaved runs) 39-42 ms
+vs 43-44 ms for both causal and "same" padding; causal left padding as an explicit F.pad
+rather than padding both sides and cutting the right end off (73-80 ms, twice the work);
+for k=1 layers, F.matmul / F.linear no faster than F.convolution_nd (22 ms each).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ import chainer.functions as F
 import numpy as np
 
 from common import spec as S
+from impl_chainer.conv import conv1d
+from impl_chainer.fused import channel_norm, highway_gate
 
 
 def _param(*shape):
@@ -50,7 +54,9 @@ class ChannelNorm(chainer.Link):
     (mean, subtract, square, mean, rsqrt, multiply), whose backward graph is several times
     longer. F.layer_normalization on a transposed (B*T*G, C/G) view was 2.5x slower than
     those F ops alone (14.5 vs 5.7 ms on (4, 1024, 150), forward + backward): two
-    transposes, and a backward that recomputes the forward in F ops."""
+    transposes, and a backward that recomputes the forward in F ops. On NumPy the whole norm,
+    affine included, is now one hand-written node, impl_chainer.fused.ChannelNormFn (the same
+    computation in fewer passes); this F.batch_normalization form remains for CuPy."""
 
     def __init__(self, channels: int, groups: int, eps: float):
         super().__init__()
@@ -60,6 +66,8 @@ class ChannelNorm(chainer.Link):
             self.beta = chainer.Parameter(np.zeros(channels, np.float32))
 
     def forward(self, h):
+        if self.xp is np:  # the same computation in one node (impl_chainer.fused)
+            return channel_norm(h, self.gamma, self.beta, self.groups, self.eps)
         b, c, t = h.shape
         xp, g = self.xp, self.groups
         unit = xp.ones((b, g, t), h.dtype), xp.zeros((b, g, t), h.dtype)
@@ -129,7 +137,7 @@ class Depthwise(chainer.Link):
 
 class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
-    on the left only (explicit F.pad), non-causal ones symmetrically ("same")."""
+    on the left only, non-causal ones symmetrically ("same")."""
 
     groups = 1  # norm groups: 2 for highway layers
 
@@ -145,15 +153,14 @@ class Conv(Block):
             self.bias = _param(out)
             self.norm = None if layer.plain else make_norm(spec, out, self.groups)
 
-    def conv(self, x, padding: int):
-        """The (possibly separable) convolution of an input already padded but for `padding`
-        frames on each side."""
-        dil = self.layer.dilation
+    def conv(self, x):
+        """The (possibly separable) convolution of x with the layer's padding, normalized."""
+        pad, dil = self.layer.pad, self.layer.dilation
         if self.dw is not None:
-            x = F.convolution_nd(x, self.dw.weight, pad=padding, dilate=dil, groups=x.shape[1])
-            h = F.convolution_nd(x, self.weight, self.bias, groups=self.pointwise_groups)
+            x = conv1d(x, self.dw.weight, pad=pad, dilation=dil, groups=x.shape[1])
+            h = conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
         else:
-            h = F.convolution_nd(x, self.weight, self.bias, pad=padding, dilate=dil)
+            h = conv1d(x, self.weight, self.bias, pad=pad, dilation=dil)
         return self.norm(h) if self.norm is not None else h
 
     def output(self, h, x):
@@ -178,12 +185,7 @@ class Conv(Block):
         return self.norm.step(h) if self.norm is not None else h
 
     def forward(self, x):
-        left, right = self.layer.pad
-        if left == right:
-            h = self.conv(x, left)
-        else:
-            h = self.conv(F.pad(x, ((0, 0), (0, 0), (left, right)), "constant"), 0)
-        return self.drop(self.output(h, x))
+        return self.drop(self.output(self.conv(x), x))
 
     def step(self, x, history):
         """Causal layers, one frame x (B, C, 1) at a time, on plain arrays (inference: no
@@ -200,11 +202,14 @@ class Conv(Block):
 class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (halves normalized separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x):
-    four F ops instead of five (each is a NumPy pass forward and more backward)."""
+    four F ops instead of five (each is a NumPy pass forward and more backward); on NumPy one
+    hand-written node, impl_chainer.fused.HighwayGateFn."""
 
     groups = 2
 
     def output(self, h, x):
+        if self.xp is np:  # the same computation in one node (impl_chainer.fused)
+            return highway_gate(h, x)
         h1, h2 = F.split_axis(h, 2, axis=1)
         return x + F.sigmoid(h1) * (h2 - x)
 

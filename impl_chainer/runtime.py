@@ -33,11 +33,16 @@ def _import_chainer():
 
 chainer = _import_chainer()
 
+# impl_chainer.conv multiplies through SciPy's BLAS (its own OpenBLAS, beside NumPy's): loaded
+# here, before any configure_threads call, so that the thread limit below covers it too.
+from scipy.linalg import blas as _scipy_blas  # noqa: E402,F401
+
 _thread_limits = None
 
 
 def configure_threads(n: int) -> None:
-    """Chainer computes on NumPy (CPU), so its thread count is NumPy's BLAS thread count."""
+    """Chainer computes on NumPy (CPU), so its thread count is the BLAS thread count: NumPy's
+    and SciPy's OpenBLAS (impl_chainer.conv), both limited here."""
     global _thread_limits
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
@@ -56,10 +61,19 @@ def resolve_device(name: str = "cpu"):
     if name == "cpu":
         return chainer.get_device("@numpy")
     try:
-        return chainer.get_device(f"@cupy:{match.group(1) or 0}")
+        device = chainer.get_device(f"@cupy:{match.group(1) or 0}")
     except RuntimeError as err:  # Chainer's "CUDA environment is not correctly set up"
         raise RuntimeError(f"device {name!r} requested but Chainer cannot use CUDA here (it needs CuPy 7.x): "
                            f"{' '.join(str(err).split())}") from err
+    gpu_autotuning()
+    return device
+
+
+def gpu_autotuning() -> None:
+    """cuDNN's autotuner on (chainer.config.autotune: each convolution shape timed once, the
+    fastest algorithm kept), as in the other frameworks (bench/machine.GPU_ENV, torch's
+    cudnn.benchmark). TF32 is off through NVIDIA_TF32_OVERRIDE=0 (CuPy 7 has no switch of its own)."""
+    chainer.global_config.autotune = True
 
 
 def unchecked():

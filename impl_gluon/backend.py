@@ -19,8 +19,9 @@ NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
 
 
 class Backend(framework.Backend):
-    """`hybridize` (default on) compiles Text2Mel / SSRN into one cached graph each;
-    static_alloc reuses its memory between calls, static_shape stays off as lengths vary."""
+    """`hybridize` (default on) compiles Text2Mel / SSRN into one cached graph each, and the
+    training step (network + losses, impl_gluon.train.Objective) into another; static_alloc
+    reuses their memory between calls, static_shape stays off as lengths vary."""
 
     framework = "gluon"
 
@@ -32,9 +33,9 @@ class Backend(framework.Backend):
         self.model = NETWORKS[net](spec)
         self.model.initialize(ctx=self.ctx)
         set_weights(self.model, W.init_weights(spec, net, seed))
-        if hybridize:
-            self.model.hybridize(static_alloc=True, static_shape=False)
         self.trainer = Trainer(self.model, spec, net, self.ctx)
+        if hybridize:  # the training graph (network + losses) and, as its child, the network alone
+            self.trainer.objective.hybridize(static_alloc=True, static_shape=False)
         self.seed(seed)
 
     # --- weights and optimizer state ---------------------------------------------

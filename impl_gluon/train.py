@@ -1,5 +1,5 @@
-"""Losses in MXNet ops (equal to common.losses) and the Trainer (gluon.Trainer driving Adam
-exactly as common.losses.adam_update)."""
+"""Losses in MXNet ops (equal to common.losses) and the Trainer (Adam exactly as
+common.losses.adam_update)."""
 from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
@@ -13,7 +13,7 @@ from mxnet import autograd, gluon
 from common import losses as L
 from common.batch import Batch
 from common.weights import WeightsError
-from impl_gluon.layers import canonical_parameters
+from impl_gluon.layers import canonical_parameters, norms_for_training
 
 _L1 = gluon.loss.L1Loss()
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: relu(x) - x y + log(1 + e^-|x|)
@@ -21,49 +21,69 @@ _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: r
 
 def to_arrays(batch: Batch, ctx, names: tuple) -> dict:
     """The batch's arrays `names` as NDArrays on `ctx` (ids stay int32: F.Embedding takes them),
-    plus the number of real attention positions as a Python float."""
+    plus, when the guide is among them, the number of real attention positions as a (1,) array."""
     out = {name: mx.nd.array(getattr(batch, name), ctx=ctx, dtype=getattr(batch, name).dtype) for name in names}
-    out["n_real"] = float(np.sum(batch.guide_mask))
+    if "guide" in names:
+        out["n_real"] = mx.nd.array([np.sum(batch.guide_mask)], ctx=ctx, dtype="float32")
     return out
 
 
-def l1(logits, target):
-    """Mean |sigmoid(logits) - target| (per-sample means of equal size, so their mean is the global mean)."""
-    return _L1(mx.nd.sigmoid(logits), target).mean()
+def l1(logits, target, F=mx.nd):
+    """Mean |sigmoid(logits) - target| (per-sample means of equal size, so their mean is the global mean).
+    Activation's sigmoid (MKLDNN): F.sigmoid took 15 ms a `small` SSRN step on (4, 1025, 576)."""
+    return _L1(F.Activation(logits, act_type="sigmoid"), target).mean()
 
 
-def binary_divergence(logits, target):
+def binary_divergence(logits, target, F=mx.nd):
     """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits."""
     return _BCE(logits, target).mean()
 
 
-def attention_loss(attention, guide, n_real: float):
-    """sum(A * W) / number of real (text, frame) positions."""
-    return mx.nd.sum(attention * guide) / n_real
+def attention_loss(attention, guide, n_real, F=mx.nd):
+    """sum(A * W) / number of real (text, frame) positions (a float or a (1,) array)."""
+    return F.sum(attention * guide) / n_real
 
 
-def text2mel_losses(model, a: dict) -> dict:
-    logits, attention = model(a["text"], a["mel"])
-    out = {"l1": l1(logits, a["mel"]), "bin": binary_divergence(logits, a["mel"]),
-           "att": attention_loss(attention, a["guide"], a["n_real"])}
+def text2mel_losses(F, model, text, mel, guide, n_real) -> dict:
+    logits, attention = model(text, mel)
+    out = {"l1": l1(logits, mel, F), "bin": binary_divergence(logits, mel, F),
+           "att": attention_loss(attention, guide, n_real, F)}
     out["loss"] = out["l1"] + out["bin"] + out["att"]
     return out
 
 
-def ssrn_losses(model, a: dict) -> dict:
-    logits = model(a["mel"])
-    out = {"l1": l1(logits, a["mag"]), "bin": binary_divergence(logits, a["mag"])}
+def ssrn_losses(F, model, mel, mag) -> dict:
+    logits = model(mel)
+    out = {"l1": l1(logits, mag, F), "bin": binary_divergence(logits, mag, F)}
     out["loss"] = out["l1"] + out["bin"]
     return out
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
 # The batch arrays each loss reads: only these become NDArrays (Text2Mel never reads the
-# magnitudes, 22 MB a step at paper B=4).
+# magnitudes, 22 MB a step at paper B=4); the losses take them in this order (+ n_real).
 INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
+KEYS = {"text2mel": ("l1", "bin", "att", "loss"), "ssrn": ("l1", "bin", "loss")}
 
 
-class SpecAdam(mx.optimizer.Optimizer):
+class Objective(gluon.HybridBlock):
+    """A network and its losses as one block, (inputs) -> (total loss (1,), every loss (n,) in
+    KEYS order), with the network's norms in their training form (layers.ChannelNorm).
+    Hybridized, forward and losses are one cached graph, so a training step makes one forward
+    call, one backward call and one device-to-host copy of the losses instead of ~20 imperative
+    loss operators, each with its own backward node."""
+
+    def __init__(self, model, net: str):
+        super().__init__(prefix=model.prefix + "objective_")
+        self.net, self.model = net, model
+
+    def hybrid_forward(self, F, *inputs):
+        with norms_for_training():
+            out = LOSSES[self.net](F, self.model, *inputs)
+        return out["loss"], F.concat(*(out[k] for k in KEYS[self.net]), dim=0)
+
+
+class SpecAdam:
     """common.losses.adam_update on MXNet's fused `adam_update` kernel.
 
     MXNet's own Adam folds the bias corrections into the step size but adds eps to the
@@ -71,56 +91,76 @@ class SpecAdam(mx.optimizer.Optimizer):
     = lr sqrt(c2) / c1 * m / (sqrt(v) + eps sqrt(c2)) with c1 = 1 - b1^t, c2 = 1 - b2^t, the
     kernel computes the spec's update when given that step size and that eps. No weight decay;
     gradients clipped by value when spec.grad_clip is set; `t` (1-based) is set by the Trainer.
-    The moments live in `moments` {index: (m, v)} so they can be read and restored."""
+    The moments live in `moments` {index: (m, v)} so they can be read and restored.
+
+    One call a parameter (153 in `small` Text2Mel). Measured and not used: MXNet 1.9.1's
+    multi-tensor `multi_adamw_update` (up to 50 tensors a call) cut the Python time of that
+    update from ~10 to ~4 ms but not the operator time (12 vs 14 ms; SSRN 26 vs 20 ms), and it
+    computes v as b2 (v - g^2) + g^2, which cancels: v up to 1.2e-4 relative off the spec's
+    (adam_update: 1.3e-5). Gradients and moments in flat buffers, one adam_update for all into
+    a step buffer and `multi_sgd_update` adding it to the weights (bit-identical): Python time
+    ~1-3 ms, but operator time 15-22 vs 9-22 ms (Text2Mel) and 51-92 vs 26-34 ms (SSRN), as the
+    multi-tensor kernels loop over every tensor for each index up to the largest size."""
 
     def __init__(self, spec):
-        super().__init__(learning_rate=spec.lr, wd=0.0, rescale_grad=1.0,
-                         clip_gradient=spec.grad_clip)
         self.spec, self.t, self.moments = spec, 0, {}
 
     def create_state(self, index, weight):
-        return self.moments.setdefault(index, (mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                                               mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype)))
+        """(m, v) of parameter `index`, zeros when new."""
+        if index not in self.moments:
+            self.moments[index] = tuple(mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype) for _ in "mv")
+        return self.moments[index]
 
-    def update(self, index, weight, grad, state):
-        s, (m, v) = self.spec, state
+    def kernel_args(self) -> dict:
+        """adam_update's arguments for step t."""
+        s = self.spec
         c1, c2 = 1.0 - s.beta1 ** self.t, 1.0 - s.beta2 ** self.t
-        mx.nd.adam_update(weight, grad, m, v, out=weight, lr=L.learning_rate(s, self.t) * math.sqrt(c2) / c1,
-                          beta1=s.beta1, beta2=s.beta2, epsilon=s.eps * math.sqrt(c2), wd=0.0,
-                          rescale_grad=self.rescale_grad,
-                          clip_gradient=-1.0 if s.grad_clip is None else s.grad_clip)
+        return dict(lr=L.learning_rate(s, self.t) * math.sqrt(c2) / c1, beta1=s.beta1, beta2=s.beta2,
+                    epsilon=s.eps * math.sqrt(c2), wd=0.0, rescale_grad=1.0,
+                    clip_gradient=-1.0 if s.grad_clip is None else s.grad_clip)
+
+    def update_all(self, weights: list, grads: list) -> None:
+        """Step t for parameters 0, 1, ... (states created on first use)."""
+        args = self.kernel_args()
+        for i, (weight, grad) in enumerate(zip(weights, grads)):
+            m, v = self.create_state(i, weight)
+            mx.nd.adam_update(weight, grad, m, v, out=weight, **args)
 
 
 class Trainer:
-    """Adam on one network through gluon.Trainer (step(1): the losses are already means, so no
-    rescaling by the batch size)."""
+    """Adam on one network: forward and backward under autograd, then SpecAdam on every
+    parameter (the losses are already means: no rescaling by the batch size). gluon.Trainer's
+    step(1) made the same calls with more Python around each (stale-gradient checks,
+    updater dispatch); the loop here does only the updates."""
 
     def __init__(self, model, spec, net: str, ctx):
-        self.model, self.spec, self.ctx = model, spec, ctx
-        self.loss_fn, self.inputs = LOSSES[net], INPUTS[net]
+        self.model, self.spec, self.net, self.ctx = model, spec, net, ctx
+        self.inputs = INPUTS[net]
+        self.objective = Objective(model, net)  # hybridized along with the model by the Backend
         self.params = canonical_parameters(model)
         self.optimizer = SpecAdam(spec)
-        self.trainer = gluon.Trainer(list(self.params.values()), self.optimizer, kvstore=None)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
 
-    def _backward(self, batch: Batch, train: bool) -> dict:
+    def _backward(self, batch: Batch, train: bool):
+        """Forward, losses and backward; returns the (n,) array of losses in KEYS order."""
         arrays = to_arrays(batch, self.ctx, self.inputs)
+        inputs = [arrays[name] for name in self.inputs] + ([arrays["n_real"]] if "n_real" in arrays else [])
         with autograd.record(train_mode=train):
-            out = self.loss_fn(self.model, arrays)
-        out["loss"].backward()
-        return out
+            loss, losses = self.objective(*inputs)
+        loss.backward()
+        return losses
 
-    @staticmethod
-    def _floats(out: dict) -> dict:
-        return dict(zip(out, mx.nd.concat(*out.values(), dim=0).asnumpy().astype(float).tolist()))  # one sync
+    def _floats(self, losses) -> dict:
+        return dict(zip(KEYS[self.net], losses.asnumpy().astype(float).tolist()))  # one sync
 
     def train_step(self, batch: Batch) -> dict:
         """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
         self.step += 1
         self.optimizer.t = self.step
-        out = self._backward(batch, train=True)
-        self.trainer.step(1)
-        return self._floats(out)
+        losses = self._backward(batch, train=True)
+        params = self.params.values()
+        self.optimizer.update_all([p.data(self.ctx) for p in params], [p.grad(self.ctx) for p in params])
+        return self._floats(losses)
 
     def gradients(self, batch: Batch) -> tuple:
         """(losses, {canonical name: unclipped gradient}) without dropout; nothing is updated.
@@ -151,6 +191,6 @@ class Trainer:
                              f"unexpected {unexpected[:5]} misshapen {wrong[:5]}")
         for i, (name, p) in enumerate(self.params.items()):
             m, v = self.optimizer.create_state(i, p.data(self.ctx))
-            m[:] = np.asarray(state[f"m.{name}"], np.float32)  # in place: gluon's updater holds these arrays
+            m[:] = np.asarray(state[f"m.{name}"], np.float32)  # in place
             v[:] = np.asarray(state[f"v.{name}"], np.float32)
         self.step = int(state["step"])

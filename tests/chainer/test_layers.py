@@ -205,3 +205,10 @@ def test_runtime_threads_and_devices():
     assert runtime.resolve_device("cpu").xp is np
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         runtime.resolve_device("tpu")
+
+
+def test_gpu_autotuning_turns_cudnn_autotune_on(monkeypatch):
+    """What resolve_device("cuda") sets (checked without a GPU: the flag is plain configuration)."""
+    monkeypatch.setattr(chainer.global_config, "autotune", False)
+    runtime.gpu_autotuning()
+    assert chainer.config.autotune is True

@@ -2,8 +2,11 @@
 imperative and hybridized."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
+import contextlib
+
 import mxnet as mx
 import numpy as np
+from mxnet import autograd
 import pytest
 
 from common import reference as R, spec as S
@@ -101,8 +104,11 @@ def test_deconv_doubles_length_exactly_and_matches_reference(norm, t, hybridize)
 
 
 @MODES
+@pytest.mark.parametrize("training_form", [False, True], ids=["layer_norm", "differentiable"])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_channel_norm_alone(groups, hybridize):
+def test_channel_norm_alone(groups, training_form, hybridize):
+    """Both forms of ChannelNorm (inference: LayerNorm; training: convolutions) equal the
+    reference, and their gradients (input, gamma, beta) agree."""
     spec = S.get_spec("tiny")
     norm = GL.ChannelNorm(8, groups, spec.norm_eps)
     norm.initialize()
@@ -113,10 +119,30 @@ def test_channel_norm_alone(groups, hybridize):
     norm.beta.set_data(mx.nd.array(w["x.norm.beta"]))
     if hybridize:
         norm.hybridize()
-    parts = norm(mx.nd.array(h))
-    assert len(parts) == groups
-    y = np.concatenate([p.asnumpy() for p in parts], axis=1)
+    head = rng.normal(size=(2, 8, 11)).astype(np.float32)
+
+    def run(training: bool):
+        x = mx.nd.array(h)
+        x.attach_grad()
+        with autograd.record():
+            with GL.norms_for_training() if training else contextlib.nullcontext():
+                parts = norm(x)
+            y = mx.nd.concat(*parts, dim=1)
+        y.backward(mx.nd.array(head))
+        return len(parts), y.asnumpy(), [x.grad.asnumpy(), norm.gamma.grad().asnumpy(), norm.beta.grad().asnumpy()]
+
+    n, y, grads = run(training_form)
+    assert n == groups
     np.testing.assert_allclose(y, R.norm(spec, w, "x", h.astype(np.float64), groups), atol=1e-5, rtol=0)
+    if training_form:
+        norm = GL.ChannelNorm(8, groups, spec.norm_eps)  # a fresh block: its graph is traced in the other form
+        norm.initialize()
+        norm.gamma.set_data(mx.nd.array(w["x.norm.gamma"]))
+        norm.beta.set_data(mx.nd.array(w["x.norm.beta"]))
+        if hybridize:
+            norm.hybridize()
+        for got, want in zip(grads, run(False)[2]):
+            np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=0)
 
 
 def test_embedding_matches_reference():

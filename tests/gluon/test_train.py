@@ -75,7 +75,7 @@ def test_spec_adam_equals_adam_update_where_eps_matters(eps):
     for step in range(1, 5):
         g = rng.normal(size=300) * 10.0 ** rng.integers(-11, 2, 300)  # 1e-11 .. 10, some clipped
         opt.t = step
-        opt.update(0, weight, mx.nd.array(g), state)
+        opt.update_all([weight], [mx.nd.array(g)])
         w, m, v = L.adam_update(w, g, m, v, step, spec)
         np.testing.assert_allclose(weight.asnumpy(), w, rtol=0, atol=2e-6)
     # 1e-4: beta2 = 0.999 in float32 makes 1 - beta2 off by 1.3e-5 relative
@@ -88,7 +88,7 @@ def test_spec_adam_equals_adam_update_where_eps_matters(eps):
                          ids=["constant-lr", "warmup-clipped"])
 def test_adam_steps_equal_common_adam_update(overrides, hybridize):
     """Three train_steps against adam_update fed the gradients each step used (left in the
-    parameters' .grad by gluon.Trainer). The clipped case clips most gradient elements."""
+    parameters' .grad). The clipped case clips most gradient elements."""
     spec = S.get_spec("tiny", **overrides)
     b = Backend(spec, "text2mel", hybridize=hybridize)
     batch = random_batch(spec)

@@ -58,3 +58,29 @@ def test_devices_resolve_or_fail_clearly():
             runtime.resolve_device("cuda:0")
     else:
         assert runtime.resolve_device("cuda:0") == mx.gpu(0)
+
+
+def test_large_copies_start_no_second_openmp_team():
+    """A copy above MXNET_CPU_PARALLEL_SIZE runs as an OpenMP loop on MXNet's copy thread: a second
+    team of threads beside the operators' one, spinning on the same cores (made synthesis ~8x
+    slower, see runtime.py). With runtime's limit the process keeps its threads; with MXNet's own
+    default (200,000 elements) the same copies add one (checks that this test can see it)."""
+    code = """
+        import os
+        from impl_gluon import runtime
+        import mxnet as mx, numpy as np
+        x = mx.nd.ones((256, 256))
+        mx.nd.dot(x, x + 1).wait_to_read()  # the operators' team exists
+        before = len(os.listdir("/proc/self/task"))
+        for size in (300_000, 3_000_000):
+            mx.nd.array(np.ones(size, np.float32)).copy().wait_to_read()
+        mx.nd.waitall()
+        print(before, len(os.listdir("/proc/self/task")))
+    """
+    ours = run_fresh(code, OMP_NUM_THREADS="2")
+    assert ours.returncode == 0, ours.stderr
+    before, after = map(int, ours.stdout.split())
+    assert after == before
+    mxnet_default = run_fresh(code, OMP_NUM_THREADS="2", MXNET_CPU_PARALLEL_SIZE="200000")
+    before, after = map(int, mxnet_default.stdout.split())
+    assert after > before

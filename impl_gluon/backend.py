@@ -30,6 +30,7 @@ class Backend(framework.Backend):
             raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
         super().__init__(spec, net, device, seed)
         self.ctx = runtime.resolve_device(device)
+        runtime.serial_main_thread()
         self.model = NETWORKS[net](spec)
         self.model.initialize(ctx=self.ctx)
         set_weights(self.model, W.init_weights(spec, net, seed))

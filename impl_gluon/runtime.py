@@ -11,6 +11,7 @@ import re
 import sys
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 # mxnet 1.9.1 still uses the `np.bool` alias that numpy 1.24 removed (numpy is pinned to
 # 1.23.5 in constraints.txt; this guard keeps an accidental upgrade from breaking import).
@@ -69,6 +70,23 @@ def configure_threads(n: int | None = None) -> int:
 
 if "mxnet" not in sys.modules:  # mxnet imported earlier keeps the count it started with
     configure_threads()
+
+_main_thread_limits = None
+
+
+def serial_main_thread() -> None:
+    """One OpenMP thread for what MXNet computes on the calling (Python) thread, its operators
+    keeping theirs (on the engine's threads). Reading an output still in MKLDNN's blocked layout
+    (asnumpy of a hybridized network's output) reorders it on the Python thread, which starts a
+    second OpenMP team there; its threads then compete with the operators' for the rest of the
+    process. Measured (`paper`, 2 threads): one asnumpy of Text2Mel's logits made every later
+    synthesis frame 13-18 ms instead of 4-6 (the benchmark's parity gate does exactly that
+    before timing synthesis); with this, 5 ms. OpenMP's thread count is per thread, so this
+    changes only the caller's. The Backend calls it."""
+    global _main_thread_limits
+    import mxnet  # noqa: F401  (its OpenMP runtime must be loaded to be limited)
+
+    _main_thread_limits = threadpool_limits(limits=1, user_api="openmp")
 
 
 def resolve_device(device: str = "cpu"):

@@ -84,3 +84,32 @@ def test_large_copies_start_no_second_openmp_team():
     mxnet_default = run_fresh(code, OMP_NUM_THREADS="2", MXNET_CPU_PARALLEL_SIZE="200000")
     before, after = map(int, mxnet_default.stdout.split())
     assert after > before
+
+
+def test_reading_a_blocked_layout_output_starts_no_second_openmp_team():
+    """asnumpy of a hybridized network's output still in MKLDNN's blocked layout reorders it on the
+    Python thread: an OpenMP team of its own there unless runtime.serial_main_thread (which the
+    Backend calls) has limited that thread. Without it (the last run) the same read adds a thread."""
+    code = """
+        import os
+        from impl_gluon import runtime
+        import mxnet as mx
+        from mxnet import gluon
+        if "KEEP_MAIN_THREAD" not in os.environ:
+            runtime.serial_main_thread()
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Conv1D(256, 3, padding=1, in_channels=256), gluon.nn.Conv1D(80, 1, in_channels=256))
+        net.initialize()
+        net.hybridize(static_alloc=True)
+        x = mx.nd.ones((2, 256, 10))
+        net(x).wait_to_read()
+        before = len(os.listdir("/proc/self/task"))
+        net(x).asnumpy()
+        print(before, len(os.listdir("/proc/self/task")))
+    """
+    ours = run_fresh(code, OMP_NUM_THREADS="2")
+    assert ours.returncode == 0, ours.stderr
+    before, after = map(int, ours.stdout.split())
+    assert after == before
+    before, after = map(int, run_fresh(code, OMP_NUM_THREADS="2", KEEP_MAIN_THREAD="1").stdout.split())
+    assert after > before

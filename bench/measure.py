@@ -8,6 +8,7 @@ Backend.sync() before every clock read; peak memory is read before the peak-matm
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import threadpoolctl
 
@@ -75,7 +76,7 @@ def _synthesis_steps(text2mel, ssrn, spec, texts, batch_size, max_frames):
 def trained_weights(paths: dict, nets) -> tuple:
     """({net: weights}, spec) from checkpoints, weight files or run directories (their newest
     checkpoint), which must agree on the spec."""
-    loaded = {net: read_model(paths[net], net) for net in nets}
+    loaded = {net: read_model(Path(paths[net]), net) for net in nets}  # the worker passes strings
     specs = {spec for _, spec in loaded.values()}
     if len(specs) > 1:
         raise ValueError("the trained models were made with different specs: " + ", ".join(

@@ -91,7 +91,7 @@ def test_synthesis_runs_batches_with_trained_weights(tmp_path, real_framework):
     for net, path in paths.items():
         W.save(path, W.init_weights(tiny, net, seed=7), tiny, net)
     rec = measure.run(real_framework, "synthesize", S.get_spec("paper"), batch_size=3, steps=1, warmup=1,
-                      threads=1, max_frames=12, weights=paths)
+                      threads=1, max_frames=12, weights={net: str(path) for net, path in paths.items()})  # as bench.worker
     assert rec["status"] == "ok", rec.get("reason")
     assert rec["preset"] == "tiny" and rec["weights"]["ssrn"] == str(paths["ssrn"]) and rec["gate"]["text2mel"]["passed"]
     (step,) = rec["steps"]

@@ -164,16 +164,18 @@ class Conv(Block):
         super().__init__(spec, layer)
         self.pointwise_groups = spec.pointwise_groups if S.is_separable(spec, layer) and spec.conv == "super-sep" else 1
 
-    def conv(self, F, x, pad: tuple, weight, bias, dw_weight=None) -> list:
-        """The normalized convolution of x with (left, right) time padding, as `groups` slices."""
+    def conv(self, F, x, pad: tuple, weight, bias, dw_weight=None, dilation: int | None = None) -> list:
+        """The normalized convolution of x with (left, right) time padding, as `groups` slices
+        (`dilation` overrides the layer's: 1 for taps already gathered)."""
         layer, width, out = self.layer, max(pad), self.groups * self.layer.cout
+        dil = layer.dilation if dilation is None else dilation
         if dw_weight is not None:
-            x = F.Convolution(x, dw_weight, kernel=(layer.k,), dilate=(layer.dilation,), pad=(width,),
+            x = F.Convolution(x, dw_weight, kernel=(layer.k,), dilate=(dil,), pad=(width,),
                               num_filter=layer.cin, num_group=layer.cin, no_bias=True)
             h = F.Convolution(self.trim(F, x, pad), weight, bias, kernel=(1,), num_filter=out,
                               num_group=self.pointwise_groups)
         else:
-            h = self.trim(F, F.Convolution(x, weight, bias, kernel=(layer.k,), dilate=(layer.dilation,),
+            h = self.trim(F, F.Convolution(x, weight, bias, kernel=(layer.k,), dilate=(dil,),
                                            pad=(width,), num_filter=out), pad)
         return self.normalized(F, h)
 
@@ -193,13 +195,20 @@ class Conv(Block):
         return self.drop(F, self.output(F, self.conv(F, x, self.layer.pad, **params), x))
 
     def step(self, F, x, history, ctx):
-        """Causal layers, frame by frame: `history` holds the last (k-1)*dilation inputs (zeros at
-        the start: exactly the causal padding; None for k = 1). Returns (y, new history). F is
-        mx.nd, or mx.sym while a StackStep is being traced (ctx unused then)."""
-        window = x if history is None else F.concat(history, x, dim=2)
+        """Causal layers, one frame x (B, C, 1) at a time: `history` holds the last (k-1)*dilation
+        inputs, time-major (L, B, C) (zeros at the start: exactly the causal padding; None for
+        k = 1). The k taps (every dilation-th frame of history + x) go through the convolution
+        without dilation. Time-major because shifting the history is a Concat every frame, and
+        MXNet's Concat along the last axis of (8, 512, 54) took 1.16 ms against 0.04 ms along
+        the first (a third of a `paper` synthesis frame at batch 8). Returns (y, new history).
+        F is mx.nd, or mx.sym while a StackStep is being traced (ctx unused then)."""
         params = {arg: p.var() if F is mx.sym else p.data(ctx) for arg, p in self.local.items()}
-        y = self.drop(F, self.output(F, self.conv(F, window, (0, 0), **params), x))
-        return y, None if history is None else F.slice_axis(window, axis=2, begin=-self.layer.pad[0], end=None)
+        if history is None:
+            return self.drop(F, self.output(F, self.conv(F, x, (0, 0), **params), x)), None
+        window = F.concat(history, F.transpose(x, axes=(2, 0, 1)), dim=0)  # (L + 1, B, C)
+        taps = F.slice(window, begin=(0, None, None), end=(None, None, None), step=(self.layer.dilation, None, None))
+        h = self.conv(F, F.transpose(taps, axes=(1, 2, 0)), (0, 0), dilation=1, **params)
+        return self.drop(F, self.output(F, h, x)), F.slice_axis(window, axis=0, begin=1, end=None)
 
 
 class HighwayConv(Conv):
@@ -239,11 +248,11 @@ class Stack(gluon.nn.HybridSequential):
     """The blocks of one layer list in order; causal stacks can also run frame by frame."""
 
     def initial_history(self, batch_size: int, ctx) -> list:
-        """Zero input histories for `step`, one per layer ((B, cin, (k-1)*dilation); None for
-        k = 1, as MXNet handles zero-size arrays poorly)."""
+        """Zero input histories for `step`, one per layer (time-major ((k-1)*dilation, B, cin);
+        None for k = 1, as MXNet handles zero-size arrays poorly)."""
         if not all(block.layer.causal for block in self):
             raise ValueError("only causal stacks run frame by frame")
-        return [mx.nd.zeros((batch_size, b.layer.cin, b.layer.pad[0]), ctx=ctx) if b.layer.pad[0] else None
+        return [mx.nd.zeros((b.layer.pad[0], batch_size, b.layer.cin), ctx=ctx) if b.layer.pad[0] else None
                 for b in self]
 
     def step(self, x, history: list, F=mx.nd) -> tuple:

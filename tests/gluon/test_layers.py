@@ -156,9 +156,10 @@ def test_embedding_matches_reference():
 
 
 @MODES
+@pytest.mark.parametrize("conv", ["none", "sep", "super-sep"])
 @pytest.mark.parametrize("list_fn", [S.audio_enc_layers, S.audio_dec_layers])
-def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn, hybridize):
-    spec = S.get_spec("tiny", dropout=0.0)
+def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn, conv, hybridize):
+    spec = S.get_spec("tiny", dropout=0.0, conv=conv)
     layer_list = list_fn(spec)
     rng = np.random.default_rng(6)
     w = {k: v for layer in layer_list for k, v in random_weights(spec, layer, rng).items()}

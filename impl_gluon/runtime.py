@@ -71,9 +71,6 @@ def configure_threads(n: int | None = None) -> int:
 if "mxnet" not in sys.modules:  # mxnet imported earlier keeps the count it started with
     configure_threads()
 
-_main_thread_limits = None
-
-
 def serial_main_thread() -> None:
     """One OpenMP thread for what MXNet computes on the calling (Python) thread, its operators
     keeping theirs (on the engine's threads). Reading an output still in MKLDNN's blocked layout
@@ -82,11 +79,11 @@ def serial_main_thread() -> None:
     process. Measured (`paper`, 2 threads): one asnumpy of Text2Mel's logits made every later
     synthesis frame 13-18 ms instead of 4-6 (the benchmark's parity gate does exactly that
     before timing synthesis); with this, 5 ms. OpenMP's thread count is per thread, so this
-    changes only the caller's. The Backend calls it."""
-    global _main_thread_limits
+    changes only the caller's (and stays: threadpoolctl restores only when used as a context
+    manager). The Backend calls it."""
     import mxnet  # noqa: F401  (its OpenMP runtime must be loaded to be limited)
 
-    _main_thread_limits = threadpool_limits(limits=1, user_api="openmp")
+    threadpool_limits(limits=1, user_api="openmp")
 
 
 def resolve_device(device: str = "cpu"):

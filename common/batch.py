@@ -14,7 +14,15 @@ class Batch:
     """text (B, N) int32 ids, 0-padded, each ending with end-of-text;
     mel (B, F, T) float32 reduced mel (every r-th frame); mag (B, F', r*T) float32;
     text_lengths, frame_lengths (B,) int32 (frames counted after reduction);
-    guide, guide_mask (B, N, T) float32: guided-attention weights and real-position mask."""
+    guide, guide_mask (B, N, T) float32: guided-attention weights and real-position mask.
+
+    A worker's shard of a data-parallel step (common.distributed.shard) is some rows of a global
+    batch, at its padded shape; two numbers make the mean of the workers' losses (and so of
+    their gradients) equal the global batch's losses:
+    weight: multiplies the l1 and binary-divergence terms: the shard's rows / (global rows /
+        workers) (1 for an even split; 0 for a stand-in row of a worker that got none);
+    real_positions: the attention loss's denominator; None: this batch's own real positions
+        (guide_mask.sum()); a shard's: the global batch's / workers."""
 
     text: np.ndarray
     text_lengths: np.ndarray
@@ -23,10 +31,16 @@ class Batch:
     mag: np.ndarray
     guide: np.ndarray
     guide_mask: np.ndarray
+    weight: float = 1.0
+    real_positions: float | None = None
 
     @property
     def size(self) -> int:
         return self.text.shape[0]
+
+    def attention_positions(self) -> float:
+        """The attention loss's denominator (see real_positions)."""
+        return float(self.guide_mask.sum()) if self.real_positions is None else float(self.real_positions)
 
 
 def make_batch(spec: Spec, texts, mels, mags) -> Batch:

@@ -81,6 +81,22 @@ class Backend(abc.ABC):
     def sync(self) -> None:
         """Block until queued device work is done (for clocks)."""
 
+    # --- data-parallel training (common.distributed) ----------------------------------
+    def join_workers(self) -> tuple:
+        """Join the data-parallel job this process was started in (by common.distributed.launch
+        or the engine's own launcher: torchrun, mpiexec, MXNet's scheduler/server/worker roles)
+        through the framework's own engine (torch.distributed + DistributedDataParallel,
+        ChainerMN, KVStore dist_sync). From then on train_step and gradients use the MEAN of
+        every worker's gradients (each worker's losses are its shard's share: Batch.weight),
+        clipped (spec.grad_clip) after averaging. Returns (rank, workers)."""
+        raise NotImplementedError(f"{self.framework} has no data-parallel training")
+
+    def mean_over_workers(self, values: np.ndarray) -> np.ndarray:
+        """The element-wise mean over the workers of a 1-D float32 array, through the same
+        engine: the losses logged once, the stop flag every worker must agree on, the
+        benchmark's timing of an all-reduce. Before join_workers (one process): values."""
+        return np.asarray(values, np.float32)
+
 
 def load_backend(framework: str) -> type:
     """The Backend class of `framework`, imported lazily (each framework is an optional extra)."""

@@ -39,22 +39,23 @@ def guide_mask(text_lengths, frame_lengths, n_max: int, t_max: int):
     return (n_ok & t_ok).astype(np.float32)
 
 
-def attention_loss(attention, guide_w, mask):
-    """sum(A * W) / (number of real positions)."""
-    return float(np.sum(np.asarray(attention, np.float64) * guide_w) / np.sum(mask))
+def attention_loss(attention, guide_w, positions: float):
+    """sum(A * W) / positions (the number of real positions: Batch.attention_positions)."""
+    return float(np.sum(np.asarray(attention, np.float64) * guide_w) / positions)
 
 
 def text2mel_losses(logits, attention, batch) -> dict:
+    """l1, bin (each times batch.weight), att and their sum, as every framework computes them."""
     lo, mel = np.asarray(logits, np.float64), batch.mel
-    out = {"l1": l1(lo, mel), "bin": binary_divergence(lo, mel),
-           "att": attention_loss(attention, batch.guide, batch.guide_mask)}
+    out = {"l1": batch.weight * l1(lo, mel), "bin": batch.weight * binary_divergence(lo, mel),
+           "att": attention_loss(attention, batch.guide, batch.attention_positions())}
     out["loss"] = out["l1"] + out["bin"] + out["att"]
     return out
 
 
 def ssrn_losses(logits, batch) -> dict:
     lo = np.asarray(logits, np.float64)
-    out = {"l1": l1(lo, batch.mag), "bin": binary_divergence(lo, batch.mag)}
+    out = {"l1": batch.weight * l1(lo, batch.mag), "bin": batch.weight * binary_divergence(lo, batch.mag)}
     out["loss"] = out["l1"] + out["bin"]
     return out
 

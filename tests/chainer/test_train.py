@@ -21,7 +21,7 @@ def test_loss_functions_equal_common_losses_and_are_stable():
     assert np.isfinite(bin_div)
     np.testing.assert_allclose(bin_div, L.binary_divergence(logits, target), rtol=1e-6)
     a, guide = rng.random((2, 4, 7)).astype(np.float32), rng.random((2, 4, 7)).astype(np.float32)
-    np.testing.assert_allclose(T.attention_loss(a, guide, 11.0).array, L.attention_loss(a, guide, np.ones(11)), rtol=1e-6)
+    np.testing.assert_allclose(T.attention_loss(a, guide, 11.0).array, L.attention_loss(a, guide, 11.0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("net", S.NETS)

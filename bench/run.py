@@ -24,7 +24,7 @@ if __name__ == "__main__":  # on a fresh machine: make the project's environment
 
 from tqdm import tqdm
 
-from bench import converge, inputs, machine, report
+from bench import converge, inputs, machine, report, scaling
 from bench.measure import TASKS
 from bench.parity import GATE_TOL
 from common import weights
@@ -36,8 +36,10 @@ from common.spec import PRESETS, get_spec
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--framework", nargs="+", default=["all"], choices=[*FRAMEWORKS, "all"])
-    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge"],
-                   help="all = the timing tasks; converge = time to quality (bench/converge.py; runs alone)")
+    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge", "scaling"],
+                   help="all = the timing tasks; converge = time to quality (bench/converge.py; runs alone); "
+                        "scaling = data-parallel training with --workers (bench/scaling.py; with train-text2mel "
+                        "and/or train-ssrn to choose the networks, default both)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="default: small (timing), demo (converge)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[4],
                    help="training batch sizes; several give a throughput-vs-batch-size plot")
@@ -58,6 +60,8 @@ def parse_args(argv=None):
                    "sentences are spoken")
     p.add_argument("--ssrn", type=Path, help="trained SSRN for the synthesis task (with --text2mel)")
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches per run, cycled")
+    p.add_argument("--workers", nargs="+", type=int, default=[1, 2],
+                   help="scaling: worker counts, sharing --threads (default: 1 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is abandoned as an error")
     g = p.add_argument_group("converge (time to quality)")
@@ -73,6 +77,11 @@ def parse_args(argv=None):
     args.converge = "converge" in args.task
     if args.converge and len(args.task) > 1:
         p.error("--task converge runs alone")
+    args.scaling = "scaling" in args.task
+    if args.scaling and not set(args.task) <= {"scaling", "train-text2mel", "train-ssrn"}:
+        p.error("--task scaling goes with train-text2mel and/or train-ssrn only")
+    if min(args.workers) < 1:
+        p.error("--workers must be >= 1")
     if (args.text2mel is None) != (args.ssrn is None):
         p.error("--text2mel and --ssrn go together")
     if args.text2mel is not None:
@@ -86,7 +95,7 @@ def parse_args(argv=None):
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
     if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
-    kind = "converge" if args.converge else "bench"
+    kind = "converge" if args.converge else "scaling" if args.scaling else "bench"
     args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     args.data = str(Path(args.data).resolve()) if args.data else None
     return args
@@ -272,6 +281,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.converge:
         return converge.run(args)
+    if args.scaling:
+        records = scaling.run(args)
+        print((args.out / "scaling.md").read_text() + f"written to {args.out}")
+        return 0 if all(r["status"] == "ok" for r in records) else 1
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch)
     records, unavailable = [], {}

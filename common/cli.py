@@ -1,6 +1,7 @@
 """Command lines, one for every framework (chosen with --framework):
 
     dctts-train --framework torch --model text2mel --data DIR --out DIR [--preset tiny] ...
+    dctts-train ... --workers 2        (data-parallel, on the framework's own engine: common.distributed)
     dctts-synthesize --framework torch --text2mel CKPT --ssrn CKPT "some text" -o out.wav
     dctts-synthesize ... "one text" "another" --text-file lines.txt -o outdir/   (one wav per text)
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import audio, checkpoint, data, text, train_loop, weights
+from common import audio, checkpoint, data, distributed, text, train_loop, weights
 from common.framework import FRAMEWORKS, configure_threads, load_backend
 from common.spec import NETS, PRESETS, get_spec
 from common.synthesis import reached_end
@@ -62,6 +63,13 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=os.environ.get("DCTTS_CACHE") or None,
                    help="folder for feature caches, one per corpus (default: $DCTTS_CACHE, else <data>/.dctts-cache, "
                         "else ~/.cache/dctts-bench for a read-only corpus)")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel worker processes on this machine, each "
+                   "training on its share of every global batch through the framework's own engine (torchrun, "
+                   "mpiexec + ChainerMN, MXNet dist_sync); default 1. --threads is then per worker (default: "
+                   "the cores / workers)")
+    p.add_argument("--worker-timeout", type=float, default=distributed.WORKER_TIMEOUT,
+                   help="seconds a worker may go without finishing a step before the job is stopped "
+                        f"(default: {distributed.WORKER_TIMEOUT:.0f})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -91,10 +99,19 @@ def synthesize_parser() -> argparse.ArgumentParser:
 def run_train(args) -> int:
     """Exit status 0, or 128 + the signal number when SIGINT (130) or SIGTERM (143) stopped the run
     (a checkpoint of the step reached was saved)."""
+    inside = distributed.declared_workers(args.framework)
+    if args.workers < 1 or args.worker_timeout <= 0:
+        raise ValueError(f"--workers must be >= 1 and --worker-timeout > 0, got {args.workers}, {args.worker_timeout}")
+    if inside > 1 and args.workers not in (1, inside):
+        raise ValueError(f"--workers {args.workers}, but this process is one of a job of {inside} workers")
+    if args.workers > 1 and inside == 1:
+        return run_job(args)
     result = train_loop.train(args.framework, args.model, args.data, args.out,
                               get_spec(args.preset) if args.preset else None, args.steps, args.batch_size,
                               args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet,
                               threads=args.threads, cache=args.cache)
+    if result.rank:
+        return 0  # rank 0 reports
     if result.interrupted:
         print(f"interrupted by {signal.Signals(result.interrupted).name} at step {result.step}; "
               f"checkpoint: {result.checkpoint}")
@@ -104,6 +121,40 @@ def run_train(args) -> int:
     else:
         print(f"stopped at step {result.step}; checkpoint: {result.checkpoint}")
     return 0
+
+
+def run_job(args) -> int:
+    """`--workers N`: check the arguments and cache the corpus's features once, then run N
+    workers of this same command under the framework's engine (common.distributed.launch)."""
+    train_loop.check_arguments(args.data, args.out, args.steps, args.batch_size, args.checkpoint_every, args.seed,
+                               args.threads)
+    spec = get_spec(args.preset) if args.preset else None
+    ckpt, spec, state = train_loop.starting_point(args.out, args.model, spec, args.batch_size, args.seed,
+                                                  args.resume)
+    if state.step >= args.steps:
+        print(f"{args.out} already at step {state.step} >= --steps {args.steps}: nothing to train")
+        return 0
+    if state.batch_size % args.workers:
+        raise ValueError(f"batch size {state.batch_size} does not split evenly over {args.workers} workers")
+    data.load_corpus(args.data, spec, args.cache and data.corpus_cache(args.data, args.cache), not args.quiet)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    print(f"{args.workers} {args.framework} workers, {threads} thread{'s' * (threads > 1)} each, "
+          f"{state.batch_size // args.workers} of every {state.batch_size} utterances each")
+    worker = ["common.cli", "train"] + without_workers(args.argv) + ([] if args.threads else ["--threads", str(threads)])
+    return distributed.launch(args.framework, args.workers, worker, args.worker_timeout)  # LaunchError: one line
+
+
+def without_workers(argv: list) -> list:
+    """A dctts-train command line without its --workers and --worker-timeout options."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--workers", "--worker-timeout"):
+            skip = True
+        elif not arg.startswith(("--workers=", "--worker-timeout=")):
+            out.append(arg)
+    return out
 
 
 def model_file(path: Path, net: str) -> Path:
@@ -239,7 +290,10 @@ def _guarded(prog: str, run, args) -> int:
 
 
 def train_main(argv=None) -> None:
-    sys.exit(_guarded("dctts-train", run_train, train_parser().parse_args(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = train_parser().parse_args(argv)
+    args.argv = argv
+    sys.exit(_guarded("dctts-train", run_train, args))
 
 
 def synthesize_main(argv=None) -> None:

@@ -13,6 +13,10 @@ Text2Mel and SSRN train separately, as in the paper. A run lives in one director
 Resuming is bit-identical to an uninterrupted run: weights, Adam and the data order are
 restored, and the framework's random stream (dropout) is reseeded from (run seed, step)
 before every step. Ctrl-C or SIGTERM finishes the current step and saves a checkpoint.
+
+Started as one worker of a data-parallel job (common.distributed), a process joins the others
+through its framework's engine, trains on its shard of the same global batches, and only rank 0
+writes files and progress; a stop request on any worker stops all at the same step.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import librosa
 import numpy as np
 from tqdm import tqdm
 
-from common import audio, checkpoint, data, plots, weights as W
+from common import audio, checkpoint, data, distributed, plots, weights as W
 from common.checkpoint import TrainState
 from common.framework import configure_threads, load_backend
 from common.losses import learning_rate
@@ -48,11 +52,13 @@ class Result:
     checkpoint: Path | None  # the newest checkpoint
     interrupted: int  # the signal that stopped the run (SIGINT, SIGTERM; a checkpoint was saved), 0 if none
     trained: int  # steps trained in this call
+    rank: int = 0  # this process's worker rank in a data-parallel job (0: the one that writes)
 
 
-def step_seed(seed: int, step: int) -> int:
-    """The framework seed for 1-based `step` of a run: independent streams per step."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The framework seed for 1-based `step` of a run on worker `rank`: independent streams per
+    step and worker; rank 0's are a single-process run's."""
+    return int(np.random.SeedSequence([seed, step] + ([rank] if rank else [])).generate_state(1)[0])
 
 
 def check_arguments(data_dir, out_dir, steps: int, batch_size, checkpoint_every: int, seed, threads=None) -> None:
@@ -93,18 +99,21 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     if state.step >= steps:
         return Result(state.step, {}, ckpt.path, 0, 0)
     name = framework.framework if isinstance(framework, type) else framework
-    if ckpt:
-        print(f"resuming from {ckpt.path} (step {state.step}, written by {ckpt.framework}"
-              + ("" if ckpt.framework == name else f"; continuing in {name}") + ")")
-    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress)
-    train_idx, test_idx = data.split(len(corpus), state.seed)
-    if state.batch_size > len(train_idx):
-        warnings.warn(f"batch size {state.batch_size} > the {len(train_idx)} training utterances: every batch "
-                      f"holds {len(train_idx)}", stacklevel=2)
     if threads:
         configure_threads(name, threads)
-    backend_cls = framework if isinstance(framework, type) else load_backend(framework)
-    backend = backend_cls(spec, net, device=device, seed=state.seed)
+    backend, rank, workers = make_backend(framework, name, spec, net, device, state.seed, state.batch_size)
+    if workers > 1 and after_step is not None:
+        raise TrainError("after_step (early stopping) works in single-process runs only")
+    lead = rank == 0  # writes the files and shows progress
+    if ckpt and lead:
+        print(f"resuming from {ckpt.path} (step {state.step}, written by {ckpt.framework}"
+              + ("" if ckpt.framework == name else f"; continuing in {name}") + ")"
+              + (f" with {workers} workers" if workers > 1 else ""))
+    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress and lead)
+    train_idx, test_idx = data.split(len(corpus), state.seed)
+    if state.batch_size > len(train_idx) and lead:
+        warnings.warn(f"batch size {state.batch_size} > the {len(train_idx)} training utterances: every batch "
+                      f"holds {len(train_idx)}", stacklevel=2)
     rng = np.random.default_rng(state.seed)  # the data order
     if ckpt:
         checkpoint.restore(backend, ckpt)
@@ -114,36 +123,70 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     epoch = data.batches(corpus, train_idx, state.batch_size, rng, skip=state.epoch_batches)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
-    monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
-    log = LossLog(out_dir / f"{net}-losses.jsonl", state.step)
-    first, losses = state.step, {}
+    if lead:
+        W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
+        monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
+    heartbeat = distributed.Heartbeat(rank)
+    first, losses, stopping = state.step, {}, False
     saved, saved_at = (ckpt.path if ckpt else None), state.step
-    with stop_on_signals() as stop, log, tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}",
-                                              unit="step", disable=not progress, dynamic_ncols=True) as bar:
-        while state.step < steps and not stop.is_set():
+    with stop_on_signals() as stop, LossLog(out_dir / f"{net}-losses.jsonl", state.step, lead) as log, \
+            tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}", unit="step",
+                 disable=not (progress and lead), dynamic_ncols=True) as bar:
+        while state.step < steps and not (stopping or (workers == 1 and stop.is_set())):
             batch = next(epoch, None)
             if batch is None:  # a new epoch: remember where its order came from
                 state.data_rng, state.epoch_batches = rng.bit_generator.state, 0
                 epoch = data.batches(corpus, train_idx, state.batch_size, rng)
                 continue
             start = time.perf_counter()
-            backend.seed(step_seed(state.seed, state.step + 1))
-            losses = backend.train_step(batch)
+            backend.seed(step_seed(state.seed, state.step + 1, rank))
+            losses = backend.train_step(distributed.shard(batch, rank, workers))
+            losses, stopping = agree(backend, workers, losses, stop.is_set())
             state.step += 1
             state.epoch_batches += 1
             log.write(state.step, losses, learning_rate(spec, state.step), time.perf_counter() - start)
+            heartbeat.beat(state.step)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
             done = bool(after_step and after_step(state.step, backend, losses))
             if state.step % checkpoint_every == 0 or state.step == steps or done:
-                saved, saved_at = checkpoint.save(out_dir, backend, state, keep), state.step
-                monitor.write(state.step)
+                if lead:
+                    saved = checkpoint.save(out_dir, backend, state, keep)
+                    monitor.write(state.step)
+                saved_at = state.step
             if done:
                 break
-        if state.step > saved_at:  # stopped by a signal between checkpoints: save, and exit before the pictures
+        if state.step > saved_at and lead:  # stopped by a signal between checkpoints: save, and exit before the pictures
             saved = checkpoint.save(out_dir, backend, state, keep)
-    return Result(state.step, losses, saved, stop.signum, state.step - first)
+    heartbeat.done(state.step)
+    if not lead:
+        saved = checkpoint.path_for(out_dir, net, state.step)  # rank 0 wrote it
+    return Result(state.step, losses, saved, stop.signum, state.step - first, rank)
+
+
+def make_backend(framework, name: str, spec: Spec, net: str, device: str, seed: int, batch_size: int) -> tuple:
+    """(Backend, rank, workers): the framework's Backend, joined to the data-parallel job this
+    process was started in, if any (a worker on a GPU takes the one of its local rank)."""
+    declared = distributed.declared_workers(name)
+    if declared > 1 and batch_size % declared:
+        raise TrainError(f"batch size {batch_size} does not split evenly over {declared} workers")
+    if declared > 1 and device == "cuda":
+        device = f"cuda:{distributed.local_rank()}"
+    backend_cls = framework if isinstance(framework, type) else load_backend(framework)
+    backend = backend_cls(spec, net, device=device, seed=seed)
+    if declared == 1:
+        return backend, 0, 1
+    rank, workers = backend.join_workers()
+    return backend, rank, workers
+
+
+def agree(backend, workers: int, losses: dict, stop: bool) -> tuple:
+    """(losses, stop) the same on every worker: the mean of the workers' losses (each is its
+    shard's share of the global batch's), and whether any worker was asked to stop."""
+    if workers == 1:
+        return losses, stop
+    mean = backend.mean_over_workers(np.array(list(losses.values()) + [float(stop)], np.float32))
+    return dict(zip(losses, mean[:-1].astype(float).tolist())), bool(mean[-1] > 0)
 
 
 def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool) -> tuple:
@@ -191,24 +234,28 @@ def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
 
 class LossLog:
     """<net>-losses.jsonl; on (re)start, lines after the checkpoint's step are dropped, so the
-    log always describes the run that the checkpoints continue."""
+    log always describes the run that the checkpoints continue. `writes` False: a worker other
+    than rank 0, which writes nothing."""
 
-    def __init__(self, path: Path, keep_until: int):
-        self.path, self.file = path, None
-        if path.is_file():
+    def __init__(self, path: Path, keep_until: int, writes: bool = True):
+        self.path, self.file, self.writes = path, None, writes
+        if writes and path.is_file():
             lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
             kept = "".join(ln + "\n" for ln in lines if json.loads(ln)["step"] <= keep_until)
             W.atomic_write(path, lambda tmp: Path(tmp).write_text(kept))
 
     def __enter__(self):
-        self.file = open(self.path, "a", buffering=1)  # line-buffered: every step reaches the file
+        if self.writes:
+            self.file = open(self.path, "a", buffering=1)  # line-buffered: every step reaches the file
         return self
 
     def __exit__(self, *exc):
-        self.file.close()
+        if self.file:
+            self.file.close()
 
     def write(self, step: int, losses: dict, lr: float, seconds: float) -> None:
-        self.file.write(json.dumps({"step": step, **losses, "lr": lr, "seconds": round(seconds, 6)}) + "\n")
+        if self.file:
+            self.file.write(json.dumps({"step": step, **losses, "lr": lr, "seconds": round(seconds, 6)}) + "\n")
 
 
 class Monitor:

@@ -29,6 +29,7 @@ class Backend(framework.Backend):
         self.model.to_device(self.chainer_device)
         weights.set_weights(self.model, init_weights(spec, net, seed))
         self.trainer = Trainer(self.model, spec, net, self.chainer_device)
+        self.communicator = None  # ChainerMN's, once join_workers ran
 
     def get_weights(self) -> dict:
         return weights.get_weights(self.model)
@@ -75,6 +76,36 @@ class Backend(framework.Backend):
             return super().upsample(mel)
         with runtime.unchecked():
             return synth.upsample(self.model, mel)
+
+    def join_workers(self) -> tuple:
+        """Join the MPI job this process was started in (mpiexec) through ChainerMN
+        (runtime.join_job: communicator "naive" on the CPU, "pure_nccl" on GPUs). A worker made
+        with device "cuda" computes on cuda:<its local rank> (runtime.resolve_device read it from
+        the launcher's environment; moved here if ChainerMN's intra_rank says otherwise). The
+        weights are broadcast from rank 0 (ChainerMN's bcast_data, as its multi-node optimizer
+        does before the first update): the workers start equal, and a checkpoint restored on
+        every rank before or after this call keeps them equal. From here train_step and
+        gradients average the gradients over the workers (Trainer.communicator)."""
+        if self.communicator is None:
+            gpu = self.chainer_device.xp is not np
+            comm = runtime.join_job(gpu)
+            if gpu:
+                if self.device == "cuda" and self.chainer_device.device.id != comm.intra_rank:
+                    self._move_to(runtime.resolve_device(f"cuda:{comm.intra_rank}"))
+                self.chainer_device.use()  # NCCL binds its communicator to the current device
+            comm.bcast_data(self.model)
+            self.communicator = self.trainer.communicator = comm
+        return self.communicator.rank, self.communicator.size
+
+    def mean_over_workers(self, values: np.ndarray) -> np.ndarray:
+        if self.communicator is None:
+            return super().mean_over_workers(values)
+        return runtime.mean_values(self.communicator, values)
+
+    def _move_to(self, device) -> None:
+        self.chainer_device = device
+        self.model.to_device(device)
+        self.trainer.to_device(device)
 
     def sync(self) -> None:
         if self.chainer_device.xp is not np:  # CuPy queues work; NumPy is done on return

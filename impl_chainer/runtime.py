@@ -5,9 +5,12 @@ reason, so no other module has to know about them.
 """
 from __future__ import annotations
 
+import os
 import re
+import sys
 import warnings
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 
@@ -52,16 +55,17 @@ def configure_threads(n: int) -> None:
 
 
 def resolve_device(name: str = "cpu"):
-    """"cpu" -> Chainer's @numpy device; "cuda" / "cuda:N" -> @cupy:N, which needs CuPy (Chainer
-    7.8.1 declares cupy >= 7.7, < 8). Code then stays device-agnostic through device.xp and
-    device.send."""
+    """"cpu" -> Chainer's @numpy device; "cuda:N" -> @cupy:N, "cuda" -> @cupy:<the process's local
+    MPI rank> (0 outside an MPI job), which needs CuPy (Chainer 7.8.1 declares cupy >= 7.7, < 8).
+    Code then stays device-agnostic through device.xp and device.send."""
     match = re.fullmatch(r"cpu|cuda(?::(\d+))?", name)
     if match is None:
         raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'")
     if name == "cpu":
         return chainer.get_device("@numpy")
+    index = match.group(1) or mpi_local_rank()  # a data-parallel worker's own GPU (see mpi_local_rank)
     try:
-        device = chainer.get_device(f"@cupy:{match.group(1) or 0}")
+        device = chainer.get_device(f"@cupy:{index}")
     except RuntimeError as err:  # Chainer's "CUDA environment is not correctly set up"
         raise RuntimeError(f"device {name!r} requested but Chainer cannot use CUDA here (it needs CuPy 7.x): "
                            f"{' '.join(str(err).split())}") from err
@@ -88,3 +92,96 @@ def unchecked():
 def to_numpy(array):
     """A NumPy array (or Variable's array) from any device, for results leaving the framework."""
     return chainer.backend.CpuDevice().send(chainer.as_array(array))
+
+
+# --- data-parallel training: ChainerMN over MPI (mpi4py) ----------------------------------------
+# mpi4py initializes MPI when it is imported, so nothing here imports it (or chainermn) before
+# join_job: a plain chainer environment, without mpi4py or outside mpiexec, keeps working.
+
+_communicators = {}  # one per communicator kind and process: every Backend of the process shares it
+
+
+def mpi_local_rank() -> int:
+    """This process's rank among the job's processes on its machine, from the environment the MPI
+    launcher sets (Open MPI's mpiexec: OMPI_COMM_WORLD_LOCAL_RANK; MPICH/Hydra: MPI_LOCALRANKID);
+    0 outside an MPI job. Read without initializing MPI, so that a worker's Backend("cuda") puts
+    its model on its own GPU from the start (ChainerMN's comm.intra_rank, known only after MPI
+    starts, is the same number: join_job checks it)."""
+    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def join_job(gpu: bool):
+    """The ChainerMN communicator of the MPI job this process was started in (mpiexec -n N ...,
+    any launcher that runs the processes as one MPI_COMM_WORLD), made on the first call (MPI starts
+    here: `import chainermn` and create_communicator import mpi4py.MPI) and shared by every later
+    one. "naive" on the CPU: one MPI_Allreduce per parameter, the only ChainerMN communicator for
+    NumPy arrays; "pure_nccl" on GPUs: every gradient packed into one buffer, all-reduced by NCCL.
+    Every process of the job must call this at the same point (it is collective: ChainerMN gathers
+    the host names to work out intra_rank).
+
+    Failure handling: MPI has no timeout for a collective. A rank whose Python raises uncaught
+    would otherwise finalize MPI on its way out while its peers wait in an all-reduce forever;
+    ChainerMN's global_except_hook (installed here; what CHAINERMN_FORCE_ABORT_ON_EXCEPTION
+    would install at import) prints the traceback and calls MPI_Abort, which makes mpiexec end
+    every rank of the job. A rank that dies outright (SIGKILL, OOM) is noticed by mpiexec itself,
+    which then kills the others. A rank leaving by sys.exit(nonzero) is covered by
+    _abort_on_failed_exit."""
+    name = "pure_nccl" if gpu else "naive"
+    if name not in _communicators:
+        import chainermn  # noqa: F401  (its import may install the except hook itself; see above)
+        from chainermn import global_except_hook
+
+        if sys.excepthook is not global_except_hook._global_except_hook:
+            global_except_hook.add_hook()
+        _abort_on_failed_exit()
+        _communicators[name] = chainermn.create_communicator(name)
+    return _communicators[name]
+
+
+def _abort_on_failed_exit() -> None:
+    """sys.exit(status) with a nonzero status also ends the whole job: mpi4py (>= 4) then calls
+    MPI_Abort(status) at interpreter exit instead of MPI_Finalize (mpi4py.run.set_abort_status,
+    what `python -m mpi4py` does for its script), so a rank that gives up cleanly cannot leave its
+    peers blocked in a collective either. Implemented by wrapping sys.exit, since SystemExit does
+    not reach sys.excepthook."""
+    if getattr(sys.exit, "_dctts_mpi_abort", False):
+        return
+    try:
+        from mpi4py.run import set_abort_status
+    except ImportError:  # mpi4py 3: no abort status; the except hook still covers exceptions
+        return
+    plain_exit = sys.exit
+
+    def exit_aborting_job_on_failure(status=None):
+        set_abort_status(SystemExit(status))
+        plain_exit(status)
+
+    exit_aborting_job_on_failure._dctts_mpi_abort = True
+    sys.exit = exit_aborting_job_on_failure
+
+
+def mean_grads(comm, model) -> None:
+    """Replace every gradient of `model` by its mean over the job's workers, through the
+    communicator (comm.multi_node_mean_grad: what chainermn.create_multi_node_optimizer calls
+    between backward and update). Quirk: the naive communicator all-reduces each gradient in
+    place through a buffer from numpy.ascontiguousarray, so a non-contiguous gradient would be
+    averaged into a temporary copy and silently stay unaveraged: made contiguous first (all of
+    ours are: a no-op check). zero_fill: a parameter without a gradient takes part as zeros, so
+    every rank all-reduces the same list of arrays."""
+    for _, p in model.namedparams():
+        if p.grad is not None and not p.grad.flags.c_contiguous:
+            p.grad = p.xp.ascontiguousarray(p.grad)
+    comm.multi_node_mean_grad(model, zero_fill=True)
+
+
+def mean_values(comm, values):
+    """Element-wise mean over the workers of a 1-D float32 NumPy array: comm.allreduce (an
+    MPI_Allreduce sum, ChainerMN's public array all-reduce, on host memory with every
+    communicator), then times 1/size as the communicators' gradient mean does."""
+    values = np.ascontiguousarray(values, np.float32)
+    total = comm.allreduce(values)
+    total *= np.float32(1.0 / comm.size)
+    return total

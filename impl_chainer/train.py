@@ -17,10 +17,12 @@ INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
 
 def to_device(batch: Batch, device, net: str) -> dict:
     """The batch's arrays that `net` uses, on `device` (ids stay int32: F.embed_id takes them),
-    and the number of real (text, frame) positions as a Python float (the guided-attention
-    denominator)."""
+    and as Python floats the guided-attention denominator (batch.attention_positions(): the
+    batch's real (text, frame) positions, or a worker shard's share of the global batch's) and
+    the weight of the l1 and binary-divergence terms (batch.weight)."""
     arrays = {name: device.send(np.ascontiguousarray(getattr(batch, name))) for name in INPUTS[net]}
-    arrays["n_real"] = float(batch.guide_mask.sum())
+    arrays["n_real"] = batch.attention_positions()
+    arrays["weight"] = float(batch.weight)
     return arrays
 
 
@@ -39,9 +41,16 @@ def attention_loss(attention, guide, n_real: float):
     return F.sum(attention * guide) / n_real
 
 
+def weighted(term, weight: float):
+    """term * weight (Batch.weight: a worker shard's share of the global batch). At weight 1 (every
+    single-process batch) the term itself: no extra node, the graph and its numbers unchanged."""
+    return term if weight == 1.0 else term * weight
+
+
 def text2mel_losses(model, a: dict) -> dict:
     logits, attention = model(a["text"], a["mel"])
-    out = {"l1": l1(logits, a["mel"]), "bin": binary_divergence(logits, a["mel"]),
+    out = {"l1": weighted(l1(logits, a["mel"]), a["weight"]),
+           "bin": weighted(binary_divergence(logits, a["mel"]), a["weight"]),
            "att": attention_loss(attention, a["guide"], a["n_real"])}
     out["loss"] = out["l1"] + out["bin"] + out["att"]
     return out
@@ -49,7 +58,8 @@ def text2mel_losses(model, a: dict) -> dict:
 
 def ssrn_losses(model, a: dict) -> dict:
     logits = model(a["mel"])
-    out = {"l1": l1(logits, a["mag"]), "bin": binary_divergence(logits, a["mag"])}
+    out = {"l1": weighted(l1(logits, a["mag"]), a["weight"]),
+           "bin": weighted(binary_divergence(logits, a["mag"]), a["weight"])}
     out["loss"] = out["l1"] + out["bin"]
     return out
 
@@ -81,7 +91,11 @@ def adam_update(p, g, m, v, step: int, spec) -> None:
 class Trainer:
     """Adam on one network, written out (adam_update above) with m and v per canonical name;
     the learning rate of each step is common.losses.learning_rate, gradients are clipped by
-    value when spec.grad_clip is set."""
+    value when spec.grad_clip is set. With a ChainerMN communicator (`communicator`, set by
+    Backend.join_workers) the gradients are averaged over the workers right after backward,
+    before clipping and Adam: the communicator's gradient mean is called directly (what
+    chainermn.create_multi_node_optimizer's wrapper calls before its update) since this Adam is
+    written out, not a chainer.Optimizer that the wrapper could take."""
 
     def __init__(self, model, spec, net: str, device):
         self.model, self.spec, self.net, self.device = model, spec, net, device
@@ -90,11 +104,20 @@ class Trainer:
         self.m = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
         self.v = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
+        self.communicator = None  # a ChainerMN communicator once the process joined a job
+
+    def to_device(self, device) -> None:
+        """Move the Adam state to `device` (the model is moved by its owner)."""
+        self.device = device
+        self.m = {name: device.send(a) for name, a in self.m.items()}
+        self.v = {name: device.send(a) for name, a in self.v.items()}
 
     def _backward(self, batch: Batch) -> dict:
         self.model.cleargrads()
         out = self.loss_fn(self.model, to_device(batch, self.device, self.net))
         out["loss"].backward()
+        if self.communicator is not None:
+            runtime.mean_grads(self.communicator, self.model)
         return {k: float(val.array) for k, val in out.items()}
 
     def train_step(self, batch: Batch) -> dict:
@@ -107,7 +130,8 @@ class Trainer:
         return out
 
     def gradients(self, batch: Batch) -> tuple:
-        """(losses, {canonical name: unclipped gradient}) in eval mode; nothing is updated."""
+        """(losses, {canonical name: unclipped gradient (the workers' mean in a job)}) in eval
+        mode; nothing is updated."""
         with chainer.using_config("train", False):
             out = self._backward(batch)
         grads = {name: np.array(runtime.to_numpy(p.grad)) for name, p in self.params.items()}

@@ -83,3 +83,30 @@ class Backend(framework.Backend):
     def sync(self) -> None:
         """MXNet's engine is asynchronous: wait for every queued operation."""
         mx.nd.waitall()
+
+    # --- data-parallel training: KVStore "dist_sync" (impl_gluon.runtime) ----------------
+    def join_workers(self) -> tuple:
+        """Joins the process's "dist_sync" KVStore job (created once per process, shared by its
+        Backends) and exchanges this network's gradients through it from now on (Trainer.join).
+        Rank: the scheduler's (kv.rank). Calling it again changes nothing."""
+        if self.trainer.kvstore is None:
+            kv = runtime.kvstore()
+            self.trainer.join(kv, runtime.keys_for(len(self.trainer.params)))
+        kv = self.trainer.kvstore
+        return kv.rank, kv.num_workers
+
+    def mean_over_workers(self, values: np.ndarray) -> np.ndarray:
+        """Through the joined KVStore (runtime.length_key: one key per length), pushed and
+        pulled: the servers' sum / workers."""
+        values = np.asarray(values, np.float32)
+        if self.trainer.kvstore is None:
+            return super().mean_over_workers(values)
+        kv, workers = self.trainer.kvstore, self.trainer.workers
+        if values.ndim != 1:
+            raise ValueError(f"mean_over_workers takes a 1-D array, got shape {values.shape}")
+        if values.size == 0:
+            return values
+        key = runtime.length_key(values.size)
+        buffer = mx.nd.array(values, dtype="float32")  # on the CPU, whatever the device
+        kv.pushpull(key, buffer, out=buffer)
+        return buffer.asnumpy() / np.float32(workers)

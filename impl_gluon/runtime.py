@@ -87,7 +87,8 @@ def serial_main_thread() -> None:
 
 
 def resolve_device(device: str = "cpu"):
-    """"cpu" | "cuda" | "cuda:N" -> mx.cpu() / mx.gpu(N), with a clear error when no GPU build is installed."""
+    """"cpu" | "cuda" | "cuda:N" -> mx.cpu() / mx.gpu(N), with a clear error when no GPU build is installed.
+    "cuda" in a worker of a data-parallel job: the GPU of its local rank (DCTTS_LOCAL_RANK)."""
     import mxnet as mx
 
     match = re.fullmatch(r"cpu|cuda(?::(\d+))?", device)
@@ -95,9 +96,83 @@ def resolve_device(device: str = "cpu"):
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
     if device == "cpu":
         return mx.cpu()
-    index = int(match.group(1) or 0)
+    default = int(os.environ.get(LOCAL_RANK_ENV) or 0) if is_worker() else 0
+    index = int(match.group(1) or default)
     n_gpus = mx.context.num_gpus()
     if index >= n_gpus:
         raise RuntimeError(f"device {device!r} asked for, but this mxnet sees {n_gpus} GPU(s) "
                            "(a GPU run needs a CUDA build such as mxnet-cu112==1.9.1)")
     return mx.gpu(index)
+
+
+# --- data-parallel training: KVStore "dist_sync" (ps-lite, compiled into the mxnet wheel) -----------
+# A job is one scheduler, server(s) and workers, all started with the same environment but their
+# own DMLC_ROLE (scheduler | server | worker); see DIST_ENV. `import mxnet` in a scheduler or
+# server process runs that role until the job ends and exits there (mxnet/kvstore/kvstore_server.py),
+# so their command is `python -c "import impl_gluon.runtime, mxnet"` (this module first: it fixes
+# the thread count). What the engine does, measured with mxnet 1.9.1 (checked by tests/gluon):
+# - With no optimizer set on the kvstore, the server stores the SUM of the workers' pushes of a
+#   round (it copies the merged pushes over the stored value) and a pull returns that sum: the mean
+#   is the pulled value / num_workers. The stored value from `init` never reaches a pull (the first
+#   round overwrites it).
+# - Keys: ints (string keys are mapped to ints in the order they are initialized, and int and
+#   string keys cannot be mixed). `init` is collective (rank 0 pushes, then a barrier of every
+#   worker), so every worker must initialize the same keys in the same order; keys_for hands them
+#   out in call order, one range per process.
+# - One dist kvstore per process: a second `mx.kv.create("dist_sync")` waits in its constructor for
+#   a barrier the servers never join. kvstore() creates it once and every Backend shares it.
+# - No timeout: a push waits for the server to have every worker's push of that key, and the
+#   server waits for a dead worker forever (ps-lite's PS_HEARTBEAT_* only tell the scheduler, for
+#   its recovery mode). A worker whose peer died blocks inside MXNet's C++ wait, where Python runs
+#   no signal handler: SIGTERM (default action) and SIGKILL end it, a Python SIGTERM/SIGINT handler
+#   never gets to run. The launcher's watchdog must kill the job.
+# - At exit each worker's kvstore waits in a barrier for the other workers (then rank 0 stops the
+#   servers), so workers end together.
+DIST_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+LOCAL_RANK_ENV = "DCTTS_LOCAL_RANK"  # set by common.distributed's MXNet launcher, per worker
+_kvstore = None
+_next_key = 0
+
+
+def is_worker() -> bool:
+    """Whether this process was started as a worker of a KVStore job (DMLC_ROLE=worker)."""
+    return os.environ.get("DMLC_ROLE") == "worker"
+
+
+def kvstore():
+    """This process's "dist_sync" KVStore, created (joining the job) on first use."""
+    global _kvstore
+    if _kvstore is None:
+        missing = [var for var in DIST_ENV if not os.environ.get(var)]
+        if missing or not is_worker():
+            raise RuntimeError(
+                "not a worker of an MXNet KVStore job: join_workers needs DMLC_ROLE=worker and "
+                f"{', '.join(DIST_ENV[1:])} (missing: {', '.join(missing) or 'none'}; DMLC_ROLE="
+                f"{os.environ.get('DMLC_ROLE')!r}); start the job with `dctts-train --workers N`")
+        import mxnet as mx
+
+        _kvstore = mx.kv.create("dist_sync")
+    return _kvstore
+
+
+def keys_for(n: int) -> range:
+    """n fresh kvstore keys (every worker asks for the same counts in the same order)."""
+    global _next_key
+    keys = range(_next_key, _next_key + n)
+    _next_key += n
+    return keys
+
+
+_length_keys = {}
+
+
+def length_key(n: int) -> int:
+    """The kvstore key for exchanging n floats (mean_over_workers), initialized on first use
+    (collective: every worker reaches its first use of each length at the same call)."""
+    if n not in _length_keys:
+        import mxnet as mx
+
+        key = keys_for(1)[0]
+        kvstore().init(key, mx.nd.zeros((n,), dtype="float32"))
+        _length_keys[n] = key
+    return _length_keys[n]

@@ -21,10 +21,12 @@ _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: r
 
 def to_arrays(batch: Batch, ctx, names: tuple) -> dict:
     """The batch's arrays `names` as NDArrays on `ctx` (ids stay int32: F.Embedding takes them),
-    plus, when the guide is among them, the number of real attention positions as a (1,) array."""
+    plus, when the guide is among them, the attention loss's denominator
+    (batch.attention_positions(): its real positions, or a shard's share of the global batch's)
+    as a (1,) array."""
     out = {name: mx.nd.array(getattr(batch, name), ctx=ctx, dtype=getattr(batch, name).dtype) for name in names}
     if "guide" in names:
-        out["n_real"] = mx.nd.array([np.sum(batch.guide_mask)], ctx=ctx, dtype="float32")
+        out["n_real"] = mx.nd.array([batch.attention_positions()], ctx=ctx, dtype="float32")
     return out
 
 
@@ -44,24 +46,27 @@ def attention_loss(attention, guide, n_real, F=mx.nd):
     return F.sum(attention * guide) / n_real
 
 
-def text2mel_losses(F, model, text, mel, guide, n_real) -> dict:
+def text2mel_losses(F, model, text, mel, guide, n_real, weight) -> dict:
+    """weight: (1,) Batch.weight, multiplying l1 and bin (exact when 1: a single process's
+    losses and gradients are unchanged)."""
     logits, attention = model(text, mel)
-    out = {"l1": l1(logits, mel, F), "bin": binary_divergence(logits, mel, F),
+    out = {"l1": l1(logits, mel, F) * weight, "bin": binary_divergence(logits, mel, F) * weight,
            "att": attention_loss(attention, guide, n_real, F)}
     out["loss"] = out["l1"] + out["bin"] + out["att"]
     return out
 
 
-def ssrn_losses(F, model, mel, mag) -> dict:
+def ssrn_losses(F, model, mel, mag, weight) -> dict:
     logits = model(mel)
-    out = {"l1": l1(logits, mag, F), "bin": binary_divergence(logits, mag, F)}
+    out = {"l1": l1(logits, mag, F) * weight, "bin": binary_divergence(logits, mag, F) * weight}
     out["loss"] = out["l1"] + out["bin"]
     return out
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
 # The batch arrays each loss reads: only these become NDArrays (Text2Mel never reads the
-# magnitudes, 22 MB a step at paper B=4); the losses take them in this order (+ n_real).
+# magnitudes, 22 MB a step at paper B=4); the losses take them in this order (+ n_real for
+# Text2Mel, + Batch.weight as a (1,) array: an input, so one cached graph serves every value).
 INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
 KEYS = {"text2mel": ("l1", "bin", "att", "loss"), "ssrn": ("l1", "bin", "loss")}
 
@@ -91,6 +96,8 @@ class SpecAdam:
     = lr sqrt(c2) / c1 * m / (sqrt(v) + eps sqrt(c2)) with c1 = 1 - b1^t, c2 = 1 - b2^t, the
     kernel computes the spec's update when given that step size and that eps. No weight decay;
     gradients clipped by value when spec.grad_clip is set; `t` (1-based) is set by the Trainer.
+    The kernel multiplies each gradient by `rescale` before clipping: 1 / the number of workers
+    after a data-parallel job's gradient exchange (which sums), making it the mean (1.0: as is).
     The moments live in `moments` {index: (m, v)} so they can be read and restored.
 
     One call a parameter (153 in `small` Text2Mel). Measured and not used: MXNet 1.9.1's
@@ -103,7 +110,7 @@ class SpecAdam:
     multi-tensor kernels loop over every tensor for each index up to the largest size."""
 
     def __init__(self, spec):
-        self.spec, self.t, self.moments = spec, 0, {}
+        self.spec, self.t, self.moments, self.rescale = spec, 0, {}, 1.0
 
     def create_state(self, index, weight):
         """(m, v) of parameter `index`, zeros when new."""
@@ -116,7 +123,7 @@ class SpecAdam:
         s = self.spec
         c1, c2 = 1.0 - s.beta1 ** self.t, 1.0 - s.beta2 ** self.t
         return dict(lr=L.learning_rate(s, self.t) * math.sqrt(c2) / c1, beta1=s.beta1, beta2=s.beta2,
-                    epsilon=s.eps * math.sqrt(c2), wd=0.0, rescale_grad=1.0,
+                    epsilon=s.eps * math.sqrt(c2), wd=0.0, rescale_grad=self.rescale,
                     clip_gradient=-1.0 if s.grad_clip is None else s.grad_clip)
 
     def update_all(self, weights: list, grads: list) -> None:
@@ -140,14 +147,36 @@ class Trainer:
         self.params = canonical_parameters(model)
         self.optimizer = SpecAdam(spec)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
+        self.kvstore, self.keys, self.workers = None, (), 1  # set by join (data-parallel training)
+
+    def join(self, kvstore, keys) -> None:
+        """From now on sum every gradient over the workers right after backward, through
+        `kvstore` (a joined "dist_sync" KVStore; no optimizer on it: its server sums), parameter
+        i under keys[i]; Adam then scales the sum by 1 / workers (the mean) before clipping.
+        Collective: every worker calls it at the same point. Weights and Adam state are not
+        touched (every worker starts from the same ones: the same seed, or the same checkpoint
+        restored before or after joining)."""
+        keys = list(keys)
+        kvstore.init(keys, [mx.nd.zeros(p.shape, dtype=p.dtype) for p in self.params.values()])
+        self.kvstore, self.keys, self.workers = kvstore, keys, kvstore.num_workers
+        self.optimizer.rescale = 1.0 / self.workers
 
     def _backward(self, batch: Batch, train: bool):
-        """Forward, losses and backward; returns the (n,) array of losses in KEYS order."""
+        """Forward, losses and backward (and, in a data-parallel job, the exchange of the
+        gradients: afterwards each holds the workers' sum); returns the (n,) array of losses in
+        KEYS order."""
         arrays = to_arrays(batch, self.ctx, self.inputs)
         inputs = [arrays[name] for name in self.inputs] + ([arrays["n_real"]] if "n_real" in arrays else [])
+        inputs.append(mx.nd.array([batch.weight], ctx=self.ctx, dtype="float32"))
         with autograd.record(train_mode=train):
             loss, losses = self.objective(*inputs)
         loss.backward()
+        if self.kvstore is not None:
+            # queued like gluon.Trainer's (in place, the first parameters first): each exchange
+            # starts as soon as its gradient is computed, and Adam waits only for its own
+            for i, (key, p) in enumerate(zip(self.keys, self.params.values())):
+                grad = p.grad(self.ctx)
+                self.kvstore.pushpull(key, grad, out=grad, priority=-i)
         return losses
 
     def _floats(self, losses) -> dict:
@@ -163,13 +192,17 @@ class Trainer:
         return self._floats(losses)
 
     def gradients(self, batch: Batch) -> tuple:
-        """(losses, {canonical name: unclipped gradient}) without dropout; nothing is updated.
+        """(losses, {canonical name: unclipped gradient}) without dropout; nothing is updated (in a
+        data-parallel job: the mean of the workers' gradients).
 
         Without dropout, training mode computes the same function, and it is used then so that
         these are exactly train_step's gradients: MKLDNN picks other 1x1-convolution kernels
         for inference (outputs ~1e-7 apart, gradients up to ~2e-5 of their scale)."""
         out = self._backward(batch, train=not self.spec.dropout)
-        return self._floats(out), {name: p.grad(self.ctx).asnumpy() for name, p in self.params.items()}
+        grads = {name: p.grad(self.ctx).asnumpy() for name, p in self.params.items()}
+        if self.workers > 1:  # the workers' sum -> their mean
+            grads = {name: g / np.float32(self.workers) for name, g in grads.items()}
+        return self._floats(out), grads
 
     def get_state(self) -> dict:
         """{"step", "m.<name>", "v.<name>"} as NumPy (zeros before the first step)."""

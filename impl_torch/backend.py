@@ -29,6 +29,7 @@ class Backend(framework.Backend):
         self.model = NETWORKS[net](spec).to(self.torch_device)
         weights.set_weights(self.model, init_weights(spec, net, seed))
         self.trainer = Trainer(self.model, spec, net, self.torch_device)
+        self.rank, self.workers = 0, 1  # of the data-parallel job joined (join_workers)
 
     def get_weights(self) -> dict:
         return weights.get_weights(self.model)
@@ -69,6 +70,23 @@ class Backend(framework.Backend):
         if self.net != "ssrn":
             return super().upsample(mel)
         return synth.upsample(self.model, mel)
+
+    def join_workers(self) -> tuple:
+        """torch.distributed (gloo on the CPU, nccl on GPUs) + DistributedDataParallel; a worker
+        made with an unnumbered "cuda" moves to cuda:<LOCAL_RANK> first."""
+        device = runtime.worker_device(self.torch_device)
+        rank, workers = runtime.join_process_group(device)
+        if device != self.torch_device:
+            self.trainer.move_to(device)
+            self.torch_device, self.device = device, str(device)
+        self.trainer.distribute()
+        self.rank, self.workers = rank, workers
+        return rank, workers
+
+    def mean_over_workers(self, values: np.ndarray) -> np.ndarray:
+        if self.workers == 1:
+            return super().mean_over_workers(values)
+        return runtime.mean_over_workers(values, self.torch_device)
 
     def sync(self) -> None:
         if self.torch_device.type == "cuda":

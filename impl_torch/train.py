@@ -1,4 +1,5 @@
-"""Losses in PyTorch ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update)."""
+"""Losses in PyTorch ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update;
+data-parallel through DistributedDataParallel once the process joined a job)."""
 from __future__ import annotations
 
 from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
@@ -6,6 +7,7 @@ from impl_torch import runtime  # noqa: F401  (the framework environment comes f
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from common import losses as L
 from common.batch import Batch
@@ -13,9 +15,21 @@ from impl_torch.layers import canonical_parameters
 
 
 def to_tensors(batch: Batch, device) -> dict:
-    """The batch's arrays as tensors on `device` (ids stay int32: F.embedding takes them)."""
-    return {name: torch.from_numpy(np.ascontiguousarray(getattr(batch, name))).to(device, non_blocking=True)
-            for name in ("text", "mel", "mag", "guide", "guide_mask")}
+    """The batch's arrays as tensors on `device` (ids stay int32: F.embedding takes them); its
+    weight (a Python float) and attention positions (a 0-d float32 tensor on `device`: a true
+    division, as by the mask's sum before; CUDA divides by a CPU scalar as a product with its
+    reciprocal)."""
+    t = {name: torch.from_numpy(np.ascontiguousarray(getattr(batch, name))).to(device, non_blocking=True)
+         for name in ("text", "mel", "mag", "guide")}
+    t["weight"] = float(batch.weight)
+    t["positions"] = torch.tensor(batch.attention_positions(), dtype=torch.float32, device=device)
+    return t
+
+
+def weighted(loss, weight: float):
+    """A mean loss term as its shard's share of the global batch's (Batch.weight); untouched at
+    weight 1 (a single-process run stays bit-identical and pays nothing)."""
+    return loss if weight == 1.0 else loss * weight
 
 
 def l1(logits, target):
@@ -27,34 +41,45 @@ def binary_divergence(logits, target):
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def attention_loss(attention, guide, mask):
-    """sum(A * W) / number of real (text, frame) positions."""
-    return (attention * guide).sum() / mask.sum()
+def attention_loss(attention, guide, positions):
+    """sum(A * W) / the number of real (text, frame) positions (Batch.attention_positions: the
+    batch's own, or a shard's share of the global batch's)."""
+    return (attention * guide).sum() / positions
 
 
 def text2mel_losses(model, t: dict) -> dict:
     logits, attention = model(t["text"], t["mel"])
-    out = {"l1": l1(logits, t["mel"]), "bin": binary_divergence(logits, t["mel"]),
-           "att": attention_loss(attention, t["guide"], t["guide_mask"])}
+    out = {"l1": weighted(l1(logits, t["mel"]), t["weight"]),
+           "bin": weighted(binary_divergence(logits, t["mel"]), t["weight"]),
+           "att": attention_loss(attention, t["guide"], t["positions"])}
     out["loss"] = out["l1"] + out["bin"] + out["att"]
     return out
 
 
 def ssrn_losses(model, t: dict) -> dict:
     logits = model(t["mel"])
-    out = {"l1": l1(logits, t["mag"]), "bin": binary_divergence(logits, t["mag"])}
+    out = {"l1": weighted(l1(logits, t["mag"]), t["weight"]),
+           "bin": weighted(binary_divergence(logits, t["mag"]), t["weight"])}
     out["loss"] = out["l1"] + out["bin"]
     return out
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
+# DistributedDataParallel's settings (see tests/torch/test_distributed.py for the A/B on the CPU).
+DDP_OPTIONS = dict(forward_sync_buffers=False)  # the networks have no buffers
 
 
 class Trainer:
     """Adam on one network. torch.optim.Adam computes exactly common.losses.adam_update
     (eps after the bias-corrected sqrt); the learning rate of each step is set from
     common.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
-    The fused Adam kernel (CPU and CUDA) measured ~7x faster than the default on the CPU."""
+    The fused Adam kernel (CPU and CUDA) measured ~7x faster than the default on the CPU.
+
+    After `distribute` (the process joined a job) the losses are computed through a
+    DistributedDataParallel wrapper of the model, whose backward leaves in every parameter's
+    .grad the MEAN of the workers' gradients (all-reduced bucket by bucket while backward runs);
+    clipping and Adam follow as before. `model` stays the plain module (weights, optimizer,
+    inference)."""
 
     def __init__(self, model, spec, net: str, device):
         self.model, self.spec, self.device = model, spec, device
@@ -63,10 +88,29 @@ class Trainer:
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=spec.lr,
                                           betas=(spec.beta1, spec.beta2), eps=spec.eps, fused=True)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
+        self.ddp = None  # the model wrapped by DistributedDataParallel, once distributed
+
+    def distribute(self) -> None:
+        """Average the gradients over the workers of the joined job from now on (idempotent).
+        DDP's constructor broadcasts rank 0's parameters (equal anyway: same spec and seed, or
+        the same checkpoint restored on every rank, before or after: set_weights copies in place)."""
+        if self.ddp is None:
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **DDP_OPTIONS)
+
+    def move_to(self, device) -> None:
+        """Move the model and the Adam state to `device` (before `distribute`)."""
+        if self.ddp is not None:
+            raise RuntimeError("cannot move a model already wrapped by DistributedDataParallel")
+        state = self.get_state()
+        self.model.to(device)  # in place: the optimizer keeps the same parameters
+        self.device = device
+        self.set_state(state)
 
     def _backward(self, batch: Batch) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.loss_fn(self.model, to_tensors(batch, self.device))
+        out = self.loss_fn(self.model if self.ddp is None else self.ddp, to_tensors(batch, self.device))
         out["loss"].backward()
         return out
 

@@ -211,15 +211,18 @@ class _Job:
 
     def _failure(self, beats: dict) -> str:
         """Why the job must end now ("" while it is healthy)."""
-        now = time.monotonic()
-        for rank, (record, age) in beats.items():
+        now, stale = time.monotonic(), []
+        for rank, (record, age) in sorted(beats.items()):
             if record["state"] == "done":
                 continue
             if not _alive(record["pid"]):
                 self.died.setdefault(rank, now)
             elif age > self.timeout:
-                return (f"worker rank {rank} (pid {record['pid']}) finished no step for {age:.0f} s after step "
-                        f"{record['step']} (timeout {self.timeout:.0f} s: --worker-timeout)")
+                stale.append(rank)
+        if stale and not self.died:  # in a synchronous job all wait once one hangs: name every one
+            return (f"no step finished for more than {self.timeout:.0f} s (--worker-timeout) on worker rank"
+                    f"{'s' * (len(stale) > 1)} " + ", ".join(f"{r} (pid {beats[r][0]['pid']}, after step "
+                                                              f"{beats[r][0]['step']})" for r in stale))
         if self.died:
             rank = min(self.died, key=self.died.get)  # the first seen dead: the others may follow it
             record = beats[rank][0]

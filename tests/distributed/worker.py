@@ -4,7 +4,8 @@
 
 trains NET for STEPS steps on the global batches BATCHES (cycled), each worker on its
 common.distributed shard, and rank 0 writes OUT.npz: the weights ("w.<name>"), the loss of
-every step (mean over the workers), the initial weights ("w0.<name>") and, with --gradients, the eval-mode gradients on
+every step (mean over the workers), the initial weights ("w0.<name>"), those after the first
+step ("w1.<name>") and, with --gradients, the eval-mode gradients on
 BATCHES[0] before any step ("g.<name>"). --die-at / --hang-at: rank 1 kills itself
 (SIGKILL) or sleeps forever before step K, as a crash or a hang would."""
 import argparse
@@ -54,6 +55,8 @@ def main() -> None:
         losses = backend.train_step(distributed.shard(BATCHES[(step - 1) % len(BATCHES)], rank, workers))
         curve.append(float(backend.mean_over_workers(np.array([losses["loss"]], np.float32))[0]))
         heartbeat.beat(step)
+        if step == 1:
+            out.update({f"w1.{k}": v for k, v in backend.get_weights().items()})
     if rank == 0:
         out.update({f"w.{k}": v for k, v in backend.get_weights().items()}, curve=np.array(curve))
         np.savez(args.out, **out)

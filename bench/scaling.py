@@ -133,6 +133,7 @@ def run(args) -> list:
             for fw in (args.framework if rnd % 2 == 0 else args.framework[::-1])
             for net in nets for batch in args.batch_size for w, t in configurations(args.workers, args.threads)]
     records = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for rnd, fw, net, batch, w, t in tqdm(plan, desc="scaling", unit="run"):
         records.append({**run_one(args, fw, net, batch, w, t), "round": rnd})
         write(args, records)
@@ -209,7 +210,7 @@ def markdown(args, records: list) -> str:
         lines.append(f"| {r['framework']} | {r['net']} | {r['batch_size']} | {r['workers']} x {r['threads']} | "
                      f"{r['step_s'] * 1e3:.0f} | {r['throughput']:.2f} | {fmt(r['efficiency'])} | "
                      f"{fmt(r['vs_one_worker_same_threads'])} | "
-                     + (f"{r['allreduce_s'] * 1e3:.0f} ({4 * r['params'] / 1e6:.0f}) | {100 * r['allreduce_share']:.0f}% |"
+                     + (f"{r['allreduce_s'] * 1e3:.0f} ({4 * r['params'] / 1e6:.1f}) | {100 * r['allreduce_share']:.0f}% |"
                         if r["workers"] > 1 else "- | - |"))
     failed = [r for r in records if r["status"] != "ok"]
     lines += [f"- FAILED {r['framework']} {r['net']} {r['workers']}x{r['threads']}: {r['reason'][-300:]}" for r in failed]
@@ -221,7 +222,6 @@ def markdown(args, records: list) -> str:
 
 
 def write(args, records: list) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scaling.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(args).items()},
                                                        "machine": machine.machine(), "records": records}, indent=1))
     (args.out / "scaling.md").write_text(markdown(args, records))

@@ -66,13 +66,14 @@ def worker_main(argv) -> None:
     backend = load_backend(args.framework)(spec, args.net, device=args.device, seed=args.seed)
     declared = distributed.declared_workers(args.framework)
     rank, workers = backend.join_workers() if declared > 1 else (0, 1)
-    heartbeat = distributed.Heartbeat(rank)
     steps = []
-    for i in range(args.warmup + args.steps):
-        backend.seed(step_seed(args.seed, i + 1, rank))
-        _, seconds = clocked(backend, backend.train_step, distributed.shard(batches[i % len(batches)], rank, workers))
-        steps.append(seconds)
-        heartbeat.beat(i + 1)
+    with distributed.Heartbeat(rank) as heartbeat:
+        for i in range(args.warmup + args.steps):
+            backend.seed(step_seed(args.seed, i + 1, rank))
+            _, seconds = clocked(backend, backend.train_step, distributed.shard(batches[i % len(batches)], rank,
+                                                                                workers))
+            steps.append(seconds)
+            heartbeat.beat(i + 1)
     params = sum(w.size for w in backend.get_weights().values())
     exchange = []
     if workers > 1:
@@ -86,7 +87,6 @@ def worker_main(argv) -> None:
                   "workers": workers, "threads": args.threads, "params": int(params),
                   "step_s": steps[args.warmup:], "first_step_s": steps[0], "allreduce_s": exchange[args.warmup:]}
         Path(args.result).write_text(json.dumps(record))
-    heartbeat.done(len(steps))
 
 
 def configurations(workers: list, threads: int) -> list:

@@ -293,7 +293,12 @@ def train_main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = train_parser().parse_args(argv)
     args.argv = argv
-    sys.exit(_guarded("dctts-train", run_train, args))
+    status = _guarded("dctts-train", run_train, args)
+    if status == EXIT_ERROR and distributed.declared_workers(args.framework) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # a failed worker leaves at once: the engines' exit-time barriers (MXNet's) wait for peers
+    sys.exit(status)
 
 
 def synthesize_main(argv=None) -> None:

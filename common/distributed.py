@@ -31,6 +31,7 @@ from common.batch import Batch
 
 WORKER_TIMEOUT = 600.0  # seconds a worker may go without finishing a step (checkpoint pictures included)
 HEARTBEAT_DIR = "DCTTS_HEARTBEAT_DIR"  # set by `launch`: where each rank reports its progress
+ENGINE_TIMEOUT = "DCTTS_DIST_TIMEOUT"  # seconds an engine's own collectives may wait (torch's process group)
 LOCAL_RANK = "DCTTS_LOCAL_RANK"  # set by `launch` for MXNet workers (torchrun and Open MPI set their own)
 # How a process learns that it is one worker of a job, for each engine: (variable, its value's meaning).
 _SIZE_VARIABLES = {"torch": ("WORLD_SIZE",), "chainer": ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"),
@@ -87,23 +88,37 @@ def _rows(batch: Batch, rows: np.ndarray) -> Batch:
 
 # --- heartbeats: what the watchdog reads ----------------------------------------------
 class Heartbeat:
-    """<dir>/rank-<k>.json, rewritten after every step: pid, step, state ("training", "done").
-    A no-op outside a job started by `launch` (no DCTTS_HEARTBEAT_DIR)."""
+    """<dir>/rank-<k>.json, rewritten after every step: pid, step, time and state: "training",
+    "signalled" (asked to stop: by the user, or by the engine's launcher ending the job),
+    "failed" (an exception left the `with` block), "done". A no-op outside a job started by
+    `launch` (no DCTTS_HEARTBEAT_DIR)."""
 
     def __init__(self, rank: int, environ=os.environ):
         folder = environ.get(HEARTBEAT_DIR)
         self.path = Path(folder) / f"rank-{rank}.json" if folder else None
+        self.step, self.state = 0, "training"
         self.beat(0)
 
-    def beat(self, step: int, state: str = "training") -> None:
+    def beat(self, step: int) -> None:
+        self.step = step
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "step": step, "state": state}))
+        tmp.write_text(json.dumps({"pid": os.getpid(), "step": step, "state": self.state, "time": time.time()}))
         os.replace(tmp, self.path)  # the watchdog never reads half a file
 
-    def done(self, step: int) -> None:
-        self.beat(step, "done")
+    def signalled(self, *_) -> None:
+        self._end("signalled")
+
+    def _end(self, state: str) -> None:
+        self.state = state
+        self.beat(self.step)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._end("done" if exc_type is None else "signalled" if exc_type is KeyboardInterrupt else "failed")
 
 
 def _read_beats(folder: Path) -> dict:
@@ -168,7 +183,8 @@ def launch(framework: str, workers: int, worker: list, timeout: float = WORKER_T
     if workers < 2:
         raise ValueError(f"a job needs >= 2 workers, got {workers}")
     with tempfile.TemporaryDirectory(prefix="dctts-job-") as folder:
-        base = {**os.environ, **(env or {}), HEARTBEAT_DIR: folder}
+        # the engine's own timeout later than the watchdog's, whose message names the rank
+        base = {**os.environ, ENGINE_TIMEOUT: str(round(2 * timeout)), **(env or {}), HEARTBEAT_DIR: folder}
         procs = [(role, subprocess.Popen(cmd, env={**base, **extra}, start_new_session=True))
                  for role, cmd, extra in engine_commands(framework, workers, worker)]
         job = _Job(procs, Path(folder), workers, timeout)
@@ -184,10 +200,11 @@ class _Job:
 
     def __init__(self, procs: list, folder: Path, workers: int, timeout: float):
         self.procs, self.folder, self.workers, self.timeout = procs, folder, workers, timeout
-        self.signum = 0
-        self.died: dict = {}  # rank -> time its death was first seen
+        self.signum, self.poll, self.started = 0, 0.2, time.monotonic()
+        self.died: dict = {}  # rank -> when it died (at the latest: the poll before it was seen dead)
 
     def supervise(self, poll: float) -> int:
+        self.poll = poll
         while True:
             time.sleep(poll)
             beats = _read_beats(self.folder)
@@ -210,23 +227,36 @@ class _Job:
         return all(c is not None for (role, _), c in zip(self.procs, codes) if role not in ("scheduler", "server"))
 
     def _failure(self, beats: dict) -> str:
-        """Why the job must end now ("" while it is healthy)."""
-        now, stale = time.monotonic(), []
+        """Why the job must end now ("" while it is healthy). When one worker fails, the engine
+        soon ends the others (a connection error, the launcher's SIGTERM): the culprit is the
+        first to fail that was not asked to stop, a worker that vanished without a word (killed)
+        counting from the previous poll."""
+        now, suspects, stale = time.time(), {}, []
         for rank, (record, age) in sorted(beats.items()):
-            if record["state"] == "done":
+            state = record["state"]
+            if state == "done":
                 continue
-            if not _alive(record["pid"]):
-                self.died.setdefault(rank, now)
+            if state == "failed":
+                suspects[rank] = record["time"]
+            elif not _alive(record["pid"]):
+                self.died.setdefault(rank, now - self.poll)
+                if state != "signalled":
+                    suspects[rank] = self.died[rank]
             elif age > self.timeout:
                 stale.append(rank)
-        if stale and not self.died:  # in a synchronous job all wait once one hangs: name every one
+        if suspects or self.died:
+            rank = min(suspects or self.died, key=(suspects or self.died).get)
+            record = beats[rank][0]
+            how = "failed (its error is above)" if record["state"] == "failed" else "died"
+            return f"worker rank {rank} (pid {record['pid']}) {how} at step {record['step']}"
+        missing = sorted(set(range(self.workers)) - set(beats))
+        if missing and time.monotonic() - self.started > self.timeout:
+            return (f"worker rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} had not started "
+                    f"after {self.timeout:.0f} s (--worker-timeout)")
+        if stale:  # in a synchronous job all wait once one hangs: name every one
             return (f"no step finished for more than {self.timeout:.0f} s (--worker-timeout) on worker rank"
                     f"{'s' * (len(stale) > 1)} " + ", ".join(f"{r} (pid {beats[r][0]['pid']}, after step "
                                                               f"{beats[r][0]['step']})" for r in stale))
-        if self.died:
-            rank = min(self.died, key=self.died.get)  # the first seen dead: the others may follow it
-            record = beats[rank][0]
-            return f"worker rank {rank} (pid {record['pid']}) died at step {record['step']}"
         for (role, p) in self.procs:
             code = p.poll()
             if code and not self.signum:

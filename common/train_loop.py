@@ -126,10 +126,9 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     if lead:
         W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
         monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
-    heartbeat = distributed.Heartbeat(rank)
     first, losses, stopping = state.step, {}, False
     saved, saved_at = (ckpt.path if ckpt else None), state.step
-    with stop_on_signals() as stop, LossLog(out_dir / f"{net}-losses.jsonl", state.step, lead) as log, \
+    with distributed.Heartbeat(rank) as heartbeat, stop_on_signals(heartbeat.signalled) as stop, LossLog(out_dir / f"{net}-losses.jsonl", state.step, lead) as log, \
             tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}", unit="step",
                  disable=not (progress and lead), dynamic_ncols=True) as bar:
         while state.step < steps and not (stopping or (workers == 1 and stop.is_set())):
@@ -158,7 +157,6 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
                 break
         if state.step > saved_at and lead:  # stopped by a signal between checkpoints: save, and exit before the pictures
             saved = checkpoint.save(out_dir, backend, state, keep)
-    heartbeat.done(state.step)
     if not lead:
         saved = checkpoint.path_for(out_dir, net, state.step)  # rank 0 wrote it
     return Result(state.step, losses, saved, stop.signum, state.step - first, rank)
@@ -207,11 +205,11 @@ def starting_point(out_dir: Path, net: str, spec, batch_size, seed, resume: bool
 
 
 @contextlib.contextmanager
-def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+def stop_on_signals(on_signal=None, signums=(signal.SIGINT, signal.SIGTERM)):
     """A flag set by the first SIGINT (Ctrl-C) or SIGTERM (how schedulers preempt a job), its
     `signum` saying which: the loop then finishes its step, saves and returns. A second one
-    interrupts at once (KeyboardInterrupt). Outside the main thread signals cannot be caught:
-    no flag."""
+    interrupts at once (KeyboardInterrupt). `on_signal(signum)` is told of the first. Outside
+    the main thread signals cannot be caught: no flag."""
     stop = threading.Event()
     stop.signum = 0
     if threading.current_thread() is not threading.main_thread():
@@ -223,6 +221,8 @@ def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
             raise KeyboardInterrupt
         stop.signum = signum
         stop.set()
+        if on_signal:
+            on_signal(signum)
 
     previous = {s: signal.signal(s, handler) for s in signums}
     try:

@@ -6,6 +6,7 @@ the first `import mxnet`, and `configure_threads` is how callers do that.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
@@ -119,15 +120,24 @@ def resolve_device(device: str = "cpu"):
 #   string keys cannot be mixed). `init` is collective (rank 0 pushes, then a barrier of every
 #   worker), so every worker must initialize the same keys in the same order; keys_for hands them
 #   out in call order, one range per process.
-# - One dist kvstore per process: a second `mx.kv.create("dist_sync")` waits in its constructor for
-#   a barrier the servers never join. kvstore() creates it once and every Backend shares it.
+# - One dist kvstore per process: a second `mx.kv.create("dist_sync")` never returns (it waits in
+#   its constructor for a barrier the servers never join). kvstore() creates it once and every
+#   Backend of the process shares it.
 # - No timeout: a push waits for the server to have every worker's push of that key, and the
 #   server waits for a dead worker forever (ps-lite's PS_HEARTBEAT_* only tell the scheduler, for
 #   its recovery mode). A worker whose peer died blocks inside MXNet's C++ wait, where Python runs
 #   no signal handler: SIGTERM (default action) and SIGKILL end it, a Python SIGTERM/SIGINT handler
 #   never gets to run. The launcher's watchdog must kill the job.
 # - At exit each worker's kvstore waits in a barrier for the other workers (then rank 0 stops the
-#   servers), so workers end together.
+#   servers), so workers end together; a worker leaving on an error while its peers train on
+#   waits there too (measured: it printed its traceback and stayed, its peer blocked in a push)
+#   until the launcher's watchdog ends the job.
+# - ps-lite binds a server or worker to the port in the variable PORT when set (a name other
+#   programs use too); a PORT equal to DMLC_PS_ROOT_PORT let a worker take the scheduler's port
+#   and the job die at start ("van.cc:132: Check failed: is_scheduler_"). Every role imports this
+#   module before mxnet, which drops PORT there: nodes pick free ports.
+if os.environ.get("DMLC_ROLE") in ("server", "worker"):
+    os.environ.pop("PORT", None)
 DIST_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 LOCAL_RANK_ENV = "DCTTS_LOCAL_RANK"  # set by common.distributed's MXNet launcher, per worker
 _kvstore = None
@@ -152,6 +162,11 @@ def kvstore():
         import mxnet as mx
 
         _kvstore = mx.kv.create("dist_sync")
+        # Before mxnet's own exit handler (atexit runs the last registered first): that one shuts
+        # the engine down with queued operations never run, a last gradient push among them;
+        # the other workers would then wait for it forever (measured, 1 run in 2 without this:
+        # rank 1 left right after its last step, rank 0 never got its weights, both hung).
+        atexit.register(mx.nd.waitall)
     return _kvstore
 
 

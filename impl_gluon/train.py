@@ -148,6 +148,7 @@ class Trainer:
         self.optimizer = SpecAdam(spec)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.kvstore, self.keys, self.workers = None, (), 1  # set by join (data-parallel training)
+        self._weights = {}  # Batch.weight -> its (1,) input array
 
     def join(self, kvstore, keys) -> None:
         """From now on sum every gradient over the workers right after backward, through
@@ -161,13 +162,20 @@ class Trainer:
         self.kvstore, self.keys, self.workers = kvstore, keys, kvstore.num_workers
         self.optimizer.rescale = 1.0 / self.workers
 
+    def _weight(self, weight: float):
+        """Batch.weight as a (1,) array on the device, made once per value (1.0 alone in a
+        single process): making it every step cost 0.13 ms (measured, mx.nd.array of one float)."""
+        if weight not in self._weights:
+            self._weights[weight] = mx.nd.array([weight], ctx=self.ctx, dtype="float32")
+        return self._weights[weight]
+
     def _backward(self, batch: Batch, train: bool):
         """Forward, losses and backward (and, in a data-parallel job, the exchange of the
         gradients: afterwards each holds the workers' sum); returns the (n,) array of losses in
         KEYS order."""
         arrays = to_arrays(batch, self.ctx, self.inputs)
         inputs = [arrays[name] for name in self.inputs] + ([arrays["n_real"]] if "n_real" in arrays else [])
-        inputs.append(mx.nd.array([batch.weight], ctx=self.ctx, dtype="float32"))
+        inputs.append(self._weight(batch.weight))
         with autograd.record(train_mode=train):
             loss, losses = self.objective(*inputs)
         loss.backward()

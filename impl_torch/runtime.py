@@ -3,6 +3,7 @@ the data-parallel engine (torch.distributed, as torchrun starts it). PyTorch 2.x
 workarounds (unlike Chainer and MXNet)."""
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import re
@@ -86,10 +87,18 @@ def join_process_group(device: torch.device, environ=os.environ) -> tuple:
             torch.cuda.set_device(device)  # nccl's communicator lives on the current device
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
                                 timeout=datetime.timedelta(seconds=dist_timeout(environ)))
+        atexit.register(leave_process_group)
     elif device.type == "cuda" and dist.get_backend() != "nccl":
         raise RuntimeError(f"this process already joined its job with {dist.get_backend()}, which cannot "
                            f"average the gradients of a model on {device}")
     return dist.get_rank(), dist.get_world_size()
+
+
+def leave_process_group() -> None:
+    """Close this process's side of the job in order when it exits (nccl warns of a process group
+    never destroyed); a no-op when there is none."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def mean_over_workers(values: np.ndarray, device: torch.device) -> np.ndarray:

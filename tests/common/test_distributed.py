@@ -90,17 +90,21 @@ WORKER = """
 import os, sys, time
 from common.distributed import Heartbeat
 rank, mode = int(os.environ["FAKE_RANK"]), os.environ["FAKE_MODE"]
-beat = Heartbeat(rank)
-for step in range(1, 6):
-    time.sleep(0.2)
-    if rank == 1 and step == 3 and mode == "die":
-        os.kill(os.getpid(), 9)
-    if rank == 1 and step == 3 and mode == "hang":
-        time.sleep(3600)
-    if rank == 1 and step == 3 and mode == "error":
-        sys.exit(1)
-    beat.beat(step)
-beat.done(5)
+with Heartbeat(rank) as beat:
+    for step in range(1, 6):
+        time.sleep(0.2)
+        if rank == 0 and step == 4 and mode == "die":  # what torchrun and mpiexec do to the peers of a dead worker
+            beat.signalled()  # SIGTERM
+            os.kill(os.getpid(), 9)
+        if rank == 0 and step == 4 and mode == "error":
+            raise RuntimeError("Connection closed by peer")
+        if rank == 1 and step == 3 and mode == "die":
+            os.kill(os.getpid(), 9)
+        if rank == 1 and step == 3 and mode == "hang":
+            time.sleep(3600)
+        if rank == 1 and step == 3 and mode == "error":
+            raise ValueError("a bad batch")
+        beat.beat(step)
 """
 
 
@@ -123,7 +127,7 @@ def test_a_healthy_job_ends_well(fake_engine):
 
 
 @pytest.mark.parametrize("mode,says", [("die", "worker rank 1 (pid"), ("error", "worker rank 1 (pid"),
-                                       ("hang", "rank 1 (pid")])
+                                       ("hang", "rank 1 (pid")])  # the peer, rank 0, fails after it
 def test_a_dead_or_hung_worker_ends_the_job_naming_its_rank(fake_engine, mode, says):
     start = time.monotonic()
     with pytest.raises(D.LaunchError, match="Rerun the same command to resume") as err:

@@ -41,7 +41,11 @@ def main() -> None:
     configure_threads(args.framework, 1)
     backend = load_backend(args.framework)(SPEC, args.net, seed=0)
     rank, workers = backend.join_workers() if distributed.declared_workers(args.framework) > 1 else (0, 1)
-    heartbeat = distributed.Heartbeat(rank)
+    with distributed.Heartbeat(rank) as heartbeat:
+        train(args, backend, rank, workers, heartbeat)
+
+
+def train(args, backend, rank: int, workers: int, heartbeat) -> None:
     out = {f"w0.{k}": v for k, v in backend.get_weights().items()}
     if args.gradients:
         _, grads = backend.gradients(distributed.shard(BATCHES[0], rank, workers))
@@ -60,7 +64,6 @@ def main() -> None:
     if rank == 0:
         out.update({f"w.{k}": v for k, v in backend.get_weights().items()}, curve=np.array(curve))
         np.savez(args.out, **out)
-    heartbeat.done(args.steps)
 
 
 if __name__ == "__main__":

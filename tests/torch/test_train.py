@@ -1,5 +1,7 @@
 """impl_torch training: losses equal common.losses, torch.optim.Adam is common.losses.adam_update,
 and a few steps really learn. (Backend-level Adam, gradients and determinism: test_contract.)"""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,7 @@ def test_loss_functions_equal_common_losses():
     assert np.isclose(T.l1(t["logits"], t["target"]).item(), L.l1(logits, target), rtol=1e-6)
     assert np.isclose(T.binary_divergence(t["logits"], t["target"]).item(),
                       L.binary_divergence(logits, target), rtol=1e-6)
-    assert np.isclose(T.attention_loss(t["a"], t["guide"], t["mask"]).item(),
+    assert np.isclose(T.attention_loss(t["a"], t["guide"], t["mask"].sum()).item(),
                       L.attention_loss(a, guide * mask, mask.sum()), rtol=1e-6)
 
 
@@ -38,6 +40,40 @@ def test_network_losses_equal_common_losses(net):
     assert losses.keys() == ref.keys()
     for k in ref:
         assert np.isclose(losses[k], ref[k], rtol=1e-5, atol=0), (k, losses[k], ref[k])
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_a_shards_losses_are_weighted_as_common_losses_says(net):
+    """Batch.weight scales l1 and bin, Batch.attention_positions() divides the attention loss
+    (a worker's shard of a global batch), as common.losses computes them; gradients scale alike."""
+    spec = S.get_spec("tiny")
+    b = random_batch(spec)
+    shard = dataclasses.replace(b, weight=0.5, real_positions=0.75 * float(b.guide_mask.sum()))
+    w = W.init_weights(spec, net, 0)
+    if net == "text2mel":
+        ref = L.text2mel_losses(*R.text2mel(spec, w, b.text, b.mel), shard)
+    else:
+        ref = L.ssrn_losses(R.ssrn(spec, w, b.mel), shard)
+    (losses, grads), (_, whole) = Backend(spec, net).gradients(shard), Backend(spec, net).gradients(b)
+    for k in ref:
+        assert np.isclose(losses[k], ref[k], rtol=1e-5, atol=0), (k, losses[k], ref[k])
+    if net == "ssrn":  # no attention term: every gradient is the whole batch's times the weight
+        assert all(np.allclose(grads[k], 0.5 * whole[k], rtol=1e-5, atol=1e-9) for k in grads)
+
+
+def test_weight_one_and_the_batchs_own_positions_change_nothing():
+    """weight 1.0 and real_positions = guide_mask.sum() (a single-process run) give bit-identical
+    losses and weights to the defaults: the single-process path pays nothing for sharding."""
+    spec = S.get_spec("tiny")  # dropout on: same seeds, same masks
+    b = random_batch(spec)
+    explicit = dataclasses.replace(b, weight=1.0, real_positions=float(b.guide_mask.sum()))
+    runs = []
+    for batch in (b, explicit):
+        backend = Backend(spec, "text2mel", seed=0)
+        backend.seed(3)
+        runs.append(([backend.train_step(batch) for _ in range(2)], backend.get_weights()))
+    (l1, w1), (l2, w2) = runs
+    assert l1 == l2 and all(np.array_equal(w1[k], w2[k]) for k in w1)
 
 
 @pytest.mark.parametrize("preset", ["paper", "community"])

@@ -1,0 +1,87 @@
+"""One worker of tests/torch/test_distributed.py's jobs (torchrun, or two processes started by
+hand with torchrun's variables):
+
+    python -m tests.torch.ddp_worker OUT_DIR [--steps N] [--die-at K | --hang-at K]
+
+For each network (SPEC: tiny, dropout off) the worker restores CHECKPOINT (Text2Mel before
+join_workers, SSRN after: both orders must work), checks mean_over_workers, takes the
+eval-mode gradients of its half of GLOBAL, then trains `--steps` steps on that half and writes
+OUT_DIR/rank-<r>.npz. --die-at / --hang-at K: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself
+before step K of Text2Mel, as a crash or a hang would."""
+import argparse
+import dataclasses
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from common import data
+from common.spec import NETS, get_spec
+from impl_torch.runtime import configure_threads
+
+SPEC = get_spec("tiny").replace(dropout=0.0)
+GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
+
+
+def half(batch, rank: int, workers: int = 2):
+    """Rows [2 rank, 2 rank + 2) at the global padded shape: weight 1, half the global positions."""
+    n = batch.size // workers
+    arrays = {f.name: np.ascontiguousarray(getattr(batch, f.name)[n * rank: n * rank + n])
+              for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), np.ndarray)}
+    return dataclasses.replace(batch, **arrays, weight=1.0, real_positions=batch.attention_positions() / workers)
+
+
+def checkpoint(net: str) -> tuple:
+    """(weights, Adam state) after one step from seed 3 on another batch: what a resumed run restores."""
+    from impl_torch.backend import Backend
+    backend = Backend(SPEC, net, seed=3)
+    backend.train_step(data.synthetic_batch(SPEC, 4, seed=7))
+    return backend.get_weights(), backend.get_optimizer_state()
+
+
+def restore(backend, saved: tuple) -> None:
+    backend.set_weights(saved[0])
+    backend.set_optimizer_state(saved[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out", type=Path)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--die-at", type=int)
+    p.add_argument("--hang-at", type=int)
+    args = p.parse_args()
+    configure_threads(1)
+    from impl_torch.backend import Backend
+
+    out = {}
+    for net in NETS:
+        backend = Backend(SPEC, net, seed=0)
+        saved = checkpoint(net)  # made before any backend of this process joins the job
+        if net == "text2mel":
+            restore(backend, saved)
+        rank, workers = backend.join_workers()
+        if net != "text2mel":
+            restore(backend, saved)
+        out[f"{net}.workers"] = np.array(workers)
+        out[f"{net}.mean"] = backend.mean_over_workers(np.array([rank + 1.0, 2.0], np.float32))
+        shard = half(GLOBAL, rank, workers)
+        losses, grads = backend.gradients(shard)
+        out.update({f"{net}.g.{k}": v for k, v in grads.items()})
+        out[f"{net}.losses"] = np.array([list(losses.values())])
+        for step in range(1, args.steps + 1):
+            if rank == 1 and step == args.die_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if rank == 1 and step == args.hang_at:
+                os.kill(os.getpid(), signal.SIGSTOP)
+            print(f"rank {rank} {net} step {step}", flush=True)
+            out[f"{net}.losses"] = np.concatenate([out[f"{net}.losses"],
+                                                   [list(backend.train_step(shard).values())]])
+        out.update({f"{net}.w.{k}": v for k, v in backend.get_weights().items()})
+        out[f"{net}.device"] = np.array(str(backend.torch_device))
+    np.savez(args.out / f"rank-{rank}.npz", **out)
+
+
+if __name__ == "__main__":
+    main()

@@ -110,6 +110,10 @@ def run_train(args) -> int:
                               get_spec(args.preset) if args.preset else None, args.steps, args.batch_size,
                               args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet,
                               threads=args.threads, cache=args.cache)
+    if inside > 1 and result.interrupted:  # a job's workers stop together; the launcher reports the signal
+        if not result.rank:
+            print(f"interrupted at step {result.step}; checkpoint: {result.checkpoint}")
+        return 0
     if result.rank:
         return 0  # rank 0 reports
     if result.interrupted:

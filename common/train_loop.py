@@ -157,6 +157,8 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
                 break
         if state.step > saved_at and lead:  # stopped by a signal between checkpoints: save, and exit before the pictures
             saved = checkpoint.save(out_dir, backend, state, keep)
+        if workers > 1:  # no worker leaves (an engine may then end the job) before rank 0 has saved
+            backend.mean_over_workers(np.zeros(1, np.float32))
     if not lead:
         saved = checkpoint.path_for(out_dir, net, state.step)  # rank 0 wrote it
     return Result(state.step, losses, saved, stop.signum, state.step - first, rank)

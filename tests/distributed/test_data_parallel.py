@@ -145,6 +145,25 @@ def kill_rank_1_once_a_checkpoint_exists(job: subprocess.Popen, out: Path) -> in
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_sigterm_stops_every_worker_at_one_step_and_saves_it(tmp_path, tiny_corpus_dir, fw):
+    data, out = tmp_path / "corpus", tmp_path / "run"
+    shutil.copytree(tiny_corpus_dir, data)
+    job = train(fw, out, data, 1000, background=True)
+    deadline = time.monotonic() + 300
+    while not checkpoint.listed(out, "text2mel"):
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended or stalled before a checkpoint"
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    step = checkpoint.listed(out, "text2mel")[-1][0]
+    assert f"interrupted at step {step}; checkpoint:" in stdout, stdout[-2000:]
+    log = [json.loads(line)["step"] for line in (out / "text2mel-losses.jsonl").read_text().splitlines()]
+    assert log == list(range(1, step + 1)), "every step logged once, up to the saved one"
+    assert no_process_left(str(out)), "processes of the stopped job still run"
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_the_cli_trains_resumes_and_survives_a_killed_worker(tmp_path, tiny_corpus_dir, fw):
     data = tmp_path / "corpus"
     shutil.copytree(tiny_corpus_dir, data)  # its own feature cache: runs in parallel never share one

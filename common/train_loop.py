@@ -99,6 +99,10 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     if state.step >= steps:
         return Result(state.step, {}, ckpt.path, 0, 0)
     name = framework.framework if isinstance(framework, type) else framework
+    in_job = distributed.declared_workers(name) > 1  # its launcher showed the corpus's progress
+    # the corpus before the framework: bad data is refused even where the framework is missing
+    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress and not in_job)
+    train_idx, test_idx = data.split(len(corpus), state.seed)
     if threads:
         configure_threads(name, threads)
     backend, rank, workers = make_backend(framework, name, spec, net, device, state.seed, state.batch_size)
@@ -109,8 +113,6 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
         print(f"resuming from {ckpt.path} (step {state.step}, written by {ckpt.framework}"
               + ("" if ckpt.framework == name else f"; continuing in {name}") + ")"
               + (f" with {workers} workers" if workers > 1 else ""))
-    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress and lead)
-    train_idx, test_idx = data.split(len(corpus), state.seed)
     if state.batch_size > len(train_idx) and lead:
         warnings.warn(f"batch size {state.batch_size} > the {len(train_idx)} training utterances: every batch "
                       f"holds {len(train_idx)}", stacklevel=2)

@@ -194,9 +194,9 @@ def cost_model(spec_name: str = "paper", per_gpu_batch: int = 32, gpus: int = 8,
 
 
 def markdown(args, records: list) -> str:
-    table = rows(records)
+    table, info = rows(records), machine.machine()
     lines = [f"# Data-parallel scaling ({args.preset}, {args.device})", "",
-             f"machine: {machine.machine()['cpu']}, {machine.machine()['cores']} cores; global batch "
+             f"machine: {info['cpu']}, {info['cores']} cores; global batch "
              f"{', '.join(map(str, args.batch_size))} split evenly over the workers; {args.warmup} warm-up + "
              f"{args.steps} counted steps a run, {args.repeat} round(s), framework order alternating; medians.",
              "efficiency = throughput / (workers x the throughput of 1 worker on 1 thread); vs 1x{t} = throughput "

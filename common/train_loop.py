@@ -99,13 +99,14 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     if state.step >= steps:
         return Result(state.step, {}, ckpt.path, 0, 0)
     name = framework.framework if isinstance(framework, type) else framework
-    in_job = distributed.declared_workers(name) > 1  # its launcher showed the corpus's progress
+    declared = distributed.declared_workers(name)  # > 1: a worker of a job, whose launcher showed the corpus's progress
     # the corpus before the framework: bad data is refused even where the framework is missing
-    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress and not in_job)
+    corpus = data.load_corpus(data_dir, spec, cache and data.corpus_cache(data_dir, cache), progress and declared == 1)
     train_idx, test_idx = data.split(len(corpus), state.seed)
     if threads:
         configure_threads(name, threads)
-    backend, rank, workers = make_backend(framework, name, spec, net, device, state.seed, state.batch_size)
+    backend, rank, workers = make_backend(framework, name, declared, spec, net, device, state.seed,
+                                           state.batch_size)
     if workers > 1 and after_step is not None:
         raise TrainError("after_step (early stopping) works in single-process runs only")
     lead = rank == 0  # writes the files and shows progress
@@ -166,10 +167,11 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
     return Result(state.step, losses, saved, stop.signum, state.step - first, rank)
 
 
-def make_backend(framework, name: str, spec: Spec, net: str, device: str, seed: int, batch_size: int) -> tuple:
+def make_backend(framework, name: str, declared: int, spec: Spec, net: str, device: str, seed: int,
+                 batch_size: int) -> tuple:
     """(Backend, rank, workers): the framework's Backend, joined to the data-parallel job this
-    process was started in, if any (a worker on a GPU takes the one of its local rank)."""
-    declared = distributed.declared_workers(name)
+    process was started in, if any (`declared` workers: common.distributed.declared_workers;
+    a worker on a GPU takes the one of its local rank)."""
     if declared > 1 and batch_size % declared:
         raise TrainError(f"batch size {batch_size} does not split evenly over {declared} workers")
     if declared > 1 and device == "cuda":

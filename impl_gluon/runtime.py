@@ -14,6 +14,8 @@ import sys
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from common import distributed
+
 # mxnet 1.9.1 still uses the `np.bool` alias that numpy 1.24 removed (numpy is pinned to
 # 1.23.5 in constraints.txt; this guard keeps an accidental upgrade from breaking import).
 if not hasattr(np, "bool"):
@@ -139,7 +141,7 @@ def resolve_device(device: str = "cpu"):
 if os.environ.get("DMLC_ROLE") in ("server", "worker"):
     os.environ.pop("PORT", None)
 DIST_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
-LOCAL_RANK_ENV = "DCTTS_LOCAL_RANK"  # set by common.distributed's MXNet launcher, per worker
+LOCAL_RANK_ENV = distributed.LOCAL_RANK  # set by common.distributed's MXNet launcher, per worker
 _kvstore = None
 _next_key = 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -121,7 +122,23 @@ def summarize(curves: dict, target_aligned: float, target_mcd: float) -> dict:
     return rows
 
 
-def markdown(meta: dict, rows: dict) -> str:
+def agreement(curves: dict) -> dict | None:
+    """How far apart the frameworks' held-out MCD-DTW lie at the steps all of them evaluated
+    (after step 0): per step the spread (max - min) / min; its median and largest over those
+    steps. None with fewer than two frameworks or no common trained step."""
+    if len([p for p in curves.values() if p]) < 2:
+        return None
+    by_step = [{p["step"]: p["mcd_mean"] for p in points} for points in curves.values()]
+    steps = sorted(set.intersection(*(set(s) for s in by_step)) - {0})
+    if not steps:
+        return None
+    spread = [(max(s[k] for s in by_step) - min(s[k] for s in by_step)) / min(s[k] for s in by_step) for k in steps]
+    worst = max(range(len(steps)), key=spread.__getitem__)
+    return {"steps": steps, "spread": spread, "median": statistics.median(spread),
+            "max": spread[worst], "max_step": steps[worst]}
+
+
+def markdown(meta: dict, rows: dict, agree: dict | None = None) -> str:
     def num(v, fmt):
         return "—" if v is None else format(v, fmt)
 
@@ -137,6 +154,10 @@ def markdown(meta: dict, rows: dict) -> str:
                      f"| {f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} "
                      f"| {f['forced_fraction_mean']:.0%} | {f['duration_ratio_mean']:.2f} | {u['mcd_mean']:.2f} "
                      f"| {f['mcd_mean_spectrum_mean']:.2f} |")
+    if agree:
+        lines += ["", f"Held-out MCD-DTW at equal steps ({len(agree['steps'])} evaluations that every framework made): "
+                  f"spread (max - min) / min median {agree['median']:.1%}, largest {agree['max']:.1%} at step "
+                  f"{agree['max_step']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -211,10 +232,11 @@ def run(args) -> int:
             proc.wait()
         status = 130
     curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in procs}
-    rows = summarize(curves, args.target_aligned, args.target_mcd)
+    rows, agree = summarize(curves, args.target_aligned, args.target_mcd), agreement(curves)
     meta = {"preset": preset, "header": header, "machine": info, "options": {k: str(v) for k, v in vars(args).items()}}
-    (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "curves": curves}, indent=1))
-    table = markdown(meta, rows)
+    (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "agreement": agree, "curves": curves},
+                                                  indent=1))
+    table = markdown(meta, rows, agree)
     (out / "table.md").write_text(table)
     plot(out / "curves.png", curves)
     print(table)

@@ -68,7 +68,7 @@ def parse_args(argv=None):
     g.add_argument("--max-steps", type=int, default=20000, help="step budget per framework")
     g.add_argument("--minutes", type=float, default=20, help="training-time budget per framework (0: none)")
     g.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
-    g.add_argument("--sentences", type=int, default=20, help="held-out sentences per evaluation")
+    g.add_argument("--sentences", type=int, default=50, help="held-out sentences per evaluation (the corpus has 50)")
     g.add_argument("--target-aligned", type=float, default=converge.TARGET_ALIGNED,
                    help="target: fraction of held-out sentences aligned")
     g.add_argument("--target-mcd", type=float, default=converge.TARGET_MCD, help="target: held-out MCD-DTW, dB")

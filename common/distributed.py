@@ -36,7 +36,6 @@ LOCAL_RANK = "DCTTS_LOCAL_RANK"  # set by `launch` for MXNet workers (torchrun a
 # How a process learns that it is one worker of a job, for each engine: (variable, its value's meaning).
 _SIZE_VARIABLES = {"torch": ("WORLD_SIZE",), "chainer": ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"),
                    "gluon": ("DMLC_NUM_WORKER",)}
-_LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", LOCAL_RANK)
 
 
 class LaunchError(RuntimeError):
@@ -52,14 +51,6 @@ def declared_workers(framework: str, environ=os.environ) -> int:
         if environ.get(name):
             return int(environ[name])
     return 1
-
-
-def local_rank(environ=os.environ) -> int:
-    """This worker's index on its machine (its GPU), from whichever launcher started it."""
-    for name in _LOCAL_RANK_VARIABLES:
-        if environ.get(name):
-            return int(environ[name])
-    return 0
 
 
 def shard(batch: Batch, rank: int, workers: int) -> Batch:

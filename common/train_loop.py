@@ -171,11 +171,9 @@ def make_backend(framework, name: str, declared: int, spec: Spec, net: str, devi
                  batch_size: int) -> tuple:
     """(Backend, rank, workers): the framework's Backend, joined to the data-parallel job this
     process was started in, if any (`declared` workers: common.distributed.declared_workers;
-    a worker on a GPU takes the one of its local rank)."""
+    on joining, each Backend moves a worker made with "cuda" to the GPU of its local rank)."""
     if declared > 1 and batch_size % declared:
         raise TrainError(f"batch size {batch_size} does not split evenly over {declared} workers")
-    if declared > 1 and device == "cuda":
-        device = f"cuda:{distributed.local_rank()}"
     backend_cls = framework if isinstance(framework, type) else load_backend(framework)
     backend = backend_cls(spec, net, device=device, seed=seed)
     if declared == 1:

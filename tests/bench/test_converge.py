@@ -1,6 +1,8 @@
 """The time-to-quality task (bench/converge.py): a smoke run at `tiny`, and its summary rules."""
 import json
 
+import numpy as np
+
 from bench import converge, run
 
 
@@ -34,3 +36,14 @@ def test_time_to_target_is_the_first_point_meeting_both_targets():
     assert rows["c"]["target_step"] is None and rows["c"]["ratio_to_fastest"] is None
     assert rows["a"]["ratio_to_fastest"] == 2.5 and rows["b"]["ratio_to_fastest"] == 1.0
     assert rows["a"]["final"]["step"] == 300 and rows["a"]["untrained"]["step"] == 0
+
+
+def test_agreement_is_the_spread_of_mcd_at_the_steps_every_framework_evaluated():
+    curves = {"a": [point(0, 0, 0, 9), point(100, 1, 0, 5.0), point(200, 2, 0, 4.0), point(300, 3, 0, 3.0)],
+              "b": [point(0, 0, 0, 9), point(100, 1, 0, 5.5), point(200, 2, 0, 4.0)],
+              "c": [point(0, 0, 0, 9), point(100, 1, 0, 5.0), point(200, 2, 0, 4.2), point(250, 3, 0, 1.0)]}
+    agree = converge.agreement(curves)
+    assert agree["steps"] == [100, 200]  # step 0 (the same untrained weights) and steps not all made left out
+    assert np.allclose(agree["spread"], [0.1, 0.05]) and (agree["max"], agree["max_step"]) == (agree["spread"][0], 100)
+    assert "largest 10.0% at step 100" in converge.markdown({"preset": "x", "header": []}, {}, agree)
+    assert converge.agreement({"a": curves["a"]}) is None and converge.agreement({"a": curves["a"][:1], "b": []}) is None

@@ -3,14 +3,13 @@
 
     parity  for each network, two Backends (seed 0) restore the same checkpoint (the weights of
             seed 5 and an Adam state at step 6), one before join_workers and one after; rank r
-            takes half r of GLOBAL; writes OUT_DIR/rank-<r>.npz: mean_over_workers([r + 1, 2]),
-            the eval-mode gradients on its half (the workers' mean), then one train_step on its
+            takes half r of GLOBAL (common.distributed.shard); writes OUT_DIR/rank-<r>.npz:
+            mean_over_workers([r + 1, 2]), the eval-mode gradients on its half (the workers' mean), then one train_step on its
             half and both Backends' weights and Adam state
     raise | exit | kill
             trains Text2Mel on its half; before step 3 rank 1 raises, calls sys.exit(1), or
             SIGKILLs itself, while rank 0 goes on into the step's all-reduce
 """
-import dataclasses
 import os
 import signal
 import sys
@@ -19,21 +18,13 @@ from impl_chainer import runtime
 
 import numpy as np
 
-from common import data
+from common import data, distributed
 from common.spec import NETS, get_spec
 from common.weights import init_weights
 from impl_chainer.backend import Backend
 
 SPEC = get_spec("tiny").replace(dropout=0.0)  # no dropout: the halves' gradients do not depend on the rank's stream
 GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
-
-
-def half(batch, rank: int):
-    """Rows [2 rank, 2 rank + 2) at the global padded shape, each half weighing 1 and counting half
-    of the global batch's real attention positions (what common.distributed.shard makes)."""
-    arrays = {f.name: np.ascontiguousarray(getattr(batch, f.name)[2 * rank: 2 * rank + 2])
-              for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), np.ndarray)}
-    return dataclasses.replace(batch, **arrays, weight=1.0, real_positions=batch.attention_positions() / 2)
 
 
 def checkpoint(net: str) -> tuple:
@@ -59,7 +50,7 @@ def parity(out_dir: str) -> None:
         assert after.join_workers() == (rank, workers) == (rank, 2)
         after.set_weights(weights)
         after.set_optimizer_state(state)
-        shard = half(GLOBAL, rank)
+        shard = distributed.shard(GLOBAL, rank, 2)
         out["mean"] = after.mean_over_workers(np.array([rank + 1.0, 2.0], np.float32))
         losses, grads = after.gradients(shard)
         out.update({f"{net}.g.{k}": v for k, v in grads.items()})
@@ -74,7 +65,7 @@ def parity(out_dir: str) -> None:
 def fail(how: str) -> None:
     backend = Backend(SPEC, "text2mel", seed=0)
     rank, _ = backend.join_workers()
-    shard = half(GLOBAL, rank)
+    shard = distributed.shard(GLOBAL, rank, 2)
     for step in range(1, 1000):
         if rank == 1 and step == 3:
             print(f"rank 1: {how} before step {step}", flush=True)

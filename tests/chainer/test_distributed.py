@@ -20,7 +20,7 @@ import chainer
 import numpy as np
 import pytest
 
-from common import data, losses as L, spec as S
+from common import data, distributed, losses as L, spec as S
 from impl_chainer.backend import Backend
 from impl_chainer.layers import canonical_parameters
 from tests.chainer import mpi_worker as W
@@ -142,7 +142,7 @@ def test_two_mpi_workers_average_their_gradients_through_chainermn(tmp_path):
         for rank in range(2):
             backend = restored(net)
             with runtime.unchecked(), chainer.using_config("train", False):  # as Backend.gradients
-                backend.trainer._backward(W.half(W.GLOBAL, rank))
+                backend.trainer._backward(distributed.shard(W.GLOBAL, rank, 2))
             halves.append({name: p.grad.copy() for name, p in backend.trainer.params.items()})
         mean = {name: (halves[0][name] + halves[1][name]) * np.float32(0.5) for name in halves[0]}
         for name, g in mean.items():
@@ -150,7 +150,7 @@ def test_two_mpi_workers_average_their_gradients_through_chainermn(tmp_path):
                                        err_msg=f"{net} {name}")
         backend = restored(net)
         backend.trainer.communicator = MeanOf(mean)
-        backend.train_step(W.half(W.GLOBAL, 0))
+        backend.train_step(distributed.shard(W.GLOBAL, 0, 2))
         lr = L.learning_rate(W.SPEC, 7)
         for name, w in backend.get_weights().items():
             np.testing.assert_allclose(ranks[0][f"{net}.after.w.{name}"], w, rtol=0, atol=1e-3 * lr + 1e-7,

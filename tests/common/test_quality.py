@@ -123,10 +123,36 @@ def test_one_hot_columns_count_as_forced():
     a[:, 10:13] = one_hot(positions[10:13], 20)
     al = quality.alignment(a, 20, 60)
     assert al["forced_frames"] == 3 and al["forced_fraction"] == pytest.approx(0.05) and al["aligned"]
-    a[:, 13:20] = one_hot(positions[13:20], 20)  # 10 of 60 forced: over MAX_FORCED_FRACTION
-    al = quality.alignment(a, 20, 60)
-    assert al["forced_frames"] == 10 and al["monotonic"] and al["reaches_end"] and not al["aligned"]
+    assert al["longest_forced_run"] == 3
 
+
+def test_jitter_is_aligned_but_being_dragged_along_is_not():
+    """Forced frames scattered along a diagonal the network follows (here every third frame, a
+    third of all) are aligned; a run of more than MAX_FORCED_RUN forced frames is not, nor is a
+    synthesis forced on more than MAX_FORCED_FRACTION of its frames."""
+    a = diagonal(20, 60)
+    positions = a.argmax(axis=0)
+    jitter = a.copy()
+    jitter[:, ::3] = one_hot(positions[::3], 20)
+    al = quality.alignment(jitter, 20, 60)
+    assert al["forced_fraction"] == pytest.approx(1 / 3) and al["longest_forced_run"] == 1 and al["aligned"]
+    run = quality.MAX_FORCED_RUN
+    dragged = a.copy()
+    dragged[:, 30:31 + run] = one_hot(positions[30:31 + run], 20)
+    al = quality.alignment(dragged, 20, 60)
+    assert al["longest_forced_run"] == run + 1 and al["monotonic"] and al["reaches_end"] and not al["aligned"]
+    dragged[:, 30:30 + run] = a[:, 30:30 + run]  # the same run one frame shorter
+    assert quality.alignment(dragged, 20, 60)["aligned"]
+    mostly = one_hot(positions, 20)
+    mostly[:, ::4] = a[:, ::4]  # the network's own choice on one frame in four, forced runs of 3
+    al = quality.alignment(mostly, 20, 60)
+    assert al["longest_forced_run"] == 3 and al["forced_fraction"] == pytest.approx(0.75) and not al["aligned"]
+
+
+def test_longest_run():
+    assert quality.longest_run([]) == 0 and quality.longest_run([False, False]) == 0
+    assert quality.longest_run([True, False, True, True, True, False, True, True]) == 3
+    assert quality.longest_run(np.ones(5, bool)) == 5
 
 def test_alignment_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="n_text"):
@@ -138,10 +164,12 @@ class Perfect:
 
     def __init__(self, refs):
         self.mels = {r.ids.tobytes(): r.mel for r in refs}
+        self.batches = []
 
-    def synthesize(self, ids, max_frames):
-        mel = self.mels[np.asarray(ids).tobytes()]
-        return mel, diagonal(len(ids), mel.shape[1])
+    def synthesize_batch(self, texts, max_frames):
+        self.batches.append(len(texts))
+        mels = [self.mels[np.asarray(ids).tobytes()] for ids in texts]
+        return [(mel, diagonal(len(ids), mel.shape[1])) for ids, mel in zip(texts, mels)]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +189,9 @@ def test_references_are_the_reduced_mels_of_the_held_out_set(small_corpus):
 def test_evaluate_a_perfect_synthesis_and_the_mean_spectrum(small_corpus):
     refs = quality.heldout_references(small_corpus, TINY)
     frame = quality.mean_frame(r.mel for r in quality.training_references(small_corpus, TINY))
-    result = quality.evaluate(Perfect(refs), refs, TINY, mean_spectrum=frame)
+    perfect = Perfect(refs)
+    result = quality.evaluate(perfect, refs, TINY, mean_spectrum=frame, batch_size=3)
+    assert perfect.batches == [3, 1]  # in order, each sentence measured against its own reference
     assert result["n"] == 4 and result["mcd_mean"] == 0 and result["aligned_rate"] == 1
     assert result["duration_ratio_mean"] == 1 and result["mcd_mean_spectrum_mean"] > 1
     assert result["mcd_ratio_to_mean_spectrum"] == 0 and len(result["rows"]) == 4
@@ -175,8 +205,8 @@ def test_evaluate_an_untrained_torch_text2mel(small_corpus):
     frame = quality.mean_frame(r.mel for r in quality.training_references(small_corpus, TINY))
     result = quality.evaluate(backend, refs, TINY, max_frames=24, mean_spectrum=frame)
     keys = {"n", "n_coeffs", "mcd_mean", "mcd_median", "aligned_rate", "reaches_end_rate", "monotonic_rate",
-            "forced_fraction_mean", "duration_ratio_mean", "diagonality_mean", "mcd_mean_spectrum_mean",
-            "mcd_mean_spectrum_median", "mcd_ratio_to_mean_spectrum", "seconds", "rows"}
+            "forced_fraction_mean", "longest_forced_run_median", "duration_ratio_mean", "diagonality_mean",
+            "mcd_mean_spectrum_mean", "mcd_mean_spectrum_median", "mcd_ratio_to_mean_spectrum", "seconds", "rows"}
     assert keys <= set(result) and result["n"] == 4 and result["n_coeffs"] == quality.N_COEFFS
     assert np.isfinite(result["mcd_mean"]) and result["mcd_mean"] > 0 and result["mcd_median"] > 0
     for rate in ("aligned_rate", "reaches_end_rate", "monotonic_rate", "forced_fraction_mean", "diagonality_mean"):
@@ -184,6 +214,9 @@ def test_evaluate_an_untrained_torch_text2mel(small_corpus):
     assert result["duration_ratio_mean"] > 0 and result["seconds"] > 0
     row = result["rows"][0]
     assert 1 <= row["frames"] <= 24 and row["real_frames"] == refs[0].mel.shape[1]
+    alone = quality.evaluate(backend, refs, TINY, max_frames=24, batch_size=1)  # a batch = each sentence alone
+    for a, b in zip(alone["rows"], result["rows"]):
+        assert a["frames"] == b["frames"] and np.isclose(a["mcd"], b["mcd"], atol=1e-3), (a, b)
 
 
 def test_held_out_sentences_the_model_cannot_take_are_skipped_naming_the_real_file(small_corpus):

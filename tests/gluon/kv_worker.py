@@ -5,7 +5,7 @@ beside a scheduler and a server):
 
 For each network (both in this one process: they share its kvstore), it builds the Backend from
 other weights than the test's reference and restores the reference's (worker 0 before
-join_workers, worker 1 after), joins, and on its half of GLOBAL (rows 2 rank, 2 rank + 1, weight 1,
+join_workers, worker 1 after), joins, and on its half of GLOBAL (common.distributed.shard: rows 2 rank, 2 rank + 1, weight 1,
 half the global attention positions) takes the eval-mode gradients, then STEPS train_steps.
 Rank 0 writes OUT_PREFIX.<net>.npz: "g.<name>", "w.<name>", "mean" (mean_over_workers of
 [rank + 1, 2]) and "losses" (each step's loss, meaned over the workers). Rank 1 leaves right
@@ -13,25 +13,17 @@ after its last step, with its last gradient exchange possibly still queued (what
 runtime.kvstore's exit handler is for)."""
 from impl_gluon import runtime  # noqa: F401  (before mxnet)
 
-import dataclasses
 import os
 import sys
 
 import numpy as np
 
-from common import data, spec as S, weights as W
+from common import data, distributed, spec as S, weights as W
 from impl_gluon.backend import Backend
 
 SPEC = S.get_spec("tiny").replace(dropout=0.0)
 GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
 STEPS = 2
-
-
-def shard(rank: int):
-    rows = slice(2 * rank, 2 * rank + 2)
-    arrays = {f.name: np.ascontiguousarray(getattr(GLOBAL, f.name)[rows]) for f in dataclasses.fields(GLOBAL)
-              if isinstance(getattr(GLOBAL, f.name), np.ndarray)}
-    return dataclasses.replace(GLOBAL, **arrays, weight=1.0, real_positions=float(GLOBAL.guide_mask.sum()) / 2)
 
 
 def main(prefix: str) -> None:
@@ -45,7 +37,7 @@ def main(prefix: str) -> None:
         if not before:
             backend.set_weights(W.init_weights(SPEC, net, 0))
         mean = backend.mean_over_workers(np.array([rank + 1.0, 2.0], np.float32))
-        batch = shard(rank)
+        batch = distributed.shard(GLOBAL, rank, workers)
         _, grads = backend.gradients(batch)
         losses = [backend.mean_over_workers(np.array([backend.train_step(batch)["loss"]], np.float32))[0]
                   for _ in range(STEPS)]

@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common import data, losses as L, spec as S, weights as W
+from common import data, distributed, losses as L, spec as S, weights as W
 from impl_gluon.backend import Backend
 from tests.gluon import kv_worker
 
@@ -125,7 +125,7 @@ def replay(net: str) -> tuple:
     """One process doing what the job's arithmetic is: each shard's gradients, their float32 sum
     (the server's), Adam scaling it by 1/2 (the mean) before clipping. (mean gradients, weights)."""
     backend = Backend(kv_worker.SPEC, net, seed=0)
-    trainer, shards = backend.trainer, [kv_worker.shard(r) for r in (0, 1)]
+    trainer, shards = backend.trainer, [distributed.shard(kv_worker.GLOBAL, r, 2) for r in (0, 1)]
     params = list(trainer.params.values())
 
     def summed(train: bool) -> dict:

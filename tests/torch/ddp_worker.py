@@ -5,31 +5,22 @@ hand with torchrun's variables):
 
 For each network (SPEC: tiny, dropout off) the worker restores CHECKPOINT (Text2Mel before
 join_workers, SSRN after: both orders must work), checks mean_over_workers, takes the
-eval-mode gradients of its half of GLOBAL, then trains `--steps` steps on that half and writes
-OUT_DIR/rank-<r>.npz. --die-at / --hang-at K: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself
+eval-mode gradients of its half of GLOBAL (common.distributed.shard), then trains `--steps`
+steps on that half and writes OUT_DIR/rank-<r>.npz. --die-at / --hang-at K: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself
 before step K of Text2Mel, as a crash or a hang would."""
 import argparse
-import dataclasses
 import os
 import signal
 from pathlib import Path
 
 import numpy as np
 
-from common import data
+from common import data, distributed
 from common.spec import NETS, get_spec
 from impl_torch.runtime import configure_threads
 
 SPEC = get_spec("tiny").replace(dropout=0.0)
 GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
-
-
-def half(batch, rank: int, workers: int = 2):
-    """Rows [2 rank, 2 rank + 2) at the global padded shape: weight 1, half the global positions."""
-    n = batch.size // workers
-    arrays = {f.name: np.ascontiguousarray(getattr(batch, f.name)[n * rank: n * rank + n])
-              for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), np.ndarray)}
-    return dataclasses.replace(batch, **arrays, weight=1.0, real_positions=batch.attention_positions() / workers)
 
 
 def checkpoint(net: str) -> tuple:
@@ -66,7 +57,7 @@ def main() -> None:
             restore(backend, saved)
         out[f"{net}.workers"] = np.array(workers)
         out[f"{net}.mean"] = backend.mean_over_workers(np.array([rank + 1.0, 2.0], np.float32))
-        shard = half(GLOBAL, rank, workers)
+        shard = distributed.shard(GLOBAL, rank, workers)
         losses, grads = backend.gradients(shard)
         out.update({f"{net}.g.{k}": v for k, v in grads.items()})
         out[f"{net}.losses"] = np.array([list(losses.values())])

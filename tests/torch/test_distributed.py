@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from bench.parity import global_relative_error
+from common import distributed
 from common.spec import NETS
 from impl_torch import runtime
 from impl_torch.backend import Backend
-from tests.torch.ddp_worker import GLOBAL, SPEC, checkpoint, half, restore
+from tests.torch.ddp_worker import GLOBAL, SPEC, checkpoint, restore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXACT = 1e-5  # two workers vs one process on the global batch: only the order of float sums differs
@@ -53,7 +54,7 @@ def mean_of_halves_steps(net: str, steps: int) -> dict:
     """One process doing what the two workers should: each step, the mean of the two halves'
     gradients, then train_step's clip and Adam (Trainer._update)."""
     backend = restored(net)
-    trainer, halves = backend.trainer, [half(GLOBAL, r) for r in range(2)]
+    trainer, halves = backend.trainer, [distributed.shard(GLOBAL, r, 2) for r in range(2)]
     for _ in range(steps):
         backend.model.train()
         grads = []
@@ -79,7 +80,7 @@ def test_two_workers_average_gradients_like_one_process(job, net):
         np.testing.assert_array_equal(out[f"{net}.mean"], np.array([1.5, 2.0], np.float32))
     one = restored(net)
     losses, grads = one.gradients(GLOBAL)
-    (_, g0), (_, g1) = (restored(net).gradients(half(GLOBAL, r)) for r in range(2))
+    (_, g0), (_, g1) = (restored(net).gradients(distributed.shard(GLOBAL, r, 2)) for r in range(2))
     two = part(job[0], f"{net}.g.")
     assert global_relative_error(grads, two) <= EXACT, global_relative_error(grads, two)
     assert all(np.array_equal(two[k], (g0[k] + g1[k]) / 2) for k in two)

@@ -58,15 +58,18 @@ def worker(args) -> None:
     refs = quality.heldout_references(args.data, spec)[: args.sentences]
     corpus = data.load_corpus(args.data, spec, progress=False)
     mean = quality.mean_frame(ref.mel for ref in quality.references(corpus))
-    clock = {"start": time.perf_counter(), "eval": 0.0, "loss": [], "met_at": None}
+    # train / eval seconds: this process's since "start", plus those of the run it resumes
+    clock = {"start": time.perf_counter(), "eval": 0.0, "loss": [], "trained_before": 0.0, "evaluated_before": 0.0}
 
     def evaluate(step: int, backend) -> dict:
         t = time.perf_counter()
         result = quality.evaluate(backend, refs, spec, mean_spectrum=mean)
         clock["eval"] += time.perf_counter() - t
         losses = clock["loss"]
-        point = {"step": step, "train_seconds": time.perf_counter() - clock["start"] - clock["eval"],
-                 "eval_seconds": clock["eval"], "loss": float(np.mean(losses)) if losses else None,
+        point = {"step": step,
+                 "train_seconds": clock["trained_before"] + time.perf_counter() - clock["start"] - clock["eval"],
+                 "eval_seconds": clock["evaluated_before"] + clock["eval"],
+                 "loss": float(np.mean(losses)) if losses else None,
                  **{k: v for k, v in result.items() if k not in ("rows", "seconds")}}
         clock["loss"] = []
         with open(curve, "a") as f:
@@ -85,13 +88,20 @@ def worker(args) -> None:
         out_of_time = args.minutes and point["train_seconds"] >= args.minutes * 60
         return bool(done or out_of_time)
 
-    curve.unlink(missing_ok=True)
-    untrained = load_backend(args.framework)(spec, "text2mel", seed=args.seed)
-    clock["start"] = time.perf_counter()  # step 0's train_seconds: ~0
-    evaluate(0, untrained)
+    done = read_curve(curve) if args.resume else []
+    if done and met(done[-1], args.target_aligned, args.target_mcd):
+        print(f"{args.framework}: met the target at step {done[-1]['step']} already", flush=True)
+        return
+    if done:  # the training loop resumes from the run's last checkpoint, bit-identically
+        clock["trained_before"], clock["evaluated_before"] = done[-1]["train_seconds"], done[-1]["eval_seconds"]
+    else:
+        curve.unlink(missing_ok=True)
+        untrained = load_backend(args.framework)(spec, "text2mel", seed=args.seed)
+        clock["start"] = time.perf_counter()  # step 0's train_seconds: ~0
+        evaluate(0, untrained)
     clock["start"], clock["eval"] = time.perf_counter(), 0.0  # the untrained point costs no training time
     train_loop.train(args.framework, "text2mel", args.data, out / "run", spec, steps=args.steps,
-                     checkpoint_every=args.steps, seed=args.seed, resume=False, progress=False,
+                     checkpoint_every=args.steps, seed=args.seed, resume=bool(done), progress=False,
                      threads=args.threads, after_step=after_step)
 
 
@@ -209,6 +219,9 @@ def run(args) -> int:
         header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
                       f"each, on {os.cpu_count()} cores: they shared the machine alike until one stopped; "
                       "after that the others ran faster (compare steps, not minutes, after the first stop)")
+    if args.resume:
+        header.append("RESUMED: each framework continued from its curve and last checkpoint (training bit-identical "
+                      "to an uninterrupted run; the machine's load may differ between the parts)")
     env = subprocess_env(args.threads, args.device)
     procs, status = {}, 0
     try:
@@ -217,7 +230,7 @@ def run(args) -> int:
                    str(data_dir), "--out", str(out / fw), "--steps", str(args.max_steps), "--eval-every",
                    str(args.eval_every), "--sentences", str(args.sentences), "--threads", str(args.threads),
                    "--seed", str(args.seed), "--target-aligned", str(args.target_aligned), "--target-mcd",
-                   str(args.target_mcd), "--minutes", str(args.minutes or 0)]
+                   str(args.target_mcd), "--minutes", str(args.minutes or 0)] + (["--resume"] if args.resume else [])
             print(f"converge: {fw} ...", flush=True)
             procs[fw] = subprocess.Popen(cmd, cwd=REPO, env=env)
             if not args.parallel:
@@ -231,7 +244,10 @@ def run(args) -> int:
         for proc in procs.values():
             proc.wait()
         status = 130
-    curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in procs}
+    from common.framework import FRAMEWORKS  # here: the worker must set its threads before numpy loads
+
+    names = [fw for fw in FRAMEWORKS if fw in procs or (args.resume and (out / fw / "curve.jsonl").is_file())]
+    curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in names}
     rows, agree = summarize(curves, args.target_aligned, args.target_mcd), agreement(curves)
     meta = {"preset": preset, "header": header, "machine": info, "options": {k: str(v) for k, v in vars(args).items()}}
     (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "agreement": agree, "curves": curves},
@@ -258,6 +274,7 @@ def parse_worker_args(argv=None):
     p.add_argument("--target-aligned", type=float, default=TARGET_ALIGNED)
     p.add_argument("--target-mcd", type=float, default=TARGET_MCD)
     p.add_argument("--minutes", type=float, default=0)
+    p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
 
 

@@ -73,6 +73,9 @@ def parse_args(argv=None):
                    help="target: fraction of held-out sentences aligned")
     g.add_argument("--target-mcd", type=float, default=converge.TARGET_MCD, help="target: held-out MCD-DTW, dB")
     g.add_argument("--parallel", action="store_true", help="train the frameworks side by side (--threads each)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out: each framework from its curve and last checkpoint "
+                        "(bit-identical training; the table covers every framework with a curve there)")
     args = p.parse_args(argv)
     args.converge = "converge" in args.task
     if args.converge and len(args.task) > 1:

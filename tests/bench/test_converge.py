@@ -22,6 +22,21 @@ def test_converge_smoke_run_writes_curves_table_and_plot(tiny_corpus_dir, tmp_pa
     assert (out / "torch" / "run" / "text2mel-00000004.safetensors").is_file()
 
 
+def test_a_resumed_run_continues_the_curve_as_if_uninterrupted(tiny_corpus_dir, tmp_path):
+    common = ["--task", "converge", "--framework", "torch", "--preset", "tiny", "--data", str(tiny_corpus_dir),
+              "--eval-every", "2", "--sentences", "1", "--minutes", "0", "--threads", "1"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run.main(common + ["--max-steps", "4", "--out", str(whole)]) == 0
+    assert run.main(common + ["--max-steps", "2", "--out", str(part)]) == 0
+    assert run.main(common + ["--max-steps", "4", "--out", str(part), "--resume"]) == 0
+    a, b = (json.loads((d / "converge.json").read_text())["curves"]["torch"] for d in (whole, part))
+    assert [p["step"] for p in b] == [0, 2, 4]  # step 0 and 2 kept, not measured again
+    for key in ("loss", "mcd_mean", "aligned_rate"):
+        assert [p[key] for p in a] == [p[key] for p in b], key
+    assert b[1]["train_seconds"] < b[2]["train_seconds"] and b[1]["eval_seconds"] < b[2]["eval_seconds"]
+    assert "RESUMED" in (part / "table.md").read_text()
+
+
 def point(step, seconds, aligned, mcd):
     return {"step": step, "train_seconds": seconds, "aligned_rate": aligned, "mcd_mean": mcd}
 

@@ -231,7 +231,7 @@ def main(argv=None) -> None:
     p.add_argument("--framework", required=True)
     p.add_argument("--text2mel", required=True, type=Path, help="checkpoint, weight file or run directory")
     p.add_argument("--data", required=True, type=Path, help="an espeak-ng corpus with heldout.csv (common.corpus)")
-    p.add_argument("--sentences", type=int, default=20, help="held-out sentences (default 20)")
+    p.add_argument("--sentences", type=int, default=50, help="held-out sentences (default 50: all of a default corpus)")
     p.add_argument("--training", action="store_true", help="training sentences instead (over-fitting)")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, help="folder for quality.json and attention plots")

@@ -42,6 +42,13 @@ def main() -> None:
     backend = load_backend(args.framework)(SPEC, args.net, seed=0)
     rank, workers = backend.join_workers() if distributed.declared_workers(args.framework) > 1 else (0, 1)
     with distributed.Heartbeat(rank) as heartbeat:
+        # as the training loop's workers do, a stop request (the engine's launcher ending the job
+        # after a peer died) marks this rank "signalled", so that the watchdog does not blame it
+        def leave(signum, frame):
+            heartbeat.signalled()
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGTERM, leave)
         train(args, backend, rank, workers, heartbeat)
 
 

@@ -222,7 +222,7 @@ class _Job:
         soon ends the others (a connection error, the launcher's SIGTERM): the culprit is the
         first to fail that was not asked to stop, a worker that vanished without a word (killed)
         counting from the previous poll."""
-        now, suspects, stale = time.time(), {}, []
+        now, suspects, waiting, stale = time.time(), {}, [], False
         for rank, (record, age) in sorted(beats.items()):
             state = record["state"]
             if state == "done":
@@ -233,8 +233,9 @@ class _Job:
                 self.died.setdefault(rank, now - self.poll)
                 if state != "signalled":
                     suspects[rank] = self.died[rank]
-            elif age > self.timeout:
-                stale.append(rank)
+            else:
+                waiting.append(rank)
+                stale |= age > self.timeout
         if suspects or self.died:
             rank = min(suspects or self.died, key=(suspects or self.died).get)
             record = beats[rank][0]
@@ -244,10 +245,10 @@ class _Job:
         if missing and time.monotonic() - self.started > self.timeout:
             return (f"worker rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} had not started "
                     f"after {self.timeout:.0f} s (--worker-timeout)")
-        if stale:  # in a synchronous job all wait once one hangs: name every one
+        if stale:  # in a synchronous job all wait once one hangs (each its own last beat): name every one
             return (f"no step finished for more than {self.timeout:.0f} s (--worker-timeout) on worker rank"
-                    f"{'s' * (len(stale) > 1)} " + ", ".join(f"{r} (pid {beats[r][0]['pid']}, after step "
-                                                              f"{beats[r][0]['step']})" for r in stale))
+                    f"{'s' * (len(waiting) > 1)} " + ", ".join(f"{r} (pid {beats[r][0]['pid']}, after step "
+                                                               f"{beats[r][0]['step']})" for r in waiting))
         for (role, p) in self.procs:
             code = p.poll()
             if code and not self.signum:

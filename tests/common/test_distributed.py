@@ -104,6 +104,11 @@ with Heartbeat(rank) as beat:
             time.sleep(3600)
         if rank == 1 and step == 3 and mode == "error":
             raise ValueError("a bad batch")
+        if step == 3 and mode == "wait":  # rank 1 hangs a second after rank 0's last beat, rank 0 waits for it
+            if rank == 1:
+                time.sleep(1.0)
+                beat.beat(2)
+            time.sleep(3600)
         beat.beat(step)
 """
 
@@ -136,3 +141,11 @@ def test_a_dead_or_hung_worker_ends_the_job_naming_its_rank(fake_engine, mode, s
     assert ("no step finished" in str(err.value)) == (mode == "hang")
     leftover = subprocess.run(["pgrep", "-f", "fake_worker.py"], capture_output=True, text=True).stdout
     assert leftover == "", "processes of the stopped job still run"
+
+
+def test_a_hang_names_every_waiting_worker_not_only_the_first_past_the_timeout(fake_engine):
+    """In a synchronous job the peers of a hung worker wait for it, and may have beaten earlier:
+    the one that hangs must be named too, though its own last beat is not yet past the timeout."""
+    with pytest.raises(D.LaunchError, match="no step finished") as err:
+        D.launch("torch", 2, ["wait"], timeout=3)
+    assert "ranks 0 (pid" in str(err.value) and ", 1 (pid" in str(err.value), str(err.value)

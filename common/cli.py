@@ -20,11 +20,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common import audio, checkpoint, data, distributed, text, train_loop, weights
+from common.environment import SetupError
+from common.espeak import EspeakError
 from common.framework import FRAMEWORKS, configure_threads, load_backend
-from common.spec import NETS, PRESETS, get_spec
+from common.spec import NETS, PRESETS, get_spec, parse_overrides
 from common.synthesis import reached_end
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+# What bad input raises (one line on stderr); any other error is a bug and keeps its traceback. The
+# project's own ValueErrors (TrainError, DataError, AudioError, TextError, WeightsError,
+# CheckpointError, a bad spec or argument) and RuntimeErrors, and OSError (a path, a disk).
+INPUT_ERRORS = (ValueError, OSError, EspeakError, SetupError, distributed.LaunchError)
 # The two networks meet at the reduced mel: these fields must agree between them.
 SHARED_AUDIO_FIELDS = data.AUDIO_FIELDS + ("r",)
 
@@ -53,6 +59,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, losses, plots, samples)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="hyperparameters (default: the checkpoint's when resuming, else paper)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one hyperparameter of the preset (repeatable), e.g. --set norm=batch "
+                        "--set conv=bottleneck (the fields: common/spec.py; a resumed run must repeat them)")
     p.add_argument("--steps", type=int, default=10000, help="train until this many steps in all (default: 10000)")
     p.add_argument("--batch-size", type=int, help="default: the preset's (or the checkpoint's)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="default: 1000 steps")
@@ -106,9 +115,9 @@ def run_train(args) -> int:
         raise ValueError(f"--workers {args.workers}, but this process is one of a job of {inside} workers")
     if args.workers > 1 and inside == 1:
         return run_job(args)
-    result = train_loop.train(args.framework, args.model, args.data, args.out,
-                              get_spec(args.preset) if args.preset else None, args.steps, args.batch_size,
-                              args.checkpoint_every, args.seed, args.device, args.resume, progress=not args.quiet,
+    result = train_loop.train(args.framework, args.model, args.data, args.out, spec=requested_spec(args),
+                              steps=args.steps, batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
+                              seed=args.seed, device=args.device, resume=args.resume, progress=not args.quiet,
                               threads=args.threads, cache=args.cache)
     if inside > 1 and result.interrupted:  # a job's workers stop together; the launcher reports the signal
         if not result.rank:
@@ -127,12 +136,19 @@ def run_train(args) -> int:
     return 0
 
 
+def requested_spec(args):
+    """The spec of --preset and --set (None: none given, the checkpoint's or paper)."""
+    if not (args.preset or args.set):
+        return None
+    return get_spec(args.preset or "paper", **parse_overrides(args.set))
+
+
 def run_job(args) -> int:
     """`--workers N`: check the arguments and cache the corpus's features once, then run N
     workers of this same command under the framework's engine (common.distributed.launch)."""
     train_loop.check_arguments(args.data, args.out, args.steps, args.batch_size, args.checkpoint_every, args.seed,
                                args.threads)
-    spec = get_spec(args.preset) if args.preset else None
+    spec = requested_spec(args)
     ckpt, spec, state = train_loop.starting_point(args.out, args.model, spec, args.batch_size, args.seed,
                                                   args.resume)
     if state.step >= args.steps:
@@ -140,6 +156,8 @@ def run_job(args) -> int:
         return 0
     if state.batch_size % args.workers:
         raise ValueError(f"batch size {state.batch_size} does not split evenly over {args.workers} workers")
+    if spec.norm == "batch":  # each worker would normalize by its shard's statistics and keep its own running ones
+        raise ValueError("norm=batch trains in one process only (no synchronized batch norm): drop --workers")
     data.load_corpus(args.data, spec, args.cache and data.corpus_cache(args.data, args.cache), not args.quiet)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     print(f"{args.workers} {args.framework} workers, {threads} thread{'s' * (threads > 1)} each, "
@@ -288,7 +306,7 @@ def _guarded(prog: str, run, args) -> int:
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except (ValueError, RuntimeError, OSError) as err:
+        except INPUT_ERRORS as err:
             print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
             return EXIT_ERROR
 

@@ -10,6 +10,7 @@ import importlib
 import numpy as np
 
 from common.batch import Batch
+from common.environment import SetupError
 from common.spec import Spec
 
 FRAMEWORKS = ("torch", "chainer", "gluon")
@@ -105,7 +106,7 @@ def load_backend(framework: str) -> type:
     try:
         module = importlib.import_module(f"impl_{framework}.backend")
     except ImportError as err:
-        raise RuntimeError(f"framework {framework!r} is not usable here ({err}); install it with "
+        raise SetupError(f"framework {framework!r} is not usable here ({err}); install it with "
                            f"`pip install -c constraints.txt -e .[{framework}]`") from err
     return module.Backend
 

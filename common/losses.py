@@ -44,20 +44,33 @@ def attention_loss(attention, guide_w, positions: float):
     return float(np.sum(np.asarray(attention, np.float64) * guide_w) / positions)
 
 
+def weighted(term, weight: float):
+    """A mean loss term as its shard's share of the global batch's (Batch.weight); untouched at
+    weight 1 (a single-process run stays bit-identical and pays nothing). Any framework's arrays."""
+    return term if weight == 1.0 else term * weight
+
+
+def with_total(terms: dict) -> dict:
+    """The terms and, under "loss", their sum in order (1:1:1, [paper]). Every framework's
+    losses end here, on its own arrays (NumPy, tensors, Variables, NDArrays or Symbols)."""
+    total = None
+    for term in terms.values():
+        total = term if total is None else total + term
+    return {**terms, "loss": total}
+
+
 def text2mel_losses(logits, attention, batch) -> dict:
     """l1, bin (each times batch.weight), att and their sum, as every framework computes them."""
     lo, mel = np.asarray(logits, np.float64), batch.mel
-    out = {"l1": batch.weight * l1(lo, mel), "bin": batch.weight * binary_divergence(lo, mel),
-           "att": attention_loss(attention, batch.guide, batch.attention_positions())}
-    out["loss"] = out["l1"] + out["bin"] + out["att"]
-    return out
+    return with_total({"l1": weighted(l1(lo, mel), batch.weight),
+                       "bin": weighted(binary_divergence(lo, mel), batch.weight),
+                       "att": attention_loss(attention, batch.guide, batch.attention_positions())})
 
 
 def ssrn_losses(logits, batch) -> dict:
     lo = np.asarray(logits, np.float64)
-    out = {"l1": batch.weight * l1(lo, batch.mag), "bin": batch.weight * binary_divergence(lo, batch.mag)}
-    out["loss"] = out["l1"] + out["bin"]
-    return out
+    return with_total({"l1": weighted(l1(lo, batch.mag), batch.weight),
+                       "bin": weighted(binary_divergence(lo, batch.mag), batch.weight)})
 
 
 def learning_rate(spec, step: int) -> float:

@@ -27,7 +27,8 @@ def conv1d(x, w, b, pad=(0, 0), dilation=1, groups=1):
 
 
 def deconv1d(x, w, b):
-    """Transposed conv, stride = kernel = k (no overlap): x (B, Cin, T), w (Cin, Cout, k) -> (B, Cout, k*T)."""
+    """Transposed conv, stride = kernel = k (no overlap, as common.spec requires): x (B, Cin, T),
+    w (Cin, Cout, k) -> (B, Cout, k*T)."""
     y = np.einsum("bct,cok->botk", x, w)  # output frame t*k + j comes from input frame t through tap j
     return y.reshape(x.shape[0], w.shape[1], -1) + b[None, :, None]
 
@@ -55,15 +56,19 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x):
     if S.is_separable(s, layer):
         dw = w[f"{n}.dw.weight"]
         h = conv1d(x, dw, np.zeros(dw.shape[0]), layer.pad, layer.dilation, groups=dw.shape[0])
-        groups = s.pointwise_groups if s.conv == "super-sep" else 1
-        h = conv1d(h, w[f"{n}.weight"], w[f"{n}.bias"], groups=groups)
+        h = conv1d(h, w[f"{n}.weight"], w[f"{n}.bias"], groups=S.pointwise_groups(s, layer))
     else:
-        h = conv1d(x, w[f"{n}.weight"], w[f"{n}.bias"], layer.pad, layer.dilation)
+        z = x  # the bottleneck variant first reduces the channels (1x1, no bias)
+        if S.bottleneck_width(s, layer):
+            z = conv1d(x, w[f"{n}.reduce.weight"], np.zeros(S.bottleneck_width(s, layer)))
+        h = conv1d(z, w[f"{n}.weight"], w[f"{n}.bias"], layer.pad, layer.dilation)
     if layer.kind == S.HIGHWAY:
         h1, h2 = np.split(norm(s, w, n, h, 2), 2, axis=1)
         gate = sigmoid(h1)
         return gate * h2 + (1.0 - gate) * x
     h = h if layer.plain else norm(s, w, n, h, 1)
+    if layer.kind == S.RESIDUAL:
+        return x + np.maximum(h, 0.0)
     return np.maximum(h, 0.0) if layer.act == "relu" else h
 
 

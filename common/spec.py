@@ -15,6 +15,7 @@ Canonical array layouts (all frameworks use them natively, NCW):
   conv weight            (out, in // groups, k)
   transposed-conv weight (in, out, k)
   embedding weight       (vocab, e)
+  bottleneck reduction   (in // bottleneck_ratio, in, 1)
   norm gamma / beta      (channels,)   batch-norm running mean / var (channels,)
   biases                 (out,)
 Activations are (batch, channels, time) everywhere.
@@ -25,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass
 from typing import Optional
 
@@ -36,8 +38,9 @@ PAD, EOS = 0, 1
 PAD_LOGIT = -1e9
 
 NETS = ("text2mel", "ssrn")
-CONVS = ("none", "sep", "super-sep")
+CONVS = ("none", "sep", "super-sep", "bottleneck")
 NORMS = ("none", "layer", "batch")
+BLOCKS = ("highway", "residual")
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,22 @@ class Spec:
     n_mels: int = 80  # [paper] F
     r: int = 4  # [paper] reduction factor: Text2Mel sees every r-th mel frame; SSRN upsamples by r
     # --- variants (the seed's design space) ------------------------------------
-    conv: str = "none"  # separability: none | sep (depthwise + pointwise) | super-sep (depthwise + grouped pointwise)
+    # how a convolution with a temporal kernel (k > 1) is factorized: none [paper] | sep (depthwise k,
+    # then pointwise) | super-sep (depthwise k, then grouped pointwise) | bottleneck (1x1 down to
+    # cin / bottleneck_ratio channels without bias, then the k-wide convolution from those) [ours]
+    conv: str = "none"
     pointwise_groups: int = 4  # [ours] groups of the pointwise conv in super-sep
-    norm: str = "none"  # none [paper] | layer (over channels, after every conv) [kyubyong] | batch
-    norm_eps: float = 1e-5  # [ours] added to the variance (torch's LayerNorm default)
+    bottleneck_ratio: int = 4  # [ours] channel reduction of the bottleneck variant
+    # none [paper] | layer (over channels, after every conv) [kyubyong] | batch (per channel over
+    # batch and time, padded frames included, as the frameworks' own batch norms do; training uses
+    # the batch's statistics and updates running ones, evaluation uses the running ones)
+    norm: str = "none"
+    norm_eps: float = 1e-5  # [ours] added to the variance (torch's LayerNorm and BatchNorm default)
+    # [ours] batch norm: running = (1 - m) * running + m * batch statistic, the variance unbiased
+    # (torch's convention and momentum 0.1; Chainer's decay = 1 - m; MXNet's momentum = 1 - m)
+    norm_momentum: float = 0.1
+    # highway [paper]: y = sig(H1) * H2 + (1 - sig(H1)) * x | residual [ours]: y = x + relu(H)
+    block: str = "highway"
     alpha: float = 1.0  # channel-thinning multiplier applied to e, d, c
     dropout: float = 0.0  # [paper] none; [kyubyong] 0.05 after every conv
     # [kyubyong] normalizes (and drops out) the logits layers too (AudioDec's and SSRN's last
@@ -97,6 +112,12 @@ class Spec:
             errors.append(f"conv={self.conv!r} is not one of {CONVS}")
         if self.norm not in NORMS:
             errors.append(f"norm={self.norm!r} is not one of {NORMS}")
+        if self.block not in BLOCKS:
+            errors.append(f"block={self.block!r} is not one of {BLOCKS}")
+        if not 0 < self.norm_momentum <= 1:
+            errors.append(f"norm_momentum={self.norm_momentum} must be in (0, 1]")
+        if self.pointwise_groups < 1 or self.bottleneck_ratio < 1:
+            errors.append("pointwise_groups and bottleneck_ratio must be >= 1")
         if self.features not in ("power", "db"):
             errors.append(f"features={self.features!r} is not 'power' or 'db'")
         if self.r < 2 or self.r & (self.r - 1):
@@ -195,20 +216,46 @@ def get_spec(preset: str, **overrides) -> Spec:
     return PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
 
 
+def parse_overrides(items) -> dict:
+    """{field: value} from "FIELD=VALUE" strings (a command line's), each value converted to its
+    field's type ("none" for an optional one); unknown fields and unreadable values are refused by name."""
+    hints = {k: v for k, v in typing.get_type_hints(Spec).items() if k != "name"}
+    out = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or field not in hints:
+            raise ValueError(f"{item!r}: expected FIELD=VALUE with FIELD one of {sorted(hints)}")
+        kind = hints[field]
+        if typing.get_origin(kind) is typing.Union:  # Optional[...]
+            if value.lower() == "none":
+                out[field] = None
+                continue
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        try:
+            if kind is bool and value.lower() not in ("true", "false"):
+                raise ValueError(value)
+            out[field] = value.lower() == "true" if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {field} takes a {kind.__name__} value") from None
+    return out
+
+
 # --- the layer lists ----------------------------------------------------------
 
-EMBED, CONV, HIGHWAY, DECONV = "embed", "conv", "highway", "deconv"
+EMBED, CONV, HIGHWAY, RESIDUAL, DECONV = "embed", "conv", "highway", "residual", "deconv"
 
 
 @dataclass(frozen=True)
 class Layer:
     """One layer. Its parameters are named `<name>.<param>` (see `param_shapes`).
 
-    conv:    y = drop(act(norm(conv(x))))
-    highway: H = norm(conv(x)) with 2*cout channels (norm over each half separately,
-             [kyubyong]); H1, H2 = split(H); y = drop(sig(H1)*H2 + (1-sig(H1))*x)
-    deconv:  y = drop(norm(deconv(x))), stride 2, kernel `k`, no padding: length doubles
-    embed:   y = W[ids] transposed to (B, e, N)
+    conv:     y = drop(act(norm(conv(x))))
+    highway:  H = norm(conv(x)) with 2*cout channels (norm over each half separately,
+              [kyubyong]); H1, H2 = split(H); y = drop(sig(H1)*H2 + (1-sig(H1))*x)
+    residual: H = norm(conv(x)) with cout channels; y = drop(x + relu(H)) (spec.block == "residual")
+    deconv:   y = drop(norm(deconv(x))), kernel `k`, stride `stride` (= k: the taps of an input
+              frame never overlap), no padding: length x stride
+    embed:    y = W[ids] transposed to (B, e, N)
     Causal layers pad (k-1)*dilation on the left only; non-causal ones
     (k-1)*dilation/2 on each side ("same").
     """
@@ -222,6 +269,16 @@ class Layer:
     causal: bool = False
     act: Optional[str] = None  # "relu" or None
     plain: bool = False  # no normalization and no dropout (a logits layer when not spec.norm_logits)
+    stride: int = 1  # deconv: the upsampling factor
+
+    def __post_init__(self):
+        if self.kind == DECONV and self.stride != self.k:
+            raise ValueError(f"{self.name}: a deconvolution's stride must equal its kernel (no overlapping taps)")
+
+    @property
+    def out(self) -> int:
+        """Channels of the convolution (before a highway layer's gate splits them in two)."""
+        return 2 * self.cout if self.kind == HIGHWAY else self.cout
 
     @property
     def pad(self) -> tuple:
@@ -230,27 +287,45 @@ class Layer:
         return (total, 0) if self.causal else (total // 2, total - total // 2)
 
 
-def _stack(prefix, specs, causal):
-    """Layers from compact tuples (kind, cin, cout, k, dilation, act)."""
-    return [Layer(f"{prefix}.{i}", kind, cin, cout, k, dil, causal if kind != EMBED else False, act)
-            for i, (kind, cin, cout, k, dil, act) in enumerate(specs)]
+# Named constructors, the paper's notation (Table 1): a layer without its name and causality,
+# which _stack adds. HC's kind follows spec.block (highway, or the residual variant).
+def Embed(vocab: int, e: int) -> Layer:
+    return Layer("", EMBED, vocab, e)
+
+
+def C(cin: int, cout: int, k: int = 1, dil: int = 1, act: Optional[str] = None) -> Layer:
+    return Layer("", CONV, cin, cout, k, dil, act=act)
+
+
+def HC(s: Spec, c: int, k: int = 3, dil: int = 1) -> Layer:
+    return Layer("", HIGHWAY if s.block == "highway" else RESIDUAL, c, c, k, dil)
+
+
+def D(c: int, k: int = 2, stride: int = 2) -> Layer:
+    return Layer("", DECONV, c, c, k, stride=stride)
+
+
+def _stack(prefix: str, layer_list: list, causal: bool) -> list:
+    """Name the layers <prefix>.<index>; all but the embedding take the stack's causality."""
+    return [dataclasses.replace(layer, name=f"{prefix}.{i}", causal=causal and layer.kind != EMBED)
+            for i, layer in enumerate(layer_list)]
 
 
 def text_enc_layers(s: Spec) -> list:
     """[paper] TextEnc: embed, C(2d,1,1) ReLU, C(2d,1,1), 2x[HC(2d,3,{1,3,9,27})], 2x HC(2d,3,1), 2x HC(2d,1,1)."""
     d2 = 2 * s.D
-    L = [(EMBED, s.n_vocab, s.E, 1, 1, None), (CONV, s.E, d2, 1, 1, "relu"), (CONV, d2, d2, 1, 1, None)]
-    L += [(HIGHWAY, d2, d2, 3, dil, None) for _ in range(2) for dil in (1, 3, 9, 27)]
-    L += [(HIGHWAY, d2, d2, 3, 1, None)] * 2 + [(HIGHWAY, d2, d2, 1, 1, None)] * 2
+    L = [Embed(s.n_vocab, s.E), C(s.E, d2, act="relu"), C(d2, d2)]
+    L += [HC(s, d2, 3, dil) for _ in range(2) for dil in (1, 3, 9, 27)]
+    L += [HC(s, d2, 3, 1)] * 2 + [HC(s, d2, 1, 1)] * 2
     return _stack("textenc", L, causal=False)
 
 
 def audio_enc_layers(s: Spec) -> list:
     """[paper] AudioEnc (causal): 2x C(d,1,1) ReLU, C(d,1,1), 2x[HC(d,3,{1,3,9,27})], 2x HC(d,3,3)."""
     d = s.D
-    L = [(CONV, s.n_mels, d, 1, 1, "relu"), (CONV, d, d, 1, 1, "relu"), (CONV, d, d, 1, 1, None)]
-    L += [(HIGHWAY, d, d, 3, dil, None) for _ in range(2) for dil in (1, 3, 9, 27)]
-    L += [(HIGHWAY, d, d, 3, 3, None)] * 2
+    L = [C(s.n_mels, d, act="relu"), C(d, d, act="relu"), C(d, d)]
+    L += [HC(s, d, 3, dil) for _ in range(2) for dil in (1, 3, 9, 27)]
+    L += [HC(s, d, 3, 3)] * 2
     return _stack("audioenc", L, causal=True)
 
 
@@ -259,10 +334,8 @@ def audio_dec_layers(s: Spec) -> list:
 
     The last layer outputs logits; the network applies the sigmoid."""
     d = s.D
-    L = [(CONV, 2 * d, d, 1, 1, None)]
-    L += [(HIGHWAY, d, d, 3, dil, None) for dil in (1, 3, 9, 27)]
-    L += [(HIGHWAY, d, d, 3, 1, None)] * 2
-    L += [(CONV, d, d, 1, 1, "relu")] * 3 + [(CONV, d, s.n_mels, 1, 1, None)]
+    L = [C(2 * d, d)] + [HC(s, d, 3, dil) for dil in (1, 3, 9, 27)] + [HC(s, d, 3, 1)] * 2
+    L += [C(d, d, act="relu")] * 3 + [C(d, s.n_mels)]
     return _logits_layer(s, _stack("audiodec", L, causal=True))
 
 
@@ -271,11 +344,11 @@ def ssrn_layers(s: Spec) -> list:
     D(c,2) = transposed conv, kernel 2, stride 2 ([kyubyong]'s kernel 3 "same" is not followed);
     C(2c,1,1), 2x HC(2c,3,1), C(F',1,1), 2x [C(F',1,1) ReLU], C(F',1,1) -> logits (sigmoid by the network)."""
     c, f = s.C, s.n_mags
-    L = [(CONV, s.n_mels, c, 1, 1, None), (HIGHWAY, c, c, 3, 1, None), (HIGHWAY, c, c, 3, 3, None)]
+    L = [C(s.n_mels, c), HC(s, c, 3, 1), HC(s, c, 3, 3)]
     for _ in range(int(math.log2(s.r))):
-        L += [(DECONV, c, c, 2, 1, None), (HIGHWAY, c, c, 3, 1, None), (HIGHWAY, c, c, 3, 3, None)]
-    L += [(CONV, c, 2 * c, 1, 1, None)] + [(HIGHWAY, 2 * c, 2 * c, 3, 1, None)] * 2
-    L += [(CONV, 2 * c, f, 1, 1, None)] + [(CONV, f, f, 1, 1, "relu")] * 2 + [(CONV, f, f, 1, 1, None)]
+        L += [D(c, 2, stride=2), HC(s, c, 3, 1), HC(s, c, 3, 3)]
+    L += [C(c, 2 * c)] + [HC(s, 2 * c, 3, 1)] * 2
+    L += [C(2 * c, f)] + [C(f, f, act="relu")] * 2 + [C(f, f)]
     return _logits_layer(s, _stack("ssrn", L, causal=False))
 
 
@@ -295,9 +368,25 @@ def layers(s: Spec, net: str) -> dict:
     raise ValueError(f"unknown network {net!r}; choose one of {NETS}")
 
 
+def factorization(s: Spec, layer: Layer) -> str:
+    """How this layer's convolution is factorized: spec.conv for a temporal kernel (k > 1) of a
+    conv, highway or residual layer, else "none"."""
+    return s.conv if layer.kind in (CONV, HIGHWAY, RESIDUAL) and layer.k > 1 else "none"
+
+
 def is_separable(s: Spec, layer: Layer) -> bool:
-    """Separable variants apply only to convolutions with a temporal kernel (k > 1)."""
-    return s.conv != "none" and layer.kind in (CONV, HIGHWAY) and layer.k > 1
+    """Whether the layer is a depthwise convolution followed by a (grouped) pointwise one."""
+    return factorization(s, layer) in ("sep", "super-sep")
+
+
+def pointwise_groups(s: Spec, layer: Layer) -> int:
+    """Groups of the layer's pointwise convolution (super-sep), else 1."""
+    return s.pointwise_groups if factorization(s, layer) == "super-sep" else 1
+
+
+def bottleneck_width(s: Spec, layer: Layer) -> int:
+    """Channels between the bottleneck's 1x1 reduction and its k-wide convolution (0: none)."""
+    return max(1, layer.cin // s.bottleneck_ratio) if factorization(s, layer) == "bottleneck" else 0
 
 
 def param_shapes(s: Spec, layer: Layer) -> dict:
@@ -305,19 +394,21 @@ def param_shapes(s: Spec, layer: Layer) -> dict:
     n = layer.name
     if layer.kind == EMBED:
         return {f"{n}.weight": (layer.cin, layer.cout)}
-    out = 2 * layer.cout if layer.kind == HIGHWAY else layer.cout
+    out, width = layer.out, bottleneck_width(s, layer)
     if layer.kind == DECONV:
         shapes = {f"{n}.weight": (layer.cin, out, layer.k)}
     elif is_separable(s, layer):
-        groups = s.pointwise_groups if s.conv == "super-sep" else 1
-        shapes = {f"{n}.dw.weight": (layer.cin, 1, layer.k), f"{n}.weight": (out, layer.cin // groups, 1)}
+        shapes = {f"{n}.dw.weight": (layer.cin, 1, layer.k),
+                  f"{n}.weight": (out, layer.cin // pointwise_groups(s, layer), 1)}
+    elif width:
+        shapes = {f"{n}.reduce.weight": (width, layer.cin, 1), f"{n}.weight": (out, width, layer.k)}
     else:
         shapes = {f"{n}.weight": (out, layer.cin, layer.k)}
     shapes[f"{n}.bias"] = (out,)
     if s.norm != "none" and not layer.plain:
         shapes[f"{n}.norm.gamma"] = (out,)
         shapes[f"{n}.norm.beta"] = (out,)
-    if s.norm == "batch":
+    if s.norm == "batch" and not layer.plain:
         shapes[f"{n}.norm.mean"] = (out,)
         shapes[f"{n}.norm.var"] = (out,)
     return shapes
@@ -343,12 +434,13 @@ def layer_flops(s: Spec, layer: Layer, batch: int, t_in: int) -> int:
     """Multiply-add FLOPs (2 per MAC) of one layer's forward on `t_in` input frames."""
     if layer.kind == EMBED:
         return 0
-    out = 2 * layer.cout if layer.kind == HIGHWAY else layer.cout
+    out, width = layer.out, bottleneck_width(s, layer)
     if layer.kind == DECONV:
         return 2 * batch * t_in * layer.cin * out * layer.k
     if is_separable(s, layer):
-        groups = s.pointwise_groups if s.conv == "super-sep" else 1
-        return 2 * batch * t_in * (layer.cin * layer.k + out * layer.cin // groups)
+        return 2 * batch * t_in * (layer.cin * layer.k + out * layer.cin // pointwise_groups(s, layer))
+    if width:
+        return 2 * batch * t_in * width * (layer.cin + out * layer.k)
     return 2 * batch * t_in * layer.cin * out * layer.k
 
 
@@ -365,7 +457,7 @@ def flops(s: Spec, net: str, batch: int, n_chars: int = 0, n_frames: int = 0) ->
         for layer in group:
             fwd += layer_flops(s, layer, batch, t)
             if layer.kind == DECONV:
-                t *= 2
+                t *= layer.stride
     if net == "text2mel":
         fwd += 2 * (2 * batch * s.D * n_chars * n_frames)  # K^T Q and V A
     return {"forward": fwd, "train_step": 3 * fwd}

@@ -10,6 +10,7 @@ hyperparameters. Checkpoints add optimizer tensors and training state to the sam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -50,7 +51,7 @@ def init_weights(spec: S.Spec, net: str, seed: int = 0) -> dict:
                 elif layer.kind == S.EMBED:
                     a = rng.normal(0.0, 0.3, shape)
                 else:
-                    fan = shape[1] * shape[2] if name.endswith(".dw.weight") else fan_in
+                    fan = shape[1] * shape[2] if name.endswith((".dw.weight", ".reduce.weight")) else fan_in
                     a = rng.uniform(-1, 1, shape) / np.sqrt(fan)
                 out[name] = a.astype(np.float32)
     return out
@@ -131,7 +132,11 @@ def read_header(path) -> tuple:
         raise _unreadable(path, err) from err
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a dctts-bench weight file (format {metadata.get('format')!r}, expected {FORMAT!r})")
-    return S.Spec(**json.loads(metadata["spec"])), metadata["net"], metadata
+    fields = json.loads(metadata["spec"])
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(S.Spec)})
+    if unknown:
+        raise WeightsError(f"{path}: made by a newer dctts-bench (hyperparameters {unknown} are unknown here)")
+    return S.Spec(**fields), metadata["net"], metadata
 
 
 def read(path) -> tuple:

@@ -91,8 +91,32 @@ def test_text_encoder_is_not_causal():
     assert not np.allclose(k[:, :, 0], k2[:, :, 0])  # a later character changes the first position
 
 
-@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"norm": "batch"}, {"alpha": 0.5}, {"r": 2}])
+@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"norm": "batch"}, {"alpha": 0.5}, {"r": 2},
+                                     {"conv": "bottleneck"}, {"block": "residual"}])
 def test_variants_run(variant):
     s = S.get_spec("tiny", **variant)
     mel = np.random.default_rng(6).random((1, s.n_mels, 5))
     assert R.ssrn(s, W.init_weights(s, "ssrn"), mel).shape == (1, s.n_mags, 5 * s.r)
+
+
+def test_bottleneck_is_a_reduction_then_the_convolution():
+    s = S.get_spec("tiny", conv="bottleneck", norm="none")
+    layer = S.layers(s, "text2mel")["audioenc"][3]  # HC(d, 3, dil=1), causal
+    w = {k: v.astype(np.float64) for k, v in W.init_weights(s, "text2mel").items() if k.startswith(layer.name + ".")}
+    x = np.random.default_rng(1).standard_normal((2, layer.cin, 7))
+    z = np.einsum("oc,bct->bot", w[f"{layer.name}.reduce.weight"][:, :, 0], x)
+    h = R.conv1d(z, w[f"{layer.name}.weight"], w[f"{layer.name}.bias"], layer.pad, layer.dilation)
+    gate = R.sigmoid(h[:, :layer.cout])
+    np.testing.assert_allclose(R.layer_forward(s, w, layer, x), gate * h[:, layer.cout:] + (1 - gate) * x, rtol=1e-12)
+
+
+def test_residual_block_adds_the_rectified_branch_and_batch_norm_uses_running_statistics():
+    s = S.get_spec("tiny", block="residual", norm="batch")
+    layer = S.layers(s, "ssrn")["ssrn"][1]
+    rng = np.random.default_rng(2)
+    w = {k: v.astype(np.float64) for k, v in W.init_weights(s, "ssrn").items() if k.startswith(layer.name + ".")}
+    w[f"{layer.name}.norm.mean"], w[f"{layer.name}.norm.var"] = rng.standard_normal(layer.cout), rng.random(layer.cout) + 0.5
+    x = rng.standard_normal((2, layer.cin, 6))
+    h = R.conv1d(x, w[f"{layer.name}.weight"], w[f"{layer.name}.bias"], layer.pad, layer.dilation)
+    h = (h - w[f"{layer.name}.norm.mean"][:, None]) / np.sqrt(w[f"{layer.name}.norm.var"][:, None] + s.norm_eps)
+    np.testing.assert_allclose(R.layer_forward(s, w, layer, x), x + np.maximum(h, 0), rtol=1e-12)

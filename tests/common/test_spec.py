@@ -47,7 +47,9 @@ def test_presets_hold_the_sources_values():
 
 
 @pytest.mark.parametrize("bad, word", [({"conv": "x"}, "conv"), ({"norm": "group"}, "norm"), ({"r": 3}, "power of two"),
-                                       ({"alpha": 0}, "alpha"), ({"dropout": 1.0}, "dropout")])
+                                       ({"alpha": 0}, "alpha"), ({"dropout": 1.0}, "dropout"),
+                                       ({"block": "dense"}, "block"), ({"norm_momentum": 0.0}, "norm_momentum"),
+                                       ({"bottleneck_ratio": 0}, "bottleneck_ratio")])
 def test_invalid_specs_are_refused_with_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
         S.get_spec("tiny", **bad)
@@ -127,3 +129,29 @@ def test_plain_logits_layers_have_no_norm_and_the_rest_keep_it():
         assert last.plain and not S.layers(normed, net)[{"text2mel": "audiodec", "ssrn": "ssrn"}[net]][-1].plain
         assert set(a) - set(b) == {f"{last.name}.norm.gamma", f"{last.name}.norm.beta"} and set(b) < set(a)
         assert sum(layer.plain for group in S.layers(plain, net).values() for layer in group) == 1
+
+
+def test_bottleneck_and_residual_variants_change_shapes_as_described():
+    s = S.get_spec("paper")
+    hc = S.layers(s, "text2mel")["textenc"][3]  # HC(2d = 512, k=3)
+    b = S.param_shapes(s.replace(conv="bottleneck"), hc)
+    assert b[f"{hc.name}.reduce.weight"] == (128, 512, 1) and b[f"{hc.name}.weight"] == (1024, 128, 3)
+    assert S.layer_flops(s.replace(conv="bottleneck"), hc, 1, 10) == 2 * 10 * (512 * 128 + 128 * 1024 * 3)
+    pointwise = S.layers(s, "text2mel")["textenc"][-1]  # k = 1: never factorized
+    assert S.param_shapes(s.replace(conv="bottleneck"), pointwise) == S.param_shapes(s, pointwise)
+    res = s.replace(block="residual")
+    kinds = {l.kind for g in S.layers(res, "text2mel").values() for l in g}
+    assert S.HIGHWAY not in kinds and S.RESIDUAL in kinds
+    r = S.layers(res, "text2mel")["textenc"][3]
+    assert S.param_shapes(res, r)[f"{r.name}.weight"] == (512, 512, 3)  # no gate: cout channels, not 2 cout
+    assert S.net_param_shapes(res, "ssrn").keys() == S.net_param_shapes(s, "ssrn").keys()
+
+
+def test_named_constructors_state_the_deconvolution_stride():
+    s = S.get_spec("paper")
+    deconvs = [l for l in S.layers(s, "ssrn")["ssrn"] if l.kind == S.DECONV]
+    assert all(l.stride == l.k == 2 for l in deconvs)
+    with pytest.raises(ValueError, match="stride must equal its kernel"):
+        S.D(8, k=3, stride=2)
+    assert S.HC(s, 8, 3, 9) == S.Layer("", S.HIGHWAY, 8, 8, 3, 9)
+    assert [l.name for l in S.layers(s, "ssrn")["ssrn"][:2]] == ["ssrn.0", "ssrn.1"]

@@ -128,3 +128,13 @@ def test_leftovers_of_killed_writes_are_removed(tmp_path, tiny, monkeypatch):
     os.utime(young, (0, 0))
     with pytest.warns(UserWarning):
         assert W.remove_leftovers(young.parent, older_than=3600) == [young]
+
+
+def test_a_file_from_a_newer_version_is_refused_by_its_unknown_hyperparameters(tmp_path, tiny, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    newer = dict(tiny.to_dict(), attention_heads=4)
+    monkeypatch.setattr(S.Spec, "to_dict", lambda self: newer)
+    W.save(path, W.init_weights(tiny, "ssrn"), tiny, "ssrn")
+    monkeypatch.undo()
+    with pytest.raises(W.WeightsError, match=r"newer dctts-bench.*attention_heads"):
+        W.load(path, tiny, "ssrn")

@@ -95,7 +95,7 @@ def test_non_causal_layer_sees_both_sides():
 @pytest.mark.parametrize("t", [1, 7])
 def test_deconv_doubles_length_exactly_and_matches_reference(norm, t, hybridize):
     spec = S.get_spec("tiny", dropout=0.0, norm=norm)
-    layer = S.Layer("x", S.DECONV, 6, 5, 2)
+    layer = S.Layer("x", S.DECONV, 6, 5, 2, stride=2)
     block, w = block_and_weights(spec, layer, hybridize=hybridize)
     x = np.random.default_rng(4).normal(size=(2, 6, t)).astype(np.float32)
     y = run_block(block, x)

@@ -2,7 +2,9 @@
 each framework's outputs are compared with. Written for obviousness, not speed.
 
 Weights are a dict keyed by the canonical names of `common.spec`. Inputs: text ids
-(B, N) int; mels (B, F, T) float. Dropout is never applied (eval mode).
+(B, N) int; mels (B, F, T) float. Dropout is never applied. Batch norm runs in eval mode
+(running statistics) unless a dict `train_stats` is passed: then it normalizes by the batch's
+statistics, as training does, and puts the updated running statistics in that dict.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ def deconv1d(x, w, b):
     return y.reshape(x.shape[0], w.shape[1], -1) + b[None, :, None]
 
 
-def norm(s: S.Spec, w: dict, name: str, h, groups: int):
-    """Normalization over channels per time step; a highway layer's H1 and H2 are normalized separately."""
+def norm(s: S.Spec, w: dict, name: str, h, groups: int, train_stats=None):
+    """Layer norm over channels per time step (a highway layer's H1 and H2 separately), or batch
+    norm per channel (running statistics; the batch's over (B, T) when `train_stats` is a dict,
+    which receives the updated running ones: momentum m, unbiased variance)."""
     if s.norm == "none":
         return h
     b, c, t = h.shape
@@ -42,17 +46,22 @@ def norm(s: S.Spec, w: dict, name: str, h, groups: int):
         hg = h.reshape(b, groups, c // groups, t)
         hg = (hg - hg.mean(2, keepdims=True)) / np.sqrt(hg.var(2, keepdims=True) + s.norm_eps)
         h = hg.reshape(b, c, t)
-    else:  # batch norm, eval mode: running statistics
+    elif train_stats is None:
         h = (h - w[f"{name}.norm.mean"][:, None]) / np.sqrt(w[f"{name}.norm.var"][:, None] + s.norm_eps)
+    else:
+        mean, var, m, n = h.mean((0, 2)), h.var((0, 2)), s.norm_momentum, b * t
+        train_stats[f"{name}.norm.mean"] = (1 - m) * w[f"{name}.norm.mean"] + m * mean
+        train_stats[f"{name}.norm.var"] = (1 - m) * w[f"{name}.norm.var"] + m * var * n / max(n - 1, 1)
+        h = (h - mean[:, None]) / np.sqrt(var[:, None] + s.norm_eps)
     return h * w[f"{name}.norm.gamma"][:, None] + w[f"{name}.norm.beta"][:, None]
 
 
-def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x):
+def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x, train_stats=None):
     n = layer.name
     if layer.kind == S.EMBED:
         return w[f"{n}.weight"][x].transpose(0, 2, 1)
     if layer.kind == S.DECONV:
-        return norm(s, w, n, deconv1d(x, w[f"{n}.weight"], w[f"{n}.bias"]), 1)
+        return norm(s, w, n, deconv1d(x, w[f"{n}.weight"], w[f"{n}.bias"]), 1, train_stats)
     if S.is_separable(s, layer):
         dw = w[f"{n}.dw.weight"]
         h = conv1d(x, dw, np.zeros(dw.shape[0]), layer.pad, layer.dilation, groups=dw.shape[0])
@@ -63,27 +72,27 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x):
             z = conv1d(x, w[f"{n}.reduce.weight"], np.zeros(S.bottleneck_width(s, layer)))
         h = conv1d(z, w[f"{n}.weight"], w[f"{n}.bias"], layer.pad, layer.dilation)
     if layer.kind == S.HIGHWAY:
-        h1, h2 = np.split(norm(s, w, n, h, 2), 2, axis=1)
+        h1, h2 = np.split(norm(s, w, n, h, 2, train_stats), 2, axis=1)
         gate = sigmoid(h1)
         return gate * h2 + (1.0 - gate) * x
-    h = h if layer.plain else norm(s, w, n, h, 1)
+    h = h if layer.plain else norm(s, w, n, h, 1, train_stats)
     if layer.kind == S.RESIDUAL:
         return x + np.maximum(h, 0.0)
     return np.maximum(h, 0.0) if layer.act == "relu" else h
 
 
-def run(s: S.Spec, w: dict, layer_list, x):
+def run(s: S.Spec, w: dict, layer_list, x, train_stats=None):
     """Walk a layer list from `common.spec`."""
     w = {k: np.asarray(v, np.float64) for k, v in w.items()}
     x = np.asarray(x) if layer_list[0].kind == S.EMBED else np.asarray(x, np.float64)
     for layer in layer_list:
-        x = layer_forward(s, w, layer, x)
+        x = layer_forward(s, w, layer, x, train_stats)
     return x
 
 
-def text_enc(s: S.Spec, w: dict, text):
+def text_enc(s: S.Spec, w: dict, text, train_stats=None):
     """(B, N) ids -> K, V, each (B, d, N)."""
-    kv = run(s, w, S.text_enc_layers(s), text)
+    kv = run(s, w, S.text_enc_layers(s), text, train_stats)
     return kv[:, : s.D], kv[:, s.D:]
 
 
@@ -93,9 +102,9 @@ def shift_mel(mel):
     return np.concatenate([np.zeros_like(mel[:, :, :1]), mel[:, :, :-1]], axis=2)
 
 
-def audio_enc(s: S.Spec, w: dict, mel_in):
+def audio_enc(s: S.Spec, w: dict, mel_in, train_stats=None):
     """(B, F, T) already-shifted mels -> Q (B, d, T)."""
-    return run(s, w, S.audio_enc_layers(s), mel_in)
+    return run(s, w, S.audio_enc_layers(s), mel_in, train_stats)
 
 
 def pad_bias(text):
@@ -111,18 +120,18 @@ def attention(k, v, q, bias):
     return np.concatenate([np.einsum("bdn,bnt->bdt", v, a), q], axis=1), a
 
 
-def audio_dec(s: S.Spec, w: dict, r):
+def audio_dec(s: S.Spec, w: dict, r, train_stats=None):
     """R' (B, 2d, T) -> mel logits (B, F, T)."""
-    return run(s, w, S.audio_dec_layers(s), r)
+    return run(s, w, S.audio_dec_layers(s), r, train_stats)
 
 
-def text2mel(s: S.Spec, w: dict, text, mel):
+def text2mel(s: S.Spec, w: dict, text, mel, train_stats=None):
     """Teacher-forced Text2Mel: returns (mel logits (B, F, T), attention (B, N, T))."""
-    k, v = text_enc(s, w, text)
-    r, a = attention(k, v, audio_enc(s, w, shift_mel(mel)), pad_bias(text))
-    return audio_dec(s, w, r), a
+    k, v = text_enc(s, w, text, train_stats)
+    r, a = attention(k, v, audio_enc(s, w, shift_mel(mel), train_stats), pad_bias(text))
+    return audio_dec(s, w, r, train_stats), a
 
 
-def ssrn(s: S.Spec, w: dict, mel):
+def ssrn(s: S.Spec, w: dict, mel, train_stats=None):
     """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T)."""
-    return run(s, w, S.ssrn_layers(s), mel)
+    return run(s, w, S.ssrn_layers(s), mel, train_stats)

@@ -163,28 +163,31 @@ def test_optimizer_state_round_trip_continues_identically(backend_cls, tiny):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
-def reference_loss(spec, net, w, batch):
+def reference_losses(spec, net, w, batch, train_stats=None) -> dict:
     if net == "text2mel":
-        return L.text2mel_losses(*R.text2mel(spec, w, batch.text, batch.mel), batch)["loss"]
-    return L.ssrn_losses(R.ssrn(spec, w, batch.mel), batch)["loss"]
+        return L.text2mel_losses(*R.text2mel(spec, w, batch.text, batch.mel, train_stats), batch)
+    return L.ssrn_losses(R.ssrn(spec, w, batch.mel, train_stats), batch)
+
+
+def check_gradients(backend, spec, net):
+    """The directional derivative along a random direction of the trainable weights, float64
+    central differences (a small step: ReLU and |.| kinks spoil larger ones)."""
+    batch = random_batch(spec, n_frames=6)
+    _, grads = backend.gradients(batch)
+    w = {k: v.astype(np.float64) for k, v in backend.get_weights().items()}
+    rng = np.random.default_rng(5)
+    direction = {k: rng.normal(size=w[k].shape) if k in grads else 0.0 for k in w}
+    h = 1e-6
+    plus = reference_losses(spec, net, {k: w[k] + h * direction[k] for k in w}, batch)["loss"]
+    minus = reference_losses(spec, net, {k: w[k] - h * direction[k] for k in w}, batch)["loss"]
+    analytic = sum(float(np.sum(grads[k] * direction[k])) for k in grads)
+    assert np.isclose(analytic, (plus - minus) / (2 * h), rtol=1e-3)
 
 
 @pytest.mark.parametrize("net", S.NETS)
 def test_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, net):
-    """The directional derivative along a random direction, float64 central differences (a small
-    step: ReLU and |.| kinks spoil larger ones)."""
     spec = tiny.replace(dropout=0.0)
-    batch = random_batch(spec, n_frames=6)
-    backend = backend_cls(spec, net)
-    _, grads = backend.gradients(batch)
-    w = {k: v.astype(np.float64) for k, v in backend.get_weights().items()}
-    rng = np.random.default_rng(5)
-    direction = {k: rng.normal(size=v.shape) for k, v in w.items()}
-    h = 1e-6
-    plus = reference_loss(spec, net, {k: w[k] + h * direction[k] for k in w}, batch)
-    minus = reference_loss(spec, net, {k: w[k] - h * direction[k] for k in w}, batch)
-    analytic = sum(float(np.sum(grads[k] * direction[k])) for k in w)
-    assert np.isclose(analytic, (plus - minus) / (2 * h), rtol=1e-3)
+    check_gradients(backend_cls(spec, net), spec, net)
 
 
 def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
@@ -243,6 +246,89 @@ def test_upsample_matches_reference(backend_cls, tiny):
     mag = backend_cls(tiny, "ssrn", seed=4).upsample(mel)
     assert mag.shape == (tiny.n_mags, 7 * tiny.r)
     np.testing.assert_allclose(mag, sigmoid(R.ssrn(tiny, W.init_weights(tiny, "ssrn", 4), mel[None])[0]), atol=1e-5)
+
+
+# --- the variants (common.spec: conv=bottleneck, block=residual, norm=batch) --------------------
+VARIANTS = {"bottleneck": dict(conv="bottleneck"), "residual": dict(block="residual"), "batch-norm": dict(norm="batch"),
+            "super-sep+batch-norm": dict(conv="super-sep", norm="batch"),
+            "all three": dict(conv="bottleneck", block="residual", norm="batch", norm_logits=False)}
+
+
+def variant_weights(spec, net, seed=3) -> dict:
+    """Fresh weights with norm parameters and running statistics away from 1 and 0, so they count."""
+    rng, draw = np.random.default_rng(seed), {"gamma": (0.5, 1.5), "beta": (-0.2, 0.2), "mean": (-0.3, 0.3),
+                                              "var": (0.5, 2.0)}
+    w = W.init_weights(spec, net, seed)
+    for name, a in w.items():
+        kind = name.rsplit(".", 1)[1]
+        if ".norm." in name:
+            w[name] = rng.uniform(*draw[kind], a.shape).astype(np.float32)
+    return w
+
+
+def variant_backend(backend_cls, spec, net):
+    backend = backend_cls(spec, net)
+    w = variant_weights(spec, net)
+    backend.set_weights(w)
+    return backend, w
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("net", S.NETS)
+def test_variant_forward_matches_reference(backend_cls, tiny, net, variant):
+    """Eval mode (dropout off, batch norm on its running statistics) equals the reference; the
+    weights, running statistics included, come back as they went in."""
+    spec = tiny.replace(dropout=0.05, **VARIANTS[variant])
+    backend, w = variant_backend(backend_cls, spec, net)
+    got = backend.get_weights()
+    assert got.keys() == w.keys() and all(np.array_equal(got[k], w[k]) for k in w)
+    b = random_batch(spec)
+    out = backend.forward(b)
+    if net == "text2mel":
+        logits, a = R.text2mel(spec, w, b.text, b.mel)
+        assert np.abs(out["attention"] - a).max() <= 1e-5
+    else:
+        logits = R.ssrn(spec, w, b.mel)
+    assert np.abs(out["logits"] - logits).max() <= 1e-5 * max(1.0, np.abs(logits).max())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_synthesis_runs_the_network_frame_by_frame(backend_cls, tiny, variant):
+    """Frame-by-frame synthesis (the causal stacks' step) computes the teacher-forced reference
+    on the mel and attention it produced."""
+    spec = tiny.replace(**VARIANTS[variant])
+    backend, w = variant_backend(backend_cls, spec, "text2mel")
+    ids = random_batch(spec, batch_size=1, n_chars=14, seed=1).text[0]
+    (mel, a), = backend.synthesize_batch([ids], 20)
+    k, v = R.text_enc(spec, w, ids[None])
+    q = R.audio_enc(spec, w, R.shift_mel(mel[None]))
+    logits = R.audio_dec(spec, w, np.concatenate([v @ a[None], q], axis=1))
+    np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["bottleneck", "residual", "batch-norm"])
+@pytest.mark.parametrize("net", S.NETS)
+def test_variant_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, net, variant):
+    spec = tiny.replace(dropout=0.0, **VARIANTS[variant])
+    check_gradients(variant_backend(backend_cls, spec, net)[0], spec, net)
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_batch_norm_trains_on_batch_statistics_and_updates_the_running_ones(backend_cls, tiny, net):
+    """A training step's losses are the reference's in training mode (the batch's statistics), its
+    running statistics the reference's update (momentum, unbiased variance); Adam leaves them alone."""
+    spec = tiny.replace(norm="batch", dropout=0.0)
+    backend, w = variant_backend(backend_cls, spec, net)
+    batch, stats = random_batch(spec), {}
+    losses = backend.train_step(batch)
+    expected = reference_losses(spec, net, w, batch, stats)
+    assert np.isclose(losses["loss"], expected["loss"], rtol=1e-5)
+    assert not np.isclose(expected["loss"], reference_losses(spec, net, w, batch)["loss"], rtol=1e-3)  # it matters
+    assert stats.keys() == {k for k in w if k.endswith((".norm.mean", ".norm.var"))}
+    after = backend.get_weights()
+    for name, value in stats.items():
+        np.testing.assert_allclose(after[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not any(k.endswith((".norm.mean", ".norm.var")) for k in backend.get_optimizer_state())
 
 
 # --- learning ----------------------------------------------------------------------------

@@ -155,6 +155,27 @@ def test_train_refuses_bad_numbers_and_conflicting_runs(tmp_path, capsys):
     assert "the run used seed=5, not 1" in train_error(capsys, tmp_path, tmp_path / "run", "--seed", "1")
 
 
+def test_train_set_changes_the_presets_hyperparameters_and_refuses_bad_ones(tmp_path, capsys):
+    C.save(tmp_path / "run", NumpyBackend(S.get_spec("tiny"), "ssrn"), state(3))
+    err = train_error(capsys, tmp_path, tmp_path / "run", "--preset", "tiny", "--set", "d=32", "--set", "conv=sep")
+    assert "other hyperparameters: d (model 32, file 16), conv (model 'sep', file 'none')" in err
+    assert "expected FIELD=VALUE with FIELD one of" in train_error(capsys, tmp_path, tmp_path / "r", "--set", "depth=3")
+    assert "norm='group' is not one of" in train_error(capsys, tmp_path, tmp_path / "r", "--set", "norm=group")
+
+
+def test_only_input_errors_are_one_line_a_bug_keeps_its_traceback(capsys):
+    def bad_input(args):
+        raise cli.EspeakError("espeak-ng is not installed")
+
+    def bug(args):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    assert cli._guarded("dctts-train", bad_input, None) == cli.EXIT_ERROR
+    assert capsys.readouterr().err == "dctts-train: error: espeak-ng is not installed\n"
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        cli._guarded("dctts-train", bug, None)
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as done:
         cli.train_main(["--framework", "theano", "--model", "ssrn", "--data", "d", "--out", "o"])

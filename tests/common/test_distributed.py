@@ -85,6 +85,14 @@ def test_the_cli_refuses_a_batch_that_does_not_split(tmp_path, tiny_corpus_dir, 
     assert not (tmp_path / "run").exists()
 
 
+def test_the_cli_refuses_batch_norm_over_several_workers(tmp_path, tiny_corpus_dir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.train_main(["--framework", "torch", "--model", "ssrn", "--data", str(tiny_corpus_dir), "--out",
+                        str(tmp_path / "run"), "--preset", "tiny", "--set", "norm=batch", "--workers", "2"])
+    assert exit_.value.code == cli.EXIT_ERROR
+    assert "norm=batch trains in one process only" in capsys.readouterr().err
+
+
 # --- the watchdog, on stand-in workers (plain Python processes that write heartbeats) ------
 WORKER = """
 import os, sys, time

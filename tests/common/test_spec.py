@@ -155,3 +155,13 @@ def test_named_constructors_state_the_deconvolution_stride():
         S.D(8, k=3, stride=2)
     assert S.HC(s, 8, 3, 9) == S.Layer("", S.HIGHWAY, 8, 8, 3, 9)
     assert [l.name for l in S.layers(s, "ssrn")["ssrn"][:2]] == ["ssrn.0", "ssrn.1"]
+
+
+def test_overrides_from_the_command_line_take_each_fields_type():
+    assert S.parse_overrides(["norm=batch", "d=32", "lr=1e-3", "norm_logits=false", "grad_clip=none"]) == {
+        "norm": "batch", "d": 32, "lr": 1e-3, "norm_logits": False, "grad_clip": None}
+    assert S.parse_overrides(["grad_clip=0.5"]) == {"grad_clip": 0.5}
+    for bad, message in [("depth=3", "FIELD one of"), ("d", "FIELD=VALUE"), ("d=abc", "d takes a int"),
+                         ("norm_logits=maybe", "takes a bool"), ("name=x", "FIELD one of")]:
+        with pytest.raises(ValueError, match=message):
+            S.parse_overrides([bad])

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from common import corpus, data, text
-from common.batch import Batch, make_batch
-from common.spec import EOS, Spec
+from common.batch import Batch, random_batch
+from common.spec import Spec
 
 SYNTHESIS_CHARS = (30, 50)  # [ours] short sentences (2-3 s of speech): a quick synthesis benchmark
 
@@ -47,10 +47,6 @@ def synthesis_texts(spec: Spec, n: int, data_dir=None) -> list:
 
 
 def short_batch(spec: Spec, seed: int = 0, text_lengths=(12, 9), frame_lengths=(10, 7)) -> Batch:
-    """A small random Batch (default B=2, N=12, T=10 reduced frames, unequal lengths so padding
-    is exercised): cheap enough for the reference forward even at the `paper` preset."""
-    rng = np.random.default_rng(seed)
-    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
-    mels = [rng.random((spec.n_mels, t * spec.r), dtype=np.float32) for t in frame_lengths]
-    mags = [rng.random((spec.n_mags, t * spec.r), dtype=np.float32) for t in frame_lengths]
-    return make_batch(spec, texts, mels, mags)
+    """The parity gate's batch (B=2, N=12, T=10 reduced frames, unequal lengths so padding is
+    exercised): cheap enough for the reference forward even at the `paper` preset."""
+    return random_batch(spec, text_lengths, [t * spec.r for t in frame_lengths], seed)

@@ -96,3 +96,14 @@ def save_wav(path, wav, spec: Spec) -> Path:
     path = Path(path)
     sf.write(str(path), np.clip(np.asarray(wav, np.float32), -1, 1), spec.sr, subtype="PCM_16")
     return path
+
+
+def mel_to_mag(mel: np.ndarray, spec: Spec) -> np.ndarray:
+    """Rough magnitudes (F', r*T) from reduced mel features (F, T), to hear Text2Mel alone:
+    frames repeated r times, bands spread over FFT bins by librosa's NNLS inverse of the mel
+    filterbank, scaled so that a flat mel gives a flat spectrum. SSRN does this properly."""
+    def inverse(m):
+        return librosa.feature.inverse.mel_to_stft(m, sr=spec.sr, n_fft=spec.n_fft, power=1.0)
+
+    flat = inverse(np.ones((spec.n_mels, 1)))
+    return np.clip(inverse(np.repeat(np.asarray(mel, np.float64), spec.r, axis=1)) / np.maximum(flat, 1e-8), 0, 1)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import losses
-from common.spec import Spec
+from common.spec import EOS, Spec
 
 
 @dataclass
@@ -65,3 +65,14 @@ def make_batch(spec: Spec, texts, mels, mags) -> Batch:
     return Batch(text, text_lengths, np.ascontiguousarray(mel[:, :, ::r]), frame_lengths, mag,
                  losses.guide(text_lengths, frame_lengths, n_max, t, spec.g),
                  losses.guide_mask(text_lengths, frame_lengths, n_max, t))
+
+
+def random_batch(spec: Spec, text_lengths, frame_lengths, seed: int = 0) -> Batch:
+    """Random ids (each text ending with end-of-text) and uniform features in [0, 1) of the given
+    lengths (characters with end-of-text; full-rate frames): the small batches of the tests and
+    of the benchmark's parity gate, cheap enough for common.reference at any preset."""
+    rng = np.random.default_rng(seed)
+    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
+    mels = [rng.random((spec.n_mels, t), dtype=np.float32) for t in frame_lengths]
+    mags = [rng.random((spec.n_mags, t), dtype=np.float32) for t in frame_lengths]
+    return make_batch(spec, texts, mels, mags)

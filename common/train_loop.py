@@ -8,7 +8,7 @@ Text2Mel and SSRN train separately, as in the paper. A run lives in one director
     plots/                     at each checkpoint: Text2Mel attention and predicted vs target
                                mel; SSRN predicted vs target magnitude (a fixed utterance)
     samples/                   at each Text2Mel checkpoint: the fixed utterance's text
-                               synthesized and made audible (see `mel_to_mag`)
+                               synthesized and made audible (common.monitor)
 
 Resuming is bit-identical to an uninterrupted run: weights, Adam and the data order are
 restored, and the framework's random stream (dropout) is reseeded from (run seed, step)
@@ -29,16 +29,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import numpy as np
 from tqdm import tqdm
 
-from common import audio, checkpoint, data, distributed, plots, weights as W
+from common import checkpoint, data, distributed, weights as W
 from common.checkpoint import TrainState
 from common.framework import configure_threads, load_backend
 from common.losses import learning_rate
 from common.spec import Spec, get_spec
-from common.synthesis import reached_end
+from common.monitor import Monitor
 
 
 class TrainError(ValueError):
@@ -260,43 +259,3 @@ class LossLog:
     def write(self, step: int, losses: dict, lr: float, seconds: float) -> None:
         if self.file:
             self.file.write(json.dumps({"step": step, **losses, "lr": lr, "seconds": round(seconds, 6)}) + "\n")
-
-
-class Monitor:
-    """At each checkpoint, pictures (and for Text2Mel a sound) of one fixed utterance."""
-
-    def __init__(self, backend, corpus, index: int, out_dir: Path):
-        self.backend, self.spec, self.out_dir = backend, backend.spec, out_dir
-        self.batch = next(data.batches(corpus, [index], 1, np.random.default_rng(0)))
-        self.ids = corpus.items[index].ids
-
-    def write(self, step: int) -> None:
-        net, b, plot_dir = self.backend.net, self.batch, self.out_dir / "plots"
-        out = self.backend.forward(b)
-        pred = 1.0 / (1.0 + np.exp(-out["logits"][0]))
-        name = f"{net}-{step:08d}"
-        if net == "ssrn":
-            plots.compare(plot_dir / f"{name}-mag.png", pred, b.mag[0], f"SSRN step {step}", "frequency bin")
-            return
-        n, t = b.text_lengths[0], b.frame_lengths[0]
-        plots.attention(plot_dir / f"{name}-attention.png", out["attention"][0, :n, :t],
-                        f"Text2Mel attention (teacher forced), step {step}")
-        plots.compare(plot_dir / f"{name}-mel.png", pred[:, :t], b.mel[0, :, :t], f"Text2Mel step {step}", "mel band")
-        mel, a = self.backend.synthesize(self.ids, self.spec.max_frames)
-        plots.attention(plot_dir / f"{name}-synthesis-attention.png", a,
-                        f"synthesis attention, step {step}" + ("" if reached_end(int(a[:, -1].argmax()), len(self.ids))
-                                                               else " (did not reach the end)"))
-        (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
-        audio.save_wav(self.out_dir / "samples" / f"{name}.wav", audio.mag_to_wav(mel_to_mag(mel, self.spec), self.spec),
-                       self.spec)
-
-
-def mel_to_mag(mel: np.ndarray, spec: Spec) -> np.ndarray:
-    """Rough magnitudes (F', r*T) from reduced mel features (F, T), to hear Text2Mel alone:
-    frames repeated r times, bands spread over FFT bins by librosa's NNLS inverse of the mel
-    filterbank, scaled so that a flat mel gives a flat spectrum. SSRN does this properly."""
-    def inverse(m):
-        return librosa.feature.inverse.mel_to_stft(m, sr=spec.sr, n_fft=spec.n_fft, power=1.0)
-
-    flat = inverse(np.ones((spec.n_mels, 1)))
-    return np.clip(inverse(np.repeat(np.asarray(mel, np.float64), spec.r, axis=1)) / np.maximum(flat, 1e-8), 0, 1)

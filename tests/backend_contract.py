@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from common import checkpoint, cli, data, losses as L, reference as R, spec as S, train_loop, weights as W
-from common.batch import make_batch
+from common.batch import random_batch as common_random_batch
 from common.framework import load_backend
 from common.spec import EOS
 from common.synthesis import force_incremental, reached_end
@@ -31,13 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def random_batch(spec, batch_size=2, n_chars=12, n_frames=10, seed=0):
     """A padded Batch of random ids and features; item i is shorter by 4i characters and 3i
     reduced frames (minus one full-rate frame), so padding is exercised."""
-    rng = np.random.default_rng(seed)
-    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n_chars - 4 * i - 1), EOS).astype(np.int32)
-             for i in range(batch_size)]
-    lengths = [n_frames * spec.r - (3 * spec.r + 1) * i for i in range(batch_size)]
-    mels = [rng.random((spec.n_mels, t), dtype=np.float32) for t in lengths]
-    mags = [rng.random((spec.n_mags, t), dtype=np.float32) for t in lengths]
-    return make_batch(spec, texts, mels, mags)
+    return common_random_batch(spec, [n_chars - 4 * i for i in range(batch_size)],
+                               [n_frames * spec.r - (3 * spec.r + 1) * i for i in range(batch_size)], seed)
 
 
 def sigmoid(x):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from bench.parity import reference_outputs
+from common.compare import reference_outputs
 from common import losses
 from common.framework import FRAMEWORKS, Backend, load_backend
 from common.weights import init_weights

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from bench import inputs
-from bench.parity import first_divergence, norm_relative_error, parity_gate, relative_error
+from bench.parity import parity_gate
+from common.compare import first_divergence, norm_relative_error, relative_error
 from common import spec as S
 from common.framework import FRAMEWORKS
 from common.weights import init_weights

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common.audio import AudioError, features, load_wav, mag_to_wav, save_wav
+from common.audio import AudioError, features, load_wav, mag_to_wav, mel_to_mag, save_wav
 from common.spec import get_spec
 
 TINY = get_spec("tiny")  # "db" features, pre-emphasis, 8 kHz
@@ -124,3 +124,12 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path, make, match):
     with pytest.raises(AudioError, match=match) as err:
         load_wav(path, TINY)
     assert path.name in str(err.value)
+
+
+def test_mel_to_mag_spreads_a_flat_mel_flat():
+    tiny = get_spec("tiny")
+    mag = mel_to_mag(np.full((tiny.n_mels, 5), 0.5), tiny)
+    assert mag.shape == (tiny.n_mags, 5 * tiny.r)
+    covered = mag[:, 0] > 0  # bins under some mel band
+    np.testing.assert_allclose(mag[covered], 0.5, rtol=1e-3)
+    assert covered.mean() > 0.9

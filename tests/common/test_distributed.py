@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from bench import inputs
 from common import cli, distributed as D, losses as L, reference
+from common.batch import random_batch
 from common.spec import get_spec
 from common.weights import init_weights
 
@@ -26,7 +26,7 @@ def reference_losses(batch, w):
 def test_the_mean_of_the_shards_losses_is_the_global_batchs(rows, workers):
     """Even and uneven splits, and workers left without a row (their stand-in counts for nothing)."""
     lengths = (20, 14, 18, 9, 11, 16)[:rows]
-    batch = inputs.short_batch(SPEC, seed=3, text_lengths=lengths, frame_lengths=tuple(n - 3 for n in lengths))
+    batch = random_batch(SPEC, lengths, [(n - 3) * SPEC.r for n in lengths], seed=3)
     w = init_weights(SPEC, "text2mel", seed=0)
     whole = reference_losses(batch, w)
     shards = [D.shard(batch, rank, workers) for rank in range(workers)]
@@ -43,7 +43,7 @@ def test_the_mean_of_the_shards_losses_is_the_global_batchs(rows, workers):
 
 
 def test_one_worker_trains_on_the_batch_itself():
-    batch = inputs.short_batch(SPEC)
+    batch = random_batch(SPEC, (12, 9), (10 * SPEC.r, 7 * SPEC.r))
     assert D.shard(batch, 0, 1) is batch and batch.weight == 1.0
     assert batch.attention_positions() == batch.guide_mask.sum()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.parity import global_relative_error
+from common.compare import global_relative_error
 from common import checkpoint, distributed as D
 from common.framework import FRAMEWORKS
 from common.spec import NETS

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from bench import inputs
 from common import distributed
+from common.batch import random_batch
 from common.framework import configure_threads, load_backend
 from common.spec import get_spec
 
@@ -24,7 +24,7 @@ from common.spec import get_spec
 # network, dropout off, the community recipe's warm-up learning rate; 4-utterance global batches.
 COMMUNITY = get_spec("community")
 SPEC = get_spec("tiny").replace(dropout=0.0, lr=COMMUNITY.lr, warmup=COMMUNITY.warmup)
-BATCHES = [inputs.short_batch(SPEC, seed=i, text_lengths=(20, 14, 17, 9), frame_lengths=(16, 12, 14, 8))
+BATCHES = [random_batch(SPEC, (20, 14, 17, 9), [t * SPEC.r for t in (16, 12, 14, 8)], seed=i)
            for i in range(4)]
 
 

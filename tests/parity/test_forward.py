@@ -6,9 +6,9 @@ import functools
 import numpy as np
 import pytest
 
-from bench import inputs
-from bench.parity import explain, first_divergence, relative_error
 from common import losses as L, reference as R, spec as S
+from common.batch import random_batch
+from common.compare import explain, first_divergence, relative_error
 from common.framework import FRAMEWORKS
 from common.weights import init_weights
 
@@ -57,7 +57,7 @@ def gradient_batch(preset: str, net: str):
     and 3 reduced frames), so few ReLU inputs can come near 0 (at community SSRN, ~25k of them)."""
     spec = S.get_spec(preset)
     for seed in range(50):
-        batch = inputs.short_batch(spec, seed=seed, frame_lengths=(4, 3))
+        batch = random_batch(spec, (12, 9), (4 * spec.r, 3 * spec.r), seed)
         batch = dataclasses.replace(batch, mel=np.round(batch.mel), mag=np.round(batch.mag))
         if kink_margin(spec, net, batch) >= KINK_MARGIN:
             return batch

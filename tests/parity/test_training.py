@@ -7,9 +7,10 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from bench import inputs
-from bench.parity import first_divergence, global_relative_error, max_abs_error
 from common import spec as S
+from common.batch import random_batch
+from common.compare import first_divergence, global_relative_error, max_abs_error
+from common.text import text_to_ids
 from common.weights import init_weights
 
 # The tiny network with dropout off and the community recipe's learning-rate schedule (lr 1e-3 with
@@ -19,7 +20,7 @@ from common.weights import init_weights
 # while the weights still move by 2e-3 (Text2Mel) to 5e-3 (SSRN) of their norm.
 COMMUNITY, PAPER = S.get_spec("community"), S.get_spec("paper")
 SPEC = S.get_spec("tiny").replace(dropout=0.0, lr=COMMUNITY.lr, warmup=COMMUNITY.warmup)
-BATCHES = [inputs.short_batch(SPEC, seed=i, text_lengths=(20, 14), frame_lengths=(16, 12)) for i in range(4)]
+BATCHES = [random_batch(SPEC, (20, 14), (16 * SPEC.r, 12 * SPEC.r), seed) for seed in range(4)]
 LOSS_TOL = 1e-3  # relative, at every step
 
 
@@ -81,7 +82,7 @@ def test_final_weights_agree(once, backend_class, pair, net, adam):
 
 
 def test_trained_weights_synthesize_the_same_mel_elsewhere(once, backend_class, pair):
-    ids = inputs.synthesis_texts(SPEC, 1)[0]
+    ids = text_to_ids("The lanterns swayed in the evening breeze.", SPEC)
     for source in pair:
         weights = trained(once, backend_class, "text2mel", source)[1]
         mels = {}

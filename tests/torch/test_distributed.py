@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.parity import global_relative_error
+from common.compare import global_relative_error
 from common import distributed
 from common.spec import NETS
 from impl_torch import runtime

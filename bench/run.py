@@ -24,7 +24,7 @@ if __name__ == "__main__":  # on a fresh machine: make the project's environment
 
 from tqdm import tqdm
 
-from bench import converge, inputs, machine, report, scaling
+from bench import converge, inputs, machine, report, scaling, variants
 from bench.measure import TASKS
 from bench.parity import GATE_TOL
 from common import weights
@@ -60,6 +60,9 @@ def parse_args(argv=None):
                    "sentences are spoken")
     p.add_argument("--ssrn", type=Path, help="trained SSRN for the synthesis task (with --text2mel)")
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches per run, cycled")
+    p.add_argument("--variant", nargs="+", default=[variants.BASELINE], choices=[*variants.VARIANTS, "all"],
+                   help="changes of the preset to time as well (bench/variants.py; all = every one); several "
+                        "write variants.md beside the table (default: the preset alone)")
     p.add_argument("--workers", nargs="+", type=int, default=[1, 2],
                    help="scaling: worker counts, sharing --threads (default: 1 2)")
     p.add_argument("--seed", type=int, default=0)
@@ -96,6 +99,9 @@ def parse_args(argv=None):
     args.preset = args.preset or ("demo" if args.converge else "small")
     args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
+    args.variant = list(variants.VARIANTS) if "all" in args.variant else list(dict.fromkeys(args.variant))
+    if len(args.variant) > 1 and (args.converge or args.scaling or args.text2mel is not None):
+        p.error("--variant goes with the timing tasks on untrained weights only")
     if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
     kind = "converge" if args.converge else "scaling" if args.scaling else "bench"
@@ -119,14 +125,16 @@ def trained_preset(text2mel: Path, ssrn: Path) -> str:
     return names["text2mel"]
 
 
-def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int, synth_batches=(1,)) -> list:
-    """(round, task, batch size, framework) in run order; odd rounds reverse the framework order."""
+def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int, synth_batches=(1,),
+         variant_names=(variants.BASELINE,)) -> list:
+    """(round, variant, task, batch size, framework) in run order; odd rounds reverse the framework order."""
     runs = []
     for rnd in range(repeat):
         order = frameworks if rnd % 2 == 0 else frameworks[::-1]
-        for task in tasks:
-            for batch in (synth_batches if task == "synthesize" else batch_sizes):
-                runs += [(rnd, task, batch, fw) for fw in order]
+        for variant in variant_names:
+            for task in tasks:
+                for batch in (synth_batches if task == "synthesize" else batch_sizes):
+                    runs += [(rnd, variant, task, batch, fw) for fw in order]
     return runs
 
 
@@ -141,20 +149,22 @@ def numpy_peak(args) -> float | None:
     return json.loads(proc.stdout)["gflops"] if proc.returncode == 0 else None
 
 
-def run_worker(args, framework: str, task: str, batch: int) -> dict:
+def run_worker(args, framework: str, task: str, batch: int, variant: str = variants.BASELINE) -> dict:
     """One subprocess run; a crash, timeout or missing answer becomes a status "error" record."""
     result = args.out / f".worker-{os.getpid()}.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.worker", "--framework", framework, "--task", task, "--preset", args.preset,
            "--batch-size", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed),
-           "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--result", str(result)]
+           "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--variant", variant,
+           "--result", str(result)]
     if args.data:
         cmd += ["--data", args.data]
     if args.text2mel is not None:
         cmd += ["--text2mel", str(args.text2mel), "--ssrn", str(args.ssrn)]
     env = machine.subprocess_env(args.threads, args.device)
-    base = {"framework": framework, "task": task, "preset": args.preset, "batch_size": batch, "status": "error"}
+    base = {"framework": framework, "task": task, "preset": variants.variant_name(args.preset, variant),
+            "batch_size": batch, "status": "error"}
     try:
         proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -275,6 +285,10 @@ def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str
     report.write_csv(args.out / "results.csv", rows)
     table = report.markdown(meta, rows, args.framework)
     (args.out / "table.md").write_text(table)
+    if len(args.variant) > 1:
+        study = variants.table(rows, args.preset, args.variant, args.framework)
+        (args.out / "variants.md").write_text(study)
+        table += "\n" + study
     if plots:
         report.plot(args.out, rows, args.framework)
     return table
@@ -289,18 +303,19 @@ def main(argv=None) -> int:
         print((args.out / "scaling.md").read_text() + f"written to {args.out}")
         return 0 if all(r["status"] == "ok" for r in records) else 1
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch)
+    runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant)
     records, unavailable = [], {}
     status = 0
     probes = {"before": numpy_peak(args)}
     try:
         bar = tqdm(runs, unit="run", desc="bench")
-        for rnd, task, batch, fw in bar:
-            bar.set_postfix_str(f"{fw} {task} batch {batch}")
-            record = unavailable.get(fw) or run_worker(args, fw, task, batch)
+        for rnd, variant, task, batch, fw in bar:
+            bar.set_postfix_str(f"{fw} {task} batch {batch}" + (f" {variant}" if len(args.variant) > 1 else ""))
+            record = unavailable.get(fw) or run_worker(args, fw, task, batch, variant)
             if record["status"] == "unavailable":
                 unavailable[fw] = record
-            records.append({**record, "task": task, "batch_size": batch, "round": rnd})
+            records.append({**record, "task": task, "batch_size": batch, "round": rnd,
+                            "preset": variants.variant_name(args.preset, variant)})
             write_outputs(args, records, probes)
         probes["after"] = numpy_peak(args)
     except KeyboardInterrupt:

@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches, cycled")
     p.add_argument("--text2mel", default=None, help="trained Text2Mel for synthesis (with --ssrn)")
     p.add_argument("--ssrn", default=None, help="trained SSRN for synthesis (with --text2mel)")
+    p.add_argument("--variant", default="baseline", help="a bench.variants name: the preset's changes")
     p.add_argument("--result", required=True, help="where to write the JSON record")
     return p.parse_args(argv)
 
@@ -37,15 +38,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
     from bench import measure  # numpy and the framework load only now
-    from common.spec import get_spec
+    from bench.variants import variant_name, variant_spec
 
     trained = {"text2mel": args.text2mel, "ssrn": args.ssrn} if args.text2mel else None
     try:
-        record = measure.run(args.framework, args.task, get_spec(args.preset), args.batch_size, args.steps,
-                             args.warmup, args.device, args.seed, args.threads, args.data, args.max_frames,
-                             args.batches, weights=trained)
+        spec = variant_spec(args.preset, args.variant)
+        record = measure.run(args.framework, args.task, spec, args.batch_size, args.steps, args.warmup, args.device,
+                             args.seed, args.threads, args.data, args.max_frames, args.batches, weights=trained)
     except Exception as err:  # reported, never lost: the run is marked "error" with its traceback
-        record = {"framework": args.framework, "task": args.task, "preset": args.preset,
+        record = {"framework": args.framework, "task": args.task, "preset": variant_name(args.preset, args.variant),
                   "batch_size": args.batch_size, "status": "error", "reason": f"{type(err).__name__}: {err}",
                   "traceback": traceback.format_exc()}
     with open(args.result, "w") as f:

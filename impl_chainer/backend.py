@@ -105,7 +105,7 @@ class Backend(framework.Backend):
     def _move_to(self, device) -> None:
         self.chainer_device = device
         self.model.to_device(device)
-        self.trainer.to_device(device)
+        self.trainer.move_to(device)
 
     def sync(self) -> None:
         if self.chainer_device.xp is not np:  # CuPy queues work; NumPy is done on return

@@ -1,9 +1,10 @@
 """Building blocks of DC-TTS as Chainer links, one per entry of a common.spec layer list.
 
 Every block keeps its `common.spec.Layer`, so its parameters are named canonically:
-`<layer.name>.<attribute path>` with paths weight, bias, dw.weight, norm.gamma, norm.beta,
-in the canonical layouts (which are Chainer's own). Activations are (B, C, T). Causal
-stacks can also run one frame at a time (`Stack.step`) for synthesis.
+`<layer.name>.<attribute path>` with paths weight, bias, dw.weight, reduce.weight, norm.gamma,
+norm.beta (and the batch norm's running statistics norm.mean, norm.var: persistent values, not
+parameters), in the canonical layouts (which are Chainer's own). Activations are (B, C, T).
+Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
 
 `step` (synthesis, inference only) computes on plain arrays with the device's array module,
 not with chainer.functions: no graph is needed there, and every Chainer function call costs
@@ -84,18 +85,52 @@ class ChannelNorm(chainer.Link):
         return h.reshape(b, c) * self.gamma.array + self.beta.array
 
 
+class BatchNorm(chainer.Link):
+    """Batch norm per channel of (B, C, T) over (batch, time): F.batch_normalization in training
+    (chainer.config.train; the batch's statistics, the running ones updated in place with
+    decay = 1 - momentum and the unbiased variance, as common.reference.norm), else
+    F.fixed_batch_normalization on the running statistics. Those are persistent values
+    (`mean`, `var`): not parameters, so neither gradients nor Adam touch them."""
+
+    def __init__(self, channels: int, eps: float, momentum: float):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        with self.init_scope():
+            self.gamma = chainer.Parameter(np.ones(channels, np.float32))
+            self.beta = chainer.Parameter(np.zeros(channels, np.float32))
+        self.add_persistent("mean", np.zeros(channels, np.float32))
+        self.add_persistent("var", np.ones(channels, np.float32))
+
+    def statistics(self) -> dict:
+        """{"mean", "var"}: the running statistics (the arrays themselves, updated in place)."""
+        return {"mean": self.mean, "var": self.var}
+
+    def forward(self, h):
+        if chainer.config.train:
+            return F.batch_normalization(h, self.gamma, self.beta, eps=self.eps, running_mean=self.mean,
+                                         running_var=self.var, decay=1.0 - self.momentum, axis=(0, 2))
+        return F.fixed_batch_normalization(h, self.gamma, self.beta, self.mean, self.var, eps=self.eps, axis=(0, 2))
+
+    def step(self, h):
+        """Eval-mode forward on one frame's plain array (B, C) (synthesis: no graph)."""
+        scale = self.gamma.array / self.xp.sqrt(self.var + h.dtype.type(self.eps))
+        return (h - self.mean) * scale + self.beta.array
+
+
 def make_norm(spec: S.Spec, channels: int, groups: int):
-    """The normalization after a convolution, or None ([paper]: none)."""
+    """The normalization after a convolution, or None ([paper]: none). `groups`: the layer
+    norm's channel groups (a highway layer's halves); batch norm is per channel anyway."""
     if spec.norm == "none":
         return None
     if spec.norm == "layer":
         return ChannelNorm(channels, groups, spec.norm_eps)
-    raise NotImplementedError("norm='batch' is not implemented in impl_chainer yet "
-                              "(common.spec defines no running-statistics momentum for training)")
+    return BatchNorm(channels, spec.norm_eps, spec.norm_momentum)
 
 
 class Block(chainer.Chain):
     """A link built from one `common.spec.Layer`; its parameters are `<layer.name>.<attribute path>`."""
+
+    norm_groups = 1  # channel groups of a layer norm: 2 for highway layers (H1, H2 separately)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__()
@@ -135,32 +170,42 @@ class Depthwise(chainer.Link):
             self.weight = _param(channels, 1, k)
 
 
+class Reduction(chainer.Link):
+    """The bottleneck variant's 1x1 reduction before a k-wide convolution (weight (width, channels, 1), no bias)."""
+
+    def __init__(self, width: int, channels: int):
+        super().__init__()
+        with self.init_scope():
+            self.weight = _param(width, channels, 1)
+
+
 class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
     on the left only, non-causal ones symmetrically ("same")."""
 
-    groups = 1  # norm groups: 2 for highway layers
-
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
-        out = layer.cout * self.groups
         separable = S.is_separable(spec, layer)  # depthwise (k) + pointwise (1, maybe grouped)
-        self.pointwise_groups = spec.pointwise_groups if separable and spec.conv == "super-sep" else 1
-        k_main = 1 if separable else layer.k
+        self.pointwise_groups = S.pointwise_groups(spec, layer)
+        width = S.bottleneck_width(spec, layer)  # bottleneck: 1x1 down to width, then the k-wide conv
+        self.history_channels = width or layer.cin  # what a causal step keeps of past inputs
         with self.init_scope():
             self.dw = Depthwise(layer.cin, layer.k) if separable else None
-            self.weight = _param(out, layer.cin // self.pointwise_groups, k_main)
-            self.bias = _param(out)
-            self.norm = None if layer.plain else make_norm(spec, out, self.groups)
+            self.reduce = Reduction(width, layer.cin) if width else None
+            self.weight = _param(layer.out, (width or layer.cin) // self.pointwise_groups, 1 if separable else layer.k)
+            self.bias = _param(layer.out)
+            self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
 
-    def conv(self, x):
-        """The (possibly separable) convolution of x with the layer's padding, normalized."""
-        pad, dil = self.layer.pad, self.layer.dilation
+    def conv(self, x, pad: tuple, dilation: int):
+        """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left,
+        right) frames, normalized."""
         if self.dw is not None:
-            x = conv1d(x, self.dw.weight, pad=pad, dilation=dil, groups=x.shape[1])
+            x = conv1d(x, self.dw.weight, pad=pad, dilation=dilation, groups=x.shape[1])
             h = conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
         else:
-            h = conv1d(x, self.weight, self.bias, pad=pad, dilation=dil)
+            if self.reduce is not None:
+                x = conv1d(x, self.reduce.weight)
+            h = conv1d(x, self.weight, self.bias, pad=pad, dilation=dilation)
         return self.norm(h) if self.norm is not None else h
 
     def output(self, h, x):
@@ -172,40 +217,45 @@ class Conv(Block):
         return self.xp.maximum(h, h.dtype.type(0)) if self.layer.act == "relu" else h
 
     def conv_step(self, taps):
-        """conv of one output frame from its k input taps (B, cin, k) (every dilation-th frame
-        of the window), as one matmul on the flattened taps -> (B, cout), normalized."""
+        """conv of one output frame from its k input taps (B, history_channels, k) (every
+        dilation-th frame of the window, already reduced in the bottleneck variant), as one
+        matmul on the flattened taps -> (B, out), normalized."""
         b = taps.shape[0]
         if self.dw is not None:
             x = (taps * self.dw.weight.array[:, 0]).sum(axis=2)  # depthwise: (B, cin)
             g = self.pointwise_groups
-            w = self.weight.array.reshape(g, -1, x.shape[1] // g)  # (g, cout/g, cin/g)
+            w = self.weight.array.reshape(g, -1, x.shape[1] // g)  # (g, out/g, cin/g)
             h = (x.reshape(b, g, 1, -1) @ w.transpose(0, 2, 1)).reshape(b, -1) + self.bias.array
         else:
             h = taps.reshape(b, -1) @ self.weight.array.reshape(self.weight.shape[0], -1).T + self.bias.array
         return self.norm.step(h) if self.norm is not None else h
 
     def forward(self, x):
-        return self.drop(self.output(self.conv(x), x))
+        return self.drop(self.output(self.conv(x, self.layer.pad, self.layer.dilation), x))
 
     def step(self, x, history):
         """Causal layers, one frame x (B, C, 1) at a time, on plain arrays (inference: no
         dropout, no graph): `history` holds the last (k-1)*dilation inputs (zeros at the
-        start: exactly the causal padding). The kernel reads every dilation-th frame of the
+        start: exactly the causal padding), reduced to the bottleneck's width in that variant
+        (each frame once, not once per tap). The kernel reads every dilation-th frame of the
         window, so those k taps are one matmul with the flattened kernel. Returns (y, new history)."""
-        if x.shape[2] != 1:
-            raise ValueError(f"step takes one frame at a time, got {x.shape[2]}")
-        window = self.xp.concatenate([history, x], axis=2) if history.shape[2] else x
+        if x.ndim != 3 or x.shape[2] != 1:
+            raise ValueError(f"step takes one frame (B, C, 1) at a time, got shape {x.shape}")
+        z = x
+        if self.reduce is not None:
+            z = (self.reduce.weight.array[:, :, 0] @ x)  # (width, cin) @ (B, cin, 1) -> (B, width, 1)
+        window = self.xp.concatenate([history, z], axis=2) if history.shape[2] else z
         h = self.conv_step(window[:, :, ::self.layer.dilation])
         return self.output_step(h, x[:, :, 0])[:, :, None], window[:, :, 1:]
 
 
 class HighwayConv(Conv):
-    """HC: H1, H2 = split(norm(conv(x))) (halves normalized separately);
+    """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x):
     four F ops instead of five (each is a NumPy pass forward and more backward); on NumPy one
     hand-written node, impl_chainer.fused.HighwayGateFn."""
 
-    groups = 2
+    norm_groups = 2
 
     def output(self, h, x):
         if self.xp is np:  # the same computation in one node (impl_chainer.fused)
@@ -218,32 +268,45 @@ class HighwayConv(Conv):
         return x + (self.xp.tanh(h[:, :c] * half) * half + half) * (h[:, c:] - x)  # F.sigmoid's formula
 
 
+class ResidualConv(Conv):
+    """The residual variant of HC (spec.block == "residual"): y = drop(x + relu(norm(conv(x))))."""
+
+    def output(self, h, x):
+        return x + F.relu(h)
+
+    def output_step(self, h, x):
+        return x + self.xp.maximum(h, h.dtype.type(0))
+
+
 class Deconv(Block):
-    """D(o, k): transposed convolution, stride 2, kernel k, no padding (length x 2); y = drop(norm(.))."""
+    """D(o, k): transposed convolution, stride = kernel = k, no padding (length x stride); y = drop(norm(.))."""
 
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
         with self.init_scope():
-            self.weight = _param(layer.cin, layer.cout, layer.k)
-            self.bias = _param(layer.cout)
-            self.norm = make_norm(spec, layer.cout, 1)
+            self.weight = _param(layer.cin, layer.out, layer.k)
+            self.bias = _param(layer.out)
+            self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
 
     def forward(self, x):
-        h = F.deconvolution_nd(x, self.weight, self.bias, stride=2, outsize=(2 * x.shape[2],))
+        stride = self.layer.stride
+        h = F.deconvolution_nd(x, self.weight, self.bias, stride=stride, outsize=(stride * x.shape[2],))
         return self.drop(self.norm(h) if self.norm is not None else h)
 
 
-BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.DECONV: Deconv}
+BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.RESIDUAL: ResidualConv,
+          S.DECONV: Deconv}
 
 
 class Stack(chainer.Sequential):
     """The blocks of one layer list in order; causal stacks can also run frame by frame."""
 
     def initial_history(self, batch_size: int) -> list:
-        """Zero input histories for `step`, one per layer ((B, cin, (k-1)*dilation)), on the stack's device."""
+        """Zero input histories for `step`, one per layer ((B, cin or the bottleneck's width,
+        (k-1)*dilation)), on the device of the stack's parameters."""
         if not all(block.layer.causal for block in self):
             raise ValueError("only causal stacks run frame by frame")
-        return [self.xp.zeros((batch_size, b.layer.cin, b.layer.pad[0]), np.float32) for b in self]
+        return [self.xp.zeros((batch_size, b.history_channels, b.layer.pad[0]), np.float32) for b in self]
 
     def step(self, x, history: list) -> tuple:
         """One new frame x (B, C, 1) -> (output (B, C', 1), updated histories). Inference only
@@ -265,7 +328,15 @@ def build_stack(spec: S.Spec, layer_list) -> Stack:
 
 
 def canonical_parameters(model: chainer.Link) -> dict:
-    """{canonical name: Parameter} of every block in `model` (in Chainer's traversal order:
-    a Chain visits its children by name, so not the forward order)."""
+    """{canonical name: Parameter} of every block in `model`: the trainable parameters (in
+    Chainer's traversal order: a Chain visits its children by name, so not the forward order)."""
     return {f"{link.layer.name}{path.replace('/', '.')}": p for link in model.links() if isinstance(link, Block)
             for path, p in link.namedparams()}
+
+
+def canonical_statistics(model: chainer.Link) -> dict:
+    """{canonical name: array} of every batch norm's running statistics in `model` (the
+    persistent arrays themselves: writing into them sets the statistics); {} without batch norm."""
+    return {f"{link.layer.name}{path.replace('/', '.')}.{key}": a for link in model.links() if isinstance(link, Block)
+            for path, norm in link.namedlinks(skipself=True) if isinstance(norm, BatchNorm)
+            for key, a in norm.statistics().items()}

@@ -43,12 +43,21 @@ def pad_bias(text):
     return ((text == S.PAD).astype(xp.float32) * S.PAD_LOGIT)[:, :, None]
 
 
+def shift_right(mel):
+    """Teacher forcing: (B, F, T) -> one zero frame in front, the last frame dropped."""
+    return F.pad(mel[:, :, :-1], ((0, 0), (0, 0), (1, 0)), "constant")
+
+
 class Attention(chainer.Chain):
     """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading."""
 
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(spec.D)
+
     def weights(self, k, q, bias):
-        logits = F.matmul(k, q, transa=True) * (1.0 / math.sqrt(k.shape[1]))
+        logits = F.matmul(k, q, transa=True) * self.scale
         return F.softmax(logits + F.broadcast_to(bias, logits.shape), axis=1)
 
     def read(self, v, a, q):
@@ -58,7 +67,7 @@ class Attention(chainer.Chain):
         """weights for one frame on plain arrays (synthesis: no graph, see layers.py):
         K (B, d, N), Q (B, d, 1), bias (B, N, 1) -> A (B, N)."""
         xp = self.xp
-        logits = (xp.matmul(k.transpose(0, 2, 1), q) * k.dtype.type(1.0 / math.sqrt(k.shape[1])) + bias)[:, :, 0]
+        logits = (xp.matmul(k.transpose(0, 2, 1), q) * k.dtype.type(self.scale) + bias)[:, :, 0]
         a = logits - logits.max(axis=1, keepdims=True)  # F.softmax's computation
         xp.exp(a, out=a)
         a /= a.sum(axis=1, keepdims=True)
@@ -94,10 +103,10 @@ class Text2Mel(chainer.Chain):
         self.spec = spec
         with self.init_scope():
             self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
-            self.attention, self.audiodec = Attention(), AudioDec(spec)
+            self.attention, self.audiodec = Attention(spec), AudioDec(spec)
 
     def forward(self, text, mel):
         k, v = self.textenc(text)
-        q = self.audioenc(F.pad(mel[:, :, :-1], ((0, 0), (0, 0), (1, 0)), "constant"))
+        q = self.audioenc(shift_right(mel))
         r, a = self.attention(k, v, q, pad_bias(text))
         return self.audiodec(r), a

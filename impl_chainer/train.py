@@ -41,27 +41,17 @@ def attention_loss(attention, guide, n_real: float):
     return F.sum(attention * guide) / n_real
 
 
-def weighted(term, weight: float):
-    """term * weight (Batch.weight: a worker shard's share of the global batch). At weight 1 (every
-    single-process batch) the term itself: no extra node, the graph and its numbers unchanged."""
-    return term if weight == 1.0 else term * weight
-
-
 def text2mel_losses(model, a: dict) -> dict:
     logits, attention = model(a["text"], a["mel"])
-    out = {"l1": weighted(l1(logits, a["mel"]), a["weight"]),
-           "bin": weighted(binary_divergence(logits, a["mel"]), a["weight"]),
-           "att": attention_loss(attention, a["guide"], a["n_real"])}
-    out["loss"] = out["l1"] + out["bin"] + out["att"]
-    return out
+    return L.with_total({"l1": L.weighted(l1(logits, a["mel"]), a["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, a["mel"]), a["weight"]),
+                         "att": attention_loss(attention, a["guide"], a["n_real"])})
 
 
 def ssrn_losses(model, a: dict) -> dict:
     logits = model(a["mel"])
-    out = {"l1": weighted(l1(logits, a["mag"]), a["weight"]),
-           "bin": weighted(binary_divergence(logits, a["mag"]), a["weight"])}
-    out["loss"] = out["l1"] + out["bin"]
-    return out
+    return L.with_total({"l1": L.weighted(l1(logits, a["mag"]), a["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, a["mag"]), a["weight"])})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
@@ -89,7 +79,8 @@ def adam_update(p, g, m, v, step: int, spec) -> None:
 
 
 class Trainer:
-    """Adam on one network, written out (adam_update above) with m and v per canonical name;
+    """Adam on one network, written out (adam_update above) with m and v per canonical name of
+    a trainable parameter (batch norm's running statistics are not parameters: no state);
     the learning rate of each step is common.losses.learning_rate, gradients are clipped by
     value when spec.grad_clip is set. With a ChainerMN communicator (`communicator`, set by
     Backend.join_workers) the gradients are averaged over the workers right after backward,
@@ -106,7 +97,7 @@ class Trainer:
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.communicator = None  # a ChainerMN communicator once the process joined a job
 
-    def to_device(self, device) -> None:
+    def move_to(self, device) -> None:
         """Move the Adam state to `device` (the model is moved by its owner)."""
         self.device = device
         self.m = {name: device.send(a) for name, a in self.m.items()}
@@ -121,7 +112,8 @@ class Trainer:
         return {k: float(val.array) for k, val in out.items()}
 
     def train_step(self, batch: Batch) -> dict:
-        """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
+        """Train mode (dropout on, batch norm on the batch's statistics, updating the running
+        ones): forward, backward, clip, Adam. Returns the losses as floats."""
         with chainer.using_config("train", True):
             out = self._backward(batch)
         self.step += 1
@@ -131,7 +123,7 @@ class Trainer:
 
     def gradients(self, batch: Batch) -> tuple:
         """(losses, {canonical name: unclipped gradient (the workers' mean in a job)}) in eval
-        mode; nothing is updated."""
+        mode (batch norm on its running statistics); nothing is updated."""
         with chainer.using_config("train", False):
             out = self._backward(batch)
         grads = {name: np.array(runtime.to_numpy(p.grad)) for name, p in self.params.items()}

@@ -13,7 +13,7 @@ from common.weights import init_weights
 from impl_torch import synthesize as synth, weights
 from impl_torch.ssrn import SSRN
 from impl_torch.text2mel import Text2Mel
-from impl_torch.train import Trainer, to_tensors
+from impl_torch.train import Trainer, to_device
 
 NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
 
@@ -54,7 +54,7 @@ class Backend(framework.Backend):
 
     def forward(self, batch: Batch) -> dict:
         self.model.eval()
-        t = to_tensors(batch, self.torch_device)
+        t = to_device(batch, self.torch_device, self.net)
         with torch.inference_mode():
             if self.net == "ssrn":
                 return {"logits": self.model(t["mel"]).cpu().numpy()}

@@ -1,8 +1,9 @@
 """Building blocks of DC-TTS in PyTorch, one module per entry of a common.spec layer list.
 
 Every block keeps its `common.spec.Layer`, so its parameters are named canonically:
-`<layer.name>.<local name>` with local names weight, bias, dw.weight, norm.gamma,
-norm.beta, in the canonical layouts (which are PyTorch's own). Activations are (B, C, T).
+`<layer.name>.<local name>` with local names weight, bias, dw.weight, reduce.weight, norm.gamma,
+norm.beta (and batch norm's running statistics norm.mean, norm.var: buffers, not parameters), in
+the canonical layouts (which are PyTorch's own). Activations are (B, C, T).
 Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
 """
 from __future__ import annotations
@@ -40,18 +41,46 @@ class ChannelNorm(nn.Module):
         return torch.addcmul(self.beta, hg.view(b, c), self.gamma)
 
 
+class BatchNorm(nn.Module):
+    """Batch norm per channel over (batch, time), one F.batch_norm: in training mode on the batch's
+    statistics, updating the running ones in place (momentum, unbiased variance: torch's own rule,
+    common.reference.norm's), in eval mode on the running ones. Those are buffers (`mean`, `var`):
+    moved with the module, neither parameters nor Adam state."""
+
+    def __init__(self, channels: int, eps: float, momentum: float):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("var", torch.ones(channels))
+
+    def statistics(self) -> dict:
+        """{"mean", "var"}: the running statistics (the buffers themselves, updated in place)."""
+        return {"mean": self.mean, "var": self.var}
+
+    def forward(self, h):
+        return F.batch_norm(h, self.mean, self.var, self.gamma, self.beta, self.training, self.momentum, self.eps)
+
+    def step(self, h):
+        """Eval-mode forward on one frame (B, C) (synthesis)."""
+        return F.batch_norm(h, self.mean, self.var, self.gamma, self.beta, False, 0.0, self.eps)
+
+
 def make_norm(spec: S.Spec, channels: int, groups: int):
-    """The normalization after a convolution, or None ([paper]: none)."""
+    """The normalization after a convolution, or None ([paper]: none). `groups`: the layer norm's
+    channel groups (a highway layer's halves); batch norm is per channel anyway."""
     if spec.norm == "none":
         return None
     if spec.norm == "layer":
         return ChannelNorm(channels, groups, spec.norm_eps)
-    raise NotImplementedError("norm='batch' is not implemented in impl_torch yet "
-                              "(common.spec defines no running-statistics momentum for training)")
+    return BatchNorm(channels, spec.norm_eps, spec.norm_momentum)
 
 
 class Block(nn.Module):
     """A module built from one `common.spec.Layer`; its parameters are `<layer.name>.<local name>`."""
+
+    norm_groups = 1  # channel groups of a layer norm: 2 for highway layers (H1, H2 separately)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__()
@@ -80,31 +109,44 @@ class Depthwise(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, 1, k))
 
 
+class Reduction(nn.Module):
+    """The bottleneck variant's 1x1 reduction before a k-wide convolution (weight (width, channels, 1), no bias)."""
+
+    def __init__(self, width: int, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(width, channels, 1))
+
+
 class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
     on the left only (explicit F.pad), non-causal ones symmetrically ("same")."""
 
-    halves = 1  # a highway convolution outputs two halves (H1, H2), normalized separately
-
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
-        out = layer.cout * self.halves
         separable = S.is_separable(spec, layer)  # depthwise (k) + pointwise (1, maybe grouped)
+        width = S.bottleneck_width(spec, layer)  # bottleneck: 1x1 down to width, then the k-wide conv
+        self.history_channels = width or layer.cin  # what a causal step keeps of past inputs
+        self.pointwise_groups = S.pointwise_groups(spec, layer)
         self.dw = Depthwise(layer.cin, layer.k) if separable else None
-        self.pointwise_groups = spec.pointwise_groups if separable and spec.conv == "super-sep" else 1
-        k_main = 1 if separable else layer.k
-        self.weight = nn.Parameter(torch.empty(out, layer.cin // self.pointwise_groups, k_main))
-        self.bias = nn.Parameter(torch.empty(out))
-        self.norm = None if layer.plain else make_norm(spec, out, self.halves)
+        self.reduce = Reduction(width, layer.cin) if width else None
+        self.weight = nn.Parameter(torch.empty(layer.out, (width or layer.cin) // self.pointwise_groups,
+                                               1 if separable else layer.k))
+        self.bias = nn.Parameter(torch.empty(layer.out))
+        self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
 
-    def conv(self, x, padding: int, dil: int):
-        """The (possibly separable) convolution of an input already padded but for `padding`
-        frames on each side."""
+    def conv(self, x, pad: tuple, dilation: int):
+        """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left, right)
+        frames, normalized ("same" padding stays inside conv1d; the bottleneck reduces before padding)."""
+        if self.reduce is not None:
+            x = F.conv1d(x, self.reduce.weight)
+        left, right = pad
+        if left != right:
+            x, left = F.pad(x, (left, right)), 0
         if self.dw is not None:
-            x = F.conv1d(x, self.dw.weight, None, padding=padding, dilation=dil, groups=x.shape[1])
+            x = F.conv1d(x, self.dw.weight, None, padding=left, dilation=dilation, groups=x.shape[1])
             h = F.conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
         else:
-            h = F.conv1d(x, self.weight, self.bias, padding=padding, dilation=dil)
+            h = F.conv1d(x, self.weight, self.bias, padding=left, dilation=dilation)
         return self.norm(h) if self.norm is not None else h
 
     def output(self, h, x):
@@ -112,18 +154,14 @@ class Conv(Block):
         return torch.relu(h) if self.layer.act == "relu" else h
 
     def forward(self, x):
-        left, right = self.layer.pad
-        if left == right:
-            h = self.conv(x, left, self.layer.dilation)
-        else:
-            h = self.conv(F.pad(x, (left, right)), 0, self.layer.dilation)
-        return self.drop(self.output(h, x))
+        return self.drop(self.output(self.conv(x, self.layer.pad, self.layer.dilation), x))
 
     def conv_step(self, taps):
-        """conv of one output frame from its k input taps (B, cin, k) (every dilation-th frame
-        of the window) -> (B, out), normalized: one matrix product with the flattened kernel
-        (PyTorch's dilated convolution of a short input measured 20x slower; conv1d on the taps
-        and the (B, C, T) layer norm's transposes cost more than the arithmetic of a frame)."""
+        """conv of one output frame from its k input taps (B, history_channels, k) (every
+        dilation-th frame of the window, already reduced in the bottleneck variant) -> (B, out),
+        normalized: one matrix product with the flattened kernel (PyTorch's dilated convolution of
+        a short input measured 20x slower; conv1d on the taps and the (B, C, T) layer norm's
+        transposes cost more than the arithmetic of a frame)."""
         b = taps.shape[0]
         if self.dw is not None:
             x = (taps * self.dw.weight[:, 0]).sum(dim=2)  # depthwise: (B, cin)
@@ -134,50 +172,63 @@ class Conv(Block):
 
     def step(self, x, history):
         """Causal layers, one frame x (B, C, 1) at a time: `history` holds the last
-        (k-1)*dilation inputs (zeros at the start: exactly the causal padding). Returns (y, new history)."""
-        if x.shape[2] != 1:
-            raise ValueError(f"step takes one frame at a time, got {x.shape[2]}")
-        window = torch.cat([history, x], dim=2)
+        (k-1)*dilation inputs (zeros at the start: exactly the causal padding), reduced to the
+        bottleneck's width in that variant (each frame once, not once per tap). Returns (y, new history)."""
+        if x.dim() != 3 or x.shape[2] != 1:
+            raise ValueError(f"step takes one frame (B, C, 1) at a time, got shape {tuple(x.shape)}")
+        z = x if self.reduce is None else torch.matmul(self.reduce.weight[:, :, 0], x)  # (B, width, 1)
+        window = torch.cat([history, z], dim=2)
         h = self.conv_step(window[:, :, ::self.layer.dilation])
         return self.drop(self.output(h[:, :, None], x)), window[:, :, 1:]
 
 
 class HighwayConv(Conv):
-    """HC: H1, H2 = split(norm(conv(x))) (halves normalized separately);
+    """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x)."""
 
-    halves = 2
+    norm_groups = 2
 
     def output(self, h, x):
         h1, h2 = h.chunk(2, dim=1)
         return torch.lerp(x, h2, torch.sigmoid(h1))  # x + sigmoid(H1) * (H2 - x)
 
 
+class ResidualConv(Conv):
+    """The residual variant of HC (spec.block == "residual"): y = drop(x + relu(norm(conv(x))))."""
+
+    def output(self, h, x):
+        return x + torch.relu(h)
+
+
 class Deconv(Block):
-    """D(o, k): transposed convolution, stride 2, kernel k, no padding (length x 2); y = drop(norm(.))."""
+    """D(o, k): transposed convolution, stride = kernel = k, no padding (length x stride); y = drop(norm(.))."""
 
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
-        self.weight = nn.Parameter(torch.empty(layer.cin, layer.cout, layer.k))
-        self.bias = nn.Parameter(torch.empty(layer.cout))
-        self.norm = make_norm(spec, layer.cout, 1)
+        self.weight = nn.Parameter(torch.empty(layer.cin, layer.out, layer.k))
+        self.bias = nn.Parameter(torch.empty(layer.out))
+        self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
 
     def forward(self, x):
-        h = F.conv_transpose1d(x, self.weight, self.bias, stride=2)
+        h = F.conv_transpose1d(x, self.weight, self.bias, stride=self.layer.stride)
         return self.drop(self.norm(h) if self.norm is not None else h)
 
 
-BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.DECONV: Deconv}
+BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.RESIDUAL: ResidualConv,
+          S.DECONV: Deconv}
 
 
 class Stack(nn.Sequential):
     """The blocks of one layer list in order; causal stacks can also run frame by frame."""
 
-    def initial_history(self, batch_size: int, device) -> list:
-        """Zero input histories for `step`, one per layer ((B, cin, (k-1)*dilation))."""
+    def initial_history(self, batch_size: int) -> list:
+        """Zero input histories for `step`, one per layer ((B, cin or the bottleneck's width,
+        (k-1)*dilation)), on the device of the stack's parameters."""
         if not all(block.layer.causal for block in self):
             raise ValueError("only causal stacks run frame by frame")
-        return [torch.zeros(batch_size, b.layer.cin, b.layer.pad[0], device=device) for b in self]
+        p = next(self.parameters())
+        return [torch.zeros(batch_size, b.history_channels, b.layer.pad[0], device=p.device, dtype=p.dtype)
+                for b in self]
 
     def step(self, x, history: list) -> tuple:
         """One new frame x (B, C, 1) -> (output (B, C', 1), updated histories)."""
@@ -194,6 +245,15 @@ def build_stack(spec: S.Spec, layer_list) -> Stack:
 
 
 def canonical_parameters(model: nn.Module) -> dict:
-    """{canonical name: parameter} of every block in `model`, in forward order."""
+    """{canonical name: parameter} of every block in `model`, in forward order: the trainable
+    parameters (what the optimizer and DDP see)."""
     return {f"{m.layer.name}.{local}": p for m in model.modules() if isinstance(m, Block)
             for local, p in m.named_parameters()}
+
+
+def canonical_statistics(model: nn.Module) -> dict:
+    """{canonical name: buffer} of every batch norm's running statistics in `model` (the buffers
+    themselves: copying into them sets the statistics); {} without batch norm."""
+    return {f"{m.layer.name}.{path}.{key}": buf for m in model.modules() if isinstance(m, Block)
+            for path, norm in m.named_modules() if isinstance(norm, BatchNorm)
+            for key, buf in norm.statistics().items()}

@@ -51,7 +51,7 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         k, v, bias = encode(text2mel, texts, device)
         batch = len(texts)
         n_text = torch.tensor([len(ids) for ids in texts], device=device)
-        enc_past, dec_past = enc.initial_history(batch, device), dec.initial_history(batch, device)
+        enc_past, dec_past = enc.initial_history(batch), dec.initial_history(batch)
         frame = torch.zeros(batch, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
         position = torch.zeros(batch, dtype=torch.int64, device=device)
         ended = torch.zeros(batch, dtype=torch.bool, device=device)

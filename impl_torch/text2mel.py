@@ -41,12 +41,21 @@ def pad_bias(text):
     return ((text == S.PAD).to(torch.float32) * S.PAD_LOGIT)[:, :, None]
 
 
+def shift_right(mel):
+    """Teacher forcing: (B, F, T) -> one zero frame in front, the last frame dropped."""
+    return F.pad(mel[:, :, :-1], (1, 0))
+
+
 class Attention(nn.Module):
     """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading."""
 
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.sqrt_d = math.sqrt(spec.D)
+
     def weights(self, k, q, bias):
-        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / math.sqrt(k.shape[1]) + bias, dim=1)
+        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / self.sqrt_d + bias, dim=1)
 
     def read(self, v, a, q):
         return torch.cat([torch.bmm(v, a), q], dim=1)
@@ -75,10 +84,10 @@ class Text2Mel(nn.Module):
         super().__init__()
         self.spec = spec
         self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
-        self.attention, self.audiodec = Attention(), AudioDec(spec)
+        self.attention, self.audiodec = Attention(spec), AudioDec(spec)
 
     def forward(self, text, mel):
         k, v = self.textenc(text)
-        q = self.audioenc(F.pad(mel[:, :, :-1], (1, 0)))
+        q = self.audioenc(shift_right(mel))
         r, a = self.attention(k, v, q, pad_bias(text))
         return self.audiodec(r), a

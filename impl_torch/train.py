@@ -14,22 +14,19 @@ from common.batch import Batch
 from impl_torch.layers import canonical_parameters
 
 
-def to_tensors(batch: Batch, device) -> dict:
-    """The batch's arrays as tensors on `device` (ids stay int32: F.embedding takes them); its
-    weight (a Python float) and attention positions (a 0-d float32 tensor on `device`: a true
-    division, as by the mask's sum before; CUDA divides by a CPU scalar as a product with its
-    reciprocal)."""
+INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
+
+
+def to_device(batch: Batch, device, net: str) -> dict:
+    """The batch's arrays that `net` uses, as tensors on `device` (ids stay int32 for F.embedding);
+    its weight as a Python float and, for Text2Mel, the attention positions as a 0-d float32 tensor
+    on `device` (a true division: CUDA divides by a CPU scalar as a product with its reciprocal)."""
     t = {name: torch.from_numpy(np.ascontiguousarray(getattr(batch, name))).to(device, non_blocking=True)
-         for name in ("text", "mel", "mag", "guide")}
+         for name in INPUTS[net]}
     t["weight"] = float(batch.weight)
-    t["positions"] = torch.tensor(batch.attention_positions(), dtype=torch.float32, device=device)
+    if "guide" in t:
+        t["n_real"] = torch.tensor(batch.attention_positions(), dtype=torch.float32, device=device)
     return t
-
-
-def weighted(loss, weight: float):
-    """A mean loss term as its shard's share of the global batch's (Batch.weight); untouched at
-    weight 1 (a single-process run stays bit-identical and pays nothing)."""
-    return loss if weight == 1.0 else loss * weight
 
 
 def l1(logits, target):
@@ -41,27 +38,23 @@ def binary_divergence(logits, target):
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def attention_loss(attention, guide, positions):
+def attention_loss(attention, guide, n_real):
     """sum(A * W) / the number of real (text, frame) positions (Batch.attention_positions: the
     batch's own, or a shard's share of the global batch's)."""
-    return (attention * guide).sum() / positions
+    return (attention * guide).sum() / n_real
 
 
 def text2mel_losses(model, t: dict) -> dict:
     logits, attention = model(t["text"], t["mel"])
-    out = {"l1": weighted(l1(logits, t["mel"]), t["weight"]),
-           "bin": weighted(binary_divergence(logits, t["mel"]), t["weight"]),
-           "att": attention_loss(attention, t["guide"], t["positions"])}
-    out["loss"] = out["l1"] + out["bin"] + out["att"]
-    return out
+    return L.with_total({"l1": L.weighted(l1(logits, t["mel"]), t["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, t["mel"]), t["weight"]),
+                         "att": attention_loss(attention, t["guide"], t["n_real"])})
 
 
 def ssrn_losses(model, t: dict) -> dict:
     logits = model(t["mel"])
-    out = {"l1": weighted(l1(logits, t["mag"]), t["weight"]),
-           "bin": weighted(binary_divergence(logits, t["mag"]), t["weight"])}
-    out["loss"] = out["l1"] + out["bin"]
-    return out
+    return L.with_total({"l1": L.weighted(l1(logits, t["mag"]), t["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, t["mag"]), t["weight"])})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
@@ -69,13 +62,16 @@ LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
 # gradient_as_bucket_view, static_graph, batched_grad_copy and 100 MiB buckets measured no
 # better on the CPU (2 workers, preset small, B=4: ~220-330 ms a step each way, within the noise
 # of a shared machine: the bucket copies of small's 1.5M gradients cost ~1 ms).
-DDP_OPTIONS = dict(forward_sync_buffers=False)  # the networks have no buffers to broadcast
+# No buffer broadcast before each forward: only batch norm's running statistics are buffers, and
+# norm=batch is refused with --workers (common/cli.py).
+DDP_OPTIONS = dict(forward_sync_buffers=False)
 
 
 class Trainer:
-    """Adam on one network. torch.optim.Adam computes exactly common.losses.adam_update
-    (eps after the bias-corrected sqrt); the learning rate of each step is set from
-    common.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
+    """Adam on one network's trainable parameters (batch norm's running statistics are buffers:
+    no Adam state; train mode updates them). torch.optim.Adam computes exactly
+    common.losses.adam_update (eps after the bias-corrected sqrt); the learning rate of each step
+    is set from common.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
     The fused Adam kernel (CPU and CUDA) measured ~7x faster than the default on the CPU.
 
     After `distribute` (the process joined a job) the losses are computed through a
@@ -85,7 +81,7 @@ class Trainer:
     inference)."""
 
     def __init__(self, model, spec, net: str, device):
-        self.model, self.spec, self.device = model, spec, device
+        self.model, self.spec, self.net, self.device = model, spec, net, device
         self.loss_fn = LOSSES[net]
         self.params = canonical_parameters(model)
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=spec.lr,
@@ -113,7 +109,7 @@ class Trainer:
 
     def _backward(self, batch: Batch) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.loss_fn(self.model if self.ddp is None else self.ddp, to_tensors(batch, self.device))
+        out = self.loss_fn(self.model if self.ddp is None else self.ddp, to_device(batch, self.device, self.net))
         out["loss"].backward()
         return out
 
@@ -122,7 +118,8 @@ class Trainer:
         return dict(zip(out, torch.stack([v.detach() for v in out.values()]).tolist()))  # one device sync
 
     def train_step(self, batch: Batch) -> dict:
-        """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
+        """Train mode (dropout on, batch norm on the batch's statistics, updating the running
+        ones): forward, backward, clip, Adam. Returns the losses as floats."""
         self.model.train()
         out = self._backward(batch)
         self._update()
@@ -139,7 +136,8 @@ class Trainer:
         self.optimizer.step()
 
     def gradients(self, batch: Batch) -> tuple:
-        """(losses, {canonical name: unclipped gradient}) in eval mode; nothing is updated."""
+        """(losses, {canonical name: unclipped gradient}) in eval mode (batch norm on its running
+        statistics); nothing is updated."""
         self.model.eval()
         out = self._backward(batch)
         grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in self.params.items()}

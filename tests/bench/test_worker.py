@@ -40,10 +40,28 @@ def test_run_writes_every_output(tmp_path, real_framework):
 
 def test_plan_alternates_the_framework_order_and_runs_synthesis_once_per_round():
     runs = run.plan(["torch", "chainer"], ["train-ssrn", "synthesize"], [2, 4], repeat=2, synth_batches=[1])
-    assert runs[:6] == [(0, "train-ssrn", 2, "torch"), (0, "train-ssrn", 2, "chainer"),
-                        (0, "train-ssrn", 4, "torch"), (0, "train-ssrn", 4, "chainer"),
-                        (0, "synthesize", 1, "torch"), (0, "synthesize", 1, "chainer")]
-    assert runs[6:8] == [(1, "train-ssrn", 2, "chainer"), (1, "train-ssrn", 2, "torch")] and len(runs) == 12
+    b = "baseline"
+    assert runs[:6] == [(0, b, "train-ssrn", 2, "torch"), (0, b, "train-ssrn", 2, "chainer"),
+                        (0, b, "train-ssrn", 4, "torch"), (0, b, "train-ssrn", 4, "chainer"),
+                        (0, b, "synthesize", 1, "torch"), (0, b, "synthesize", 1, "chainer")]
+    assert runs[6:8] == [(1, b, "train-ssrn", 2, "chainer"), (1, b, "train-ssrn", 2, "torch")] and len(runs) == 12
+    with_variants = run.plan(["torch"], ["train-ssrn"], [2], repeat=1, variant_names=["baseline", "residual"])
+    assert with_variants == [(0, b, "train-ssrn", 2, "torch"), (0, "residual", "train-ssrn", 2, "torch")]
+
+
+def test_run_times_the_variants_and_writes_their_table(tmp_path, real_framework):
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, str(machine.REPO / "bench" / "run.py"), "--framework", real_framework,
+                           "--task", "train-ssrn", "--preset", "tiny", "--batch-size", "2", "--steps", "1",
+                           "--warmup", "1", "--threads", "1", "--variant", "baseline", "bottleneck", "batch-norm",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = json.loads((out / "results.json").read_text())
+    assert [(r["preset"], r["status"]) for r in raw["runs"]] == [
+        ("tiny", "ok"), ("tiny+bottleneck", "ok"), ("tiny+batch-norm", "ok")], [r.get("reason") for r in raw["runs"]]
+    study = (out / "variants.md").read_text()
+    assert "| bottleneck | conv=bottleneck | 64,863 |" in study and study in proc.stdout
+    assert "| baseline | – | 80,095 |" in study and "(1.00×)" in study
 
 
 def test_defaults_are_the_quick_run():

@@ -11,8 +11,10 @@ from impl_chainer.weights import set_weights
 
 
 def random_weights(spec, layer, rng):
-    """Random float32 weights for one layer (norm gammas away from 1 so they matter)."""
-    return {name: rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.4, shape).astype(np.float32)
+    """Random float32 weights for one layer (norm gammas away from 1 so they matter; batch norm's
+    running variances in [0.5, 2])."""
+    return {name: (rng.uniform(0.5, 2.0, shape) if name.endswith(".norm.var") else
+                   rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.4, shape)).astype(np.float32)
             for name, shape in S.param_shapes(spec, layer).items()}
 
 
@@ -35,10 +37,14 @@ CONFIGS = [  # (kind, cin, cout, k, dilation, causal, act)
     (S.HIGHWAY, 8, 8, 3, 9, False, None),
     (S.HIGHWAY, 8, 8, 3, 27, True, None),
     (S.HIGHWAY, 8, 8, 1, 1, False, None),
+    (S.RESIDUAL, 8, 8, 3, 3, True, None),
+    (S.RESIDUAL, 8, 8, 3, 1, False, None),
 ]
+VARIANTS = [{"norm": "none"}, {"norm": "layer"}, {"norm": "batch"}, {"conv": "sep"}, {"conv": "super-sep"},
+            {"conv": "bottleneck"}, {"conv": "bottleneck", "norm": "batch"}]
 
 
-@pytest.mark.parametrize("variant", [{"norm": "none"}, {"norm": "layer"}, {"conv": "sep"}, {"conv": "super-sep"}])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "+".join(v.values()))
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-k{c[3]}-d{c[4]}-{'causal' if c[5] else 'same'}")
 def test_conv_blocks_match_reference(config, variant):
     spec = S.get_spec("tiny", dropout=0.0, **variant)
@@ -51,32 +57,42 @@ def test_conv_blocks_match_reference(config, variant):
     np.testing.assert_allclose(y, ref, atol=1e-5, rtol=0)
 
 
-def test_highway_gradients_match_finite_differences():
-    """Backward of a normalized causal highway layer (conv, norm of each half, gate), in float64:
-    the analytic derivative along random directions of (input, parameters) equals the central
-    difference. (chainer.gradient_check needs pkg_resources, which is gone.)"""
-    spec = S.get_spec("tiny", dropout=0.0)
-    block, _ = block_and_weights(spec, S.Layer("x", S.HIGHWAY, 4, 4, 3, 3, True))
-    params = [block.weight, block.bias, block.norm.gamma, block.norm.beta]
+@pytest.mark.parametrize("variant, kind, train", [
+    ({}, S.HIGHWAY, False),  # layer norm of each half, gate
+    ({"norm": "batch"}, S.HIGHWAY, True),  # F.batch_normalization on the batch's statistics
+    ({"norm": "batch"}, S.HIGHWAY, False),  # F.fixed_batch_normalization on the running ones
+    ({"conv": "bottleneck", "norm": "batch"}, S.RESIDUAL, True),
+])
+def test_block_gradients_match_finite_differences(variant, kind, train):
+    """Backward of a normalized causal block, in float64: the analytic derivative along random
+    directions of (input, parameters) equals the central difference, in training mode too
+    (batch norm then differentiates through the batch's statistics). (chainer.gradient_check
+    needs pkg_resources, which is gone.)"""
+    spec = S.get_spec("tiny", dropout=0.0, **variant)
+    block, _ = block_and_weights(spec, S.Layer("x", kind, 4, 4, 3, 3, True))
+    params = [p for _, p in sorted(block.namedparams())]
     rng = np.random.default_rng(7)
     for p in params:
         p.array = p.array.astype(np.float64)
+    for key, a in CL.canonical_statistics(block).items():  # the running statistics, as float64 too
+        setattr(block.norm, key.rsplit(".", 1)[1], a.astype(np.float64))
     x, gy = chainer.Variable(rng.normal(size=(2, 4, 9))), rng.normal(size=(2, 4, 9))
-    y = block(x)
-    y.grad = gy
-    y.backward()
-    arrays, grads = [x.array] + [p.array for p in params], [x.grad] + [p.grad for p in params]
-    for _ in range(3):
-        dirs = [rng.normal(size=a.shape) for a in arrays]
-        analytic = sum(np.sum(g * d) for g, d in zip(grads, dirs))
-        values = []
-        for sign in (1, -1):
-            for a, d in zip(arrays, dirs):
-                a += sign * 1e-6 * d
-            values.append(np.sum(gy * block(x.array).array))
-            for a, d in zip(arrays, dirs):
-                a -= sign * 1e-6 * d
-        np.testing.assert_allclose((values[0] - values[1]) / 2e-6, analytic, rtol=1e-6)
+    with chainer.using_config("train", train):
+        y = block(x)
+        y.grad = gy
+        y.backward()
+        arrays, grads = [x.array] + [p.array for p in params], [x.grad] + [p.grad for p in params]
+        for _ in range(3):
+            dirs = [rng.normal(size=a.shape) for a in arrays]
+            analytic = sum(np.sum(g * d) for g, d in zip(grads, dirs))
+            values = []
+            for sign in (1, -1):
+                for a, d in zip(arrays, dirs):
+                    a += sign * 1e-6 * d
+                values.append(np.sum(gy * block(x.array).array))
+                for a, d in zip(arrays, dirs):
+                    a -= sign * 1e-6 * d
+            np.testing.assert_allclose((values[0] - values[1]) / 2e-6, analytic, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dilation", [1, 3, 27])
@@ -104,15 +120,16 @@ def test_non_causal_layer_sees_both_sides():
     np.testing.assert_array_equal(y[:, :, :7], y2[:, :, :7])
 
 
-@pytest.mark.parametrize("norm", ["none", "layer"])
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
 @pytest.mark.parametrize("t", [1, 7])
-def test_deconv_doubles_length_exactly_and_matches_reference(norm, t):
+@pytest.mark.parametrize("stride", [2, 3])
+def test_deconv_multiplies_length_exactly_and_matches_reference(norm, t, stride):
     spec = S.get_spec("tiny", dropout=0.0, norm=norm)
-    layer = S.Layer("x", S.DECONV, 6, 5, 2)
+    layer = S.Layer("x", S.DECONV, 6, 5, stride, stride=stride)
     block, w = block_and_weights(spec, layer)
     x = np.random.default_rng(4).normal(size=(2, 6, t)).astype(np.float32)
     y = run_block(block, x)
-    assert y.shape == (2, 5, 2 * t)
+    assert y.shape == (2, 5, stride * t)
     np.testing.assert_allclose(y, R.layer_forward(spec, w, layer, x.astype(np.float64)), atol=1e-5, rtol=0)
 
 
@@ -142,9 +159,11 @@ def test_embedding_matches_reference():
     np.testing.assert_array_equal(y, R.layer_forward(spec, w, layer, ids).astype(np.float32))
 
 
+@pytest.mark.parametrize("variant", [{}, {"conv": "bottleneck", "block": "residual", "norm": "batch"}],
+                         ids=["default", "variants"])
 @pytest.mark.parametrize("list_fn", [S.audio_enc_layers, S.audio_dec_layers])
-def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn):
-    spec = S.get_spec("tiny", dropout=0.0)
+def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn, variant):
+    spec = S.get_spec("tiny", dropout=0.0, **variant)
     layer_list = list_fn(spec)
     stack = CL.build_stack(spec, layer_list)
     rng = np.random.default_rng(6)
@@ -156,7 +175,8 @@ def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn):
         for t in range(25):
             y, history = stack.step(x[:, :, t:t + 1], history)
             frames.append(y.array)
-    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5, rtol=0)
+    # residual blocks without a layer norm let the values grow (to ~500 here): float32's relative precision
+    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5 * max(1.0, np.abs(whole).max()), rtol=0)
 
 
 def test_non_causal_stack_refuses_to_step():
@@ -165,12 +185,23 @@ def test_non_causal_stack_refuses_to_step():
         CL.build_stack(spec, S.ssrn_layers(spec)).initial_history(1)
 
 
-@pytest.mark.parametrize("preset, variant", [("tiny", {}), ("paper", {}), ("tiny", {"conv": "super-sep"})])
+@pytest.mark.parametrize("preset, variant", [
+    ("tiny", {}), ("paper", {}), ("tiny", {"conv": "super-sep"}), ("tiny", {"conv": "bottleneck"}),
+    ("tiny", {"block": "residual"}), ("tiny", {"norm": "batch"}), ("paper", {"conv": "bottleneck", "norm": "batch"})])
 @pytest.mark.parametrize("net", S.NETS)
 def test_canonical_names_and_shapes_are_the_specs(preset, variant, net):
+    """Parameters and running statistics together are the spec's names and shapes; only the
+    parameters are trainable (Parameters), the statistics persistent arrays."""
     spec = S.get_spec(preset, **variant)
-    params = CL.canonical_parameters(CL.build_stack(spec, [l for g in S.layers(spec, net).values() for l in g]))
-    assert {k: p.shape for k, p in params.items()} == S.net_param_shapes(spec, net)
+    stack = CL.build_stack(spec, [l for g in S.layers(spec, net).values() for l in g])
+    params, stats = CL.canonical_parameters(stack), CL.canonical_statistics(stack)
+    shapes = S.net_param_shapes(spec, net)
+    assert {k: p.shape for k, p in params.items()} == {k: v for k, v in shapes.items()
+                                                       if not k.endswith((".norm.mean", ".norm.var"))}
+    assert {k: a.shape for k, a in stats.items()} == {k: v for k, v in shapes.items() if k not in params}
+    assert bool(stats) == (spec.norm == "batch")
+    assert all(isinstance(a, np.ndarray) for a in stats.values())
+    assert {id(a) for a in stats.values()}.isdisjoint(id(p.array) for p in stack.params())
 
 
 def test_dropout_only_in_train_mode():
@@ -185,10 +216,30 @@ def test_dropout_only_in_train_mode():
     np.testing.assert_allclose(train_out[~dropped], 2 * eval_out[~dropped], rtol=1e-6)  # ... the rest scaled by 2
 
 
-def test_batch_norm_is_refused_clearly():
-    spec = S.get_spec("tiny", norm="batch")
-    with pytest.raises(NotImplementedError, match="norm='batch'"):
-        CL.build_stack(spec, S.ssrn_layers(spec))
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_batch_norm_alone(train):
+    """chainer.config.train decides: the batch's statistics and a running-statistics update in
+    place (momentum, unbiased variance: common.reference.norm with train_stats), or the running
+    statistics untouched; step (one frame, plain arrays) is the eval-mode forward."""
+    spec = S.get_spec("tiny", norm="batch", norm_momentum=0.3)
+    norm = CL.BatchNorm(8, spec.norm_eps, spec.norm_momentum)
+    assert sorted(name for name, _ in norm.namedparams()) == ["/beta", "/gamma"]  # the statistics are no parameters
+    rng = np.random.default_rng(9)
+    h = rng.normal(2.0, 3.0, size=(3, 8, 11)).astype(np.float32)
+    w = {"x.norm.gamma": rng.normal(1, 0.5, 8), "x.norm.beta": rng.normal(0, 0.5, 8),
+         "x.norm.mean": rng.normal(0, 0.5, 8), "x.norm.var": rng.uniform(0.5, 2, 8)}
+    for key, a in (("gamma", norm.gamma.array), ("beta", norm.beta.array), ("mean", norm.mean), ("var", norm.var)):
+        a[...] = w[f"x.norm.{key}"]
+    mean, var = norm.mean, norm.var
+    stats = {} if train else None
+    with chainer.using_config("train", train):
+        y = norm(h).array
+    np.testing.assert_allclose(y, R.norm(spec, w, "x", h.astype(np.float64), 1, stats), atol=1e-5, rtol=0)
+    assert norm.mean is mean and norm.var is var  # updated in place, if at all
+    np.testing.assert_allclose(mean, stats["x.norm.mean"] if train else w["x.norm.mean"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(var, stats["x.norm.var"] if train else w["x.norm.var"], rtol=1e-6)
+    if not train:
+        np.testing.assert_allclose(norm.step(h[:, :, 4]), y[:, :, 4], atol=1e-6, rtol=0)
 
 
 def test_runtime_threads_and_devices():

@@ -123,3 +123,19 @@ def test_weights_round_trip_and_strictness():
     with pytest.raises(W.WeightsError, match=r"missing \['ssrn\.0\.bias'\] unexpected \['extra'\] misshapen \['ssrn\.1\.weight"):
         set_weights(other, bad)
     assert all(np.array_equal(a, get_weights(other)[k]) for k, a in w.items())  # a refused set changes nothing
+
+
+def test_weights_include_the_running_statistics():
+    """get_weights / set_weights carry batch norm's running statistics (persistent arrays) beside the
+    parameters; a weights dict without them is refused by name."""
+    spec = S.get_spec("tiny", norm="batch")
+    model, _ = model_and_weights(spec, "ssrn")
+    w = get_weights(model)
+    assert {k: v.shape for k, v in w.items()} == S.net_param_shapes(spec, "ssrn")
+    w["ssrn.0.norm.var"] = np.full_like(w["ssrn.0.norm.var"], 2.5)
+    other = NETWORKS["ssrn"](spec)
+    set_weights(other, w)
+    assert other.layers[0].norm.var.tolist() == [2.5] * spec.C
+    del w["ssrn.0.norm.mean"]
+    with pytest.raises(W.WeightsError, match=r"missing \['ssrn\.0\.norm\.mean'\]"):
+        set_weights(other, w)

@@ -101,18 +101,24 @@ def test_on_device_forcing_is_the_common_rule(seed):
     np.testing.assert_array_equal(got_positions, expected_positions)
 
 
-@pytest.mark.parametrize("variant", [{}, {"conv": "sep"}, {"conv": "super-sep"}])
+@pytest.mark.parametrize("variant", [{}, {"conv": "sep"}, {"conv": "super-sep"}, {"conv": "bottleneck"},
+                                     {"block": "residual"}, {"norm": "batch"}, {"conv": "super-sep", "norm": "batch"}],
+                         ids=lambda v: "+".join(v.values()) or "default")
 @pytest.mark.parametrize("list_fn", [S.audio_enc_layers, S.audio_dec_layers])
 def test_array_steps_equal_the_stacks_forward(list_fn, variant):
     """Stack.step (plain arrays, the flattened taps in one matmul) = the chainer.functions
-    forward, for plain and separable convolutions."""
+    forward, for plain, separable and bottleneck convolutions (the bottleneck's history kept
+    reduced), highway and residual blocks, layer and batch norm (its running statistics)."""
     spec = S.get_spec("tiny", dropout=0.0, **variant)
     layer_list = list_fn(spec)
     stack = CL.build_stack(spec, layer_list)
-    rng = np.random.default_rng(2)
-    set_weights(stack, {name: rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.4, shape).astype(np.float32)
+    rng = np.random.default_rng(2)  # weights small enough that unnormalized values (batch norm's fixed
+    # statistics, residual sums) do not grow by orders of magnitude through the stack
+    set_weights(stack, {name: (rng.uniform(0.5, 2.0, shape) if name.endswith(".norm.var") else
+                               rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.25, shape)).astype(np.float32)
                         for layer in layer_list for name, shape in S.param_shapes(spec, layer).items()})
-    assert any(block.dw is not None for block in stack) == (spec.conv != "none")
+    assert any(block.dw is not None for block in stack) == (spec.conv in ("sep", "super-sep"))
+    assert any(block.reduce is not None for block in stack) == (spec.conv == "bottleneck")
     x = rng.normal(size=(3, layer_list[0].cin, 30)).astype(np.float32)
     eval_mode, no_graph = synth.inference()
     with eval_mode, no_graph:
@@ -123,7 +129,7 @@ def test_array_steps_equal_the_stacks_forward(list_fn, variant):
             frames.append(y.array)
         with pytest.raises(ValueError, match="one frame"):
             stack.step(x[:, :, :2], stack.initial_history(3))
-    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5 * max(1.0, np.abs(whole).max()), rtol=0)
 
 
 def test_step_refuses_training_mode_with_dropout():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import data, losses as L, spec as S
-from impl_chainer import train as T
+from impl_chainer import layers as CL, train as T
 from impl_chainer.backend import Backend
 
 
@@ -107,3 +107,34 @@ def test_training_learns_a_batch_of_speech(tiny_corpus_dir, net, factor):
     assert last["loss"] - floor <= factor * (first["loss"] - floor), (first, last, floor)
     if net == "text2mel":
         assert last["att"] <= 0.5 * first["att"], (first, last)
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_batch_norm_statistics_are_no_optimizer_state(net):
+    """The running statistics are persistent arrays, not Parameters: no gradient, no Adam m and v;
+    a training step updates them (in place), eval-mode forward and gradients leave them alone,
+    and the optimizer state round trip works without them."""
+    spec = S.get_spec("tiny", norm="batch", dropout=0.0)
+    batch = data.synthetic_batch(spec, 2, seed=5)
+    backend = Backend(spec, net)
+    stats = CL.canonical_statistics(backend.model)
+    assert stats and set(stats) == {k for k in backend.get_weights() if k.endswith((".norm.mean", ".norm.var"))}
+    trainer = backend.trainer
+    assert not set(stats) & (set(trainer.params) | set(trainer.m) | set(trainer.v))
+    before = backend.get_weights()
+    backend.forward(batch)
+    _, grads = backend.gradients(batch)
+    assert not set(stats) & set(grads)
+    assert all(np.array_equal(backend.get_weights()[k], before[k]) for k in stats)
+    backend.train_step(batch)
+    after = backend.get_weights()
+    assert all(not np.array_equal(after[k], before[k]) for k in stats)
+    assert all(a is b for a, b in zip(stats.values(), CL.canonical_statistics(backend.model).values()))  # in place
+    state = backend.get_optimizer_state()
+    assert not any(k.endswith((".norm.mean", ".norm.var")) for k in state)
+    other = Backend(spec, net)
+    other.set_weights(after)
+    other.set_optimizer_state(state)
+    for b in (backend, other):
+        b.train_step(batch)
+    assert all(np.array_equal(backend.get_weights()[k], v) for k, v in other.get_weights().items())

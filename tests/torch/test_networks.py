@@ -8,7 +8,7 @@ import torch
 
 from common import reference as R, spec as S, weights as W
 from impl_torch.backend import NETWORKS
-from impl_torch.text2mel import pad_bias
+from impl_torch.text2mel import pad_bias, shift_right
 from impl_torch.weights import get_weights, set_weights
 from tests.backend_contract import random_batch
 
@@ -68,7 +68,8 @@ def test_full_networks_match_reference(preset):
     assert mag_logits.shape[2] == spec.r * b.mel.shape[2]
 
 
-@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"alpha": 0.5}, {"r": 2}, {"norm": "none"}])
+@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"alpha": 0.5}, {"r": 2}, {"norm": "none"},
+                                     {"conv": "bottleneck"}, {"block": "residual"}, {"norm": "batch"}])
 def test_variants_match_reference(variant):
     spec = S.get_spec("tiny", **variant)
     b = random_batch(spec)
@@ -79,6 +80,11 @@ def test_variants_match_reference(variant):
         mag_logits = ssrn(torch.from_numpy(b.mel))
     assert_close(logits, R.text2mel(spec, w, b.text, b.mel)[0], "tiny")
     assert_close(mag_logits, R.ssrn(spec, ws, b.mel), "tiny")
+
+
+def test_shift_right_is_the_references_teacher_forcing_shift():
+    mel = np.random.default_rng(0).random((2, 3, 5), dtype=np.float32)
+    np.testing.assert_array_equal(shift_right(torch.from_numpy(mel)).numpy(), R.shift_mel(mel))
 
 
 def test_text2mel_is_causal():
@@ -99,15 +105,20 @@ def test_text2mel_is_causal():
                 assert not torch.allclose(logits2[:, :, t + 1], logits[:, :, t + 1])
 
 
-def test_weights_round_trip_and_strictness():
-    spec = S.get_spec("tiny")
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_weights_round_trip_and_strictness(norm):
+    """get_weights / set_weights cover the parameters and batch norm's running statistics."""
+    spec = S.get_spec("tiny", norm=norm)
     model, _ = model_and_weights(spec, "ssrn")
-    w = get_weights(model)
+    w = {k: v + np.float32(0.5) if ".norm." in k else v for k, v in get_weights(model).items()}  # not the defaults
     assert {k: v.shape for k, v in w.items()} == S.net_param_shapes(spec, "ssrn")
     assert all(v.dtype == np.float32 for v in w.values())
     other = NETWORKS["ssrn"](spec)
     set_weights(other, w)
     assert all(np.array_equal(a, get_weights(other)[k]) for k, a in w.items())
+    if norm == "batch":
+        with pytest.raises(W.WeightsError, match=r"missing \['ssrn\.0\.norm\.var'\]"):
+            set_weights(other, {k: v for k, v in w.items() if k != "ssrn.0.norm.var"})
     bad = dict(w, extra=np.zeros(1, np.float32))
     del bad["ssrn.0.bias"]
     bad["ssrn.1.weight"] = np.zeros((1, 1, 1), np.float32)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common import data, losses as L, reference as R, spec as S, weights as W
-from impl_torch import train as T
+from impl_torch import layers as TL, train as T
 from impl_torch.backend import Backend
 from tests.backend_contract import random_batch
 
@@ -74,6 +74,38 @@ def test_weight_one_and_the_batchs_own_positions_change_nothing():
         runs.append(([backend.train_step(batch) for _ in range(2)], backend.get_weights()))
     (l1, w1), (l2, w2) = runs
     assert l1 == l2 and all(np.array_equal(w1[k], w2[k]) for k in w1)
+
+
+def test_to_device_moves_what_the_network_uses():
+    b = random_batch(S.get_spec("tiny"))
+    t = T.to_device(b, torch.device("cpu"), "text2mel")
+    assert set(t) == {"text", "mel", "guide", "weight", "n_real"} and t["text"].dtype == torch.int32
+    assert t["n_real"].item() == np.float32(b.attention_positions()) and t["weight"] == 1.0
+    assert set(T.to_device(b, torch.device("cpu"), "ssrn")) == {"mel", "mag", "weight"}
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_running_statistics_are_buffers_that_only_training_updates(net):
+    """Batch norm's running statistics are buffers: not in the optimizer (no Adam state, no
+    gradient, untouched by clipping), updated by train_step's forward only; gradients and forward
+    (eval mode) leave them alone."""
+    spec = S.get_spec("tiny", norm="batch", dropout=0.0)
+    backend = Backend(spec, net)
+    trainer, stats = backend.trainer, TL.canonical_statistics(backend.model)
+    assert stats and all(isinstance(b, torch.Tensor) and not b.requires_grad for b in stats.values())
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in trainer.params.values()}
+    assert not in_optimizer & {id(b) for b in stats.values()}
+    assert set(dict(backend.model.named_buffers()).values()) <= set(stats.values())  # no other buffers
+    before = {k: b.clone() for k, b in stats.items()}
+    b = random_batch(spec)
+    backend.gradients(b)
+    backend.forward(b)
+    assert all(torch.equal(before[k], stats[k]) for k in stats)
+    backend.train_step(b)
+    assert all(not torch.equal(before[k], stats[k]) for k in stats)
+    assert all(p not in trainer.optimizer.state for p in stats.values())
+    assert not any(k.endswith((".norm.mean", ".norm.var")) for k in backend.get_optimizer_state())
 
 
 @pytest.mark.parametrize("preset", ["paper", "community"])

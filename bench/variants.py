@@ -1,0 +1,67 @@
+"""The variants study (`python bench/run.py --variant all`): the design space the original
+project set out to compare (separable, bottleneck and residual blocks, batch norm), each variant
+a change of the preset (common.spec) timed like the preset itself, in every framework.
+
+Each variant's runs carry the spec name "<preset>+<variant>" (the table's preset column);
+variants.md sets beside each one its parameters and FLOPs (common.spec) and its train-step
+times relative to the preset's in the same framework and run."""
+from __future__ import annotations
+
+from common import spec as S
+
+BASELINE = "baseline"
+VARIANTS = {  # name -> changes of the preset
+    BASELINE: {},
+    "sep": {"conv": "sep"},
+    "super-sep": {"conv": "super-sep"},
+    "bottleneck": {"conv": "bottleneck"},
+    "residual": {"block": "residual"},
+    "batch-norm": {"norm": "batch"},
+}
+
+
+def variant_name(preset: str, variant: str) -> str:
+    """The spec name of a variant's runs: "<preset>+<variant>" (the baseline keeps the preset's)."""
+    return preset if variant == BASELINE else f"{preset}+{variant}"
+
+
+def variant_spec(preset: str, variant: str) -> S.Spec:
+    """The preset with the variant's changes, under variant_name."""
+    return S.get_spec(preset, **VARIANTS[variant]).replace(name=variant_name(preset, variant))
+
+
+def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
+    """Markdown: per variant, parameters and train-step GFLOP (at the timed batches) of each
+    network, then per framework the median train-step time of Text2Mel and SSRN and its ratio to
+    the baseline's in the same framework (the baseline must be among the variants for ratios)."""
+    times = {(r["preset"], r["task"], r["framework"]): r for r in rows if r["status"] == "ok"}
+    gflop = {(r["preset"], r["task"]): r["gflop_per_step"] for r in rows if r["status"] == "ok"}
+    status = {(r["preset"], r["task"], r["framework"]): r["status"] for r in rows}
+    tasks = [t for t in ("train-text2mel", "train-ssrn") if any(r["task"] == t for r in rows)]
+    base = variant_name(preset, BASELINE)
+    lines = [f"# Variants of preset {preset}", "",
+             "Train-step medians (ms) and, in brackets, the ratio to the baseline in the same framework; "
+             "parameters and GFLOP per train step from common.spec (GFLOP at the timed batches).", "",
+             "| variant | changes | " + " | ".join(f"{t[6:]} params | {t[6:]} GFLOP/step" for t in tasks) + " | "
+             + " | ".join(f"{fw} {t[6:]}" for fw in frameworks for t in tasks) + " |",
+             "|---|---|" + "---:|" * (2 * len(tasks) + len(frameworks) * len(tasks))]
+    for variant in variants:
+        spec = variant_spec(preset, variant)
+        changes = ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items()) or "–"
+        cells = []
+        for t in tasks:
+            cells += [f"{S.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t)))]
+        for fw in frameworks:
+            for t in tasks:
+                row, ref = times.get((spec.name, t, fw)), times.get((base, t, fw))
+                if row is None:
+                    cells.append(status.get((spec.name, t, fw), "not run"))
+                    continue
+                ratio = f" ({row['median_s'] / ref['median_s']:.2f}×)" if ref else ""
+                cells.append(f"{row['median_s'] * 1e3:.0f}{ratio}")
+        lines.append(f"| {variant} | {changes} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.2f}"

@@ -49,25 +49,26 @@ def shift_right(mel):
 
 
 class Attention(chainer.Chain):
-    """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
+    """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
+    (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading."""
 
     def __init__(self, spec: S.Spec):
         super().__init__()
         self.scale = 1.0 / math.sqrt(spec.D)
 
-    def weights(self, k, q, bias):
+    def weights(self, k, q, text_bias):
         logits = F.matmul(k, q, transa=True) * self.scale
-        return F.softmax(logits + F.broadcast_to(bias, logits.shape), axis=1)
+        return F.softmax(logits + F.broadcast_to(text_bias, logits.shape), axis=1)
 
     def read(self, v, a, q):
         return F.concat([F.matmul(v, a), q], axis=1)
 
-    def weights_step(self, k, q, bias):
+    def weights_step(self, k, q, text_bias):
         """weights for one frame on plain arrays (synthesis: no graph, see layers.py):
-        K (B, d, N), Q (B, d, 1), bias (B, N, 1) -> A (B, N)."""
+        K (B, d, N), Q (B, d, 1), text_bias (B, N, 1) -> A (B, N)."""
         xp = self.xp
-        logits = (xp.matmul(k.transpose(0, 2, 1), q) * k.dtype.type(self.scale) + bias)[:, :, 0]
+        logits = (xp.matmul(k.transpose(0, 2, 1), q) * k.dtype.type(self.scale) + text_bias)[:, :, 0]
         a = logits - logits.max(axis=1, keepdims=True)  # F.softmax's computation
         xp.exp(a, out=a)
         a /= a.sum(axis=1, keepdims=True)
@@ -77,8 +78,8 @@ class Attention(chainer.Chain):
         """read for one frame on plain arrays: V (B, d, N), A (B, N), Q (B, d, 1) -> R' (B, 2d, 1)."""
         return self.xp.concatenate([self.xp.matmul(v, a[:, :, None]), q], axis=1)
 
-    def forward(self, k, v, q, bias):
-        a = self.weights(k, q, bias)
+    def forward(self, k, v, q, text_bias):
+        a = self.weights(k, q, text_bias)
         return self.read(v, a, q), a
 
 

@@ -41,17 +41,17 @@ def attention_loss(attention, guide, n_real: float):
     return F.sum(attention * guide) / n_real
 
 
-def text2mel_losses(model, a: dict) -> dict:
-    logits, attention = model(a["text"], a["mel"])
-    return L.with_total({"l1": L.weighted(l1(logits, a["mel"]), a["weight"]),
-                         "bin": L.weighted(binary_divergence(logits, a["mel"]), a["weight"]),
-                         "att": attention_loss(attention, a["guide"], a["n_real"])})
+def text2mel_losses(model, arrays: dict) -> dict:
+    logits, attention = model(arrays["text"], arrays["mel"])
+    return L.with_total({"l1": L.weighted(l1(logits, arrays["mel"]), arrays["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, arrays["mel"]), arrays["weight"]),
+                         "att": attention_loss(attention, arrays["guide"], arrays["n_real"])})
 
 
-def ssrn_losses(model, a: dict) -> dict:
-    logits = model(a["mel"])
-    return L.with_total({"l1": L.weighted(l1(logits, a["mag"]), a["weight"]),
-                         "bin": L.weighted(binary_divergence(logits, a["mag"]), a["weight"])})
+def ssrn_losses(model, arrays: dict) -> dict:
+    logits = model(arrays["mel"])
+    return L.with_total({"l1": L.weighted(l1(logits, arrays["mag"]), arrays["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, arrays["mag"]), arrays["weight"])})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}

@@ -12,7 +12,7 @@ from common.spec import Spec
 from impl_gluon import synthesize as syn
 from impl_gluon.ssrn import SSRN
 from impl_gluon.text2mel import Text2Mel
-from impl_gluon.train import Trainer, to_arrays
+from impl_gluon.train import Trainer, to_device
 from impl_gluon.weights import get_weights, set_weights
 
 NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
@@ -64,7 +64,7 @@ class Backend(framework.Backend):
         return self.trainer.gradients(batch)
 
     def forward(self, batch: Batch) -> dict:
-        a = to_arrays(batch, self.ctx, ("text", "mel"))
+        a = to_device(batch, self.ctx, self.net)
         if self.net == "text2mel":
             logits, attention = self.model(a["text"], a["mel"])
             return {"logits": logits.asnumpy(), "attention": attention.asnumpy()}

@@ -1,9 +1,10 @@
 """Building blocks of DC-TTS as Gluon HybridBlocks, one per entry of a common.spec layer list.
 
 Every block keeps its `common.spec.Layer` and maps its parameters to their canonical names
-(`Block.canonical`: `<layer.name>.weight`, `.bias`, `.dw.weight`, `.norm.gamma`, `.norm.beta`;
-the canonical layouts are MXNet's own). Activations are NCW (B, C, T). Causal stacks can
-also run one frame at a time (`Stack.step`) for synthesis.
+(`Block.canonical`: `<layer.name>.weight`, `.bias`, `.dw.weight`, `.reduce.weight`, `.norm.gamma`,
+`.norm.beta`; `Block.statistics`: batch norm's running `.norm.mean`, `.norm.var`, not trained; the
+canonical layouts are MXNet's own). Activations are NCW (B, C, T). Causal stacks can also run one
+frame at a time (`Stack.step`) for synthesis.
 """
 from __future__ import annotations
 
@@ -101,34 +102,66 @@ class ChannelNorm(gluon.HybridBlock):
         return list(F.split(y, num_outputs=groups, axis=1)) if groups > 1 else [y]
 
 
+class BatchNorm(gluon.HybridBlock):
+    """Batch norm per channel over (batch, time), one MXNet BatchNorm: in training mode
+    (autograd.record(train_mode=True)) on the batch's statistics, updating the running ones `mean`
+    and `var` (MXNet's auxiliary states: parameters without gradient), elsewhere on the running
+    ones. Returns [normalized h] (ChannelNorm's convention; a highway layer splits it).
+
+    MXNet's update takes the batch's BIASED variance (measured), the spec's the unbiased one: the
+    Trainer corrects it (train.Trainer._unbiased_running_variance). cudnn_off: MXNet's own kernel
+    and its rule on a GPU too (cuDNN's was not measured: this build has no GPU). On a (B, C, T, 1)
+    view: BatchNorm of 3-d input failed in backward after an MKLDNN convolution to a multiple of 8
+    channels (`Check failed: !is_view`); 4-d input runs MKLDNN's batch norm, which works."""
+
+    def __init__(self, channels: int, eps: float, momentum: float):
+        super().__init__(prefix="norm_")
+        self.eps, self.momentum = eps, momentum
+        with self.name_scope():
+            self.gamma = self.params.get("gamma", shape=(channels,), dtype="float32", init=mx.init.One())
+            self.beta = self.params.get("beta", shape=(channels,), dtype="float32", init=mx.init.Zero())
+            self.mean = self.params.get("mean", shape=(channels,), dtype="float32", init=mx.init.Zero(),
+                                        grad_req="null", differentiable=False)
+            self.var = self.params.get("var", shape=(channels,), dtype="float32", init=mx.init.One(),
+                                       grad_req="null", differentiable=False)
+
+    def hybrid_forward(self, F, h, gamma, beta, mean, var):
+        y = F.BatchNorm(F.expand_dims(h, axis=3), gamma, beta, mean, var, eps=self.eps, momentum=1.0 - self.momentum,
+                        fix_gamma=False, axis=1, cudnn_off=True)
+        return [F.reshape(y, shape=(0, 0, -1))]
+
+
 def make_norm(spec: S.Spec, channels: int, groups: int):
-    """The normalization after a convolution, or None ([paper]: none)."""
+    """The normalization after a convolution, or None ([paper]: none). `groups`: the layer norm's
+    channel groups (a highway layer's halves); batch norm is per channel anyway."""
     if spec.norm == "none":
         return None
     if spec.norm == "layer":
         return ChannelNorm(channels, groups, spec.norm_eps)
-    raise NotImplementedError("norm='batch' is not implemented in impl_gluon yet "
-                              "(common.spec defines no running-statistics momentum for training)")
+    return BatchNorm(channels, spec.norm_eps, spec.norm_momentum)
 
 
 class Block(gluon.HybridBlock):
-    """A block built from one `common.spec.Layer`. Its own parameter `<layer.name>.dw.weight`
-    is the attribute `dw_weight` (Gluon passes it to hybrid_forward by that name); the norm's
-    live in the ChannelNorm child. `canonical` maps every canonical name to its Parameter."""
+    """A block built from one `common.spec.Layer`. Its own parameters (`<layer.name>.dw.weight`,
+    `.reduce.weight`, ...) are attributes named with underscores (`dw_weight`, `reduce_weight`:
+    Gluon passes them to hybrid_forward by those names); the norm's live in its child.
+    `canonical` maps the canonical names of the trainable ones to their Parameters, `statistics`
+    those of batch norm's running statistics."""
 
-    groups = 1  # output channels = groups * cout, normalized in `groups` slices (2 for highway layers)
+    norm_groups = 1  # channel groups of a layer norm: 2 for highway layers (H1, H2 separately)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__(prefix=layer.name.replace(".", "_") + "_")
         self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
-        self.canonical, self.local = {}, {}  # canonical name / hybrid_forward argument -> Parameter
+        self.canonical, self.statistics, self.local = {}, {}, {}  # canonical name / argument -> Parameter
         with self.name_scope():
-            self.norm = (make_norm(spec, self.groups * layer.cout, self.groups)
+            self.norm = (make_norm(spec, layer.out, self.norm_groups)
                          if layer.kind != S.EMBED and not layer.plain else None)
             for name, shape in S.param_shapes(spec, layer).items():
                 local = name[len(layer.name) + 1:]
                 if local.startswith("norm."):
-                    self.canonical[name] = getattr(self.norm, local[len("norm."):])
+                    p = getattr(self.norm, local[len("norm."):])
+                    (self.statistics if p.grad_req == "null" else self.canonical)[name] = p
                 else:
                     arg = local.replace(".", "_")
                     self.local[arg] = self.params.get(arg, shape=shape, dtype="float32", init=mx.init.Zero())
@@ -140,10 +173,9 @@ class Block(gluon.HybridBlock):
         return F.Dropout(y, p=self.p_drop) if self.p_drop else y
 
     def normalized(self, F, h) -> list:
-        """norm(h) as `groups` channel slices."""
-        if self.norm is not None:
-            return self.norm(h)
-        return list(F.split(h, num_outputs=2, axis=1)) if self.groups == 2 else [h]
+        """norm(h) as `norm_groups` channel slices."""
+        parts = self.norm(h) if self.norm is not None else [h]
+        return list(F.split(parts[0], num_outputs=2, axis=1)) if len(parts) < self.norm_groups else parts
 
 
 class Embedding(Block):
@@ -158,24 +190,29 @@ class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). MXNet pads symmetrically, so a causal
     layer pads (k-1)*dilation on both sides and slices the right surplus off (measured as fast
     as padding the input explicitly); non-causal ones pad "same". Separable variants: a
-    depthwise conv (k) then a pointwise conv (1, grouped in super-sep)."""
+    depthwise conv (k) then a pointwise conv (1, grouped in super-sep). Bottleneck: a 1x1
+    convolution without bias down to `history_channels`, then the k-wide one."""
 
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
-        self.pointwise_groups = spec.pointwise_groups if S.is_separable(spec, layer) and spec.conv == "super-sep" else 1
+        self.pointwise_groups = S.pointwise_groups(spec, layer)
+        self.history_channels = S.bottleneck_width(spec, layer) or layer.cin  # what a causal step keeps of past inputs
 
-    def conv(self, F, x, pad: tuple, weight, bias, dw_weight=None, dilation: int | None = None) -> list:
-        """The normalized convolution of x with (left, right) time padding, as `groups` slices
-        (`dilation` overrides the layer's: 1 for taps already gathered)."""
-        layer, width, out = self.layer, max(pad), self.groups * self.layer.cout
-        dil = layer.dilation if dilation is None else dilation
-        if dw_weight is not None:
-            x = F.Convolution(x, dw_weight, kernel=(layer.k,), dilate=(dil,), pad=(width,),
+    def conv(self, F, x, pad: tuple, dilation: int, **params) -> list:
+        """The normalized convolution of x with (left, right) time padding, as `norm_groups`
+        slices. `params`: the block's (weight, bias, and dw_weight or reduce_weight); without
+        reduce_weight x is taken as already reduced (conv_step)."""
+        layer, width, out = self.layer, max(pad), self.layer.out
+        weight, bias = params["weight"], params["bias"]
+        if params.get("reduce_weight") is not None:
+            x = F.Convolution(x, params["reduce_weight"], kernel=(1,), num_filter=self.history_channels, no_bias=True)
+        if params.get("dw_weight") is not None:
+            x = F.Convolution(x, params["dw_weight"], kernel=(layer.k,), dilate=(dilation,), pad=(width,),
                               num_filter=layer.cin, num_group=layer.cin, no_bias=True)
             h = F.Convolution(self.trim(F, x, pad), weight, bias, kernel=(1,), num_filter=out,
                               num_group=self.pointwise_groups)
         else:
-            h = self.trim(F, F.Convolution(x, weight, bias, kernel=(layer.k,), dilate=(dil,),
+            h = self.trim(F, F.Convolution(x, weight, bias, kernel=(layer.k,), dilate=(dilation,),
                                            pad=(width,), num_filter=out), pad)
         return self.normalized(F, h)
 
@@ -187,45 +224,64 @@ class Conv(Block):
             return h
         return F.slice_axis(h, axis=2, begin=width - pad[0], end=(pad[1] - width) or None)
 
+    def conv_step(self, F, taps, **params) -> list:
+        """conv of one output frame from its k input taps (B, history_channels, k) (every
+        dilation-th frame of the window, already reduced in the bottleneck variant): the
+        convolution without padding or dilation."""
+        return self.conv(F, taps, (0, 0), 1, **{arg: p for arg, p in params.items() if arg != "reduce_weight"})
+
     def output(self, F, h: list, x):
         """From the normalized convolution (and the layer input x) to the layer output."""
         return F.relu(h[0]) if self.layer.act == "relu" else h[0]
 
     def hybrid_forward(self, F, x, **params):
-        return self.drop(F, self.output(F, self.conv(F, x, self.layer.pad, **params), x))
+        return self.drop(F, self.output(F, self.conv(F, x, self.layer.pad, self.layer.dilation, **params), x))
 
     def step(self, F, x, history, ctx):
-        """Causal layers, one frame x (B, C, 1) at a time: `history` holds the last (k-1)*dilation
-        inputs, time-major (L, B, C) (zeros at the start: exactly the causal padding; None for
-        k = 1). The k taps (every dilation-th frame of history + x) go through the convolution
-        without dilation. Time-major because shifting the history is a Concat every frame, and
-        MXNet's Concat along the last axis of (8, 512, 54) took 1.16 ms against 0.04 ms along
-        the first (a third of a `paper` synthesis frame at batch 8). Returns (y, new history).
-        F is mx.nd, or mx.sym while a StackStep is being traced (ctx unused then)."""
+        """Causal layers, one frame x (B, C, 1) at a time (ValueError otherwise, when F is
+        mx.nd): `history` holds the last (k-1)*dilation inputs, time-major (L, B, history_channels)
+        (reduced to the bottleneck's width in that variant: each frame once, not once a tap;
+        zeros at the start: exactly the causal padding; None for k = 1). Time-major because
+        shifting the history is a Concat every frame, and MXNet's Concat along the last axis of
+        (8, 512, 54) took 1.16 ms against 0.04 ms along the first (a third of a `paper` synthesis
+        frame at batch 8). Returns (y, new history). F is mx.nd, or mx.sym while a StackStep is
+        being traced (ctx unused then)."""
+        if F is mx.nd and (x.ndim != 3 or x.shape[2] != 1):
+            raise ValueError(f"step takes one frame (B, C, 1) at a time, got shape {x.shape}")
         params = {arg: p.var() if F is mx.sym else p.data(ctx) for arg, p in self.local.items()}
         if history is None:
-            return self.drop(F, self.output(F, self.conv(F, x, (0, 0), **params), x)), None
-        window = F.concat(history, F.transpose(x, axes=(2, 0, 1)), dim=0)  # (L + 1, B, C)
+            return self.drop(F, self.output(F, self.conv(F, x, (0, 0), 1, **params), x)), None
+        z = x
+        if "reduce_weight" in params:
+            z = F.Convolution(x, params["reduce_weight"], kernel=(1,), num_filter=self.history_channels, no_bias=True)
+        window = F.concat(history, F.transpose(z, axes=(2, 0, 1)), dim=0)  # (L + 1, B, history_channels)
         taps = F.slice(window, begin=(0, None, None), end=(None, None, None), step=(self.layer.dilation, None, None))
-        h = self.conv(F, F.transpose(taps, axes=(1, 2, 0)), (0, 0), dilation=1, **params)
+        h = self.conv_step(F, F.transpose(taps, axes=(1, 2, 0)), **params)
         return self.drop(F, self.output(F, h, x)), F.slice_axis(window, axis=0, begin=1, end=None)
 
 
 class HighwayConv(Conv):
-    """HC: H1, H2 = split(norm(conv(x))) (halves normalized separately);
+    """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x).
     The sigmoid is Activation's (MKLDNN's vectorized kernel): forward + backward on (4, 64, 144)
     measured 0.24 ms over an identity's, F.sigmoid's 0.53 ms (one thread)."""
 
-    groups = 2
+    norm_groups = 2
 
     def output(self, F, h: list, x):
         h1, h2 = h
         return x + F.Activation(h1, act_type="sigmoid") * (h2 - x)
 
 
+class ResidualConv(Conv):
+    """The residual variant of HC (spec.block == "residual"): y = drop(x + relu(norm(conv(x))))."""
+
+    def output(self, F, h: list, x):
+        return x + F.relu(h[0])
+
+
 class Deconv(Block):
-    """D(o, k): transposed convolution, stride = kernel = k, no padding (length x k, exactly);
+    """D(o, k): transposed convolution, stride = kernel = k, no padding (length x stride, exactly);
     y = drop(norm(.)). With stride = kernel the k output taps of an input frame never overlap:
     y[:, o, t k + j] = sum_i W[i, o, j] x[:, i, t] + b[o], i.e. a 1x1 convolution to o*k channels
     (row o k + j) whose output is interleaved in time. MXNet 1.9.1's MKLDNN Deconvolution is not
@@ -234,29 +290,31 @@ class Deconv(Block):
     weights_desc` check, e.g. tiny: 40 frames, then 64)."""
 
     def hybrid_forward(self, F, x, weight, bias):
-        k, cin, cout = self.layer.k, self.layer.cin, self.layer.cout
-        w = F.reshape(F.transpose(weight, axes=(1, 2, 0)), shape=(cout * k, cin, 1))
-        h = F.Convolution(x, w, F.repeat(bias, repeats=k), kernel=(1,), num_filter=cout * k)
-        h = F.reshape(F.transpose(F.reshape(h, shape=(0, cout, k, -1)), axes=(0, 1, 3, 2)), shape=(0, cout, -1))
+        stride, cin, cout = self.layer.stride, self.layer.cin, self.layer.out  # stride = k (common.spec)
+        w = F.reshape(F.transpose(weight, axes=(1, 2, 0)), shape=(cout * stride, cin, 1))
+        h = F.Convolution(x, w, F.repeat(bias, repeats=stride), kernel=(1,), num_filter=cout * stride)
+        h = F.reshape(F.transpose(F.reshape(h, shape=(0, cout, stride, -1)), axes=(0, 1, 3, 2)), shape=(0, cout, -1))
         return self.drop(F, self.normalized(F, h)[0])
 
 
-BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.DECONV: Deconv}
+BLOCKS = {S.EMBED: Embedding, S.CONV: Conv, S.HIGHWAY: HighwayConv, S.RESIDUAL: ResidualConv, S.DECONV: Deconv}
 
 
 class Stack(gluon.nn.HybridSequential):
     """The blocks of one layer list in order; causal stacks can also run frame by frame."""
 
-    def initial_history(self, batch_size: int, ctx) -> list:
-        """Zero input histories for `step`, one per layer (time-major ((k-1)*dilation, B, cin);
-        None for k = 1, as MXNet handles zero-size arrays poorly)."""
+    def initial_history(self, batch_size: int) -> list:
+        """Zero input histories for `step`, one per layer (time-major ((k-1)*dilation, B,
+        history_channels); None for k = 1, as MXNet handles zero-size arrays poorly), on the
+        context of the stack's parameters."""
         if not all(block.layer.causal for block in self):
             raise ValueError("only causal stacks run frame by frame")
-        return [mx.nd.zeros((b.layer.pad[0], batch_size, b.layer.cin), ctx=ctx) if b.layer.pad[0] else None
+        ctx = next(iter(self.collect_params().values())).list_ctx()[0]
+        return [mx.nd.zeros((b.layer.pad[0], batch_size, b.history_channels), ctx=ctx) if b.layer.pad[0] else None
                 for b in self]
 
     def step(self, x, history: list, F=mx.nd) -> tuple:
-        """New frames x (B, C, n) -> (outputs (B, C', n), updated histories), imperatively, or
+        """One new frame x (B, C, 1) -> (output (B, C', 1), updated histories), imperatively, or
         traced by StackStep (F = mx.sym)."""
         ctx = None if F is mx.sym else x.context
         updated = []
@@ -291,10 +349,21 @@ def build_stack(spec: S.Spec, layer_list) -> Stack:
     return stack
 
 
-def canonical_parameters(model) -> dict:
-    """{canonical name: gluon Parameter} of a Block, a Stack, or a network (Text2Mel, SSRN: whose
-    `stacks()` lists its Stacks), in forward order."""
+def _blocks(model) -> list:
+    """The Blocks of a Block, a Stack, or a network (Text2Mel, SSRN: whose `stacks()` lists its
+    Stacks), in forward order."""
     if isinstance(model, Block):
-        return dict(model.canonical)
-    stacks = [model] if isinstance(model, Stack) else model.stacks()
-    return {name: p for stack in stacks for block in stack for name, p in block.canonical.items()}
+        return [model]
+    return [block for stack in ([model] if isinstance(model, Stack) else model.stacks()) for block in stack]
+
+
+def canonical_parameters(model) -> dict:
+    """{canonical name: gluon Parameter} of the trainable parameters of a Block, a Stack or a
+    network, in forward order (what the optimizer updates)."""
+    return {name: p for block in _blocks(model) for name, p in block.canonical.items()}
+
+
+def canonical_statistics(model) -> dict:
+    """{canonical name: gluon Parameter} of batch norm's running statistics (without gradient;
+    setting their data sets the statistics); {} without batch norm."""
+    return {name: p for block in _blocks(model) for name, p in block.statistics.items()}

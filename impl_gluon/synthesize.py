@@ -65,7 +65,7 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     batch = len(texts)
     n_text = nd.array([len(ids) for ids in texts], ctx=ctx)
     pasts = [h for stack in (text2mel.audioenc.layers, text2mel.audiodec.layers)
-             for h in stack.initial_history(batch, ctx) if h is not None]
+             for h in stack.initial_history(batch) if h is not None]
     frame = nd.zeros((batch, text2mel.spec.n_mels, 1), ctx=ctx)  # the teacher-forcing shift's zero frame
     position, ended = nd.zeros((batch,), ctx=ctx), nd.zeros((batch,), ctx=ctx)
     frames, columns, positions = [], [], []

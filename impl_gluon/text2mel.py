@@ -41,7 +41,8 @@ def pad_bias(F, text):
 
 
 class Attention(gluon.HybridBlock):
-    """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
+    """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
+    (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading. For these products
     (B=4..16, d=256, N=100, T=140, interleaved runs) batch_dot and linalg.gemm2 measured the
     same (~47-55 GFLOP/s on one thread, as NumPy's matmul; transposing K first: 1.5x slower);
@@ -51,14 +52,14 @@ class Attention(gluon.HybridBlock):
         super().__init__(prefix="attention_")
         self.scale = 1.0 / math.sqrt(spec.D)
 
-    def weights(self, F, k, q, bias):
-        return F.softmax(F.broadcast_add(F.batch_dot(k, q, transpose_a=True) * self.scale, bias), axis=1)
+    def weights(self, F, k, q, text_bias):
+        return F.softmax(F.broadcast_add(F.batch_dot(k, q, transpose_a=True) * self.scale, text_bias), axis=1)
 
     def read(self, F, v, a, q):
         return F.concat(F.batch_dot(v, a), q, dim=1)
 
-    def hybrid_forward(self, F, k, v, q, bias):
-        a = self.weights(F, k, q, bias)
+    def hybrid_forward(self, F, k, v, q, text_bias):
+        a = self.weights(F, k, q, text_bias)
         return self.read(F, v, a, q), a
 
 

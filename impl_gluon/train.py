@@ -4,28 +4,35 @@ from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
+import contextlib
 import math
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from common import losses as L
+from common import losses as L, spec as S
 from common.batch import Batch
 from common.weights import WeightsError
-from impl_gluon.layers import canonical_parameters, norms_for_training
+from impl_gluon.layers import BatchNorm, canonical_parameters, norms_for_training
 
 _L1 = gluon.loss.L1Loss()
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: relu(x) - x y + log(1 + e^-|x|)
 
 
-def to_arrays(batch: Batch, ctx, names: tuple) -> dict:
-    """The batch's arrays `names` as NDArrays on `ctx` (ids stay int32: F.Embedding takes them),
-    plus, when the guide is among them, the attention loss's denominator
+# The batch arrays each loss reads: only these become NDArrays (Text2Mel never reads the
+# magnitudes, 22 MB a step at paper B=4); the losses take them in this order (+ n_real for
+# Text2Mel, + Batch.weight as a (1,) array: an input, so one cached graph serves every value).
+INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
+
+
+def to_device(batch: Batch, ctx, net: str) -> dict:
+    """The batch's arrays that `net` uses (INPUTS) as NDArrays on `ctx` (ids stay int32:
+    F.Embedding takes them), plus, for Text2Mel, the attention loss's denominator
     (batch.attention_positions(): its real positions, or a shard's share of the global batch's)
     as a (1,) array."""
-    out = {name: mx.nd.array(getattr(batch, name), ctx=ctx, dtype=getattr(batch, name).dtype) for name in names}
-    if "guide" in names:
+    out = {name: mx.nd.array(getattr(batch, name), ctx=ctx, dtype=getattr(batch, name).dtype) for name in INPUTS[net]}
+    if "guide" in out:
         out["n_real"] = mx.nd.array([batch.attention_positions()], ctx=ctx, dtype="float32")
     return out
 
@@ -36,44 +43,43 @@ def l1(logits, target, F=mx.nd):
     return _L1(F.Activation(logits, act_type="sigmoid"), target).mean()
 
 
-def binary_divergence(logits, target, F=mx.nd):
-    """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits."""
+def binary_divergence(logits, target):
+    """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits (Gluon's
+    loss block: NDArrays and Symbols alike)."""
     return _BCE(logits, target).mean()
 
 
 def attention_loss(attention, guide, n_real, F=mx.nd):
-    """sum(A * W) / number of real (text, frame) positions (a float or a (1,) array)."""
+    """sum(A * W) / the number of real (text, frame) positions (Batch.attention_positions: the
+    batch's own, or a shard's share of the global batch's; a float or a (1,) array)."""
     return F.sum(attention * guide) / n_real
 
 
 def text2mel_losses(F, model, text, mel, guide, n_real, weight) -> dict:
-    """weight: (1,) Batch.weight, multiplying l1 and bin (exact when 1: a single process's
-    losses and gradients are unchanged)."""
+    """weight: Batch.weight as a (1,) array multiplying l1 and bin, not common.losses.weighted's
+    float: an input, so one cached graph serves every value (times 1 is exact)."""
     logits, attention = model(text, mel)
-    out = {"l1": l1(logits, mel, F) * weight, "bin": binary_divergence(logits, mel, F) * weight,
-           "att": attention_loss(attention, guide, n_real, F)}
-    out["loss"] = out["l1"] + out["bin"] + out["att"]
-    return out
+    return L.with_total({"l1": l1(logits, mel, F) * weight, "bin": binary_divergence(logits, mel) * weight,
+                         "att": attention_loss(attention, guide, n_real, F)})
 
 
 def ssrn_losses(F, model, mel, mag, weight) -> dict:
     logits = model(mel)
-    out = {"l1": l1(logits, mag, F) * weight, "bin": binary_divergence(logits, mag, F) * weight}
-    out["loss"] = out["l1"] + out["bin"]
-    return out
+    return L.with_total({"l1": l1(logits, mag, F) * weight, "bin": binary_divergence(logits, mag) * weight})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
-# The batch arrays each loss reads: only these become NDArrays (Text2Mel never reads the
-# magnitudes, 22 MB a step at paper B=4); the losses take them in this order (+ n_real for
-# Text2Mel, + Batch.weight as a (1,) array: an input, so one cached graph serves every value).
-INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
 KEYS = {"text2mel": ("l1", "bin", "att", "loss"), "ssrn": ("l1", "bin", "loss")}
+# The time length each of the network's stacks (its `stacks()`) starts at: TextEnc the text's,
+# AudioEnc, AudioDec and SSRN the (reduced) mel's.
+LENGTHS = {"text2mel": lambda batch: (batch.text.shape[1], batch.mel.shape[2], batch.mel.shape[2]),
+           "ssrn": lambda batch: (batch.mel.shape[2],)}
 
 
 class Objective(gluon.HybridBlock):
     """A network and its losses as one block, (inputs) -> (total loss (1,), every loss (n,) in
-    KEYS order), with the network's norms in their training form (layers.ChannelNorm).
+    KEYS order), with the network's layer norms in their training form (layers.ChannelNorm;
+    batch norm follows autograd's train_mode when run).
     Hybridized, forward and losses are one cached graph, so a training step makes one forward
     call, one backward call and one device-to-host copy of the losses instead of ~20 imperative
     loss operators, each with its own backward node."""
@@ -149,6 +155,13 @@ class Trainer:
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.kvstore, self.keys, self.workers = None, (), 1  # set by join (data-parallel training)
         self._weights = {}  # Batch.weight -> its (1,) input array
+        self._batch_norms = []  # (running variance, stack index, time multiple) of each batch norm
+        for i, stack in enumerate(model.stacks()):
+            multiple = 1
+            for block in stack:
+                multiple *= block.layer.stride if block.layer.kind == S.DECONV else 1
+                if isinstance(block.norm, BatchNorm):
+                    self._batch_norms.append((block.norm.var, i, multiple))
 
     def join(self, kvstore, keys) -> None:
         """From now on sum every gradient over the workers right after backward, through
@@ -169,16 +182,38 @@ class Trainer:
             self._weights[weight] = mx.nd.array([weight], ctx=self.ctx, dtype="float32")
         return self._weights[weight]
 
+    @contextlib.contextmanager
+    def _unbiased_running_variance(self, batch: Batch):
+        """Around a training step: MXNet's BatchNorm updates a running variance as
+        (1 - m) var + m v with the batch's biased variance v, the spec as (1 - m) var + m v n / (n - 1)
+        (n = B T at that layer; max(n - 1, 1)). Scaling var by c = (n - 1) / n before the step and
+        by 1 / c after it gives exactly the spec's: two in-place products a batch-norm layer."""
+        if not self._batch_norms:
+            yield
+            return
+        lengths = LENGTHS[self.net](batch)
+        scaled = []
+        for var, stack, multiple in self._batch_norms:
+            n = batch.mel.shape[0] * lengths[stack] * multiple
+            arr, c = var.data(self.ctx), max(n - 1, 1) / n
+            arr *= c
+            scaled.append((arr, 1.0 / c))
+        try:
+            yield
+        finally:
+            for arr, inverse in scaled:
+                arr *= inverse
+
     def _backward(self, batch: Batch, train: bool):
-        """Forward, losses and backward (and, in a data-parallel job, the exchange of the
-        gradients: afterwards each holds the workers' sum); returns the (n,) array of losses in
-        KEYS order."""
-        arrays = to_arrays(batch, self.ctx, self.inputs)
+        """Forward, losses and backward in autograd's training mode or not (and, in a data-parallel
+        job, the exchange of the gradients: afterwards each holds the workers' sum); returns the
+        (n,) array of losses in KEYS order."""
+        arrays = to_device(batch, self.ctx, self.net)
         inputs = [arrays[name] for name in self.inputs] + ([arrays["n_real"]] if "n_real" in arrays else [])
         inputs.append(self._weight(batch.weight))
         with autograd.record(train_mode=train):
             loss, losses = self.objective(*inputs)
-        loss.backward()
+        loss.backward(train_mode=train)  # batch norm's backward follows it (its statistics, its update)
         if self.kvstore is not None:
             # queued like gluon.Trainer's (in place, the first parameters first): each exchange
             # starts as soon as its gradient is computed, and Adam waits only for its own
@@ -194,19 +229,21 @@ class Trainer:
         """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
         self.step += 1
         self.optimizer.t = self.step
-        losses = self._backward(batch, train=True)
+        with self._unbiased_running_variance(batch):  # batch norm: the batch's statistics, updating the running ones
+            losses = self._backward(batch, train=True)
         params = self.params.values()
         self.optimizer.update_all([p.data(self.ctx) for p in params], [p.grad(self.ctx) for p in params])
         return self._floats(losses)
 
     def gradients(self, batch: Batch) -> tuple:
-        """(losses, {canonical name: unclipped gradient}) without dropout; nothing is updated (in a
-        data-parallel job: the mean of the workers' gradients).
+        """(losses, {canonical name: unclipped gradient}) of the eval-mode network (no dropout, batch
+        norm on its running statistics); nothing is updated (in a data-parallel job: the mean of
+        the workers' gradients).
 
-        Without dropout, training mode computes the same function, and it is used then so that
-        these are exactly train_step's gradients: MKLDNN picks other 1x1-convolution kernels
-        for inference (outputs ~1e-7 apart, gradients up to ~2e-5 of their scale)."""
-        out = self._backward(batch, train=not self.spec.dropout)
+        Without dropout and batch norm, training mode computes the same function, and it is used
+        then so that these are exactly train_step's gradients: MKLDNN picks other 1x1-convolution
+        kernels for inference (outputs ~1e-7 apart, gradients up to ~2e-5 of their scale)."""
+        out = self._backward(batch, train=not self.spec.dropout and self.spec.norm != "batch")
         grads = {name: p.grad(self.ctx).asnumpy() for name, p in self.params.items()}
         if self.workers > 1:  # the workers' sum -> their mean
             grads = {name: g / np.float32(self.workers) for name, g in grads.items()}

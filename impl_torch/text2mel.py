@@ -47,21 +47,22 @@ def shift_right(mel):
 
 
 class Attention(nn.Module):
-    """A = softmax over the text axis of K^T Q / sqrt(d) + pad bias, (B, N, T); R' = [V A, Q].
+    """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
+    (B, N, T); R' = [V A, Q].
     Split in two so synthesis can replace columns of A before reading."""
 
     def __init__(self, spec: S.Spec):
         super().__init__()
         self.sqrt_d = math.sqrt(spec.D)
 
-    def weights(self, k, q, bias):
-        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / self.sqrt_d + bias, dim=1)
+    def weights(self, k, q, text_bias):
+        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / self.sqrt_d + text_bias, dim=1)
 
     def read(self, v, a, q):
         return torch.cat([torch.bmm(v, a), q], dim=1)
 
-    def forward(self, k, v, q, bias):
-        a = self.weights(k, q, bias)
+    def forward(self, k, v, q, text_bias):
+        a = self.weights(k, q, text_bias)
         return self.read(v, a, q), a
 
 

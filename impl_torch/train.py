@@ -44,17 +44,17 @@ def attention_loss(attention, guide, n_real):
     return (attention * guide).sum() / n_real
 
 
-def text2mel_losses(model, t: dict) -> dict:
-    logits, attention = model(t["text"], t["mel"])
-    return L.with_total({"l1": L.weighted(l1(logits, t["mel"]), t["weight"]),
-                         "bin": L.weighted(binary_divergence(logits, t["mel"]), t["weight"]),
-                         "att": attention_loss(attention, t["guide"], t["n_real"])})
+def text2mel_losses(model, arrays: dict) -> dict:
+    logits, attention = model(arrays["text"], arrays["mel"])
+    return L.with_total({"l1": L.weighted(l1(logits, arrays["mel"]), arrays["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, arrays["mel"]), arrays["weight"]),
+                         "att": attention_loss(attention, arrays["guide"], arrays["n_real"])})
 
 
-def ssrn_losses(model, t: dict) -> dict:
-    logits = model(t["mel"])
-    return L.with_total({"l1": L.weighted(l1(logits, t["mag"]), t["weight"]),
-                         "bin": L.weighted(binary_divergence(logits, t["mag"]), t["weight"])})
+def ssrn_losses(model, arrays: dict) -> dict:
+    logits = model(arrays["mel"])
+    return L.with_total({"l1": L.weighted(l1(logits, arrays["mag"]), arrays["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, arrays["mag"]), arrays["weight"])})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}

@@ -17,9 +17,12 @@ MODES = pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "
 
 
 def random_weights(spec, layer, rng):
-    """Random float32 weights for one layer (norm gammas away from 1 so they matter)."""
-    return {name: rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.4, shape).astype(np.float32)
-            for name, shape in S.param_shapes(spec, layer).items()}
+    """Random float32 weights for one layer (norm gammas away from 1 so they matter; batch norm's
+    running variances positive)."""
+    w = {name: rng.normal(1.0 if name.endswith("gamma") else 0.0, 0.4, shape).astype(np.float32)
+         for name, shape in S.param_shapes(spec, layer).items()}
+    return {name: rng.uniform(0.5, 2.0, a.shape).astype(np.float32) if name.endswith(".norm.var") else a
+            for name, a in w.items()}
 
 
 def ready(block, weights, hybridize=False):
@@ -47,13 +50,22 @@ CONFIGS = [  # (kind, cin, cout, k, dilation, causal, act)
     (S.HIGHWAY, 8, 8, 3, 9, False, None),
     (S.HIGHWAY, 8, 8, 3, 27, True, None),
     (S.HIGHWAY, 8, 8, 1, 1, False, None),
+    (S.RESIDUAL, 8, 8, 3, 3, False, None),
+    (S.RESIDUAL, 8, 8, 3, 9, True, None),
 ]
+VARIANTS = [{"norm": "none"}, {"norm": "layer"}, {"norm": "batch"}, {"conv": "sep"}, {"conv": "super-sep"},
+            {"conv": "bottleneck"}, {"conv": "bottleneck", "norm": "batch"}]
+
+
+def variant_id(variant: dict) -> str:
+    return "+".join(f"{k}={v}" for k, v in variant.items())
 
 
 @MODES
-@pytest.mark.parametrize("variant", [{"norm": "none"}, {"norm": "layer"}, {"conv": "sep"}, {"conv": "super-sep"}])
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-k{c[3]}-d{c[4]}-{'causal' if c[5] else 'same'}")
 def test_conv_blocks_match_reference(config, variant, hybridize):
+    """Eval mode: batch norm on its (random) running statistics."""
     spec = S.get_spec("tiny", dropout=0.0, **variant)
     layer = S.Layer("x", *config)
     block, w = block_and_weights(spec, layer, hybridize=hybridize)
@@ -91,7 +103,7 @@ def test_non_causal_layer_sees_both_sides():
 
 
 @MODES
-@pytest.mark.parametrize("norm", ["none", "layer"])
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
 @pytest.mark.parametrize("t", [1, 7])
 def test_deconv_doubles_length_exactly_and_matches_reference(norm, t, hybridize):
     spec = S.get_spec("tiny", dropout=0.0, norm=norm)
@@ -156,47 +168,90 @@ def test_embedding_matches_reference():
 
 
 @MODES
-@pytest.mark.parametrize("conv", ["none", "sep", "super-sep"])
+@pytest.mark.parametrize("variant", [{"conv": "none"}, {"conv": "sep"}, {"conv": "super-sep"}, {"conv": "bottleneck"},
+                                     {"block": "residual", "norm": "batch"},
+                                     {"conv": "bottleneck", "block": "residual", "norm": "batch"}], ids=variant_id)
 @pytest.mark.parametrize("list_fn", [S.audio_enc_layers, S.audio_dec_layers])
-def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn, conv, hybridize):
-    spec = S.get_spec("tiny", dropout=0.0, conv=conv)
+def test_causal_stack_runs_frame_by_frame_like_the_whole_sequence(list_fn, variant, hybridize):
+    """Batch norm on its running statistics; the bottleneck's histories hold reduced frames."""
+    spec = S.get_spec("tiny", dropout=0.0, **variant)
     layer_list = list_fn(spec)
     rng = np.random.default_rng(6)
     w = {k: v for layer in layer_list for k, v in random_weights(spec, layer, rng).items()}
     stack = ready(GL.build_stack(spec, layer_list), w, hybridize)
     x = mx.nd.array(rng.normal(size=(2, layer_list[0].cin, 25)))
     whole = stack(x).asnumpy()
-    history, frames = stack.initial_history(2, mx.cpu()), []
+    tol = 1e-5 * max(1.0, np.abs(whole).max())  # residual stacks (no gate) grow the activations
+    history, frames = stack.initial_history(2), []
     for t in range(25):
         y, history = stack.step(x[:, :, t:t + 1], history)
         frames.append(y.asnumpy())
-    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=tol, rtol=0)
     # the same steps as one block (one cached graph when hybridized), histories without the Nones
     step = GL.StackStep(stack)
     if hybridize:
         step.hybridize(static_alloc=True, static_shape=True)
-    history, frames = [h for h in stack.initial_history(2, mx.cpu()) if h is not None], []
+    history, frames = [h for h in stack.initial_history(2) if h is not None], []
     for t in range(25):
         y, *history = step(x[:, :, t:t + 1], *history)
         frames.append(y.asnumpy())
-    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate(frames, 2), whole, atol=tol, rtol=0)
 
 
 def test_non_causal_stack_refuses_to_step():
     spec = S.get_spec("tiny")
     with pytest.raises(ValueError, match="only causal"):
-        GL.build_stack(spec, S.ssrn_layers(spec)).initial_history(1, mx.cpu())
+        GL.build_stack(spec, S.ssrn_layers(spec)).initial_history(1)
 
 
-@pytest.mark.parametrize("preset, variant", [("tiny", {}), ("paper", {}), ("tiny", {"conv": "super-sep"})])
+def test_a_step_takes_exactly_one_frame():
+    spec = S.get_spec("tiny")
+    stack = GL.build_stack(spec, S.audio_enc_layers(spec))
+    stack.initialize()
+    x = mx.nd.zeros((2, spec.n_mels, 3))
+    with pytest.raises(ValueError, match="one frame"):
+        stack.step(x, stack.initial_history(2))
+
+
+@pytest.mark.parametrize("preset, variant", [("tiny", {}), ("paper", {}), ("tiny", {"conv": "super-sep"}),
+                                             ("tiny", {"conv": "bottleneck", "block": "residual", "norm": "batch"})])
 @pytest.mark.parametrize("net", S.NETS)
 def test_canonical_names_and_shapes_are_the_specs(preset, variant, net):
+    """The trainable parameters and the running statistics (without gradient) together."""
     spec = S.get_spec(preset, **variant)
-    params = GL.canonical_parameters(GL.build_stack(spec, [l for g in S.layers(spec, net).values() for l in g]))
-    assert {k: p.shape for k, p in params.items()} == S.net_param_shapes(spec, net)
+    stack = GL.build_stack(spec, [l for g in S.layers(spec, net).values() for l in g])
+    params, stats = GL.canonical_parameters(stack), GL.canonical_statistics(stack)
+    assert {k: p.shape for k, p in {**params, **stats}.items()} == S.net_param_shapes(spec, net)
+    assert all(k.endswith((".norm.mean", ".norm.var")) for k in stats) and len(stats) == (spec.norm == "batch") * sum(
+        k.endswith(".norm.var") for k in S.net_param_shapes(spec, net)) * 2
+    assert all(p.grad_req == "null" for p in stats.values()) and all(p.grad_req == "write" for p in params.values())
 
 
-def test_batch_norm_is_refused_clearly():
+@MODES
+@pytest.mark.parametrize("groups", [1, 2])
+def test_batch_norm_alone_in_both_modes(groups, hybridize):
+    """Training mode (autograd.record(train_mode=True)): the batch's statistics, and MXNet updates
+    the running ones with momentum 1 - spec.norm_momentum and the BIASED variance (the Trainer
+    corrects it: test_train); inference: the running ones, untouched. A highway layer (groups=2)
+    splits the one normalized array."""
     spec = S.get_spec("tiny", norm="batch")
-    with pytest.raises(NotImplementedError, match="norm='batch'"):
-        GL.build_stack(spec, S.ssrn_layers(spec))
+    layer = S.Layer("x", S.HIGHWAY if groups == 2 else S.CONV, 8, 8, 3)
+    block, w = block_and_weights(spec, layer, hybridize=hybridize)
+    norm = block.norm
+    h = np.random.default_rng(7).normal(2.0, 3.0, size=(3, layer.out, 5)).astype(np.float32)
+    parts = norm(mx.nd.array(h))
+    assert len(parts) == 1
+    np.testing.assert_allclose(parts[0].asnumpy(), R.norm(spec, w, "x", h.astype(np.float64), groups), atol=1e-5)
+    assert len(block.normalized(mx.nd, mx.nd.array(h))) == groups
+    x = mx.nd.array(h)
+    x.attach_grad()
+    with autograd.record(train_mode=True):
+        y = norm(x)[0]
+    y.backward()
+    stats = {}
+    np.testing.assert_allclose(y.asnumpy(), R.norm(spec, w, "x", h.astype(np.float64), groups, stats), atol=1e-5)
+    m, n = spec.norm_momentum, h.shape[0] * h.shape[2]
+    np.testing.assert_allclose(norm.mean.data().asnumpy(), stats["x.norm.mean"], rtol=1e-6, atol=1e-7)
+    biased = (1 - m) * w["x.norm.var"] + m * h.astype(np.float64).var((0, 2))
+    np.testing.assert_allclose(norm.var.data().asnumpy(), biased, rtol=1e-5)
+    assert not np.allclose(biased, stats["x.norm.var"], rtol=1e-4)  # the unbiased one differs by m v / (n - 1)

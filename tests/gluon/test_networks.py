@@ -14,16 +14,18 @@ from common import reference as R, spec as S, weights as W
 from impl_gluon.backend import NETWORKS
 from impl_gluon.text2mel import pad_bias
 from impl_gluon.weights import get_weights, set_weights
-from tests.backend_contract import random_batch
+from tests.backend_contract import random_batch, variant_weights
 
 MODES = pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
 PRESETS = ["tiny", "paper", "community"]
 
 
-def model_and_weights(spec, net, seed=0, hybridize=False):
+def model_and_weights(spec, net, seed=0, hybridize=False, weights=W.init_weights):
+    """`weights(spec, net, seed)` draws them (tests.backend_contract.variant_weights: norms and
+    running statistics away from 1 and 0)."""
     model = NETWORKS[net](spec)
     model.initialize()
-    w = W.init_weights(spec, net, seed)
+    w = weights(spec, net, seed)
     set_weights(model, w)
     if hybridize:
         model.hybridize(static_alloc=True, static_shape=False)
@@ -91,12 +93,15 @@ def test_hybridized_graph_serves_other_lengths(hybridize):
         assert_close(a, a_ref, "tiny")
 
 
-@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"alpha": 0.5}, {"r": 2}, {"norm": "none"}])
-def test_variants_match_reference(variant):
+@MODES
+@pytest.mark.parametrize("variant", [{"conv": "sep"}, {"conv": "super-sep"}, {"alpha": 0.5}, {"r": 2}, {"norm": "none"},
+                                     {"conv": "bottleneck"}, {"block": "residual"}, {"norm": "batch"},
+                                     {"norm": "batch", "r": 8}])
+def test_variants_match_reference(variant, hybridize):
     spec = S.get_spec("tiny", **variant)
     b = random_batch(spec)
-    t2m, w = model_and_weights(spec, "text2mel", hybridize=True)
-    ssrn, ws = model_and_weights(spec, "ssrn", hybridize=True)
+    t2m, w = model_and_weights(spec, "text2mel", hybridize=hybridize, weights=variant_weights)
+    ssrn, ws = model_and_weights(spec, "ssrn", hybridize=hybridize, weights=variant_weights)
     logits, _ = t2m(nd(b.text), nd(b.mel))
     assert_close(logits, R.text2mel(spec, w, b.text, b.mel)[0], "tiny")
     assert_close(ssrn(nd(b.mel)), R.ssrn(spec, ws, b.mel), "tiny")
@@ -137,17 +142,19 @@ def test_weights_round_trip_and_strictness():
 
 
 @MODES
-def test_set_weights_after_a_forward(hybridize):
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_set_weights_after_a_forward(norm, hybridize):
     """An inference forward leaves MKLDNN-layout conv weights in place; loading new weights into
-    them must still work (a plain copy failed with `to.IsDefaultData()`) and take effect."""
-    spec = S.get_spec("tiny")
+    them must still work (a plain copy failed with `to.IsDefaultData()`) and take effect (batch
+    norm's running statistics too)."""
+    spec = S.get_spec("tiny", norm=norm)
     b = random_batch(spec)
     t2m, _ = model_and_weights(spec, "text2mel", hybridize=hybridize)
     ssrn, _ = model_and_weights(spec, "ssrn", hybridize=hybridize)
     t2m(nd(b.text), nd(b.mel))[0].wait_to_read()
     ssrn(nd(b.mel)).wait_to_read()
-    w = W.init_weights(spec, "text2mel", seed=1)
-    ws = W.init_weights(spec, "ssrn", seed=1)
+    w = variant_weights(spec, "text2mel", seed=1)
+    ws = variant_weights(spec, "ssrn", seed=1)
     set_weights(t2m, w)
     set_weights(ssrn, ws)
     assert all(np.array_equal(a, get_weights(ssrn)[k]) for k, a in ws.items())

@@ -6,10 +6,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common import data, losses as L, spec as S
+from common import data, losses as L, reference as R, spec as S
 from impl_gluon import train as GT
 from impl_gluon.backend import Backend
-from tests.backend_contract import random_batch
+from tests.backend_contract import random_batch, variant_weights
 
 MODES = pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
 
@@ -35,14 +35,15 @@ def test_a_train_step_copies_only_the_arrays_its_loss_reads(net, monkeypatch):
     spec = S.get_spec("tiny")
     copied = []
 
-    def spy(batch, ctx, names):
-        copied.extend(names)
-        return to_arrays(batch, ctx, names)
+    def spy(batch, ctx, net):
+        arrays = to_device(batch, ctx, net)
+        copied.extend(arrays)
+        return arrays
 
-    to_arrays = GT.to_arrays
-    monkeypatch.setattr(GT, "to_arrays", spy)
+    to_device = GT.to_device
+    monkeypatch.setattr(GT, "to_device", spy)
     Backend(spec, net).train_step(random_batch(spec))
-    assert sorted(copied) == sorted({"text2mel": ["text", "mel", "guide"], "ssrn": ["mel", "mag"]}[net])
+    assert sorted(copied) == sorted({"text2mel": ["text", "mel", "guide", "n_real"], "ssrn": ["mel", "mag"]}[net])
 
 
 @MODES
@@ -167,3 +168,37 @@ def test_training_learns_the_tiny_corpus(net, factor, tiny_corpus_dir):
     assert after["loss"] - floor < (before["loss"] - floor) / factor, (before, after, floor)
     if net == "text2mel":
         assert after["att"] < before["att"] / 4, (before, after)
+
+
+@MODES
+@pytest.mark.parametrize("net", S.NETS)
+def test_batch_norm_running_statistics_are_kept_apart_from_training(net, hybridize):
+    """The running statistics are no trainable parameters (no gradient, no Adam state); two
+    training steps update them as common.reference does in training mode (momentum, UNBIASED
+    variance: the Trainer's correction of MXNet's biased update, with n = B T at each layer, T
+    doubling after each SSRN deconvolution), imperative and hybridized alike; gradients, forward
+    and synthesis leave them alone."""
+    spec = S.get_spec("tiny", norm="batch", dropout=0.0)
+    b = Backend(spec, net, hybridize=hybridize)
+    w = variant_weights(spec, net)
+    b.set_weights(w)
+    running = {k for k in w if k.endswith((".norm.mean", ".norm.var"))}
+    assert running and not running & set(b.trainer.params)
+    assert not any(name[2:] in running for name in b.get_optimizer_state() if name != "step")
+    batch = random_batch(spec)
+    _, grads = b.gradients(batch)
+    assert not running & set(grads)
+    b.forward(batch)
+    if net == "text2mel":
+        b.synthesize_batch([batch.text[0][:batch.text_lengths[0]]], 5)
+    assert all(np.array_equal(b.get_weights()[k], w[k]) for k in running)
+    for _ in range(2):
+        before, expected = b.get_weights(), {}
+        b.train_step(batch)
+        if net == "text2mel":
+            R.text2mel(spec, before, batch.text, batch.mel, expected)
+        else:
+            R.ssrn(spec, before, batch.mel, expected)
+        after = b.get_weights()
+        for k in running:
+            np.testing.assert_allclose(after[k], expected[k], rtol=1e-5, atol=1e-7, err_msg=k)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 
 from common import corpus, data, text
-from common.batch import Batch, random_batch
-from common.spec import Spec
+from common.batch import Batch, make_batch, random_batch
+from common.spec import EOS, Spec
 
 SYNTHESIS_CHARS = (30, 50)  # [ours] short sentences (2-3 s of speech): a quick synthesis benchmark
 
@@ -19,7 +20,7 @@ def timing_batches(spec: Spec, batch_size: int, n: int, seed: int, data_dir=None
     if n < 1 or batch_size < 1:
         raise ValueError(f"need at least one batch of at least one item, got n={n}, batch_size={batch_size}")
     if data_dir is None:
-        return [data.synthetic_batch(spec, batch_size, seed + i) for i in range(n)]
+        return [synthetic_batch(spec, batch_size, seed + i) for i in range(n)]
     corpus = data.load_corpus(data_dir, spec, progress=False)
     epoch = data.batches(corpus, np.arange(len(corpus)), batch_size, np.random.default_rng(seed))
     out = [b for _, b in zip(range(n), epoch)]
@@ -50,3 +51,29 @@ def short_batch(spec: Spec, seed: int = 0, text_lengths=(12, 9), frame_lengths=(
     """The parity gate's batch (B=2, N=12, T=10 reduced frames, unequal lengths so padding is
     exercised): cheap enough for the reference forward even at the `paper` preset."""
     return random_batch(spec, text_lengths, [t * spec.r for t in frame_lengths], seed)
+
+
+def synthetic_lengths(spec: Spec, n: int, rng: np.random.Generator) -> tuple:
+    """(text lengths including end-of-text, full-rate frame counts), int arrays of n
+    LJSpeech-like utterances, clipped to spec.max_chars and spec.max_frames * spec.r."""
+    bins = rng.choice(len(data.LJ_CHAR_BINS), size=n, p=data.LJ_CHAR_BINS / data.LJ_CHAR_BINS.sum())
+    chars = rng.integers(np.maximum(bins * 20, data.LJ_MIN_CHARS), np.minimum(bins * 20 + 19, data.LJ_MAX_CHARS) + 1)
+    seconds = chars / data.LJ_CHARS_PER_SECOND + rng.normal(0, data.LJ_SECONDS_NOISE, n)
+    seconds = np.clip(seconds, data.LJ_MIN_SECONDS, data.LJ_MAX_SECONDS)
+    frames = 1 + (seconds * spec.sr).astype(np.int64) // spec.hop  # STFT frames (centered)
+    return np.minimum(chars + 1, spec.max_chars), np.minimum(frames, spec.max_frames * spec.r)
+
+
+def synthetic_batch(spec: Spec, batch_size: int, seed: int) -> Batch:
+    """A Batch of LJSpeech-shaped lengths with random ids and smooth random features in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    text_lengths, frames = synthetic_lengths(spec, batch_size, rng)
+    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
+    mels = [_smooth_noise(rng, (spec.n_mels, t)) for t in frames]
+    mags = [_smooth_noise(rng, (spec.n_mags, t)) for t in frames]
+    return make_batch(spec, texts, mels, mags)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    x = scipy.ndimage.gaussian_filter(rng.random(shape), sigma=2.0)
+    return ((x - x.min()) / max(x.max() - x.min(), 1e-12)).astype(np.float32)

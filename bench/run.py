@@ -194,7 +194,7 @@ def header(args, records: list, probes: dict) -> list:
     versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
     gate = inputs.short_batch(get_spec(args.preset))
     source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
-              f"(common.data.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
+              f"(bench.inputs.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
     return [
         f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}",
         f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),

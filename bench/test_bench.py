@@ -9,7 +9,7 @@ import pytest
 from bench import inputs
 from bench.measure import synthesis_flops
 from common import spec as S
-from common.data import synthetic_batch
+from bench.inputs import synthetic_batch
 from common.framework import FRAMEWORKS, configure_threads, load_backend
 
 THREADS = int(os.environ.get("DCTTS_THREADS") or os.cpu_count())

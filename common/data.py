@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import scipy.ndimage
 from tqdm import tqdm
 
 from common import audio, text, weights as W
-from common.batch import Batch, make_batch
-from common.spec import EOS, Spec
+from common.batch import make_batch
+from common.spec import Spec
 
 # Spec fields that change the features; model fields (d, c, ...) must not invalidate a cache.
 AUDIO_FIELDS = ("sr", "n_fft", "hop", "win", "n_mels", "preemphasis", "features", "gamma", "ref_db", "max_db",
@@ -301,7 +300,7 @@ def batches(corpus: Corpus, indices, batch_size: int, rng: np.random.Generator, 
                          [f[1] for f in feats])
 
 
-# --- synthetic LJSpeech-shaped data (benchmarks without audio) ---------------------
+# --- LJSpeech's statistics (common.grammar, bench.inputs' synthetic batches) ----------
 # LJSpeech 1.1, 13,100 clips: characters per text in 20-character bins (0-19, ..., 180-199);
 # min 12, mean 99.9, median 102, p90 142, p99 165, max 187 characters.
 LJ_CHAR_BINS = np.array([53, 562, 1227, 1858, 2459, 2744, 2572, 1361, 245, 19])
@@ -310,29 +309,3 @@ LJ_MIN_CHARS, LJ_MAX_CHARS = 12, 187
 LJ_MIN_SECONDS, LJ_MAX_SECONDS = 1.11, 10.10
 LJ_CHARS_PER_SECOND = 15.2
 LJ_SECONDS_NOISE = 0.3  # [ours] standard deviation around chars / rate
-
-
-def synthetic_lengths(spec: Spec, n: int, rng: np.random.Generator) -> tuple:
-    """(text lengths including end-of-text, full-rate frame counts), int arrays of n
-    LJSpeech-like utterances, clipped to spec.max_chars and spec.max_frames * spec.r."""
-    bins = rng.choice(len(LJ_CHAR_BINS), size=n, p=LJ_CHAR_BINS / LJ_CHAR_BINS.sum())
-    chars = rng.integers(np.maximum(bins * 20, LJ_MIN_CHARS), np.minimum(bins * 20 + 19, LJ_MAX_CHARS) + 1)
-    seconds = chars / LJ_CHARS_PER_SECOND + rng.normal(0, LJ_SECONDS_NOISE, n)
-    seconds = np.clip(seconds, LJ_MIN_SECONDS, LJ_MAX_SECONDS)
-    frames = 1 + (seconds * spec.sr).astype(np.int64) // spec.hop  # STFT frames (centered)
-    return np.minimum(chars + 1, spec.max_chars), np.minimum(frames, spec.max_frames * spec.r)
-
-
-def synthetic_batch(spec: Spec, batch_size: int, seed: int) -> Batch:
-    """A Batch of LJSpeech-shaped lengths with random ids and smooth random features in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    text_lengths, frames = synthetic_lengths(spec, batch_size, rng)
-    texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
-    mels = [_smooth_noise(rng, (spec.n_mels, t)) for t in frames]
-    mags = [_smooth_noise(rng, (spec.n_mags, t)) for t in frames]
-    return make_batch(spec, texts, mels, mags)
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    x = scipy.ndimage.gaussian_filter(rng.random(shape), sigma=2.0)
-    return ((x - x.min()) / max(x.max() - x.min(), 1e-12)).astype(np.float32)

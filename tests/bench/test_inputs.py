@@ -4,6 +4,7 @@ import pytest
 
 from bench import inputs
 from common import spec as S, text
+from common.spec import EOS
 
 TINY = S.get_spec("tiny")
 
@@ -38,3 +39,41 @@ def test_short_batch_has_the_asked_lengths():
     b = inputs.short_batch(TINY, seed=1, text_lengths=(12, 9), frame_lengths=(10, 7))
     assert b.text.shape == (2, 12) and b.mel.shape == (2, TINY.n_mels, 10) and b.mag.shape == (2, TINY.n_mags, 40)
     assert list(b.text_lengths) == [12, 9] and list(b.frame_lengths) == [10, 7] and list(b.text[:, -1]) == [S.EOS, 0]
+
+
+def test_synthetic_lengths_match_ljspeech_statistics():
+    paper = S.get_spec("paper")
+    text_lengths, frames = inputs.synthetic_lengths(paper, 20000, np.random.default_rng(0))
+    chars = text_lengths - 1
+    assert chars.min() >= 12 and chars.max() <= 187
+    assert chars.mean() == pytest.approx(99.9, rel=0.03)
+    assert np.median(chars) == pytest.approx(102, rel=0.03)
+    assert np.percentile(chars, 90) == pytest.approx(142, rel=0.03)
+    assert np.percentile(chars, 99) == pytest.approx(165, rel=0.05)
+    seconds = (frames - 1) * paper.hop / paper.sr
+    assert seconds.mean() == pytest.approx(6.57, rel=0.03)
+    assert frames.mean() == pytest.approx(566, rel=0.03)
+    assert frames.max() <= paper.max_frames * paper.r
+    assert np.corrcoef(chars, frames)[0, 1] > 0.9  # duration follows text length
+    community = S.get_spec("community")
+    assert inputs.synthetic_lengths(community, 20000, np.random.default_rng(0))[1].mean() == \
+        pytest.approx(525, rel=0.03)
+
+
+def test_synthetic_lengths_are_clipped_to_the_spec():
+    text_lengths, frames = inputs.synthetic_lengths(TINY, 1000, np.random.default_rng(0))
+    assert text_lengths.max() == TINY.max_chars and frames.max() == TINY.max_frames * TINY.r
+
+
+def test_synthetic_batch_is_a_valid_seeded_batch():
+    batch = inputs.synthetic_batch(TINY, 3, seed=5)
+    assert batch.text.dtype == np.int32 and batch.mel.dtype == batch.mag.dtype == np.float32
+    assert batch.mel.shape[:2] == (3, TINY.n_mels) and batch.mag.shape == (3, TINY.n_mags, TINY.r * batch.mel.shape[2])
+    for k, n in enumerate(batch.text_lengths):
+        assert batch.text[k, n - 1] == EOS and np.all(batch.text[k, :n - 1] > EOS)
+        assert np.all(batch.text[k, :n - 1] < TINY.n_vocab) and not batch.text[k, n:].any()
+    assert batch.mel.min() >= 0 and batch.mel.max() <= 1
+    again = inputs.synthetic_batch(TINY, 3, seed=5)
+    np.testing.assert_array_equal(batch.mag, again.mag)
+    assert not np.array_equal(batch.text_lengths, inputs.synthetic_batch(TINY, 3, seed=6).text_lengths) or \
+        not np.array_equal(batch.mel, inputs.synthetic_batch(TINY, 3, seed=6).mel)

@@ -18,13 +18,14 @@ from impl_chainer import runtime
 
 import numpy as np
 
-from common import data, distributed
+from common import distributed
+from common.batch import random_batch
 from common.spec import NETS, get_spec
 from common.weights import init_weights
 from impl_chainer.backend import Backend
 
 SPEC = get_spec("tiny").replace(dropout=0.0)  # no dropout: the halves' gradients do not depend on the rank's stream
-GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
+GLOBAL = random_batch(SPEC, (20, 16, 12, 8), (64, 51, 38, 25), seed=1)
 
 
 def checkpoint(net: str) -> tuple:

@@ -20,9 +20,10 @@ import chainer
 import numpy as np
 import pytest
 
-from common import data, distributed, losses as L, spec as S
+from common import distributed, losses as L, spec as S
 from impl_chainer.backend import Backend
 from impl_chainer.layers import canonical_parameters
+from tests.backend_contract import random_batch
 from tests.chainer import mpi_worker as W
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def test_losses_honor_batch_weight_and_attention_positions(net):
     (common.losses computes the same); a weight-0 stand-in row leaves only the attention loss's
     gradients (none at all in SSRN)."""
     spec = S.get_spec("tiny")
-    batch = dataclasses.replace(data.synthetic_batch(spec, 3, seed=1), weight=0.375, real_positions=123.5)
+    batch = dataclasses.replace(random_batch(spec, 3, seed=1), weight=0.375, real_positions=123.5)
     backend = Backend(spec, net)
     out = backend.forward(batch)
     ref = (L.text2mel_losses(out["logits"], out["attention"], batch) if net == "text2mel"
@@ -64,8 +65,8 @@ def test_one_process_has_no_workers_to_average_with():
 def test_mpi_is_not_initialized_before_join_workers():
     """Importing the package and training never import mpi4py (whose import starts MPI): a plain
     chainer environment, and any process outside mpiexec, keeps working without it."""
-    code = ("import sys; from impl_chainer.backend import Backend; from common import data, spec; "
-            "s = spec.get_spec('tiny'); Backend(s, 'ssrn').train_step(data.synthetic_batch(s, 2, seed=0)); "
+    code = ("import sys; from impl_chainer.backend import Backend; from common import batch, spec; "
+            "s = spec.get_spec('tiny'); Backend(s, 'ssrn').train_step(batch.random_batch(s, (12, 9), (40, 28))); "
             "print(sorted(m for m in sys.modules if m.startswith(('mpi4py', 'chainermn'))))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,6 +8,7 @@ import pytest
 from common import data, losses as L, spec as S
 from impl_chainer import layers as CL, train as T
 from impl_chainer.backend import Backend
+from tests.backend_contract import random_batch
 
 
 def test_loss_functions_equal_common_losses_and_are_stable():
@@ -27,7 +28,7 @@ def test_loss_functions_equal_common_losses_and_are_stable():
 @pytest.mark.parametrize("net", S.NETS)
 def test_backend_losses_on_a_batch_equal_common_losses(net):
     spec = S.get_spec("tiny")
-    batch = data.synthetic_batch(spec, 3, seed=1)
+    batch = random_batch(spec, 3, seed=1)
     backend = Backend(spec, net)
     out = backend.forward(batch)
     ref = (L.text2mel_losses(out["logits"], out["attention"], batch) if net == "text2mel"
@@ -46,7 +47,7 @@ def test_backend_losses_on_a_batch_equal_common_losses(net):
 ])
 def test_one_adam_step_equals_common_adam_update(variant):
     spec = S.get_spec("tiny", dropout=0.0, **variant)  # no dropout: train mode computes eval mode's gradients
-    batch = data.synthetic_batch(spec, 2, seed=2)
+    batch = random_batch(spec, 2, seed=2)
     backend = Backend(spec, "ssrn")
     _, grads = backend.gradients(batch)
     rng = np.random.default_rng(3)
@@ -72,7 +73,7 @@ def test_dropout_is_reseeded_by_seed():
     """seed() right before a step fixes its dropout masks (the stream is the process-wide
     numpy.random, so each backend is seeded just before its own step, as the training loop does)."""
     spec = S.get_spec("tiny", dropout=0.3)
-    batch = data.synthetic_batch(spec, 2, seed=4)
+    batch = random_batch(spec, 2, seed=4)
     a, b = Backend(spec, "ssrn"), Backend(spec, "ssrn")
     losses = []
     for backend, seed in ((a, 5), (b, 5), (a, 6), (b, 7)):
@@ -115,7 +116,7 @@ def test_batch_norm_statistics_are_no_optimizer_state(net):
     a training step updates them (in place), eval-mode forward and gradients leave them alone,
     and the optimizer state round trip works without them."""
     spec = S.get_spec("tiny", norm="batch", dropout=0.0)
-    batch = data.synthetic_batch(spec, 2, seed=5)
+    batch = random_batch(spec, 2, seed=5)
     backend = Backend(spec, net)
     stats = CL.canonical_statistics(backend.model)
     assert stats and set(stats) == {k for k in backend.get_weights() if k.endswith((".norm.mean", ".norm.var"))}

@@ -18,11 +18,12 @@ import sys
 
 import numpy as np
 
-from common import data, distributed, spec as S, weights as W
+from common import distributed, spec as S, weights as W
+from common.batch import random_batch
 from impl_gluon.backend import Backend
 
 SPEC = S.get_spec("tiny").replace(dropout=0.0)
-GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
+GLOBAL = random_batch(SPEC, (20, 16, 12, 8), (64, 51, 38, 25), seed=1)
 STEPS = 2
 
 

@@ -18,9 +18,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common import data, distributed, losses as L, spec as S, weights as W
+from common import distributed, losses as L, spec as S, weights as W
 from impl_gluon.backend import Backend
 from tests.gluon import kv_worker
+from tests.backend_contract import random_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
@@ -33,7 +34,7 @@ def test_losses_honor_batch_weight_and_attention_positions(net, hybridize):
     as common.losses computes them; a weight-0 stand-in row leaves only the attention loss's
     gradients (in Text2Mel's encoders; none at all in SSRN)."""
     spec = S.get_spec("tiny")
-    batch = dataclasses.replace(data.synthetic_batch(spec, 3, seed=1), weight=0.375, real_positions=123.5)
+    batch = dataclasses.replace(random_batch(spec, 3, seed=1), weight=0.375, real_positions=123.5)
     backend = Backend(spec, net, hybridize=hybridize)
     out = backend.forward(batch)
     expected = (L.text2mel_losses(out["logits"], out["attention"], batch) if net == "text2mel"
@@ -51,7 +52,7 @@ def test_weight_one_and_own_positions_change_nothing():
     """A single process's batch (weight 1, real_positions None) and the same batch stating its
     own positions: bit-identical losses and gradients."""
     spec = S.get_spec("tiny")
-    batch = data.synthetic_batch(spec, 3, seed=2)
+    batch = random_batch(spec, 3, seed=2)
     stated = dataclasses.replace(batch, weight=1.0, real_positions=float(batch.guide_mask.sum()))
     backend = Backend(spec, "text2mel")
     (la, ga), (lb, gb) = backend.gradients(batch), backend.gradients(stated)

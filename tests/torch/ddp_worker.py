@@ -15,19 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from common import data, distributed
+from common import distributed
+from common.batch import random_batch
 from common.spec import NETS, get_spec
 from impl_torch.runtime import configure_threads
 
 SPEC = get_spec("tiny").replace(dropout=0.0)
-GLOBAL = data.synthetic_batch(SPEC, 4, seed=1)
+GLOBAL = random_batch(SPEC, (20, 16, 12, 8), (64, 51, 38, 25), seed=1)
 
 
 def checkpoint(net: str) -> tuple:
     """(weights, Adam state) after one step from seed 3 on another batch: what a resumed run restores."""
     from impl_torch.backend import Backend
     backend = Backend(SPEC, net, seed=3)
-    backend.train_step(data.synthetic_batch(SPEC, 4, seed=7))
+    backend.train_step(random_batch(SPEC, (20, 16, 12, 8), (64, 51, 38, 25), seed=7))
     return backend.get_weights(), backend.get_optimizer_state()
 
 

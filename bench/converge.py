@@ -26,6 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import variants
 from bench.machine import REPO, apply_threads, machine, subprocess_env
 
 # Targets [ours], set before the committed run from a pilot (2026-12-02, demo preset, the default
@@ -47,11 +48,11 @@ def worker(args) -> None:
     apply_threads(args.threads)
     import numpy as np
 
+    from bench.variants import variant_spec
     from common import data, quality, train_loop
     from common.framework import load_backend
-    from common.spec import get_spec
 
-    spec = get_spec(args.preset)
+    spec = variant_spec(args.preset, args.variant)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curve = out / "curve.jsonl"
@@ -203,11 +204,22 @@ def read_curve(path: Path) -> list:
 
 
 def run(args) -> int:
-    """`bench/run.py --task converge`: every framework in turn, then the table and the plot."""
+    """`bench/run.py --task converge`: every framework in turn, then the table and the plot; with
+    several --variant, that for each variant in <out>/<variant>, then variants-quality.md."""
+    if len(args.variant) > 1:
+        status, finals = 0, {}
+        for variant in args.variant:
+            one = argparse.Namespace(**{**vars(args), "variant": [variant], "out": args.out / variant})
+            status = run(one) or status
+            finals[variant] = json.loads((one.out / "converge.json").read_text())["summary"]
+        table = variants.quality_table(finals, args.preset, args.variant)
+        (args.out / "variants-quality.md").write_text(table)
+        print(table)
+        return status
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(args.data) if args.data else default_corpus(REPO / "out")
-    preset = args.preset
+    preset, variant = args.preset, args.variant[0]
     info = machine()
     header = [f"machine: {info['cpu']}, {info['cores']} cores; git {info['git_commit']}",
               f"data: {data_dir} (held-out sentences: the first {args.sentences} of heldout.csv)",
@@ -215,6 +227,9 @@ def run(args) -> int:
               f"evaluation every {args.eval_every} steps (step 0 = untrained); training time excludes evaluations",
               f"target: aligned >= {args.target_aligned:.0%} and MCD-DTW <= {args.target_mcd} dB (c1..c13, DTW, "
               "reduced mels); budget " + (f"{args.minutes} min or " if args.minutes else "") + f"{args.max_steps} steps"]
+    if variant != variants.BASELINE:
+        header.append(f"variant {variant}: the preset with " + ", ".join(f"{k}={v}" for k, v in
+                                                                     variants.VARIANTS[variant].items()))
     if args.parallel:
         header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
                       f"each, on {os.cpu_count()} cores: they shared the machine alike until one stopped; "
@@ -230,7 +245,8 @@ def run(args) -> int:
                    str(data_dir), "--out", str(out / fw), "--steps", str(args.max_steps), "--eval-every",
                    str(args.eval_every), "--sentences", str(args.sentences), "--threads", str(args.threads),
                    "--seed", str(args.seed), "--target-aligned", str(args.target_aligned), "--target-mcd",
-                   str(args.target_mcd), "--minutes", str(args.minutes or 0)] + (["--resume"] if args.resume else [])
+                   str(args.target_mcd), "--minutes", str(args.minutes or 0), "--variant", variant] + (
+                ["--resume"] if args.resume else [])
             print(f"converge: {fw} ...", flush=True)
             procs[fw] = subprocess.Popen(cmd, cwd=REPO, env=env)
             if not args.parallel:
@@ -249,7 +265,7 @@ def run(args) -> int:
     names = [fw for fw in FRAMEWORKS if fw in procs or (args.resume and (out / fw / "curve.jsonl").is_file())]
     curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in names}
     rows, agree = summarize(curves, args.target_aligned, args.target_mcd), agreement(curves)
-    meta = {"preset": preset, "header": header, "machine": info, "options": {k: str(v) for k, v in vars(args).items()}}
+    meta = {"preset": variants.variant_name(preset, variant), "header": header, "machine": info, "options": {k: str(v) for k, v in vars(args).items()}}
     (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "agreement": agree, "curves": curves},
                                                   indent=1))
     table = markdown(meta, rows, agree)
@@ -275,6 +291,7 @@ def parse_worker_args(argv=None):
     p.add_argument("--target-mcd", type=float, default=TARGET_MCD)
     p.add_argument("--minutes", type=float, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--variant", default="baseline", help="a bench.variants name: the preset's changes")
     return p.parse_args(argv)
 
 

@@ -100,8 +100,8 @@ def parse_args(argv=None):
     args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
     args.variant = list(variants.VARIANTS) if "all" in args.variant else list(dict.fromkeys(args.variant))
-    if len(args.variant) > 1 and (args.converge or args.scaling or args.text2mel is not None):
-        p.error("--variant goes with the timing tasks on untrained weights only")
+    if args.variant != [variants.BASELINE] and (args.scaling or args.text2mel is not None):
+        p.error("--variant goes with the timing tasks on untrained weights and with converge")
     if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
     kind = "converge" if args.converge else "scaling" if args.scaling else "bench"

@@ -1,10 +1,11 @@
-"""The variants study (`python bench/run.py --variant all`): the design space the original
-project set out to compare (separable, bottleneck and residual blocks, batch norm), each variant
-a change of the preset (common.spec) timed like the preset itself, in every framework.
+"""The variants study: the design space the original project set out to compare (separable,
+bottleneck and residual blocks, batch norm), each variant a change of the preset (common.spec).
 
-Each variant's runs carry the spec name "<preset>+<variant>" (the table's preset column);
-variants.md sets beside each one its parameters and FLOPs (common.spec) and its train-step
-times relative to the preset's in the same framework and run."""
+`python bench/run.py --variant all` times each like the preset itself, in every framework: its
+runs carry the spec name "<preset>+<variant>" (the table's preset column), and variants.md sets
+beside each one its parameters and FLOPs (common.spec) and its train-step times relative to the
+preset's in the same framework and run. `--task converge --variant all` trains Text2Mel of each
+for the same budget and evaluates it on the held-out sentences (variants-quality.md)."""
 from __future__ import annotations
 
 from common import spec as S
@@ -65,3 +66,19 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
 
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.2f}"
+
+
+def quality_table(summaries: dict, preset: str, variant_names: list) -> str:
+    """Markdown: per variant (a converge run each, {variant: converge summary}) and framework,
+    the held-out metrics at the last evaluation of the budget, and the training time."""
+    lines = [f"# Held-out quality of the variants of preset {preset} (Text2Mel, the same budget each)", "",
+             "| variant | changes | framework | steps | training min | MCD-DTW (dB) | aligned | forced | "
+             "untrained MCD | mean-spectrum MCD |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for variant in variant_names:
+        changes = ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items()) or "–"
+        for fw, row in summaries[variant].items():
+            f, u = row["final"], row["untrained"]
+            lines.append(f"| {variant} | {changes} | {fw} | {f['step']} | {f['train_seconds'] / 60:.1f} | "
+                         f"{f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} | {f['forced_fraction_mean']:.0%} | "
+                         f"{u['mcd_mean']:.2f} | {f['mcd_mean_spectrum_mean']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -22,6 +22,20 @@ def test_converge_smoke_run_writes_curves_table_and_plot(tiny_corpus_dir, tmp_pa
     assert (out / "torch" / "run" / "text2mel-00000004.safetensors").is_file()
 
 
+def test_converge_over_variants_trains_each_and_tables_their_quality(tiny_corpus_dir, tmp_path):
+    out = tmp_path / "variants"
+    status = run.main(["--task", "converge", "--framework", "torch", "--preset", "tiny", "--data", str(tiny_corpus_dir),
+                       "--max-steps", "2", "--eval-every", "2", "--sentences", "1", "--minutes", "0", "--threads", "1",
+                       "--variant", "baseline", "batch-norm", "--out", str(out)])
+    assert status == 0
+    for variant, preset in (("baseline", "tiny"), ("batch-norm", "tiny+batch-norm")):
+        result = json.loads((out / variant / "converge.json").read_text())
+        assert result["meta"]["preset"] == preset and [p["step"] for p in result["curves"]["torch"]] == [0, 2]
+    assert (out / "batch-norm" / "torch" / "run" / "text2mel-00000002.safetensors").is_file()
+    table = (out / "variants-quality.md").read_text()
+    assert "| baseline | – | torch | 2 |" in table and "| batch-norm | norm=batch | torch | 2 |" in table
+
+
 def test_a_resumed_run_continues_the_curve_as_if_uninterrupted(tiny_corpus_dir, tmp_path):
     common = ["--task", "converge", "--framework", "torch", "--preset", "tiny", "--data", str(tiny_corpus_dir),
               "--eval-every", "2", "--sentences", "1", "--minutes", "0", "--threads", "1"]

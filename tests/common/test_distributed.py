@@ -76,21 +76,17 @@ def test_each_engine_starts_the_same_worker_command(framework):
         assert {env["DMLC_PS_ROOT_PORT"] for _, _, env in roles} == {"9000"}
 
 
-def test_the_cli_refuses_a_batch_that_does_not_split(tmp_path, tiny_corpus_dir, capsys):
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-size", "5"], "batch size 5 does not split evenly over 2 workers"),
+    (["--set", "norm=batch"], "norm=batch trains in one process only"),  # batch statistics per shard otherwise
+], ids=["batch that does not split", "batch norm"])
+def test_the_cli_refuses_a_job_it_cannot_run(tmp_path, tiny_corpus_dir, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:
         cli.train_main(["--framework", "torch", "--model", "ssrn", "--data", str(tiny_corpus_dir), "--out",
-                        str(tmp_path / "run"), "--preset", "tiny", "--batch-size", "5", "--workers", "2"])
+                        str(tmp_path / "run"), "--preset", "tiny", "--workers", "2", *extra])
     assert exit_.value.code == cli.EXIT_ERROR
-    assert "batch size 5 does not split evenly over 2 workers" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-
-
-def test_the_cli_refuses_batch_norm_over_several_workers(tmp_path, tiny_corpus_dir, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.train_main(["--framework", "torch", "--model", "ssrn", "--data", str(tiny_corpus_dir), "--out",
-                        str(tmp_path / "run"), "--preset", "tiny", "--set", "norm=batch", "--workers", "2"])
-    assert exit_.value.code == cli.EXIT_ERROR
-    assert "norm=batch trains in one process only" in capsys.readouterr().err
 
 
 # --- the watchdog, on stand-in workers (plain Python processes that write heartbeats) ------

@@ -6,23 +6,10 @@ norm.beta (and the batch norm's running statistics norm.mean, norm.var: persiste
 parameters), in the canonical layouts (which are Chainer's own). Activations are (B, C, T).
 Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
 
-`step` (synthesis, inference only) computes on plain arrays with the device's array module,
-not with chainer.functions: no graph is needed there, and every Chainer function call costs
-tens of microseconds of Python (FunctionNode.apply, Variable wrapping) against one or two
-for a NumPy operation on a frame. Measured (`small` Text2Mel synthesis, 64 frames, 1 thread):
-with chainer.functions, 335 function calls a frame took 90% of the time (cProfile) and a frame
-cost 6.3x PyTorch's; on arrays, 0.5-0.6x (medians of 6-8 interleaved processes). The array code
-computes what the functions do, up to float32 rounding (mean, variance, 1/sqrt(var + eps);
-sigmoid as tanh(x/2)/2 + 1/2).
-
-Convolutions are impl_chainer.conv.conv1d: on NumPy, one FunctionNode with the padding
-(causal or "same") written into its im2col patches and one BLAS product per pass (see
-conv.py); elsewhere (CuPy, grouped convolutions) F.convolution_nd. Measured before it, for
-F.convolution_nd: against F.convolution_2d on a height-1 axis (a (4, 512, 150) input,
-dilation 9, k=3, 1024 outputs, forward + backward, medians of 15 interleaved runs) 39-42 ms
-vs 43-44 ms for both causal and "same" padding; causal left padding as an explicit F.pad
-rather than padding both sides and cutting the right end off (73-80 ms, twice the work);
-for k=1 layers, F.matmul / F.linear no faster than F.convolution_nd (22 ms each).
+`step` (synthesis) computes on plain arrays, not chainer.functions (no graph is needed; a
+function call costs tens of microseconds of Python). Convolutions are impl_chainer.conv.conv1d on
+NumPy (one im2col node), F.convolution_nd elsewhere. Measurements behind both:
+results/implementation-notes.md, "chainer: synthesis on arrays, and convolutions".
 """
 from __future__ import annotations
 
@@ -47,17 +34,9 @@ class ChannelNorm(chainer.Link):
     with groups=2 the two halves of a highway layer (H1, H2) are normalized separately, then
     one affine over all C.
 
-    Normalizing over the channel axis is batch norm's computation with the statistics taken
-    over that axis, so F.batch_normalization(axis=2) on (B, G, C/G, T) (unit gamma/beta; the
-    per-channel affine follows) is Chainer's one fused kernel for it, backward included.
-    Measured (community Text2Mel train step, B=4, 1 thread, CPU-time medians of 12
-    interleaved runs): 1.09 s vs 1.19 s with the same norm written as separate F ops
-    (mean, subtract, square, mean, rsqrt, multiply), whose backward graph is several times
-    longer. F.layer_normalization on a transposed (B*T*G, C/G) view was 2.5x slower than
-    those F ops alone (14.5 vs 5.7 ms on (4, 1024, 150), forward + backward): two
-    transposes, and a backward that recomputes the forward in F ops. On NumPy the whole norm,
-    affine included, is now one hand-written node, impl_chainer.fused.ChannelNormFn (the same
-    computation in fewer passes); this F.batch_normalization form remains for CuPy."""
+    On NumPy one hand-written node (impl_chainer.fused.ChannelNormFn); elsewhere
+    F.batch_normalization(axis=2) on (B, G, C/G, T), Chainer's one fused kernel for a
+    normalization over an axis (measurements: results/implementation-notes.md, "chainer: the channel norm")."""
 
     def __init__(self, channels: int, groups: int, eps: float):
         super().__init__()
@@ -139,10 +118,8 @@ class Block(chainer.Chain):
     def drop(self, y):
         """F.dropout is the identity unless chainer.config.train. Its masks come from
         numpy.random (CPU) or cupy.random (GPU), which Backend.seed reseeds; cuDNN's dropout
-        would keep a stream of its own, so it is not used. (Cost: 5% of a community Text2Mel
-        step on CPU, mostly numpy.random.rand's float64 draws; masks drawn from a float32
-        Generator and passed as F.dropout(mask=) would halve that, at the price of a second,
-        framework-foreign random stream.)"""
+        would keep a stream of its own, so it is not used (its cost: results/implementation-notes.md,
+        "chainer: dropout")."""
         if not self.p_drop:
             return y
         with chainer.using_config("use_cudnn", "never"):

@@ -41,16 +41,11 @@ class ChannelNorm(gluon.HybridBlock):
     the two halves of a highway layer (H1, H2) are normalized separately. Returns the list of
     `groups` normalized slices (NCW), which a highway layer consumes as they are.
 
-    Two forms of the same function. Inference (`layer_norm`, the default): MXNet's LayerNorm on
-    transposed NWC slices; its forward is cheap (LayerNorm over axis 1 of NCW measured ~2x slower
-    forward + backward). Training (`differentiable`, taken inside `norms_for_training`, as
-    impl_gluon.train.Objective does): MXNet 1.9.1's LayerNorm backward (LayerNormGradComputeGeneral:
-    generic broadcast-reduce kernels) took 1.3-1.6 ms for (4, 144, 64) and ~14 ms for (4, 576, 128),
-    10-20x its forward and 30-37% of the operator time of a `small` Text2Mel training step in
-    mx.profiler, so this form makes every reduction a 1x1 convolution (a GEMM forward and
-    backward). The forms differ by float rounding only. Synthesis (one frame at a time: operator
-    overhead, no backward) took ~2x longer with the training form (0.20-0.26 vs 0.09-0.17 s a
-    `small` sentence)."""
+    Two forms of the same function: inference (`layer_norm`, the default: MXNet's LayerNorm on
+    transposed NWC slices, a cheap forward) and training (`differentiable`, inside
+    `norms_for_training`: MXNet 1.9.1's LayerNorm backward is 10-20x its forward, so every
+    reduction is a 1x1 convolution). They differ by float rounding only. Measurements:
+    results/implementation-notes.md, "gluon: the channel norm's two forms"."""
 
     def __init__(self, channels: int, groups: int, eps: float):
         super().__init__(prefix="norm_")
@@ -75,16 +70,9 @@ class ChannelNorm(gluon.HybridBlock):
 
     def differentiable(self, F, h, gamma, beta) -> list:
         """The channel mean of each group is a grouped convolution to one channel with weights
-        1/C, broadcasting back one with weights 1, and gamma, beta a depthwise 1x1 convolution.
-        Forward + backward of one highway norm (one thread, medians of 5-8): LayerNorm on
-        transposed slices 3.8-4.5 ms at (4, 128, 144) and 29-34 ms at (4, 256, 576); this form
-        1.7-2.4 ms and 9.0 ms. LayerNorm over axis 1, F.mean reductions, broadcast_* ops (their
-        backward is a slow reduction), GroupNorm, InstanceNorm and L2Normalization all measured
-        slower than this; reshaping groups into the batch instead of grouped convolutions, ~5%
-        slower. Folding the centering into the feeding convolution (its weights minus their
-        mean output row: two rank-1 products a parameter) saved 3-10% of a conv + norm in
-        isolation but adds ~12 small operators a layer, and whole training steps measured
-        within noise of this form: not kept."""
+        1/C, broadcasting back one with weights 1, and gamma, beta a depthwise 1x1 convolution
+        (the alternatives measured: results/implementation-notes.md, "gluon: the training form of
+        the channel norm")."""
         groups, channels = self.groups, self.channels
         width = channels // groups
         mean_weight, spread_weight = full(F, h, (groups, width, 1), 1.0 / width), full(F, h, (channels, 1, 1), 1.0)

@@ -1,0 +1,109 @@
+"""The framework-neutral layer tests (tests/layer_contract.py), run on impl_gluon, imperative and
+hybridized (blocks and stacks one cached graph; a causal stack's steps one hybridized StackStep)."""
+from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
+
+import functools
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd
+
+from impl_gluon import layers as GL
+from impl_gluon.weights import set_weights
+from tests.layer_contract import *  # noqa: F401,F403
+from tests import layer_contract as contract
+from tests.layer_contract import LayerAdapter
+
+
+def nd(x):
+    return mx.nd.array(x, dtype=x.dtype)
+
+
+class GluonLayers(LayerAdapter):
+    """Eval mode is MXNet's default outside autograd.record(); training mode is
+    autograd.record(train_mode=True) with the layer norms in their training form
+    (layers.norms_for_training, as train.Objective runs them). Hybridized, a block's graph is traced
+    at its first call, so the ChannelNorm form of that call stays (both forms are the same function:
+    test_layers.test_channel_norm_alone)."""
+
+    @staticmethod
+    def ready(block, weights, mode):
+        block.initialize()
+        set_weights(block, weights)
+        if mode == "hybridized":
+            block.hybridize(static_alloc=True, static_shape=False)
+        return block
+
+    def block(self, spec, layer, weights, mode):
+        return self.ready(GL.BLOCKS[layer.kind](spec, layer), weights, mode)
+
+    def stack(self, spec, layer_list, weights, mode):
+        stack = self.ready(GL.build_stack(spec, layer_list), weights, mode)
+        stack.contract_mode = mode  # which steps step_through runs
+        return stack
+
+    def forward(self, module, x, train=False):
+        if not train:
+            return module(nd(x)).asnumpy()
+        # MXNet's BatchNorm updates its running statistics in the backward pass (train_mode)
+        with autograd.record(train_mode=True), GL.norms_for_training():
+            y = module(nd(x))
+        y.backward(train_mode=True)
+        return y.asnumpy()
+
+    def gradients(self, module, x, upstream, train=False):
+        with autograd.record(train_mode=train), GL.norms_for_training():
+            y = module(nd(x))
+        y.backward(nd(upstream), train_mode=train)
+        return {name: p.grad().asnumpy().copy() for name, p in GL.canonical_parameters(module).items()}
+
+    def statistics(self, module):
+        return {name: p.data().asnumpy().copy() for name, p in GL.canonical_statistics(module).items()}
+
+    def names(self, module):
+        return ({k: tuple(p.shape) for k, p in GL.canonical_parameters(module).items()},
+                {k: tuple(p.shape) for k, p in GL.canonical_statistics(module).items()})
+
+    def step_through(self, stack, x):
+        """Imperative: Stack.step; hybridized: a hybridized StackStep (one cached graph a step,
+        histories without the Nones of k = 1 layers)."""
+        x, frames = nd(x), []
+        if stack.contract_mode != "hybridized":
+            history = stack.initial_history(x.shape[0])
+            for t in range(x.shape[2]):
+                y, history = stack.step(x[:, :, t:t + 1], history)
+                frames.append(y.asnumpy())
+        else:
+            step = GL.StackStep(stack)
+            step.hybridize(static_alloc=True, static_shape=True)  # hybridizes its child, the stack, too
+            history = [h for h in stack.initial_history(x.shape[0]) if h is not None]
+            for t in range(x.shape[2]):
+                y, *history = step(x[:, :, t:t + 1], *history)
+                frames.append(y.asnumpy())
+            stack.hybridize(static_alloc=True, static_shape=False)  # the whole-sequence graph as before
+        return np.concatenate(frames, 2)
+
+    def step_block(self, block, x):
+        history = mx.nd.zeros((block.layer.pad[0], x.shape[0], block.history_channels))
+        return block.step(mx.nd, nd(x), history, mx.cpu())
+
+    def initial_history(self, stack, batch_size):
+        return stack.initial_history(batch_size)
+
+
+ADAPTER = GluonLayers()
+MODES = ("imperative", "hybridized")
+
+
+_bn_training = contract.test_batch_norm_blocks_train_on_the_batchs_statistics_and_update_the_running_ones
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "impl_gluon's BatchNorm block updates the running variance with the batch's BIASED variance "
+    "(MXNet's rule); the spec's unbiased update comes from train.Trainer._unbiased_running_variance, "
+    "around each training step, which a block alone does not have (layers.BatchNorm's docstring; "
+    "the biased rule itself: test_layers.test_batch_norm_alone_in_both_modes)"))
+@functools.wraps(_bn_training)  # the contract's test and its parametrization; the mark on this copy only
+def test_batch_norm_blocks_train_on_the_batchs_statistics_and_update_the_running_ones(*args, **kwargs):
+    _bn_training(*args, **kwargs)

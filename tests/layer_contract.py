@@ -30,8 +30,9 @@ class LayerAdapter:
         batch norm on the batch's statistics, updating the running ones)."""
         raise NotImplementedError
 
-    def gradients(self, module, x, upstream, train=False) -> dict:
-        """{canonical name: d sum(upstream * forward(x)) / d parameter} of the trainable parameters."""
+    def gradients(self, module, x, upstream, train=False) -> tuple:
+        """(d L / d x, {canonical name: d L / d parameter} of the trainable parameters) with
+        L = sum(upstream * forward(x))."""
         raise NotImplementedError
 
     def statistics(self, module) -> dict:
@@ -149,25 +150,27 @@ GRADIENT_CASES = [(c, v, train) for c in (CONFIGS[1], CONFIGS[4], CONFIGS[7])
                          ids=[f"{c[0]}-d{c[4]}-{'+'.join(f'{k}={x}' for k, x in v.items())}-{'train' if t else 'eval'}"
                               for c, v, t in GRADIENT_CASES])
 def test_block_gradients_match_finite_differences_of_the_reference(adapter, mode, config, variant, train):
-    """d sum(U * y) / d weights along a random direction, float64 central differences of the
-    reference (in training mode: batch norm on the batch's statistics)."""
+    """d sum(U * y) / d weights and / d x, each along a random direction, against float64 central
+    differences of the reference (in training mode: batch norm on the batch's statistics)."""
     spec, layer, w, block = block_case(adapter, mode, config, variant)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, layer.cin, 12)).astype(np.float32)
     upstream = rng.normal(size=(2, layer.cout, 12))
-    grads = adapter.gradients(block, x, upstream.astype(np.float32), train)
+    dx, grads = adapter.gradients(block, x, upstream.astype(np.float32), train)
     trainable = {k for k in w if not k.endswith((".norm.mean", ".norm.var"))}
-    assert grads.keys() == trainable
+    assert grads.keys() == trainable and dx.shape == x.shape
     direction = {k: rng.normal(size=w[k].shape) if k in trainable else 0.0 for k in w}
+    x_direction = rng.normal(size=x.shape)
 
-    def objective(sign):
-        moved = {k: w[k].astype(np.float64) + sign * 1e-6 * direction[k] for k in w}
-        y = R.layer_forward(spec, moved, layer, x.astype(np.float64), {} if train else None)
-        return float(np.sum(upstream * y))
+    def objective(sign, weights_moved: bool):
+        moved = {k: w[k].astype(np.float64) + sign * 1e-6 * direction[k] * weights_moved for k in w}
+        x_moved = x.astype(np.float64) + sign * 1e-6 * x_direction * (not weights_moved)
+        return float(np.sum(upstream * R.layer_forward(spec, moved, layer, x_moved, {} if train else None)))
 
-    numeric = (objective(1) - objective(-1)) / 2e-6
-    analytic = sum(float(np.sum(grads[k] * direction[k])) for k in trainable)
-    assert np.isclose(analytic, numeric, rtol=1e-3), (analytic, numeric)
+    for weights_moved, analytic in ((True, sum(float(np.sum(grads[k] * direction[k])) for k in trainable)),
+                                    (False, float(np.sum(dx * x_direction)))):
+        numeric = (objective(1, weights_moved) - objective(-1, weights_moved)) / 2e-6
+        assert np.isclose(analytic, numeric, rtol=1e-3), ("weights" if weights_moved else "input", analytic, numeric)
 
 
 @pytest.mark.parametrize("groups_kind", [S.CONV, S.HIGHWAY], ids=["one group", "highway halves"])

@@ -31,9 +31,10 @@ class ChainerLayers(LayerAdapter):
 
     def gradients(self, module, x, upstream, train=False):
         module.cleargrads()
+        x = chainer.Variable(x)
         with chainer.using_config("train", train):
             F.sum(module(x) * upstream).backward()
-        return {name: p.grad.copy() for name, p in CL.canonical_parameters(module).items()}
+        return x.grad, {name: p.grad.copy() for name, p in CL.canonical_parameters(module).items()}
 
     def statistics(self, module):
         return {name: np.array(a) for name, a in CL.canonical_statistics(module).items()}

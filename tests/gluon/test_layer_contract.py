@@ -53,10 +53,13 @@ class GluonLayers(LayerAdapter):
         return y.asnumpy()
 
     def gradients(self, module, x, upstream, train=False):
+        x = nd(x)
+        x.attach_grad()
         with autograd.record(train_mode=train), GL.norms_for_training():
-            y = module(nd(x))
+            y = module(x)
         y.backward(nd(upstream), train_mode=train)
-        return {name: p.grad().asnumpy().copy() for name, p in GL.canonical_parameters(module).items()}
+        return x.grad.asnumpy(), {name: p.grad().asnumpy().copy()
+                                  for name, p in GL.canonical_parameters(module).items()}
 
     def statistics(self, module):
         return {name: p.data().asnumpy().copy() for name, p in GL.canonical_statistics(module).items()}

@@ -30,11 +30,12 @@ class TorchLayers(LayerAdapter):
     def gradients(self, module, x, upstream, train=False):
         module.train(train)
         module.zero_grad()
+        x = torch.from_numpy(x).requires_grad_()
         try:
-            (module(torch.from_numpy(x)) * torch.from_numpy(upstream)).sum().backward()
+            (module(x) * torch.from_numpy(upstream)).sum().backward()
         finally:
             module.eval()
-        return {name: p.grad.numpy().copy() for name, p in TL.canonical_parameters(module).items()}
+        return x.grad.numpy(), {name: p.grad.numpy().copy() for name, p in TL.canonical_parameters(module).items()}
 
     def statistics(self, module):
         return {name: b.numpy().copy() for name, b in TL.canonical_statistics(module).items()}

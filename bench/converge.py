@@ -228,8 +228,7 @@ def run(args) -> int:
               f"target: aligned >= {args.target_aligned:.0%} and MCD-DTW <= {args.target_mcd} dB (c1..c13, DTW, "
               "reduced mels); budget " + (f"{args.minutes} min or " if args.minutes else "") + f"{args.max_steps} steps"]
     if variant != variants.BASELINE:
-        header.append(f"variant {variant}: the preset with " + ", ".join(f"{k}={v}" for k, v in
-                                                                     variants.VARIANTS[variant].items()))
+        header.append(f"variant {variant}: the preset with {variants.changes(variant)}")
     if args.parallel:
         header.append(f"PARALLEL: the {len(args.framework)} frameworks trained side by side, {args.threads} thread(s) "
                       f"each, on {os.cpu_count()} cores: they shared the machine alike until one stopped; "
@@ -265,7 +264,8 @@ def run(args) -> int:
     names = [fw for fw in FRAMEWORKS if fw in procs or (args.resume and (out / fw / "curve.jsonl").is_file())]
     curves = {fw: read_curve(out / fw / "curve.jsonl") for fw in names}
     rows, agree = summarize(curves, args.target_aligned, args.target_mcd), agreement(curves)
-    meta = {"preset": variants.variant_name(preset, variant), "header": header, "machine": info, "options": {k: str(v) for k, v in vars(args).items()}}
+    meta = {"preset": variants.variant_name(preset, variant), "header": header, "machine": info,
+            "options": {k: str(v) for k, v in vars(args).items()}}
     (out / "converge.json").write_text(json.dumps({"meta": meta, "summary": rows, "agreement": agree, "curves": curves},
                                                   indent=1))
     table = markdown(meta, rows, agree)

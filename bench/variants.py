@@ -21,6 +21,11 @@ VARIANTS = {  # name -> changes of the preset
 }
 
 
+def changes(variant: str) -> str:
+    """The variant's changes as FIELD=VALUE ("–" for the baseline)."""
+    return ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items()) or "–"
+
+
 def variant_name(preset: str, variant: str) -> str:
     """The spec name of a variant's runs: "<preset>+<variant>" (the baseline keeps the preset's)."""
     return preset if variant == BASELINE else f"{preset}+{variant}"
@@ -48,7 +53,6 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
              "|---|---|" + "---:|" * (2 * len(tasks) + len(frameworks) * len(tasks))]
     for variant in variants:
         spec = variant_spec(preset, variant)
-        changes = ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items()) or "–"
         cells = []
         for t in tasks:
             cells += [f"{S.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t)))]
@@ -60,7 +64,7 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
                     continue
                 ratio = f" ({row['median_s'] / ref['median_s']:.2f}×)" if ref else ""
                 cells.append(f"{row['median_s'] * 1e3:.0f}{ratio}")
-        lines.append(f"| {variant} | {changes} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {changes(variant)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -75,10 +79,9 @@ def quality_table(summaries: dict, preset: str, variant_names: list) -> str:
              "| variant | changes | framework | steps | training min | MCD-DTW (dB) | aligned | forced | "
              "untrained MCD | mean-spectrum MCD |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for variant in variant_names:
-        changes = ", ".join(f"{k}={v}" for k, v in VARIANTS[variant].items()) or "–"
         for fw, row in summaries[variant].items():
             f, u = row["final"], row["untrained"]
-            lines.append(f"| {variant} | {changes} | {fw} | {f['step']} | {f['train_seconds'] / 60:.1f} | "
+            lines.append(f"| {variant} | {changes(variant)} | {fw} | {f['step']} | {f['train_seconds'] / 60:.1f} | "
                          f"{f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} | {f['forced_fraction_mean']:.0%} | "
                          f"{u['mcd_mean']:.2f} | {f['mcd_mean_spectrum_mean']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import reference, spec as S
+from common import losses, reference, spec as S
 from common.batch import Batch
-
 
 
 def max_abs_error(a, b) -> float:
@@ -39,6 +38,14 @@ def reference_outputs(spec: S.Spec, net: str, weights: dict, batch: Batch) -> di
     if net == "ssrn":
         return {"logits": reference.ssrn(spec, weights, batch.mel)}
     raise ValueError(f"unknown network {net!r}; choose one of {S.NETS}")
+
+
+def reference_losses(spec: S.Spec, net: str, weights: dict, batch: Batch, train_stats=None) -> dict:
+    """common.losses of common.reference's outputs (batch norm in training mode when `train_stats`
+    is a dict, see common.reference), keyed like Backend.train_step's."""
+    if net == "text2mel":
+        return losses.text2mel_losses(*reference.text2mel(spec, weights, batch.text, batch.mel, train_stats), batch)
+    return losses.ssrn_losses(reference.ssrn(spec, weights, batch.mel, train_stats), batch)
 
 
 def block_of(spec: S.Spec, net: str) -> dict:

@@ -35,5 +35,5 @@ class Monitor:
                         f"synthesis attention, step {step}" + ("" if reached_end(int(a[:, -1].argmax()), len(self.ids))
                                                                else " (did not reach the end)"))
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
-        audio.save_wav(self.out_dir / "samples" / f"{name}.wav", audio.mag_to_wav(audio.mel_to_mag(mel, self.spec), self.spec),
-                       self.spec)
+        wav = audio.mag_to_wav(audio.mel_to_mag(mel, self.spec), self.spec)
+        audio.save_wav(self.out_dir / "samples" / f"{name}.wav", wav, self.spec)

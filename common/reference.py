@@ -67,9 +67,9 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x, train_stats=None):
         h = conv1d(x, dw, np.zeros(dw.shape[0]), layer.pad, layer.dilation, groups=dw.shape[0])
         h = conv1d(h, w[f"{n}.weight"], w[f"{n}.bias"], groups=S.pointwise_groups(s, layer))
     else:
-        z = x  # the bottleneck variant first reduces the channels (1x1, no bias)
-        if S.bottleneck_width(s, layer):
-            z = conv1d(x, w[f"{n}.reduce.weight"], np.zeros(S.bottleneck_width(s, layer)))
+        z, width = x, S.bottleneck_width(s, layer)  # the bottleneck variant first reduces the channels
+        if width:
+            z = conv1d(x, w[f"{n}.reduce.weight"], np.zeros(width))  # (1x1, no bias)
         h = conv1d(z, w[f"{n}.weight"], w[f"{n}.bias"], layer.pad, layer.dilation)
     if layer.kind == S.HIGHWAY:
         h1, h2 = np.split(norm(s, w, n, h, 2, train_stats), 2, axis=1)

@@ -11,20 +11,20 @@ from common.weights import check_fit
 from impl_torch.layers import canonical_parameters, canonical_statistics
 
 
-def _tensors(model) -> dict:
+def _arrays(model) -> dict:
     """{canonical name: tensor}: the parameters and the batch norms' running-statistics buffers."""
     return {**canonical_parameters(model), **canonical_statistics(model)}
 
 
 def get_weights(model) -> dict:
     """{canonical name: float32 ndarray} (copies, on the CPU), running statistics included."""
-    return {name: t.detach().cpu().numpy().copy() for name, t in _tensors(model).items()}
+    return {name: t.detach().cpu().numpy().copy() for name, t in _arrays(model).items()}
 
 
 def set_weights(model, weights: dict) -> None:
     """Load every parameter and running statistic in place; missing, unexpected or misshapen
     arrays raise WeightsError (before anything is changed)."""
-    tensors = _tensors(model)
+    tensors = _arrays(model)
     check_fit(weights, {k: t.shape for k, t in tensors.items()})
     with torch.no_grad():
         for name, t in tensors.items():

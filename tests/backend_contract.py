@@ -21,6 +21,7 @@ import soundfile as sf
 
 from common import checkpoint, cli, data, losses as L, reference as R, spec as S, train_loop, weights as W
 from common.batch import random_batch as common_random_batch
+from common.compare import reference_losses, reference_outputs
 from common.framework import load_backend
 from common.spec import EOS
 from common.synthesis import force_incremental, reached_end
@@ -158,12 +159,6 @@ def test_optimizer_state_round_trip_continues_identically(backend_cls, tiny):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
-def reference_losses(spec, net, w, batch, train_stats=None) -> dict:
-    if net == "text2mel":
-        return L.text2mel_losses(*R.text2mel(spec, w, batch.text, batch.mel, train_stats), batch)
-    return L.ssrn_losses(R.ssrn(spec, w, batch.mel, train_stats), batch)
-
-
 def check_gradients(backend, spec, net):
     """The directional derivative along a random direction of the trainable weights, float64
     central differences (a small step: ReLU and |.| kinks spoil larger ones)."""
@@ -278,13 +273,11 @@ def test_variant_forward_matches_reference(backend_cls, tiny, net, variant):
     got = backend.get_weights()
     assert got.keys() == w.keys() and all(np.array_equal(got[k], w[k]) for k in w)
     b = random_batch(spec)
-    out = backend.forward(b)
+    out, want = backend.forward(b), reference_outputs(spec, net, w, b)
+    assert out.keys() == want.keys()
     if net == "text2mel":
-        logits, a = R.text2mel(spec, w, b.text, b.mel)
-        assert np.abs(out["attention"] - a).max() <= 1e-5
-    else:
-        logits = R.ssrn(spec, w, b.mel)
-    assert np.abs(out["logits"] - logits).max() <= 1e-5 * max(1.0, np.abs(logits).max())
+        assert np.abs(out["attention"] - want["attention"]).max() <= 1e-5
+    assert np.abs(out["logits"] - want["logits"]).max() <= 1e-5 * max(1.0, np.abs(want["logits"]).max())
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

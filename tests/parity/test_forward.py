@@ -6,9 +6,9 @@ import functools
 import numpy as np
 import pytest
 
-from common import losses as L, reference as R, spec as S
+from common import reference as R, spec as S
 from common.batch import random_batch
-from common.compare import explain, first_divergence, relative_error
+from common.compare import explain, first_divergence, reference_losses, relative_error
 from common.framework import FRAMEWORKS
 from common.weights import init_weights
 
@@ -111,12 +111,6 @@ def test_losses_and_gradients_agree(once, backend_class, pair, preset, net):
 DIRECTION_STEP, DIRECTION_RTOL = 1e-7, 1e-3
 
 
-def reference_loss(spec, net, w, batch) -> float:
-    if net == "text2mel":
-        return L.text2mel_losses(*R.text2mel(spec, w, batch.text, batch.mel), batch)["loss"]
-    return L.ssrn_losses(R.ssrn(spec, w, batch.mel), batch)["loss"]
-
-
 @functools.lru_cache(maxsize=None)
 def directions(preset: str, net: str) -> list:
     """[(name -> direction, the float64 reference's directional derivative of the loss, its
@@ -132,8 +126,8 @@ def directions(preset: str, net: str) -> list:
     out = []
     for chosen in (names, [names[0]], [names[len(names) // 2]], [names[-1]]):
         d = {k: rng.normal(size=w[k].shape) * (np.sqrt(np.mean(w[k] ** 2)) or 1.0) for k in chosen}
-        plus = reference_loss(spec, net, {k: v + DIRECTION_STEP * d.get(k, 0.0) for k, v in w.items()}, batch)
-        minus = reference_loss(spec, net, {k: v - DIRECTION_STEP * d.get(k, 0.0) for k, v in w.items()}, batch)
+        plus, minus = (reference_losses(spec, net, {k: v + sign * DIRECTION_STEP * d.get(k, 0.0)
+                                                    for k, v in w.items()}, batch)["loss"] for sign in (1, -1))
         out.append((d, (plus - minus) / (2 * DIRECTION_STEP), 8 * np.finfo(np.float64).eps * abs(plus) / DIRECTION_STEP))
     return out
 

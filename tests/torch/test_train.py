@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from common import data, losses as L, reference as R, spec as S, weights as W
+from common import data, losses as L, spec as S, weights as W
+from common.compare import reference_losses
 from impl_torch import layers as TL, train as T
 from impl_torch.backend import Backend
 from tests.backend_contract import random_batch
@@ -32,10 +33,7 @@ def test_network_losses_equal_common_losses(net):
     spec = S.get_spec("tiny")
     b = random_batch(spec)
     w = W.init_weights(spec, net, 0)
-    if net == "text2mel":
-        ref = L.text2mel_losses(*R.text2mel(spec, w, b.text, b.mel), b)
-    else:
-        ref = L.ssrn_losses(R.ssrn(spec, w, b.mel), b)
+    ref = reference_losses(spec, net, w, b)
     losses, _ = Backend(spec, net).gradients(b)
     assert losses.keys() == ref.keys()
     for k in ref:
@@ -50,10 +48,7 @@ def test_a_shards_losses_are_weighted_as_common_losses_says(net):
     b = random_batch(spec)
     shard = dataclasses.replace(b, weight=0.5, real_positions=0.75 * float(b.guide_mask.sum()))
     w = W.init_weights(spec, net, 0)
-    if net == "text2mel":
-        ref = L.text2mel_losses(*R.text2mel(spec, w, b.text, b.mel), shard)
-    else:
-        ref = L.ssrn_losses(R.ssrn(spec, w, b.mel), shard)
+    ref = reference_losses(spec, net, w, shard)  # the same arrays as b, the shard's weight and positions
     (losses, grads), (_, whole) = Backend(spec, net).gradients(shard), Backend(spec, net).gradients(b)
     for k in ref:
         assert np.isclose(losses[k], ref[k], rtol=1e-5, atol=0), (k, losses[k], ref[k])

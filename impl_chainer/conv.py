@@ -1,18 +1,11 @@
 """The 1-D convolution of the CPU training path: one FunctionNode, one BLAS product per pass.
 
-F.convolution_nd on NumPy builds im2col patches (B, C, k, T), contracts them with
-numpy.tensordot (which copies them once more into (B*T, C*k)), returns a strided (B, O, T)
-view, and its backward runs F.deconvolution_nd and ConvolutionNDGradW, each with its own
-tensordot copies. `Conv1d` lays the patches out once as (C*k, B*T), the padding written into
-them (no F.pad), so that forward, weight gradient and input gradient are each one product
-over the whole batch, and calls BLAS through scipy.linalg.blas.gemm on the transposed
-(Fortran-order) problem: SciPy's bundled OpenBLAS (0.3.21 here) runs its AVX-512 kernels on
-this CPU, where NumPy 1.23.5's (0.3.20) falls back to AVX2 ("Zen").
-
-Measured (a (4, 512, 210) input, 1024 outputs, k=3, dilation 9, causal, forward + backward,
-2 threads, medians of 7 interleaved runs on a quiet machine): F.pad + F.convolution_nd 74 ms,
-the same (C*k, B*T) layout with numpy.matmul 79 ms, the three products alone 59 ms with
-NumPy, torch.nn.functional.conv1d 53 ms. See the `Conv1d` docstring for the kept version.
+`Conv1d` lays the im2col patches out once as (C*k, B*T), the padding written into them (no
+F.pad), so that forward, weight gradient and input gradient are each one product over the
+whole batch (F.convolution_nd copies its patches again in every pass), and calls BLAS through
+scipy.linalg.blas.gemm on the transposed (Fortran-order) problem, as SciPy's bundled OpenBLAS
+has the faster kernels (measurements: results/implementation-notes.md, "chainer: im2col
+convolution").
 
 Only what DC-TTS uses is here: stride 1, groups 1 (the separable variants' depthwise and
 grouped convolutions, and CuPy arrays, go to F.convolution_nd), float32 / float64, and no

@@ -4,13 +4,9 @@ Each chainer.functions call is a NumPy pass forward and one to three backward, p
 graph's bookkeeping; written as one FunctionNode, a computation makes only the passes it
 needs, in place where it can, and its backward is written out by hand. Both nodes compute
 in the input's dtype and return their gradients as plain arrays (no higher-order gradients).
-layers.py uses them on NumPy only (CuPy keeps the chainer.functions forms).
-
-Measured (forward + backward, 2 threads, best and median of 15 interleaved runs on the shared
-2-core machine): the channel norm of a (4, 1025, 788) output (small SSRN) 30 / 33 ms as
-F.batch_normalization + affine, 19 / 20 ms here; of (4, 256, 788) in two groups 5.6 / 6.2 vs
-3.1 / 3.4 ms. The highway gate of a (4, 1024, 840) input 25 / 28 ms as F ops (split, sigmoid,
-sub, mul, add), 17 / 19 ms here; of (4, 256, 788) 6.4 / 6.6 vs 3.7 / 4.2 ms.
+layers.py uses them on NumPy only (CuPy keeps the chainer.functions forms). Both are faster
+than the chainer.functions forms (measurements: results/implementation-notes.md, "chainer: fused
+channel norm and highway gate").
 """
 from __future__ import annotations
 

@@ -82,10 +82,10 @@ def gpu_autotuning() -> None:
 
 def unchecked():
     """Chainer's per-call argument type checks off (chainer.config.type_check is on by default).
-    They re-validate every function's inputs in Python on each call: measured (Text2Mel train
-    step, B=4, 1 thread, CPU-time medians of 10 interleaved runs) 9% of a `tiny` step, 2% of a
-    `small` one, 0-1.5% at `paper`. The Backend (which training, the CLI and the benchmarks
-    drive) computes inside this; the unit tests also call the links directly, checks on."""
+    They re-validate every function's inputs in Python on each call, a cost that matters most at
+    small sizes (measurements: results/implementation-notes.md, "chainer: argument type checks").
+    The Backend (which training, the CLI and the benchmarks drive) computes inside this; the
+    unit tests also call the links directly, checks on."""
     return chainer.using_config("type_check", False)
 
 

@@ -176,10 +176,11 @@ class Embedding(Block):
 
 class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). MXNet pads symmetrically, so a causal
-    layer pads (k-1)*dilation on both sides and slices the right surplus off (measured as fast
-    as padding the input explicitly); non-causal ones pad "same". Separable variants: a
-    depthwise conv (k) then a pointwise conv (1, grouped in super-sep). Bottleneck: a 1x1
-    convolution without bias down to `history_channels`, then the k-wide one."""
+    layer pads (k-1)*dilation on both sides and slices the right surplus off (no slower than
+    padding the input explicitly: results/implementation-notes.md, "gluon: causal padding");
+    non-causal ones pad "same". Separable variants: a depthwise conv (k) then a pointwise conv
+    (1, grouped in super-sep). Bottleneck: a 1x1 convolution without bias down to
+    `history_channels`, then the k-wide one."""
 
     def __init__(self, spec, layer):
         super().__init__(spec, layer)
@@ -230,10 +231,10 @@ class Conv(Block):
         mx.nd): `history` holds the last (k-1)*dilation inputs, time-major (L, B, history_channels)
         (reduced to the bottleneck's width in that variant: each frame once, not once a tap;
         zeros at the start: exactly the causal padding; None for k = 1). Time-major because
-        shifting the history is a Concat every frame, and MXNet's Concat along the last axis of
-        (8, 512, 54) took 1.16 ms against 0.04 ms along the first (a third of a `paper` synthesis
-        frame at batch 8). Returns (y, new history). F is mx.nd, or mx.sym while a StackStep is
-        being traced (ctx unused then)."""
+        shifting the history is a Concat every frame, and MXNet's Concat is far faster along the
+        first axis than along the last (measurements: results/implementation-notes.md, "gluon:
+        time-major step histories"). Returns (y, new history). F is mx.nd, or mx.sym while a
+        StackStep is being traced (ctx unused then)."""
         if F is mx.nd and (x.ndim != 3 or x.shape[2] != 1):
             raise ValueError(f"step takes one frame (B, C, 1) at a time, got shape {x.shape}")
         params = {arg: p.var() if F is mx.sym else p.data(ctx) for arg, p in self.local.items()}
@@ -251,8 +252,8 @@ class Conv(Block):
 class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x).
-    The sigmoid is Activation's (MKLDNN's vectorized kernel): forward + backward on (4, 64, 144)
-    measured 0.24 ms over an identity's, F.sigmoid's 0.53 ms (one thread)."""
+    The sigmoid is Activation's (MKLDNN's vectorized kernel), faster than F.sigmoid
+    (measurements: results/implementation-notes.md, "gluon: Activation's sigmoid")."""
 
     norm_groups = 2
 
@@ -314,9 +315,10 @@ class Stack(gluon.nn.HybridSequential):
 
 class StackStep(gluon.HybridBlock):
     """`Stack.step` as a block of its own, so that one synthesis step of a causal stack runs as one
-    cached graph when hybridized (imperatively it costs ~6 operator calls a layer, each ~50 us of
-    MXNet overhead). Inputs (x, *histories) and outputs (y, *updated histories) leave out the
-    None histories of k = 1 layers. It shares the stack's parameters (the stack is its child)."""
+    cached graph when hybridized (imperatively, MXNet's per-operator overhead dominates a step:
+    results/implementation-notes.md, "gluon: the synthesis step as one static graph"). Inputs
+    (x, *histories) and outputs (y, *updated histories) leave out the None histories of k = 1
+    layers. It shares the stack's parameters (the stack is its child)."""
 
     def __init__(self, stack: Stack):
         super().__init__(prefix=stack.prefix + "step_")

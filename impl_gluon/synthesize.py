@@ -32,8 +32,9 @@ def force_incremental(F, columns, prev, n_text):
 def encode(text2mel, texts: list, ctx) -> tuple:
     """K, V (B, d, spec.max_chars) of each sentence encoded alone, zero-padded; the padded ids'
     bias. Padded to the model's limit, not the longest sentence: synthesis_step's static graph
-    is then planned once per batch size, not once per sentence length (a re-plan measured ~0.9 s
-    a sentence in the benchmark, far more than attending over the masked padding)."""
+    is then planned once per batch size, not once per sentence length (a re-plan costs far more
+    than attending over the masked padding: results/implementation-notes.md, "gluon: the
+    synthesis step as one static graph")."""
     keys, values = [], []
     width = text2mel.spec.max_chars
     for ids in texts:

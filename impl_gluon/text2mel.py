@@ -43,10 +43,9 @@ def pad_bias(F, text):
 class Attention(gluon.HybridBlock):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
     (B, N, T); R' = [V A, Q].
-    Split in two so synthesis can replace columns of A before reading. For these products
-    (B=4..16, d=256, N=100, T=140, interleaved runs) batch_dot and linalg.gemm2 measured the
-    same (~47-55 GFLOP/s on one thread, as NumPy's matmul; transposing K first: 1.5x slower);
-    they are 0.3% of Text2Mel's FLOPs. batch_dot(transpose_a) it is."""
+    Split in two so synthesis can replace columns of A before reading. The products are
+    batch_dot(transpose_a): as fast as linalg.gemm2, and a small share of Text2Mel's FLOPs
+    (measurements: results/implementation-notes.md, "gluon: the attention's products")."""
 
     def __init__(self, spec: S.Spec):
         super().__init__(prefix="attention_")
@@ -126,7 +125,8 @@ class Text2Mel(gluon.HybridBlock):
     def hybridize(self, active=True, **kwargs):
         """As Gluon's, but the synthesis step sees the same shapes all through one call (one
         frame, fixed histories, the batch's K and V), so its graph also keeps static shapes when
-        memory is static (measured ~2x faster a step); a new batch size or N_max re-plans it."""
+        memory is static (faster a step: results/implementation-notes.md, "gluon: the synthesis
+        step as one static graph"); a new batch size or N_max re-plans it."""
         super().hybridize(active, **kwargs)
         self.synthesis_step.hybridize(active, **dict(kwargs, static_shape=bool(kwargs.get("static_alloc"))))
 

@@ -39,7 +39,8 @@ def to_device(batch: Batch, ctx, net: str) -> dict:
 
 def l1(logits, target, F=mx.nd):
     """Mean |sigmoid(logits) - target| (per-sample means of equal size, so their mean is the global mean).
-    Activation's sigmoid (MKLDNN): F.sigmoid took 15 ms a `small` SSRN step on (4, 1025, 576)."""
+    Activation's sigmoid (MKLDNN), faster than F.sigmoid (measurements:
+    results/implementation-notes.md, "gluon: Activation's sigmoid")."""
     return _L1(F.Activation(logits, act_type="sigmoid"), target).mean()
 
 
@@ -106,14 +107,10 @@ class SpecAdam:
     after a data-parallel job's gradient exchange (which sums), making it the mean (1.0: as is).
     The moments live in `moments` {index: (m, v)} so they can be read and restored.
 
-    One call a parameter (153 in `small` Text2Mel). Measured and not used: MXNet 1.9.1's
-    multi-tensor `multi_adamw_update` (up to 50 tensors a call) cut the Python time of that
-    update from ~10 to ~4 ms but not the operator time (12 vs 14 ms; SSRN 26 vs 20 ms), and it
-    computes v as b2 (v - g^2) + g^2, which cancels: v up to 1.2e-4 relative off the spec's
-    (adam_update: 1.3e-5). Gradients and moments in flat buffers, one adam_update for all into
-    a step buffer and `multi_sgd_update` adding it to the weights (bit-identical): Python time
-    ~1-3 ms, but operator time 15-22 vs 9-22 ms (Text2Mel) and 51-92 vs 26-34 ms (SSRN), as the
-    multi-tensor kernels loop over every tensor for each index up to the largest size."""
+    One call a parameter (153 in `small` Text2Mel): MXNet 1.9.1's multi-tensor kernels cut the
+    Python time but not the operator time, and `multi_adamw_update` computes v as
+    b2 (v - g^2) + g^2, which cancels (measurements: results/implementation-notes.md,
+    "gluon: Adam, one call a parameter")."""
 
     def __init__(self, spec):
         self.spec, self.t, self.moments, self.rescale = spec, 0, {}, 1.0
@@ -177,7 +174,8 @@ class Trainer:
 
     def _weight(self, weight: float):
         """Batch.weight as a (1,) array on the device, made once per value (1.0 alone in a
-        single process): making it every step cost 0.13 ms (measured, mx.nd.array of one float)."""
+        single process) rather than every step (measurements: results/implementation-notes.md,
+        "gluon: the batch weight's array")."""
         if weight not in self._weights:
             self._weights[weight] = mx.nd.array([weight], ctx=self.ctx, dtype="float32")
         return self._weights[weight]

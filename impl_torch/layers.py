@@ -20,7 +20,8 @@ from common import spec as S
 class ChannelNorm(nn.Module):
     """Layer norm over channels at each time step (eps added to the variance); with
     groups=2 the two halves of a highway layer (H1, H2) are normalized separately.
-    Transposing around F.layer_norm measured faster than mean/var over dim 1."""
+    F.layer_norm on a transposed view, faster than mean/var over dim 1 (measurements:
+    results/implementation-notes.md, "torch: the channel norm")."""
 
     def __init__(self, channels: int, groups: int, eps: float):
         super().__init__()
@@ -159,9 +160,9 @@ class Conv(Block):
     def conv_step(self, taps):
         """conv of one output frame from its k input taps (B, history_channels, k) (every
         dilation-th frame of the window, already reduced in the bottleneck variant) -> (B, out),
-        normalized: one matrix product with the flattened kernel (PyTorch's dilated convolution of
-        a short input measured 20x slower; conv1d on the taps and the (B, C, T) layer norm's
-        transposes cost more than the arithmetic of a frame)."""
+        normalized: one matrix product with the flattened kernel, as conv1d on the taps and the
+        (B, C, T) layer norm's transposes cost more than a frame's arithmetic (measurements:
+        results/implementation-notes.md, "torch: one synthesis frame's convolution")."""
         b = taps.shape[0]
         if self.dw is not None:
             x = (taps * self.dw.weight[:, 0]).sum(dim=2)  # depthwise: (B, cin)

@@ -58,10 +58,9 @@ def ssrn_losses(model, arrays: dict) -> dict:
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
-# DistributedDataParallel's settings: its defaults (25 MiB buckets, gradients copied into them).
-# gradient_as_bucket_view, static_graph, batched_grad_copy and 100 MiB buckets measured no
-# better on the CPU (2 workers, preset small, B=4: ~220-330 ms a step each way, within the noise
-# of a shared machine: the bucket copies of small's 1.5M gradients cost ~1 ms).
+# DistributedDataParallel's settings: its defaults (25 MiB buckets, gradients copied into them);
+# the alternatives were no better on the CPU (measurements: results/implementation-notes.md,
+# "torch: DistributedDataParallel's settings").
 # No buffer broadcast before each forward: only batch norm's running statistics are buffers, and
 # norm=batch is refused with --workers (common/cli.py).
 DDP_OPTIONS = dict(forward_sync_buffers=False)
@@ -72,7 +71,8 @@ class Trainer:
     no Adam state; train mode updates them). torch.optim.Adam computes exactly
     common.losses.adam_update (eps after the bias-corrected sqrt); the learning rate of each step
     is set from common.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
-    The fused Adam kernel (CPU and CUDA) measured ~7x faster than the default on the CPU.
+    The fused Adam kernel (CPU and CUDA), much faster than the default on the CPU (measurements:
+    results/implementation-notes.md, "torch: fused Adam").
 
     After `distribute` (the process joined a job) the losses are computed through a
     DistributedDataParallel wrapper of the model, whose backward leaves in every parameter's

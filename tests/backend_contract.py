@@ -231,6 +231,16 @@ def test_batched_synthesis_refuses_an_empty_batch_and_names_a_bad_sentence(backe
         backend.synthesize_batch([np.array([5, EOS], np.int32), np.array([5, 99, EOS], np.int32)], 10)
 
 
+def test_each_network_refuses_the_others_job(backend_cls, tiny):
+    ids = np.array([5, 6, EOS], np.int32)
+    with pytest.raises(NotImplementedError, match="text2mel does not upsample"):
+        backend_cls(tiny, "text2mel").upsample(np.zeros((tiny.n_mels, 3), np.float32))
+    ssrn = backend_cls(tiny, "ssrn")
+    for call in (lambda: ssrn.synthesize(ids, 5), lambda: ssrn.synthesize_batch([ids, ids], 5)):
+        with pytest.raises(NotImplementedError, match="ssrn does not synthesize"):
+            call()
+
+
 def test_upsample_matches_reference(backend_cls, tiny):
     mel = np.random.default_rng(6).random((tiny.n_mels, 7), dtype=np.float32)
     mag = backend_cls(tiny, "ssrn", seed=4).upsample(mel)

@@ -96,8 +96,8 @@ class BatchNorm(gluon.HybridBlock):
     and `var` (MXNet's auxiliary states: parameters without gradient), elsewhere on the running
     ones. Returns [normalized h] (ChannelNorm's convention; a highway layer splits it).
 
-    MXNet's update takes the batch's BIASED variance (measured), the spec's the unbiased one: the
-    Trainer corrects it (train.Trainer._unbiased_running_variance). cudnn_off: MXNet's own kernel
+    MXNet's update takes the batch's BIASED variance (measured), the spec's the unbiased one: a
+    training step runs inside `unbiased_running_variance`, which corrects it. cudnn_off: MXNet's own kernel
     and its rule on a GPU too (cuDNN's was not measured: this build has no GPU). On a (B, C, T, 1)
     view: BatchNorm of 3-d input failed in backward after an MKLDNN convolution to a multiple of 8
     channels (`Check failed: !is_view`); 4-d input runs MKLDNN's batch norm, which works."""
@@ -117,6 +117,26 @@ class BatchNorm(gluon.HybridBlock):
         y = F.BatchNorm(F.expand_dims(h, axis=3), gamma, beta, mean, var, eps=self.eps, momentum=1.0 - self.momentum,
                         fix_gamma=False, axis=1, cudnn_off=True)
         return [F.reshape(y, shape=(0, 0, -1))]
+
+
+@contextlib.contextmanager
+def unbiased_running_variance(norms: list):
+    """Around a training forward and backward of BatchNorm blocks, [(block, n)] with n the values
+    each normalizes per channel (B T at its layer): MXNet updates a running variance as
+    (1 - m) var + m v with the batch's biased variance v, the spec as (1 - m) var + m v n / (n - 1)
+    (max(n - 1, 1)). Scaling var by c = (n - 1) / n before and by 1 / c after gives exactly the
+    spec's: two in-place products a batch norm (outside autograd.record(), which refuses them)."""
+    scaled = []
+    for norm, n in norms:
+        c = max(n - 1, 1) / n
+        for arr in norm.var.list_data():
+            arr *= c
+            scaled.append((arr, 1.0 / c))
+    try:
+        yield
+    finally:
+        for arr, inverse in scaled:
+            arr *= inverse
 
 
 def make_norm(spec: S.Spec, channels: int, groups: int):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
-import contextlib
 import math
 
 import mxnet as mx
@@ -14,7 +13,7 @@ from mxnet import autograd, gluon
 from common import losses as L, spec as S
 from common.batch import Batch
 from common.weights import WeightsError
-from impl_gluon.layers import BatchNorm, canonical_parameters, norms_for_training
+from impl_gluon.layers import BatchNorm, canonical_parameters, norms_for_training, unbiased_running_variance
 
 _L1 = gluon.loss.L1Loss()
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: relu(x) - x y + log(1 + e^-|x|)
@@ -152,13 +151,13 @@ class Trainer:
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.kvstore, self.keys, self.workers = None, (), 1  # set by join (data-parallel training)
         self._weights = {}  # Batch.weight -> its (1,) input array
-        self._batch_norms = []  # (running variance, stack index, time multiple) of each batch norm
+        self._batch_norms = []  # (BatchNorm block, stack index, time multiple) of each batch norm
         for i, stack in enumerate(model.stacks()):
             multiple = 1
             for block in stack:
                 multiple *= block.layer.stride if block.layer.kind == S.DECONV else 1
                 if isinstance(block.norm, BatchNorm):
-                    self._batch_norms.append((block.norm.var, i, multiple))
+                    self._batch_norms.append((block.norm, i, multiple))
 
     def join(self, kvstore, keys) -> None:
         """From now on sum every gradient over the workers right after backward, through
@@ -180,27 +179,10 @@ class Trainer:
             self._weights[weight] = mx.nd.array([weight], ctx=self.ctx, dtype="float32")
         return self._weights[weight]
 
-    @contextlib.contextmanager
-    def _unbiased_running_variance(self, batch: Batch):
-        """Around a training step: MXNet's BatchNorm updates a running variance as
-        (1 - m) var + m v with the batch's biased variance v, the spec as (1 - m) var + m v n / (n - 1)
-        (n = B T at that layer; max(n - 1, 1)). Scaling var by c = (n - 1) / n before the step and
-        by 1 / c after it gives exactly the spec's: two in-place products a batch-norm layer."""
-        if not self._batch_norms:
-            yield
-            return
+    def _batch_norm_sizes(self, batch: Batch) -> list:
+        """[(BatchNorm block, n = B T at its layer)] for layers.unbiased_running_variance."""
         lengths = LENGTHS[self.net](batch)
-        scaled = []
-        for var, stack, multiple in self._batch_norms:
-            n = batch.mel.shape[0] * lengths[stack] * multiple
-            arr, c = var.data(self.ctx), max(n - 1, 1) / n
-            arr *= c
-            scaled.append((arr, 1.0 / c))
-        try:
-            yield
-        finally:
-            for arr, inverse in scaled:
-                arr *= inverse
+        return [(norm, batch.mel.shape[0] * lengths[stack] * multiple) for norm, stack, multiple in self._batch_norms]
 
     def _backward(self, batch: Batch, train: bool):
         """Forward, losses and backward in autograd's training mode or not (and, in a data-parallel
@@ -227,7 +209,7 @@ class Trainer:
         """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
         self.step += 1
         self.optimizer.t = self.step
-        with self._unbiased_running_variance(batch):  # batch norm: the batch's statistics, updating the running ones
+        with unbiased_running_variance(self._batch_norm_sizes(batch)):  # batch norm: the spec's running update
             losses = self._backward(batch, train=True)
         params = self.params.values()
         self.optimizer.update_all([p.data(self.ctx) for p in params], [p.grad(self.ctx) for p in params])

@@ -27,6 +27,8 @@ FRAMEWORK_ONLY = {
     "layers.ChannelNorm.layer_norm": "gluon: the inference form beside `differentiable`",
     "layers.norms_for_training": "gluon: chooses which ChannelNorm form a trace takes",
     "layers.full": "gluon: a constant that is a graph node when traced",
+    "layers.unbiased_running_variance": "gluon: MXNet's BatchNorm updates the running variance with the biased "
+                                        "batch variance; torch's and chainer's are the spec's unbiased one",
     "layers.StackStep": GLUON_TRACES, "layers.StackStep.forward": GLUON_TRACES,
     "text2mel.SynthesisStep": GLUON_TRACES, "text2mel.SynthesisStep.forward": GLUON_TRACES,
     "layers.Conv.output_step": STEP_ON_ARRAYS, "layers.HighwayConv.output_step": STEP_ON_ARRAYS,

@@ -2,17 +2,14 @@
 hybridized (blocks and stacks one cached graph; a causal stack's steps one hybridized StackStep)."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
-import functools
-
 import mxnet as mx
 import numpy as np
-import pytest
 from mxnet import autograd
 
+from common import spec as S
 from impl_gluon import layers as GL
 from impl_gluon.weights import set_weights
 from tests.layer_contract import *  # noqa: F401,F403
-from tests import layer_contract as contract
 from tests.layer_contract import LayerAdapter
 
 
@@ -43,21 +40,35 @@ class GluonLayers(LayerAdapter):
         stack.contract_mode = mode  # which steps step_through runs
         return stack
 
+    @staticmethod
+    def batch_norm_sizes(module, x) -> list:
+        """[(a block's BatchNorm, B T at its layer)] for layers.unbiased_running_variance, which every
+        training step runs in (train.Trainer), as MXNet's own running-variance update is biased."""
+        blocks = [module] if isinstance(module, GL.Block) else list(module)
+        sizes, t = [], x.shape[2]
+        for block in blocks:
+            t *= block.layer.stride if block.layer.kind == S.DECONV else 1
+            if isinstance(block.norm, GL.BatchNorm):
+                sizes.append((block.norm, x.shape[0] * t))
+        return sizes
+
     def forward(self, module, x, train=False):
         if not train:
             return module(nd(x)).asnumpy()
         # MXNet's BatchNorm updates its running statistics in the backward pass (train_mode)
-        with autograd.record(train_mode=True), GL.norms_for_training():
+        with GL.unbiased_running_variance(self.batch_norm_sizes(module, x)), \
+                autograd.record(train_mode=True), GL.norms_for_training():
             y = module(nd(x))
-        y.backward(train_mode=True)
+            y.backward(train_mode=True)
         return y.asnumpy()
 
     def gradients(self, module, x, upstream, train=False):
+        sizes = self.batch_norm_sizes(module, x) if train else []
         x = nd(x)
         x.attach_grad()
-        with autograd.record(train_mode=train), GL.norms_for_training():
+        with GL.unbiased_running_variance(sizes), autograd.record(train_mode=train), GL.norms_for_training():
             y = module(x)
-        y.backward(nd(upstream), train_mode=train)
+            y.backward(nd(upstream), train_mode=train)
         return x.grad.asnumpy(), {name: p.grad().asnumpy().copy()
                                   for name, p in GL.canonical_parameters(module).items()}
 
@@ -98,15 +109,3 @@ class GluonLayers(LayerAdapter):
 ADAPTER = GluonLayers()
 MODES = ("imperative", "hybridized")
 
-
-_bn_training = contract.test_batch_norm_blocks_train_on_the_batchs_statistics_and_update_the_running_ones
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "impl_gluon's BatchNorm block updates the running variance with the batch's BIASED variance "
-    "(MXNet's rule); the spec's unbiased update comes from train.Trainer._unbiased_running_variance, "
-    "around each training step, which a block alone does not have (layers.BatchNorm's docstring; "
-    "the biased rule itself: test_layers.test_batch_norm_alone_in_both_modes)"))
-@functools.wraps(_bn_training)  # the contract's test and its parametrization; the mark on this copy only
-def test_batch_norm_blocks_train_on_the_batchs_statistics_and_update_the_running_ones(*args, **kwargs):
-    _bn_training(*args, **kwargs)

@@ -117,9 +117,10 @@ def test_running_statistics_are_parameters_without_gradient():
 @pytest.mark.parametrize("groups", [1, 2])
 def test_batch_norm_alone_in_both_modes(groups, hybridize):
     """Training mode (autograd.record(train_mode=True)): the batch's statistics, and MXNet updates
-    the running ones with momentum 1 - spec.norm_momentum and the BIASED variance (the Trainer
-    corrects it: test_train); inference: the running ones, untouched. A highway layer (groups=2)
-    splits the one normalized array."""
+    the running ones with momentum 1 - spec.norm_momentum and the BIASED variance, the spec's
+    unbiased one inside layers.unbiased_running_variance (as every training step runs);
+    inference: the running ones, untouched. A highway layer (groups=2) splits the one normalized
+    array."""
     spec = S.get_spec("tiny", norm="batch")
     layer = S.Layer("x", S.HIGHWAY if groups == 2 else S.CONV, 8, 8, 3)
     block, w = block_and_weights(spec, layer, hybridize=hybridize)
@@ -141,3 +142,11 @@ def test_batch_norm_alone_in_both_modes(groups, hybridize):
     biased = (1 - m) * w["x.norm.var"] + m * h.astype(np.float64).var((0, 2))
     np.testing.assert_allclose(norm.var.data().asnumpy(), biased, rtol=1e-5)
     assert not np.allclose(biased, stats["x.norm.var"], rtol=1e-4)  # the unbiased one differs by m v / (n - 1)
+    for name in ("mean", "var"):
+        getattr(norm, name).set_data(mx.nd.array(w[f"x.norm.{name}"]))
+    with GL.unbiased_running_variance([(norm, n)]):  # outside the recording: it scales in place
+        with autograd.record(train_mode=True):
+            y = norm(x)[0]
+        y.backward()
+    np.testing.assert_allclose(norm.var.data().asnumpy(), stats["x.norm.var"], rtol=1e-5)
+    np.testing.assert_allclose(norm.mean.data().asnumpy(), stats["x.norm.mean"], rtol=1e-6, atol=1e-7)

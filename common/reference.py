@@ -35,14 +35,17 @@ def deconv1d(x, w, b):
     return y.reshape(x.shape[0], w.shape[1], -1) + b[None, :, None]
 
 
-def norm(s: S.Spec, w: dict, name: str, h, groups: int, train_stats=None):
-    """Layer norm over channels per time step (a highway layer's H1 and H2 separately), or batch
-    norm per channel (running statistics; the batch's over (B, T) when `train_stats` is a dict,
-    which receives the updated running ones: momentum m, unbiased variance)."""
+def norm(s: S.Spec, w: dict, layer: S.Layer, h, train_stats=None):
+    """Layer norm over channels per time step (a highway layer's H1 and H2 separately; group norm
+    over each channel group: S.channel_norm_groups), or batch norm per channel (running
+    statistics; the batch's over (B, T) when `train_stats` is a dict, which receives the updated
+    running ones: momentum m, unbiased variance)."""
+    name = layer.name
     if s.norm == "none":
         return h
     b, c, t = h.shape
-    if s.norm == "layer":
+    if s.norm in ("layer", "group"):
+        groups = S.channel_norm_groups(s, layer)
         hg = h.reshape(b, groups, c // groups, t)
         hg = (hg - hg.mean(2, keepdims=True)) / np.sqrt(hg.var(2, keepdims=True) + s.norm_eps)
         h = hg.reshape(b, c, t)
@@ -61,7 +64,7 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x, train_stats=None):
     if layer.kind == S.EMBED:
         return w[f"{n}.weight"][x].transpose(0, 2, 1)
     if layer.kind == S.DECONV:
-        return norm(s, w, n, deconv1d(x, w[f"{n}.weight"], w[f"{n}.bias"]), 1, train_stats)
+        return norm(s, w, layer, deconv1d(x, w[f"{n}.weight"], w[f"{n}.bias"]), train_stats)
     if S.is_separable(s, layer):
         dw = w[f"{n}.dw.weight"]
         h = conv1d(x, dw, np.zeros(dw.shape[0]), layer.pad, layer.dilation, groups=dw.shape[0])
@@ -72,10 +75,10 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x, train_stats=None):
             z = conv1d(x, w[f"{n}.reduce.weight"], np.zeros(width))  # (1x1, no bias)
         h = conv1d(z, w[f"{n}.weight"], w[f"{n}.bias"], layer.pad, layer.dilation)
     if layer.kind == S.HIGHWAY:
-        h1, h2 = np.split(norm(s, w, n, h, 2, train_stats), 2, axis=1)
+        h1, h2 = np.split(norm(s, w, layer, h, train_stats), 2, axis=1)
         gate = sigmoid(h1)
         return gate * h2 + (1.0 - gate) * x
-    h = h if layer.plain else norm(s, w, n, h, 1, train_stats)
+    h = h if layer.plain else norm(s, w, layer, h, train_stats)
     if layer.kind == S.RESIDUAL:
         return x + np.maximum(h, 0.0)
     return np.maximum(h, 0.0) if layer.act == "relu" else h

@@ -39,7 +39,7 @@ PAD_LOGIT = -1e9
 
 NETS = ("text2mel", "ssrn")
 CONVS = ("none", "sep", "super-sep", "bottleneck")
-NORMS = ("none", "layer", "batch")
+NORMS = ("none", "layer", "batch", "group")
 BLOCKS = ("highway", "residual")
 
 
@@ -63,8 +63,14 @@ class Spec:
     bottleneck_ratio: int = 4  # [ours] channel reduction of the bottleneck variant
     # none [paper] | layer (over channels, after every conv) [kyubyong] | batch (per channel over
     # batch and time, padded frames included, as the frameworks' own batch norms do; training uses
-    # the batch's statistics and updates running ones, evaluation uses the running ones)
+    # the batch's statistics and updates running ones, evaluation uses the running ones) | group
+    # (layer norm over each of norm_num_groups channel groups of a frame; a highway layer's halves
+    # each split so) [ours]. No instance norm: its statistics over time would let a causal layer
+    # see the future, and synthesis runs one frame at a time.
     norm: str = "none"
+    # [ours] group norm: channel groups (of each highway half); a layer whose channels do not split
+    # evenly (SSRN's n_mags = 513) takes the largest divisor of it that does (channel_norm_groups)
+    norm_num_groups: int = 4
     norm_eps: float = 1e-5  # [ours] added to the variance (torch's LayerNorm and BatchNorm default)
     # [ours] batch norm: running = (1 - m) * running + m * batch statistic, the variance unbiased
     # (torch's convention and momentum 0.1; Chainer's decay = 1 - m; MXNet's momentum = 1 - m)
@@ -114,6 +120,8 @@ class Spec:
             errors.append(f"norm={self.norm!r} is not one of {NORMS}")
         if self.block not in BLOCKS:
             errors.append(f"block={self.block!r} is not one of {BLOCKS}")
+        if self.norm_num_groups < 1:
+            errors.append(f"norm_num_groups={self.norm_num_groups} must be >= 1")
         if not 0 < self.norm_momentum <= 1:
             errors.append(f"norm_momentum={self.norm_momentum} must be in (0, 1]")
         if self.pointwise_groups < 1 or self.bottleneck_ratio < 1:
@@ -387,6 +395,14 @@ def pointwise_groups(s: Spec, layer: Layer) -> int:
 def bottleneck_width(s: Spec, layer: Layer) -> int:
     """Channels between the bottleneck's 1x1 reduction and its k-wide convolution (0: none)."""
     return max(1, layer.cin // s.bottleneck_ratio) if factorization(s, layer) == "bottleneck" else 0
+
+
+def channel_norm_groups(s: Spec, layer: Layer) -> int:
+    """The channel groups a layer or group norm normalizes separately in each frame: a highway
+    layer's halves (H1, H2), each split under norm=group into gcd(cout, norm_num_groups) groups
+    (norm_num_groups where it divides the channels)."""
+    halves = 2 if layer.kind == HIGHWAY else 1
+    return halves * (math.gcd(layer.cout, s.norm_num_groups) if s.norm == "group" else 1)
 
 
 def param_shapes(s: Spec, layer: Layer) -> dict:

@@ -96,20 +96,19 @@ class BatchNorm(chainer.Link):
         return (h - self.mean) * scale + self.beta.array
 
 
-def make_norm(spec: S.Spec, channels: int, groups: int):
-    """The normalization after a convolution, or None ([paper]: none). `groups`: the layer
-    norm's channel groups (a highway layer's halves); batch norm is per channel anyway."""
+def make_norm(spec: S.Spec, layer: S.Layer):
+    """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
+    norm over S.channel_norm_groups channel groups (a highway layer's halves separately), or
+    batch norm per channel."""
     if spec.norm == "none":
         return None
-    if spec.norm == "layer":
-        return ChannelNorm(channels, groups, spec.norm_eps)
-    return BatchNorm(channels, spec.norm_eps, spec.norm_momentum)
+    if spec.norm in ("layer", "group"):
+        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps)
+    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum)
 
 
 class Block(chainer.Chain):
     """A link built from one `common.spec.Layer`; its parameters are `<layer.name>.<attribute path>`."""
-
-    norm_groups = 1  # channel groups of a layer norm: 2 for highway layers (H1, H2 separately)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__()
@@ -171,7 +170,7 @@ class Conv(Block):
             self.reduce = Reduction(width, layer.cin) if width else None
             self.weight = _param(layer.out, (width or layer.cin) // self.pointwise_groups, 1 if separable else layer.k)
             self.bias = _param(layer.out)
-            self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
+            self.norm = None if layer.plain else make_norm(spec, layer)
 
     def conv(self, x, pad: tuple, dilation: int):
         """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left,
@@ -232,8 +231,6 @@ class HighwayConv(Conv):
     four F ops instead of five (each is a NumPy pass forward and more backward); on NumPy one
     hand-written node, impl_chainer.fused.HighwayGateFn."""
 
-    norm_groups = 2
-
     def output(self, h, x):
         if self.xp is np:  # the same computation in one node (impl_chainer.fused)
             return highway_gate(h, x)
@@ -263,7 +260,7 @@ class Deconv(Block):
         with self.init_scope():
             self.weight = _param(layer.cin, layer.out, layer.k)
             self.bias = _param(layer.out)
-            self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
+            self.norm = None if layer.plain else make_norm(spec, layer)
 
     def forward(self, x):
         stride = self.layer.stride

@@ -38,8 +38,9 @@ def norms_for_training():
 
 class ChannelNorm(gluon.HybridBlock):
     """Layer norm over channels at each time step (eps added to the variance); with groups=2
-    the two halves of a highway layer (H1, H2) are normalized separately. Returns the list of
-    `groups` normalized slices (NCW), which a highway layer consumes as they are.
+    the two halves of a highway layer (H1, H2) are normalized separately, with more the channel
+    groups of a group norm. Returns the list of `slices` (a divisor of groups: 2 for a highway
+    layer, else 1) normalized channel slices (NCW), which a highway layer consumes as they are.
 
     Two forms of the same function: inference (`layer_norm`, the default: MXNet's LayerNorm on
     transposed NWC slices, a cheap forward) and training (`differentiable`, inside
@@ -47,9 +48,9 @@ class ChannelNorm(gluon.HybridBlock):
     reduction is a 1x1 convolution). They differ by float rounding only. Measurements:
     results/implementation-notes.md, "gluon: the channel norm's two forms"."""
 
-    def __init__(self, channels: int, groups: int, eps: float):
+    def __init__(self, channels: int, groups: int, eps: float, slices: int = 1):
         super().__init__(prefix="norm_")
-        self.channels, self.groups, self.eps = channels, groups, eps
+        self.channels, self.groups, self.eps, self.slices = channels, groups, eps, slices
         with self.name_scope():
             self.gamma = self.params.get("gamma", shape=(channels,), dtype="float32", init=mx.init.One())
             self.beta = self.params.get("beta", shape=(channels,), dtype="float32", init=mx.init.Zero())
@@ -65,8 +66,11 @@ class ChannelNorm(gluon.HybridBlock):
             betas = F.split(beta, num_outputs=self.groups, axis=0)
         else:
             parts, gammas, betas = [h], [gamma], [beta]
-        return [F.transpose(F.LayerNorm(p, g, b, axis=-1, eps=self.eps), axes=(0, 2, 1))
+        outs = [F.transpose(F.LayerNorm(p, g, b, axis=-1, eps=self.eps), axes=(0, 2, 1))
                 for p, g, b in zip(parts, gammas, betas)]
+        per_slice = self.groups // self.slices  # > 1 in a group norm only
+        return outs if per_slice == 1 else [F.concat(*outs[i:i + per_slice], dim=1)
+                                            for i in range(0, self.groups, per_slice)]
 
     def differentiable(self, F, h, gamma, beta) -> list:
         """The channel mean of each group is a grouped convolution to one channel with weights
@@ -87,7 +91,7 @@ class ChannelNorm(gluon.HybridBlock):
         normalized = d * spread(F.rsqrt(mean(F.square(d)) + self.eps))
         y = F.Convolution(normalized, F.reshape(gamma, shape=(-1, 1, 1)), beta, kernel=(1,), num_filter=channels,
                           num_group=channels)
-        return list(F.split(y, num_outputs=groups, axis=1)) if groups > 1 else [y]
+        return list(F.split(y, num_outputs=self.slices, axis=1)) if self.slices > 1 else [y]
 
 
 class BatchNorm(gluon.HybridBlock):
@@ -139,14 +143,16 @@ def unbiased_running_variance(norms: list):
             arr *= inverse
 
 
-def make_norm(spec: S.Spec, channels: int, groups: int):
-    """The normalization after a convolution, or None ([paper]: none). `groups`: the layer norm's
-    channel groups (a highway layer's halves); batch norm is per channel anyway."""
+def make_norm(spec: S.Spec, layer: S.Layer):
+    """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
+    norm over S.channel_norm_groups channel groups (returned as the block's norm_slices slices: a
+    highway layer's halves), or batch norm per channel."""
     if spec.norm == "none":
         return None
-    if spec.norm == "layer":
-        return ChannelNorm(channels, groups, spec.norm_eps)
-    return BatchNorm(channels, spec.norm_eps, spec.norm_momentum)
+    if spec.norm in ("layer", "group"):
+        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps,
+                           slices=BLOCKS[layer.kind].norm_slices)
+    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum)
 
 
 class Block(gluon.HybridBlock):
@@ -156,14 +162,14 @@ class Block(gluon.HybridBlock):
     `canonical` maps the canonical names of the trainable ones to their Parameters, `statistics`
     those of batch norm's running statistics."""
 
-    norm_groups = 1  # channel groups of a layer norm: 2 for highway layers (H1, H2 separately)
+    norm_slices = 1  # the channel slices `normalized` returns: 2 for highway layers (H1, H2)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__(prefix=layer.name.replace(".", "_") + "_")
         self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
         self.canonical, self.statistics, self.local = {}, {}, {}  # canonical name / argument -> Parameter
         with self.name_scope():
-            self.norm = (make_norm(spec, layer.out, self.norm_groups)
+            self.norm = (make_norm(spec, layer)
                          if layer.kind != S.EMBED and not layer.plain else None)
             for name, shape in S.param_shapes(spec, layer).items():
                 local = name[len(layer.name) + 1:]
@@ -181,9 +187,9 @@ class Block(gluon.HybridBlock):
         return F.Dropout(y, p=self.p_drop) if self.p_drop else y
 
     def normalized(self, F, h) -> list:
-        """norm(h) as `norm_groups` channel slices."""
+        """norm(h) as `norm_slices` channel slices."""
         parts = self.norm(h) if self.norm is not None else [h]
-        return list(F.split(parts[0], num_outputs=2, axis=1)) if len(parts) < self.norm_groups else parts
+        return list(F.split(parts[0], num_outputs=2, axis=1)) if len(parts) < self.norm_slices else parts
 
 
 class Embedding(Block):
@@ -208,7 +214,7 @@ class Conv(Block):
         self.history_channels = S.bottleneck_width(spec, layer) or layer.cin  # what a causal step keeps of past inputs
 
     def conv(self, F, x, pad: tuple, dilation: int, **params) -> list:
-        """The normalized convolution of x with (left, right) time padding, as `norm_groups`
+        """The normalized convolution of x with (left, right) time padding, as `norm_slices`
         slices. `params`: the block's (weight, bias, and dw_weight or reduce_weight); without
         reduce_weight x is taken as already reduced (conv_step)."""
         layer, width, out = self.layer, max(pad), self.layer.out
@@ -275,7 +281,7 @@ class HighwayConv(Conv):
     The sigmoid is Activation's (MKLDNN's vectorized kernel), faster than F.sigmoid
     (measurements: results/implementation-notes.md, "gluon: Activation's sigmoid")."""
 
-    norm_groups = 2
+    norm_slices = 2
 
     def output(self, F, h: list, x):
         h1, h2 = h

@@ -68,20 +68,19 @@ class BatchNorm(nn.Module):
         return F.batch_norm(h, self.mean, self.var, self.gamma, self.beta, False, 0.0, self.eps)
 
 
-def make_norm(spec: S.Spec, channels: int, groups: int):
-    """The normalization after a convolution, or None ([paper]: none). `groups`: the layer norm's
-    channel groups (a highway layer's halves); batch norm is per channel anyway."""
+def make_norm(spec: S.Spec, layer: S.Layer):
+    """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
+    norm over S.channel_norm_groups channel groups (a highway layer's halves separately), or
+    batch norm per channel."""
     if spec.norm == "none":
         return None
-    if spec.norm == "layer":
-        return ChannelNorm(channels, groups, spec.norm_eps)
-    return BatchNorm(channels, spec.norm_eps, spec.norm_momentum)
+    if spec.norm in ("layer", "group"):
+        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps)
+    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum)
 
 
 class Block(nn.Module):
     """A module built from one `common.spec.Layer`; its parameters are `<layer.name>.<local name>`."""
-
-    norm_groups = 1  # channel groups of a layer norm: 2 for highway layers (H1, H2 separately)
 
     def __init__(self, spec: S.Spec, layer: S.Layer):
         super().__init__()
@@ -133,7 +132,7 @@ class Conv(Block):
         self.weight = nn.Parameter(torch.empty(layer.out, (width or layer.cin) // self.pointwise_groups,
                                                1 if separable else layer.k))
         self.bias = nn.Parameter(torch.empty(layer.out))
-        self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
+        self.norm = None if layer.plain else make_norm(spec, layer)
 
     def conv(self, x, pad: tuple, dilation: int):
         """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left, right)
@@ -187,8 +186,6 @@ class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x)."""
 
-    norm_groups = 2
-
     def output(self, h, x):
         h1, h2 = h.chunk(2, dim=1)
         return torch.lerp(x, h2, torch.sigmoid(h1))  # x + sigmoid(H1) * (H2 - x)
@@ -208,7 +205,7 @@ class Deconv(Block):
         super().__init__(spec, layer)
         self.weight = nn.Parameter(torch.empty(layer.cin, layer.out, layer.k))
         self.bias = nn.Parameter(torch.empty(layer.out))
-        self.norm = None if layer.plain else make_norm(spec, layer.out, self.norm_groups)
+        self.norm = None if layer.plain else make_norm(spec, layer)
 
     def forward(self, x):
         h = F.conv_transpose1d(x, self.weight, self.bias, stride=self.layer.stride)

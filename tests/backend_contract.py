@@ -250,6 +250,7 @@ def test_upsample_matches_reference(backend_cls, tiny):
 
 # --- the variants (common.spec: conv=bottleneck, block=residual, norm=batch) --------------------
 VARIANTS = {"bottleneck": dict(conv="bottleneck"), "residual": dict(block="residual"), "batch-norm": dict(norm="batch"),
+            "group-norm": dict(norm="group", norm_num_groups=2),  # groups of 8 channels at tiny
             "super-sep+batch-norm": dict(conv="super-sep", norm="batch"),
             "all three": dict(conv="bottleneck", block="residual", norm="batch", norm_logits=False)}
 
@@ -304,7 +305,7 @@ def test_variant_synthesis_runs_the_network_frame_by_frame(backend_cls, tiny, va
     np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", ["bottleneck", "residual", "batch-norm"])
+@pytest.mark.parametrize("variant", ["bottleneck", "residual", "batch-norm", "group-norm"])
 @pytest.mark.parametrize("net", S.NETS)
 def test_variant_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, net, variant):
     spec = tiny.replace(dropout=0.0, **VARIANTS[variant])

@@ -113,8 +113,10 @@ def test_full_networks_match_reference(adapter, mode, preset):
     assert mag_logits.shape[2] == spec.r * b.mel.shape[2]
 
 
+# group norm at tiny (16 channels) in groups of 4 or 8 channels (tests/layer_contract.py: why not fewer)
 VARIANTS = [{"conv": "sep"}, {"conv": "super-sep"}, {"alpha": 0.5}, {"r": 2}, {"norm": "none"},
-            {"conv": "bottleneck"}, {"block": "residual"}, {"norm": "batch"}, {"norm": "batch", "r": 8}]
+            {"conv": "bottleneck"}, {"block": "residual"}, {"norm": "batch"}, {"norm": "batch", "r": 8},
+            {"norm": "group", "norm_num_groups": 2}, {"norm": "group", "block": "residual", "norm_num_groups": 4}]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))

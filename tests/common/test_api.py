@@ -57,6 +57,7 @@ SIGNATURES_DIFFER = {
     "layers.Conv.step": "gluon: the context of the zero history when run imperatively (unused when traced)",
     "train.text2mel_losses": "gluon: the hybridized Objective passes the batch's arrays positionally",
     "train.ssrn_losses": "gluon: the hybridized Objective passes the batch's arrays positionally",
+    "layers.ChannelNorm": "gluon: `slices`, the channel slices it returns (layers.Block.normalized: no split op)",
 }
 # the names Gluon gives a block's parameters in hybrid_forward (common.spec's local names, "." -> "_")
 GLUON_PARAMETER_ARGUMENTS = {"weight", "bias", "dw_weight", "reduce_weight", "gamma", "beta", "mean", "var"}

@@ -160,7 +160,7 @@ def test_train_set_changes_the_presets_hyperparameters_and_refuses_bad_ones(tmp_
     err = train_error(capsys, tmp_path, tmp_path / "run", "--preset", "tiny", "--set", "d=32", "--set", "conv=sep")
     assert "other hyperparameters: d (model 32, file 16), conv (model 'sep', file 'none')" in err
     assert "expected FIELD=VALUE with FIELD one of" in train_error(capsys, tmp_path, tmp_path / "r", "--set", "depth=3")
-    assert "norm='group' is not one of" in train_error(capsys, tmp_path, tmp_path / "r", "--set", "norm=group")
+    assert "norm='instance' is not one of" in train_error(capsys, tmp_path, tmp_path / "r", "--set", "norm=instance")
 
 
 def test_only_input_errors_are_one_line_a_bug_keeps_its_traceback(capsys):

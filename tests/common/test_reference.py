@@ -43,15 +43,24 @@ def test_deconv_doubles_length_and_places_taps():
             np.testing.assert_allclose(y[0, :, 2 * t + j], x[0, :, t] @ w[:, :, j] + b, atol=1e-12)
 
 
-def test_layer_norm_normalizes_each_highway_half_over_channels():
-    s = S.get_spec("tiny")
-    h = np.random.default_rng(3).normal(2.0, 3.0, size=(2, 8, 5))
-    w = {"x.norm.gamma": np.ones(8), "x.norm.beta": np.zeros(8)}
-    y = R.norm(s, w, "x", h, groups=2)
-    for half in (y[:, :4], y[:, 4:]):
-        np.testing.assert_allclose(half.mean(1), 0, atol=1e-12)
-        np.testing.assert_allclose(half.var(1), 1, atol=1e-4)
-    assert R.norm(s.replace(norm="none"), {}, "x", h, 2) is h
+@pytest.mark.parametrize("norm, kind, groups", [("layer", S.HIGHWAY, 2), ("group", S.CONV, 4), ("group", S.HIGHWAY, 8),
+                                               ("group", S.CONV, 2)])
+def test_layer_and_group_norm_normalize_each_channel_group_of_a_frame(norm, kind, groups):
+    """Layer norm: each highway half; group norm: norm_num_groups=4 groups (of each half), or
+    the largest divisor of 4 that divides the channels (10 channels: 2 groups)."""
+    s = S.get_spec("tiny", norm=norm)
+    cout = 10 if groups == 2 and kind == S.CONV else 8
+    layer = S.Layer("x", kind, cout, cout, 3)
+    assert S.channel_norm_groups(s, layer) == groups
+    h = np.random.default_rng(3).normal(2.0, 3.0, size=(2, layer.out, 5))
+    w = {"x.norm.gamma": np.ones(layer.out), "x.norm.beta": np.zeros(layer.out)}
+    y = R.norm(s, w, layer, h)
+    for group in np.split(y, groups, axis=1):
+        np.testing.assert_allclose(group.mean(1), 0, atol=1e-12)
+        np.testing.assert_allclose(group.var(1), 1, atol=1e-2)  # v / (v + eps): small groups, small v
+    if norm == "group":  # not what the layer norm does
+        assert not np.allclose(np.split(R.norm(s.replace(norm="layer"), w, layer, h), groups, axis=1)[0].mean(1), 0)
+    assert R.norm(s.replace(norm="none"), {}, layer, h) is h
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])

@@ -46,10 +46,11 @@ def test_presets_hold_the_sources_values():
     assert len(S.VOCAB) == 32 and S.VOCAB[S.PAD] == "P" and S.VOCAB[S.EOS] == "E"
 
 
-@pytest.mark.parametrize("bad, word", [({"conv": "x"}, "conv"), ({"norm": "group"}, "norm"), ({"r": 3}, "power of two"),
+@pytest.mark.parametrize("bad, word", [({"conv": "x"}, "conv"), ({"norm": "instance"}, "norm"), ({"r": 3}, "power of two"),
                                        ({"alpha": 0}, "alpha"), ({"dropout": 1.0}, "dropout"),
                                        ({"block": "dense"}, "block"), ({"norm_momentum": 0.0}, "norm_momentum"),
-                                       ({"bottleneck_ratio": 0}, "bottleneck_ratio")])
+                                       ({"bottleneck_ratio": 0}, "bottleneck_ratio"),
+                                       ({"norm_num_groups": 0}, "norm_num_groups")])
 def test_invalid_specs_are_refused_with_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
         S.get_spec("tiny", **bad)

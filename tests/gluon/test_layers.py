@@ -34,21 +34,25 @@ def block_and_weights(spec, layer, seed=0, hybridize=False):
 
 @MODES
 @pytest.mark.parametrize("training_form", [False, True], ids=["layer_norm", "differentiable"])
-@pytest.mark.parametrize("groups", [1, 2])
-def test_channel_norm_alone(groups, training_form, hybridize):
-    """Both forms of ChannelNorm (inference: LayerNorm; training: convolutions) equal the
-    reference, and their gradients (input, gamma, beta) agree."""
-    spec = S.get_spec("tiny")
-    norm = GL.ChannelNorm(8, groups, spec.norm_eps)
+@pytest.mark.parametrize("norm_kind, kind", [("layer", S.CONV), ("layer", S.HIGHWAY), ("group", S.CONV),
+                                              ("group", S.HIGHWAY)])
+def test_channel_norm_alone(norm_kind, kind, training_form, hybridize):
+    """Both forms of ChannelNorm (inference: LayerNorm; training: convolutions), of a layer norm
+    and a group norm, equal the reference, and their gradients (input, gamma, beta) agree; they
+    return one slice, or a highway layer's two halves."""
+    spec = S.get_spec("tiny", norm=norm_kind)
+    slices = GL.BLOCKS[kind].norm_slices
+    layer = S.Layer("x", kind, 32 // slices, 32 // slices, 3)  # 32 channels: groups of 4 or more
+    norm = GL.make_norm(spec, layer)
     norm.initialize()
     rng = np.random.default_rng(5)
-    h = rng.normal(2.0, 3.0, size=(2, 8, 11)).astype(np.float32)
-    w = {"x.norm.gamma": rng.normal(1, 0.5, 8), "x.norm.beta": rng.normal(0, 0.5, 8)}
+    h = rng.normal(2.0, 3.0, size=(2, 32, 11)).astype(np.float32)
+    w = {"x.norm.gamma": rng.normal(1, 0.5, 32), "x.norm.beta": rng.normal(0, 0.5, 32)}
     norm.gamma.set_data(mx.nd.array(w["x.norm.gamma"]))
     norm.beta.set_data(mx.nd.array(w["x.norm.beta"]))
     if hybridize:
         norm.hybridize()
-    head = rng.normal(size=(2, 8, 11)).astype(np.float32)
+    head = rng.normal(size=(2, 32, 11)).astype(np.float32)
 
     def run(training: bool):
         x = mx.nd.array(h)
@@ -61,10 +65,10 @@ def test_channel_norm_alone(groups, training_form, hybridize):
         return len(parts), y.asnumpy(), [x.grad.asnumpy(), norm.gamma.grad().asnumpy(), norm.beta.grad().asnumpy()]
 
     n, y, grads = run(training_form)
-    assert n == groups
-    np.testing.assert_allclose(y, R.norm(spec, w, "x", h.astype(np.float64), groups), atol=1e-5, rtol=0)
+    assert n == slices
+    np.testing.assert_allclose(y, R.norm(spec, w, layer, h.astype(np.float64)), atol=1e-5, rtol=0)
     if training_form:
-        norm = GL.ChannelNorm(8, groups, spec.norm_eps)  # a fresh block: its graph is traced in the other form
+        norm = GL.make_norm(spec, layer)  # a fresh block: its graph is traced in the other form
         norm.initialize()
         norm.gamma.set_data(mx.nd.array(w["x.norm.gamma"]))
         norm.beta.set_data(mx.nd.array(w["x.norm.beta"]))
@@ -128,7 +132,7 @@ def test_batch_norm_alone_in_both_modes(groups, hybridize):
     h = np.random.default_rng(7).normal(2.0, 3.0, size=(3, layer.out, 5)).astype(np.float32)
     parts = norm(mx.nd.array(h))
     assert len(parts) == 1
-    np.testing.assert_allclose(parts[0].asnumpy(), R.norm(spec, w, "x", h.astype(np.float64), groups), atol=1e-5)
+    np.testing.assert_allclose(parts[0].asnumpy(), R.norm(spec, w, layer, h.astype(np.float64)), atol=1e-5)
     assert len(block.normalized(mx.nd, mx.nd.array(h))) == groups
     x = mx.nd.array(h)
     x.attach_grad()
@@ -136,7 +140,7 @@ def test_batch_norm_alone_in_both_modes(groups, hybridize):
         y = norm(x)[0]
     y.backward()
     stats = {}
-    np.testing.assert_allclose(y.asnumpy(), R.norm(spec, w, "x", h.astype(np.float64), groups, stats), atol=1e-5)
+    np.testing.assert_allclose(y.asnumpy(), R.norm(spec, w, layer, h.astype(np.float64), stats), atol=1e-5)
     m, n = spec.norm_momentum, h.shape[0] * h.shape[2]
     np.testing.assert_allclose(norm.mean.data().asnumpy(), stats["x.norm.mean"], rtol=1e-6, atol=1e-7)
     biased = (1 - m) * w["x.norm.var"] + m * h.astype(np.float64).var((0, 2))

@@ -15,9 +15,11 @@ def test_initial_history_follows_the_stacks_parameters():
 
 
 def test_make_norm_builds_each_kind():
-    for norm, kind in (("none", type(None)), ("layer", TL.ChannelNorm), ("batch", TL.BatchNorm)):
-        assert isinstance(TL.make_norm(S.get_spec("tiny", norm=norm), 8, 2), kind)
-    assert TL.HighwayConv.norm_groups == 2 and TL.Conv.norm_groups == TL.ResidualConv.norm_groups == 1
+    highway = S.Layer("x", S.HIGHWAY, 8, 8, 3)
+    for norm, kind, groups in (("none", type(None), None), ("layer", TL.ChannelNorm, 2), ("batch", TL.BatchNorm, None),
+                               ("group", TL.ChannelNorm, 8)):
+        made = TL.make_norm(S.get_spec("tiny", norm=norm), highway)
+        assert isinstance(made, kind) and getattr(made, "groups", None) == groups
 
 
 def test_batch_norms_running_statistics_are_buffers_not_parameters():

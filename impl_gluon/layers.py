@@ -143,6 +143,18 @@ def unbiased_running_variance(norms: list):
             arr *= inverse
 
 
+def batch_norm_multiples(blocks) -> list:
+    """[(BatchNorm, m)] of a sequence of blocks (a stack) in order, m the factor by which the
+    deconvolutions up to and including its block multiply the input's length: the sizes
+    unbiased_running_variance needs are then n = B T m."""
+    out, multiple = [], 1
+    for block in blocks:
+        multiple *= block.layer.stride if block.layer.kind == S.DECONV else 1
+        if isinstance(block.norm, BatchNorm):
+            out.append((block.norm, multiple))
+    return out
+
+
 def make_norm(spec: S.Spec, layer: S.Layer):
     """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
     norm over S.channel_norm_groups channel groups (returned as the block's norm_slices slices: a

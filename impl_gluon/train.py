@@ -10,10 +10,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from common import losses as L, spec as S
+from common import losses as L
 from common.batch import Batch
 from common.weights import WeightsError
-from impl_gluon.layers import BatchNorm, canonical_parameters, norms_for_training, unbiased_running_variance
+from impl_gluon.layers import batch_norm_multiples, canonical_parameters, norms_for_training, unbiased_running_variance
 
 _L1 = gluon.loss.L1Loss()
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: relu(x) - x y + log(1 + e^-|x|)
@@ -151,13 +151,8 @@ class Trainer:
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.kvstore, self.keys, self.workers = None, (), 1  # set by join (data-parallel training)
         self._weights = {}  # Batch.weight -> its (1,) input array
-        self._batch_norms = []  # (BatchNorm block, stack index, time multiple) of each batch norm
-        for i, stack in enumerate(model.stacks()):
-            multiple = 1
-            for block in stack:
-                multiple *= block.layer.stride if block.layer.kind == S.DECONV else 1
-                if isinstance(block.norm, BatchNorm):
-                    self._batch_norms.append((block.norm, i, multiple))
+        self._batch_norms = [(norm, i, multiple)  # each batch norm, its stack's index and time multiple
+                             for i, stack in enumerate(model.stacks()) for norm, multiple in batch_norm_multiples(stack)]
 
     def join(self, kvstore, keys) -> None:
         """From now on sum every gradient over the workers right after backward, through

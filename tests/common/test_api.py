@@ -29,6 +29,7 @@ FRAMEWORK_ONLY = {
     "layers.full": "gluon: a constant that is a graph node when traced",
     "layers.unbiased_running_variance": "gluon: MXNet's BatchNorm updates the running variance with the biased "
                                         "batch variance; torch's and chainer's are the spec's unbiased one",
+    "layers.batch_norm_multiples": "gluon: the sizes unbiased_running_variance needs",
     "layers.StackStep": GLUON_TRACES, "layers.StackStep.forward": GLUON_TRACES,
     "text2mel.SynthesisStep": GLUON_TRACES, "text2mel.SynthesisStep.forward": GLUON_TRACES,
     "layers.Conv.output_step": STEP_ON_ARRAYS, "layers.HighwayConv.output_step": STEP_ON_ARRAYS,

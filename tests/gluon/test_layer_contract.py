@@ -6,7 +6,6 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-from common import spec as S
 from impl_gluon import layers as GL
 from impl_gluon.weights import set_weights
 from tests.layer_contract import *  # noqa: F401,F403
@@ -44,13 +43,8 @@ class GluonLayers(LayerAdapter):
     def batch_norm_sizes(module, x) -> list:
         """[(a block's BatchNorm, B T at its layer)] for layers.unbiased_running_variance, which every
         training step runs in (train.Trainer), as MXNet's own running-variance update is biased."""
-        blocks = [module] if isinstance(module, GL.Block) else list(module)
-        sizes, t = [], x.shape[2]
-        for block in blocks:
-            t *= block.layer.stride if block.layer.kind == S.DECONV else 1
-            if isinstance(block.norm, GL.BatchNorm):
-                sizes.append((block.norm, x.shape[0] * t))
-        return sizes
+        blocks = [module] if isinstance(module, GL.Block) else module
+        return [(norm, x.shape[0] * x.shape[2] * multiple) for norm, multiple in GL.batch_norm_multiples(blocks)]
 
     def forward(self, module, x, train=False):
         if not train:

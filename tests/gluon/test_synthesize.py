@@ -9,23 +9,14 @@ import pytest
 
 from common import spec as S, synthesis as CS, text as TX
 from common.weights import init_weights
-from impl_gluon.backend import NETWORKS
 from impl_gluon.synthesize import synthesize_batch
-from impl_gluon.weights import set_weights
+from tests.gluon.test_network_contract import ADAPTER
+from tests.network_contract import positions
 
 
-def model(net, seed=0, spec=None, hybridize=False):
-    spec = spec or S.get_spec("tiny")
-    m = NETWORKS[net](spec)
-    m.initialize()
-    set_weights(m, init_weights(spec, net, seed))
-    if hybridize:
-        m.hybridize(static_alloc=True, static_shape=False)
-    return m
-
-
-def positions(attention):
-    return attention.argmax(axis=0)
+def model(net, seed=0, hybridize=False):
+    spec = S.get_spec("tiny")
+    return ADAPTER.model(spec, net, init_weights(spec, net, seed), "hybridized" if hybridize else "imperative")
 
 
 def test_hybridized_model_synthesizes_the_same():

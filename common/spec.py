@@ -405,6 +405,18 @@ def channel_norm_groups(s: Spec, layer: Layer) -> int:
     return halves * (math.gcd(layer.cout, s.norm_num_groups) if s.norm == "group" else 1)
 
 
+def conv_taps(t_in: int, t_out: int, k: int, dilation: int, left: int) -> list:
+    """For each tap j of a stride-1 convolution of t_in frames zero-padded by `left` on the
+    left: (first output frame, last output frame + 1, input offset) of the output frames whose
+    input frame t + j*dilation - left lies inside [0, t_in) (the im2col convolutions' layout)."""
+    out = []
+    for j in range(k):
+        offset = j * dilation - left
+        lo, hi = max(0, -offset), min(t_out, t_in - offset)
+        out.append((lo, max(lo, hi), offset))
+    return out
+
+
 def param_shapes(s: Spec, layer: Layer) -> dict:
     """{canonical name: shape} of one layer's parameters (and batch-norm running statistics)."""
     n = layer.name

@@ -21,6 +21,8 @@ import numpy as np
 from chainer import function_node
 from scipy.linalg import blas
 
+from common import spec as S
+
 
 def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     """op(a) @ op(b) for C-contiguous 2-D a and b (op = transpose where asked) by one BLAS
@@ -30,23 +32,12 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     return gemm(1.0, b.T, a.T, trans_a=trans_b, trans_b=trans_a).T
 
 
-def _taps(t_in: int, t_out: int, k: int, dilation: int, left: int):
-    """For each tap j: (first output frame, last output frame + 1, input offset) of the
-    output frames whose input frame t + j*dilation - left lies inside [0, t_in)."""
-    out = []
-    for j in range(k):
-        offset = j * dilation - left
-        lo, hi = max(0, -offset), min(t_out, t_in - offset)
-        out.append((lo, max(lo, hi), offset))
-    return out
-
-
 def im2col(x, k: int, dilation: int, left: int, t_out: int):
     """Patches (C*k, B*t_out) of x (B, C, T) zero-padded by `left` frames: row c*k + j,
     column b*t_out + t holds x[b, c, t + j*dilation - left] (0 outside [0, T))."""
     b, c, t = x.shape
     cols = np.empty((c, k, b, t_out), x.dtype)
-    for j, (lo, hi, offset) in enumerate(_taps(t, t_out, k, dilation, left)):
+    for j, (lo, hi, offset) in enumerate(S.conv_taps(t, t_out, k, dilation, left)):
         cols[:, j, :, :lo] = 0
         cols[:, j, :, hi:] = 0
         cols[:, j, :, lo:hi] = x[:, :, lo + offset:hi + offset].transpose(1, 0, 2)
@@ -60,7 +51,7 @@ def col2im(cols, shape, k: int, dilation: int, left: int):
     b, c, t = shape
     t_out = cols.shape[1] // b
     cols = cols.reshape(c, k, b, t_out).transpose(2, 0, 1, 3)  # (B, C, k, t_out) view
-    taps = _taps(t, t_out, k, dilation, left)
+    taps = S.conv_taps(t, t_out, k, dilation, left)
     full = [j for j, (lo, hi, offset) in enumerate(taps) if lo == 0 and hi - lo == t and offset == 0]
     gx = np.empty(shape, cols.dtype) if full else np.zeros(shape, cols.dtype)
     if full:

@@ -3,7 +3,9 @@
 Every block keeps its `common.spec.Layer`, so its parameters are named canonically:
 `<layer.name>.<local name>` with local names weight, bias, dw.weight, reduce.weight, norm.gamma,
 norm.beta (and batch norm's running statistics norm.mean, norm.var: buffers, not parameters), in
-the canonical layouts (which are PyTorch's own). Activations are (B, C, T).
+the canonical layouts (which are PyTorch's own). Activations are (B, C, T) with channels-last
+memory ((B, T, C) in memory): impl_torch.conv's convolutions read and write it without copies
+and the channel norm normalizes its last axis without transposes.
 Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
 """
 from __future__ import annotations
@@ -15,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import spec as S
+from impl_torch.conv import conv1d, conv_transpose1d
 
 
 class ChannelNorm(nn.Module):
     """Layer norm over channels at each time step (eps added to the variance); with
     groups=2 the two halves of a highway layer (H1, H2) are normalized separately.
-    F.layer_norm on a transposed view, faster than mean/var over dim 1 (measurements:
-    results/implementation-notes.md, "torch: the channel norm")."""
+    F.layer_norm over the last axis of the channels-last memory: no transposes."""
 
     def __init__(self, channels: int, groups: int, eps: float):
         super().__init__()
@@ -30,16 +32,13 @@ class ChannelNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, h):
-        b, c, t = h.shape
-        hg = h.view(b, self.groups, c // self.groups, t).transpose(2, 3)
-        hg = F.layer_norm(hg, (c // self.groups,), eps=self.eps)
-        return torch.addcmul(self.beta[:, None], hg.transpose(2, 3).reshape(b, c, t), self.gamma[:, None])
+        return self.step(h.transpose(1, 2)).transpose(1, 2)
 
     def step(self, h):
-        """forward on one frame (B, C): the channels are already the last axis (no transposes)."""
-        b, c = h.shape
-        hg = F.layer_norm(h.view(b, self.groups, c // self.groups), (c // self.groups,), eps=self.eps)
-        return torch.addcmul(self.beta, hg.view(b, c), self.gamma)
+        """The norm over the last axis: (..., C), e.g. one frame (B, C)."""
+        *lead, c = h.shape
+        hg = F.layer_norm(h.reshape(*lead, self.groups, c // self.groups), (c // self.groups,), eps=self.eps)
+        return torch.addcmul(self.beta, hg.reshape(*lead, c), self.gamma)
 
 
 class BatchNorm(nn.Module):
@@ -61,7 +60,9 @@ class BatchNorm(nn.Module):
         return {"mean": self.mean, "var": self.var}
 
     def forward(self, h):
-        return F.batch_norm(h, self.mean, self.var, self.gamma, self.beta, self.training, self.momentum, self.eps)
+        """(B, C, T), as (B, C, 1, T): F.batch_norm keeps a 4-D input channels-last."""
+        return F.batch_norm(h.unsqueeze(2), self.mean, self.var, self.gamma, self.beta, self.training,
+                            self.momentum, self.eps).squeeze(2)
 
     def step(self, h):
         """Eval-mode forward on one frame (B, C) (synthesis)."""
@@ -87,7 +88,13 @@ class Block(nn.Module):
         self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
 
     def drop(self, y):
-        return F.dropout(y, self.p_drop, self.training) if self.p_drop else y
+        """Dropout in training mode: each value kept with probability 1 - p_drop and scaled by
+        1 / (1 - p_drop). The mask compares uniform numbers with p_drop, as PyTorch's own GPU
+        kernel does: F.dropout's Bernoulli draws cost twice as much on the CPU (measurements:
+        results/implementation-notes.md, "torch: dropout")."""
+        if not (self.p_drop and self.training):
+            return y
+        return y * (torch.rand_like(y) >= self.p_drop).to(y.dtype).mul_(1 / (1 - self.p_drop))
 
 
 class Embedding(Block):
@@ -98,7 +105,7 @@ class Embedding(Block):
         self.weight = nn.Parameter(torch.empty(layer.cin, layer.cout))
 
     def forward(self, ids):
-        return F.embedding(ids, self.weight).transpose(1, 2).contiguous()
+        return F.embedding(ids, self.weight).transpose(1, 2)  # channels-last as it is
 
 
 class Depthwise(nn.Module):
@@ -138,15 +145,12 @@ class Conv(Block):
         """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left, right)
         frames, normalized ("same" padding stays inside conv1d; the bottleneck reduces before padding)."""
         if self.reduce is not None:
-            x = F.conv1d(x, self.reduce.weight)
-        left, right = pad
-        if left != right:
-            x, left = F.pad(x, (left, right)), 0
+            x = conv1d(x, self.reduce.weight)
         if self.dw is not None:
-            x = F.conv1d(x, self.dw.weight, None, padding=left, dilation=dilation, groups=x.shape[1])
-            h = F.conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
+            x = conv1d(x, self.dw.weight, None, pad, dilation, groups=x.shape[1])
+            h = conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
         else:
-            h = F.conv1d(x, self.weight, self.bias, padding=left, dilation=dilation)
+            h = conv1d(x, self.weight, self.bias, pad, dilation)
         return self.norm(h) if self.norm is not None else h
 
     def output(self, h, x):
@@ -187,8 +191,9 @@ class HighwayConv(Conv):
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x)."""
 
     def output(self, h, x):
-        h1, h2 = h.chunk(2, dim=1)
-        return torch.lerp(x, h2, torch.sigmoid(h1))  # x + sigmoid(H1) * (H2 - x)
+        """On (B, T, C) views, so that the halves' gradients are joined channels-last."""
+        h1, h2 = h.transpose(1, 2).chunk(2, dim=2)
+        return torch.lerp(x.transpose(1, 2), h2, torch.sigmoid(h1)).transpose(1, 2)  # x + sigmoid(H1) * (H2 - x)
 
 
 class ResidualConv(Conv):
@@ -208,7 +213,7 @@ class Deconv(Block):
         self.norm = None if layer.plain else make_norm(spec, layer)
 
     def forward(self, x):
-        h = F.conv_transpose1d(x, self.weight, self.bias, stride=self.layer.stride)
+        h = conv_transpose1d(x, self.weight, self.bias, self.layer.stride)
         return self.drop(self.norm(h) if self.norm is not None else h)
 
 

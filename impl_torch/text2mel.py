@@ -22,7 +22,9 @@ class TextEnc(nn.Module):
         self.layers = build_stack(spec, S.text_enc_layers(spec))
 
     def forward(self, text):
-        return self.layers(text).split(self.d, dim=1)
+        """Split on (B, N, C) views, so that the halves' gradients are joined channels-last."""
+        k, v = self.layers(text).transpose(1, 2).split(self.d, dim=2)
+        return k.transpose(1, 2), v.transpose(1, 2)
 
 
 class AudioEnc(nn.Module):
@@ -42,8 +44,8 @@ def pad_bias(text):
 
 
 def shift_right(mel):
-    """Teacher forcing: (B, F, T) -> one zero frame in front, the last frame dropped."""
-    return F.pad(mel[:, :, :-1], (1, 0))
+    """Teacher forcing: (B, F, T) -> one zero frame in front, the last frame dropped (channels-last)."""
+    return F.pad(mel[:, :, :-1].transpose(1, 2), (0, 0, 1, 0)).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -59,7 +61,8 @@ class Attention(nn.Module):
         return torch.softmax(torch.bmm(k.transpose(1, 2), q) / self.sqrt_d + text_bias, dim=1)
 
     def read(self, v, a, q):
-        return torch.cat([torch.bmm(v, a), q], dim=1)
+        """[V A, Q] (B, 2d, T), channels-last: computed as [A^T V^T, Q^T] (B, T, 2d)."""
+        return torch.cat([torch.bmm(a.transpose(1, 2), v.transpose(1, 2)), q.transpose(1, 2)], dim=2).transpose(1, 2)
 
     def forward(self, k, v, q, text_bias):
         a = self.weights(k, q, text_bias)

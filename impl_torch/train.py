@@ -17,12 +17,22 @@ from impl_torch.layers import canonical_parameters
 INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
 
 
+CHANNELS_LAST = ("mel", "mag")  # (B, F, T) arrays, given the networks' memory layout (impl_torch.layers)
+
+
+def _array(batch: Batch, name: str) -> np.ndarray:
+    a = getattr(batch, name)
+    if name in CHANNELS_LAST:
+        return np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return np.ascontiguousarray(a)
+
+
 def to_device(batch: Batch, device, net: str) -> dict:
-    """The batch's arrays that `net` uses, as tensors on `device` (ids stay int32 for F.embedding);
-    its weight as a Python float and, for Text2Mel, the attention positions as a 0-d float32 tensor
-    on `device` (a true division: CUDA divides by a CPU scalar as a product with its reciprocal)."""
-    t = {name: torch.from_numpy(np.ascontiguousarray(getattr(batch, name))).to(device, non_blocking=True)
-         for name in INPUTS[net]}
+    """The batch's arrays that `net` uses, as tensors on `device` (ids stay int32 for F.embedding;
+    mel and mag channels-last, as the logits they are compared with, so that the losses' gradients
+    are too); its weight as a Python float and, for Text2Mel, the attention positions as a 0-d float32
+    tensor on `device` (a true division: CUDA divides by a CPU scalar as a product with its reciprocal)."""
+    t = {name: torch.from_numpy(_array(batch, name)).to(device, non_blocking=True) for name in INPUTS[net]}
     t["weight"] = float(batch.weight)
     if "guide" in t:
         t["n_real"] = torch.tensor(batch.attention_positions(), dtype=torch.float32, device=device)
@@ -30,12 +40,15 @@ def to_device(batch: Batch, device, net: str) -> dict:
 
 
 def l1(logits, target):
-    return F.l1_loss(torch.sigmoid(logits), target)
+    """Mean |sigmoid(logits) - target| over (B, F, T), computed on (B, T, F) views: contiguous
+    there, so that the gradient comes back channels-last (from (B, F, T) views it would not)."""
+    return F.l1_loss(torch.sigmoid(logits.transpose(1, 2)), target.transpose(1, 2))
 
 
 def binary_divergence(logits, target):
-    """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits."""
-    return F.binary_cross_entropy_with_logits(logits, target)
+    """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits (on (B, T, F)
+    views, as l1)."""
+    return F.binary_cross_entropy_with_logits(logits.transpose(1, 2), target.transpose(1, 2))
 
 
 def attention_loss(attention, guide, n_real):
@@ -132,7 +145,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = L.learning_rate(self.spec, self.step)
         if self.spec.grad_clip is not None:
-            torch.nn.utils.clip_grad_value_(self.params.values(), self.spec.grad_clip)
+            # one clamp_ per gradient: the foreach form clamps min and max in two passes (3% of a step)
+            torch.nn.utils.clip_grad_value_(self.params.values(), self.spec.grad_clip, foreach=False)
         self.optimizer.step()
 
     def gradients(self, batch: Batch) -> tuple:

@@ -1,9 +1,17 @@
 """impl_torch's building blocks where torch itself is the subject; every check against
 common.reference runs through the shared contract (tests/layer_contract.py, test_layer_contract.py)."""
+import pytest
 import torch
+import torch.nn.functional as F
 
 from common import spec as S
-from impl_torch import layers as TL
+from common.weights import init_weights
+from impl_torch import conv as TC, layers as TL
+from impl_torch.ssrn import SSRN
+from impl_torch.text2mel import Text2Mel
+from impl_torch.train import LOSSES, binary_divergence, l1, to_device
+from impl_torch.weights import set_weights
+from tests.backend_contract import random_batch
 
 
 def test_initial_history_follows_the_stacks_parameters():
@@ -26,3 +34,78 @@ def test_batch_norms_running_statistics_are_buffers_not_parameters():
     norm = TL.BatchNorm(4, 1e-5, 0.1)
     assert [n for n, _ in norm.named_parameters()] == ["gamma", "beta"]
     assert [n for n, _ in norm.named_buffers()] == ["mean", "var"]
+
+
+# (B, C, O, T, k, dilation, pad): causal, "same", taps reaching past both ends, k=1, a 2-wide kernel
+CONV_CASES = [(2, 5, 7, 9, 3, 2, (4, 0)), (2, 5, 7, 9, 3, 2, (2, 2)), (2, 5, 7, 1, 3, 27, (54, 0)),
+              (2, 5, 7, 3, 3, 27, (27, 27)), (2, 5, 7, 6, 1, 1, (0, 0)), (1, 3, 4, 5, 2, 1, (1, 0))]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+def test_im2col_convolution_equals_torchs_own_with_its_gradients(case, bias):
+    b, c, o, t, k, dilation, pad = case
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(b, c, t, generator=g, dtype=torch.float64), torch.randn(o, c, k, generator=g, dtype=torch.float64)
+    bb = torch.randn(o, generator=g, dtype=torch.float64) if bias else None
+    upstream = torch.randn(b, o, t + sum(pad) - (k - 1) * dilation, generator=g, dtype=torch.float64)
+
+    def run(conv, x):
+        inputs = [x.clone().requires_grad_(), w.clone().requires_grad_()] + ([bb.clone().requires_grad_()] if bias else [])
+        y = conv(*inputs)
+        y.backward(upstream)
+        return [y.detach()] + [a.grad for a in inputs]
+
+    ours = run(lambda x, w, *b_: TC.Conv1d.apply(x, w, b_[0] if b_ else None, pad, dilation), x)
+    theirs = run(lambda x, w, *b_: F.conv1d(F.pad(x, pad), w, b_[0] if b_ else None, dilation=dilation), x)
+    for a, e in zip(ours, theirs):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    # the same from a channels-last input, and through the dispatching helper
+    cl = x.transpose(1, 2).contiguous().transpose(1, 2)
+    for a, e in zip(run(lambda x, w, *b_: TC.conv1d(x, w, b_[0] if b_ else None, pad, dilation), cl), theirs):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+def test_im2col_convolution_passes_gradcheck():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: TC.Conv1d.apply(x, w, b, (3, 1), 2), (x, w, b))
+
+
+def _channels_last(t) -> bool:
+    return t.transpose(1, 2).is_contiguous()
+
+
+@pytest.mark.parametrize("net", ["text2mel", "ssrn"])
+@pytest.mark.parametrize("change", [{}, {"norm": "batch"}, {"norm": "group"}, {"block": "residual"},
+                                    {"conv": "sep"}, {"conv": "bottleneck"}], ids=str)
+def test_activations_and_their_gradients_stay_channels_last(net, change):
+    """Every block's output, and the gradient arriving at it, has channels-last memory: a block
+    that returned (B, C, T) memory would cost a copy in the next convolution, forward and backward."""
+    spec = S.get_spec("tiny", **change)
+    model = Text2Mel(spec) if net == "text2mel" else SSRN(spec)
+    set_weights(model, init_weights(spec, net, 0))
+    seen = []
+
+    def check(block, _inputs, out):
+        seen.append((block.layer.name, "output", _channels_last(out)))
+        out.register_hook(lambda grad: seen.append((block.layer.name, "gradient", _channels_last(grad))))
+
+    for block in model.modules():
+        if isinstance(block, TL.Block):
+            block.register_forward_hook(check)
+    model.train()
+    LOSSES[net](model, to_device(random_batch(spec), "cpu", net))["loss"].backward()
+    assert len(seen) == 2 * sum(len(layers) for layers in S.layers(spec, net).values())
+    assert [s for s in seen if not s[2]] == []
+
+
+@pytest.mark.parametrize("loss", [l1, binary_divergence])
+def test_each_loss_gives_channels_last_logits_a_channels_last_gradient(loss):
+    """(A leaf's .grad would be copied into the leaf's own layout: the logits here are not one.)"""
+    logits = torch.randn(2, 5, 6, requires_grad=True).transpose(1, 2)
+    target = torch.rand(2, 5, 6).transpose(1, 2)
+    grad, = torch.autograd.grad(loss(logits, target), logits)
+    assert _channels_last(grad)

@@ -41,17 +41,25 @@ chainer = _import_chainer()
 from scipy.linalg import blas as _scipy_blas  # noqa: E402,F401
 
 _thread_limits = None
+_threads = os.cpu_count() or 1  # what configure_threads set last (BLAS's default: every core)
 
 
 def configure_threads(n: int) -> None:
     """Chainer computes on NumPy (CPU), so its thread count is the BLAS thread count: NumPy's
     and SciPy's OpenBLAS (impl_chainer.conv), both limited here."""
-    global _thread_limits
+    global _thread_limits, _threads
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
     if _thread_limits is not None:
         _thread_limits.restore_original_limits()
     _thread_limits = threadpool_limits(limits=n, user_api="blas")
+    _threads = n
+
+
+def thread_count() -> int:
+    """The thread count configure_threads set (the number of cores before any call): also the
+    workers of the written-out Adam (impl_chainer/train.py), whose NumPy ufuncs run one thread each."""
+    return _threads
 
 
 def resolve_device(name: str = "cpu"):

@@ -69,6 +69,25 @@ def test_one_adam_step_equals_common_adam_update(variant):
         assert not np.array_equal(after[name], w)
 
 
+def test_adam_on_several_threads_updates_exactly_as_on_one():
+    spec = S.get_spec("tiny", dropout=0.0)
+    batch = random_batch(spec, 2, seed=2)
+    results = []
+    try:
+        for threads in (1, 3):
+            runtime.configure_threads(threads)
+            backend = Backend(spec, "text2mel")
+            for _ in range(3):
+                backend.train_step(batch)
+            results.append((backend.get_weights(), backend.get_optimizer_state()))
+            assert (backend.trainer._pool is None) == (threads == 1)
+    finally:
+        runtime.configure_threads(1)
+    (w1, s1), (w3, s3) = results
+    assert all(np.array_equal(w1[k], w3[k]) for k in w1) and all(np.array_equal(s1[k], s3[k]) for k in s1)
+    assert runtime.thread_count() == 1
+
+
 def test_dropout_is_reseeded_by_seed():
     """seed() right before a step fixes its dropout masks (the stream is the process-wide
     numpy.random, so each backend is seeded just before its own step, as the training loop does)."""

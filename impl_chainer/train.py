@@ -139,7 +139,9 @@ class Trainer:
             for name in jobs:
                 update(name)
             return
-        if self._pool is None or self._pool_threads != threads:
+        if self._pool_threads != threads:  # the first step, or configure_threads changed the count
+            if self._pool is not None:
+                self._pool.shutdown()
             self._pool, self._pool_threads = ThreadPoolExecutor(threads, thread_name_prefix="adam"), threads
         list(self._pool.map(update, jobs))
 

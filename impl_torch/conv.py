@@ -10,7 +10,8 @@ im2col convolution").
 Everything else -- groups (the separable variants), GPUs -- goes to F.conv2d on (B, C, 1, T)
 views, which keep channels-last memory (F.conv1d would copy to (B, C, T) memory).
 
-Only what DC-TTS uses is here: stride 1, no higher-order gradients.
+`Conv1d` does only what DC-TTS needs: stride 1, no higher-order gradients. The transposed
+convolution (SSRN's upsampling, stride = kernel) stays F.conv_transpose2d on the same views.
 """
 from __future__ import annotations
 

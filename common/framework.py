@@ -5,6 +5,7 @@ benchmarks, parity tests) drives a framework. Each impl_<fw>/backend.py subclass
 from __future__ import annotations
 
 import abc
+import ctypes
 import importlib
 
 import numpy as np
@@ -99,10 +100,32 @@ class Backend(abc.ABC):
         return np.asarray(values, np.float32)
 
 
+# glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts: blocks above it are still mapped and unmapped
+TRIM_THRESHOLD = 1 << 30  # free memory kept at the top of the heap before any is returned
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for the next allocation instead of returning it to the OS, in
+    this process, whatever the framework: a training step allocates and frees hundreds of MB of
+    temporaries through malloc (NumPy's and PyTorch's CPU allocators; MXNet pools its own), and by
+    default glibc maps and unmaps the large ones and trims the heap, so every step faults the
+    same pages in again (measurements: results/implementation-notes.md, "all: glibc's allocator").
+    Returns whether it applied (False without glibc)."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 def load_backend(framework: str) -> type:
-    """The Backend class of `framework`, imported lazily (each framework is an optional extra)."""
+    """The Backend class of `framework`, imported lazily (each framework is an optional extra),
+    in a process whose allocator keeps freed memory (keep_freed_memory)."""
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; choose one of {FRAMEWORKS}")
+    keep_freed_memory()
     try:
         module = importlib.import_module(f"impl_{framework}.backend")
     except ImportError as err:

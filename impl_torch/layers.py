@@ -89,11 +89,13 @@ class Block(nn.Module):
 
     def drop(self, y):
         """Dropout in training mode: each value kept with probability 1 - p_drop and scaled by
-        1 / (1 - p_drop). The mask compares uniform numbers with p_drop, as PyTorch's own GPU
-        kernel does: F.dropout's Bernoulli draws cost twice as much on the CPU (measurements:
-        results/implementation-notes.md, "torch: dropout")."""
+        1 / (1 - p_drop). On the CPU the mask compares uniform numbers with p_drop, as PyTorch's
+        own GPU kernel does: F.dropout's Bernoulli draws cost twice as much there (measurements:
+        results/implementation-notes.md, "torch: dropout"); elsewhere F.dropout is that fused kernel."""
         if not (self.p_drop and self.training):
             return y
+        if y.device.type != "cpu":
+            return F.dropout(y, self.p_drop, True)
         return y * (torch.rand_like(y) >= self.p_drop).to(y.dtype).mul_(1 / (1 - self.p_drop))
 
 

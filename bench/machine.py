@@ -61,19 +61,38 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    """HEAD's hash, with "+dirty" when the working tree differs from it ("unknown" outside git)."""
+    """HEAD's hash, with "+dirty" when the working tree differs from it; in a copied working
+    tree without git (a GPU machine's copy) $DCTTS_GIT_COMMIT, else "unknown"."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     try:
         return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("DCTTS_GIT_COMMIT", "unknown")
 
 
-def machine() -> dict:
-    """The orchestrating machine: CPU, cores, OS, Python, git commit."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+def gpu_model(device: str) -> str | None:
+    """The GPU a `device` such as "cuda:1" names, as nvidia-smi describes it (name, memory,
+    driver; the same for every framework, whichever imports); None on the CPU."""
+    if device == "cpu":
+        return None
+    index = device.partition(":")[2] or "0"
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", index, "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"unknown (nvidia-smi: {type(err).__name__})"
+    fields = [field.strip() for field in out.stdout.strip().split(",")]
+    if len(fields) != 3:
+        return out.stdout.strip() or "unknown (nvidia-smi printed nothing)"
+    return f"{fields[0]}, {fields[1]}, driver {fields[2]}"
+
+
+def machine(device: str = "cpu") -> dict:
+    """The orchestrating machine: CPU, cores, OS, Python, git commit (and the GPU off the CPU)."""
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "git_commit": git_commit()}
+    return info if device == "cpu" else {**info, "gpu": gpu_model(device)}
 
 
 def peak_rss_mb() -> float:

@@ -190,13 +190,14 @@ def peak_line(records: list, probes: dict) -> str:
 
 def header(args, records: list, probes: dict) -> list:
     """The settings a reader needs to trust (or reproduce) the table."""
-    info = machine.machine()
+    info = machine.machine(args.device)
     versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
     gate = inputs.short_batch(get_spec(args.preset))
     source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
               f"(bench.inputs.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
     return [
-        f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}",
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}"
+        + (f"; GPU: {info['gpu']}" if "gpu" in info else ""),
         f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
         f"device {args.device}, fp32; Backend.sync() before every clock read" + (
             "" if args.device == "cpu" else "; " + GPU_NOTE),
@@ -277,7 +278,7 @@ def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str
     """Rewrite results.json, results.csv and table.md (and the plots); return the markdown.
     `probes`: NumPy's matmul GFLOP/s before and after the runs (numpy_peak)."""
     rows = report.aggregate(records, probes)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine.machine(),
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine.machine(args.device),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "thread_env": machine.thread_env(args.threads), "numpy_peak_gflops": probes,
             "header": header(args, records, probes)}

@@ -76,3 +76,26 @@ def test_a_gpu_run_fixes_tf32_and_autotuning_for_every_framework():
     assert cpu.get("NVIDIA_TF32_OVERRIDE") == os.environ.get("NVIDIA_TF32_OVERRIDE")  # the CPU run leaves it
     assert gpu["NVIDIA_TF32_OVERRIDE"] == "0" and gpu["MXNET_CUDNN_AUTOTUNE_DEFAULT"] == "1"
     assert gpu["OMP_NUM_THREADS"] == "2" and str(machine.REPO) in gpu["PYTHONPATH"]
+
+
+def test_a_gpu_run_names_its_gpu(tmp_path, monkeypatch):
+    """The GPU comes from nvidia-smi, asked for the device's index; without nvidia-smi the header
+    says so instead of failing; the CPU has no GPU entry."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\necho "NVIDIA H200, 143771 MiB, 580.159.03"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert machine.machine("cuda:1")["gpu"] == "NVIDIA H200, 143771 MiB, driver 580.159.03"
+    assert (tmp_path / "args").read_text().split()[:2] == ["-i", "1"]
+    assert "gpu" not in machine.machine("cpu")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert machine.gpu_model("cuda") == "unknown (nvidia-smi: FileNotFoundError)"
+
+
+def test_a_copied_tree_without_git_names_the_commit_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "REPO", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("DCTTS_GIT_COMMIT", raising=False)
+    assert machine.git_commit() == "unknown"
+    monkeypatch.setenv("DCTTS_GIT_COMMIT", "abc123")
+    assert machine.git_commit() == "abc123"

@@ -133,3 +133,18 @@ def test_trained_models_set_the_preset_and_must_come_in_pairs(tmp_path):
     with pytest.raises(SystemExit):
         run.parse_args(["--text2mel", str(tmp_path / "text2mel.safetensors"), "--ssrn",
                         str(tmp_path / "ssrn.safetensors"), "--preset", "paper"])
+
+
+def test_the_gpu_script_runs_its_tables_on_any_device(tmp_path, real_framework):
+    """bench/gpu.sh with its presets and batches replaced, on the CPU: every timing task ran, with the
+    script's batch sizes, 10 counted steps and its round count, each preset in its own folder."""
+    env = {**os.environ, "PYTHON": sys.executable, "FRAMEWORKS": real_framework, "PRESETS": "tiny",
+           "BATCHES": "1 2", "REPEAT": "1"}
+    proc = subprocess.run(["bash", str(machine.REPO / "bench" / "gpu.sh"), str(tmp_path), "cpu"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert raw["meta"]["options"]["device"] == "cpu" and raw["meta"]["options"]["repeat"] == 1
+    assert sorted((r["task"], r["batch_size"], r["status"], len(r["steps"])) for r in raw["runs"]) == [
+        ("synthesize", 1, "ok", 10), ("synthesize", 8, "ok", 10), ("train-ssrn", 1, "ok", 10),
+        ("train-ssrn", 2, "ok", 10), ("train-text2mel", 1, "ok", 10), ("train-text2mel", 2, "ok", 10)]

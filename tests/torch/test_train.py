@@ -146,15 +146,23 @@ def test_training_learns_a_fixed_batch(tiny_corpus_dir, net, factor):
         assert last["att"] < 0.5 * first["att"], (first, last)
 
 
-def test_gpu_numerics_are_fp32_with_autotuning(monkeypatch):
-    """What resolve_device("cuda") sets (checked here without a GPU: the flags exist on CPU builds)."""
+def test_gpu_numerics_are_fp32_with_autotuning():
+    """What resolve_device("cuda") sets (checked here without a GPU: the flags exist on CPU builds).
+    Saved and restored by hand: cuBLAS's flag is a property of a module object, which newer
+    pytest's monkeypatch deletes instead of restoring."""
     import torch.backends.cuda
     import torch.backends.cudnn
 
     from impl_torch import runtime
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    runtime.fp32_gpu_numerics()
-    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    assert torch.backends.cudnn.benchmark
+    flags = [(torch.backends.cuda.matmul, "allow_tf32", True), (torch.backends.cudnn, "allow_tf32", True),
+             (torch.backends.cudnn, "benchmark", False)]
+    saved = [getattr(obj, name) for obj, name, _ in flags]
+    try:
+        for obj, name, value in flags:
+            setattr(obj, name, value)
+        runtime.fp32_gpu_numerics()
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.benchmark
+    finally:
+        for (obj, name, _), value in zip(flags, saved):
+            setattr(obj, name, value)

@@ -95,6 +95,12 @@ def conv1d(x, w, b=None, pad: tuple = (0, 0), dilation: int = 1, groups: int = 1
     channels-last: `Conv1d` for groups 1 on the CPU, else F.conv2d on (B, C, 1, T) views."""
     if groups == 1 and x.device.type == "cpu":
         return Conv1d.apply(x, w, b, tuple(pad), dilation)
+    return conv2d_views(x, w, b, pad, dilation, groups)
+
+
+def conv2d_views(x, w, b, pad: tuple, dilation: int, groups: int):
+    """conv1d as F.conv2d on (B, C, 1, T) views (cuDNN on a GPU, oneDNN on the CPU), unequal
+    padding (causal) written by F.pad first."""
     x = x.unsqueeze(2)
     left, right = pad
     if left != right:

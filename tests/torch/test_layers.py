@@ -60,10 +60,12 @@ def test_im2col_convolution_equals_torchs_own_with_its_gradients(case, bias):
     theirs = run(lambda x, w, *b_: F.conv1d(F.pad(x, pad), w, b_[0] if b_ else None, dilation=dilation), x)
     for a, e in zip(ours, theirs):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-    # the same from a channels-last input, and through the dispatching helper
+    # the same from a channels-last input, through the dispatching helper and through the
+    # F.conv2d form that GPUs (and grouped convolutions) run
     cl = x.transpose(1, 2).contiguous().transpose(1, 2)
-    for a, e in zip(run(lambda x, w, *b_: TC.conv1d(x, w, b_[0] if b_ else None, pad, dilation), cl), theirs):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    for conv in (TC.conv1d, lambda *a: TC.conv2d_views(*a, groups=1)):
+        for a, e in zip(run(lambda x, w, *b_: conv(x, w, b_[0] if b_ else None, pad, dilation), cl), theirs):
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
 def test_im2col_convolution_passes_gradcheck():

@@ -95,6 +95,11 @@ def machine(device: str = "cpu") -> dict:
     return info if device == "cpu" else {**info, "gpu": gpu_model(device)}
 
 
+def described(info: dict) -> str:
+    """`machine()`'s hardware in a header's words: the CPU and its cores, and the GPU if any."""
+    return f"{info['cpu']}, {info['cores']} cores" + (f"; GPU: {info['gpu']}" if info.get("gpu") else "")
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     scale = 1 if sys.platform == "darwin" else 1024

@@ -196,8 +196,7 @@ def header(args, records: list, probes: dict) -> list:
     source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
               f"(bench.inputs.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
     return [
-        f"machine: {info['cpu']}, {info['cores']} cores, {info['platform']}; git {info['git_commit']}"
-        + (f"; GPU: {info['gpu']}" if "gpu" in info else ""),
+        f"machine: {machine.described(info)}; {info['platform']}; git {info['git_commit']}",
         f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
         f"device {args.device}, fp32; Backend.sync() before every clock read" + (
             "" if args.device == "cpu" else "; " + GPU_NOTE),

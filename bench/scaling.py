@@ -194,9 +194,9 @@ def cost_model(spec_name: str = "paper", per_gpu_batch: int = 32, gpus: int = 8,
 
 
 def markdown(args, records: list) -> str:
-    table, info = rows(records), machine.machine()
+    table, info = rows(records), machine.machine(args.device)
     lines = [f"# Data-parallel scaling ({args.preset}, {args.device})", "",
-             f"machine: {info['cpu']}, {info['cores']} cores; global batch "
+             f"machine: {machine.described(info)}; global batch "
              f"{', '.join(map(str, args.batch_size))} split evenly over the workers; {args.warmup} warm-up + "
              f"{args.steps} counted steps a run, {args.repeat} round(s), framework order alternating; medians.",
              "efficiency = throughput / (workers x the throughput of 1 worker on 1 thread); vs 1x{t} = throughput "
@@ -223,7 +223,7 @@ def markdown(args, records: list) -> str:
 
 def write(args, records: list) -> None:
     (args.out / "scaling.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(args).items()},
-                                                       "machine": machine.machine(), "records": records}, indent=1))
+                                                       "machine": machine.machine(args.device), "records": records}, indent=1))
     (args.out / "scaling.md").write_text(markdown(args, records))
 
 

@@ -188,9 +188,8 @@ def peak_line(records: list, probes: dict) -> str:
             "divides by it")
 
 
-def header(args, records: list, probes: dict) -> list:
-    """The settings a reader needs to trust (or reproduce) the table."""
-    info = machine.machine(args.device)
+def header(args, records: list, probes: dict, info: dict) -> list:
+    """The settings a reader needs to trust (or reproduce) the table; `info`: machine.machine()'s."""
     versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
     gate = inputs.short_batch(get_spec(args.preset))
     source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
@@ -277,10 +276,11 @@ def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str
     """Rewrite results.json, results.csv and table.md (and the plots); return the markdown.
     `probes`: NumPy's matmul GFLOP/s before and after the runs (numpy_peak)."""
     rows = report.aggregate(records, probes)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine.machine(args.device),
+    info = machine.machine(args.device)  # git and nvidia-smi once per write
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "thread_env": machine.thread_env(args.threads), "numpy_peak_gflops": probes,
-            "header": header(args, records, probes)}
+            "header": header(args, records, probes, info)}
     report.write_json(args.out / "results.json", meta, records)
     report.write_csv(args.out / "results.csv", rows)
     table = report.markdown(meta, rows, args.framework)

@@ -85,9 +85,9 @@ def test_a_gpu_run_names_its_gpu(tmp_path, monkeypatch):
     fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\necho "NVIDIA H200, 143771 MiB, 580.159.03"\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert machine.machine("cuda:1")["gpu"] == "NVIDIA H200, 143771 MiB, driver 580.159.03"
-    assert (tmp_path / "args").read_text().split()[:2] == ["-i", "1"]
     info = machine.machine("cuda:1")
+    assert info["gpu"] == "NVIDIA H200, 143771 MiB, driver 580.159.03"
+    assert (tmp_path / "args").read_text().split()[:2] == ["-i", "1"]
     assert machine.described(info) == f"{info['cpu']}, {info['cores']} cores; GPU: {info['gpu']}"
     assert "gpu" not in machine.machine("cpu") and "GPU" not in machine.described(machine.machine("cpu"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))

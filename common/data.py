@@ -308,4 +308,7 @@ LJ_MIN_CHARS, LJ_MAX_CHARS = 12, 187
 # Durations: min 1.11 s, mean 6.57 s, max 10.10 s; closely tied to the text length.
 LJ_MIN_SECONDS, LJ_MAX_SECONDS = 1.11, 10.10
 LJ_CHARS_PER_SECOND = 15.2
+# [ours] held-out quality is reported per band of normalized characters (end-of-text not counted):
+# one overall figure hid that sentences past ~60 characters did not align (common.quality).
+LENGTH_BANDS = ((1, 60), (61, 100), (101, 140), (141, LJ_MAX_CHARS))
 LJ_SECONDS_NOISE = 0.3  # [ours] standard deviation around chars / rate

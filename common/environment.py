@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONS = ((3, 10), (3, 11))  # chainer 7.8.1 and mxnet 1.9.1 run on no newer Python
-SPEC = ".[torch,chainer,gluon,test]"
+SPEC = ".[torch,chainer,gluon,test,tune]"
 TOOLS = ("tox", "virtualenv")  # pinned in constraints.txt like the rest
 DECIDING_FILES = ("pyproject.toml", "constraints.txt", "build-constraints.txt", "common/environment.py")
 STAMP = ".dctts-bench-env"

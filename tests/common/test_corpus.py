@@ -50,7 +50,8 @@ def test_build_is_deterministic_by_seed(tmp_path):
 
 def test_cli_builds_a_corpus(tmp_path, capsys):
     corpus.main(["--out", str(tmp_path / "cli"), "--n", "2", "--max-chars", "30"])
-    assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == str(tmp_path / "cli") and printed[0].startswith("training: 2 sentences")
     assert len(data.read_ljspeech(tmp_path / "cli")) == 2
 
 
@@ -98,7 +99,7 @@ def test_the_embedded_training_set_is_the_one_chosen_before_held_out_sets():
     assert source == "embedded" and [s.text for s in train] == before and len(held) == 1
 
 
-@pytest.mark.parametrize("source", ["embedded", "generated"])
+@pytest.mark.parametrize("source", ["embedded", "generated", "prose"])
 def test_held_out_split_is_disjoint_and_deterministic_by_seed(source):
     a = corpus.choose(30, seed=4, max_chars=60, heldout=10, source=source)
     b = corpus.choose(30, seed=4, max_chars=60, heldout=10, source=source)
@@ -117,8 +118,31 @@ def test_generated_held_out_set_does_not_depend_on_n():
 def test_auto_source_is_embedded_while_it_suffices():
     assert corpus.choose(16, max_chars=40)[0] == "embedded"
     assert corpus.choose(368, heldout=0)[0] == "embedded"
-    assert corpus.choose(368, heldout=1)[0] == "generated"
+    assert corpus.choose(368, heldout=1)[0] == "prose"
     assert [corpus.default_heldout(n) for n in (1, 16, 100, 3000)] == [1, 1, 5, 50]
+    assert [corpus.default_heldout(n, bands=4) for n in (1, 100, 1000, 3000)] == [4, 4, 48, 120]
+
+
+def test_prose_held_out_set_fills_every_length_band_and_is_disjoint():
+    source, train, held = corpus.choose(400, seed=3)
+    assert source == "prose" and len(held) == corpus.default_heldout(400, 4) == 20
+    for lo, hi in data.LENGTH_BANDS:
+        assert sum(lo <= len(s.normalized) <= hi for s in held) == 5
+    assert not {s.normalized for s in train} & {s.normalized for s in held}
+    _, big_train, big_held = corpus.choose(800, seed=3, heldout=20)
+    assert big_held == held and big_train[:400] == train  # the held-out set does not depend on n
+    _, _, short_held = corpus.choose(50, seed=3, max_chars=61, heldout=5)
+    assert len(short_held) == 5 and all(len(s.normalized) <= 60 for s in short_held)
+
+
+def test_describe_measures_what_makes_a_corpus_like_prose():
+    _, train, held = corpus.choose(300, seed=0, source="prose")
+    _, toy_train, toy_held = corpus.choose(300, seed=0, source="generated")
+    prose_share, toy_share = (float(re.search(r"(\d+)% of the words are among", corpus.describe(t, h)).group(1))
+                              for t, h in ((train, held), (toy_train, toy_held)))
+    assert prose_share >= 40 and toy_share < 35  # ordinary prose: about half
+    report = corpus.describe(train, held)
+    assert "never occur in training" in report and "LJSpeech" in report
 
 
 def test_build_writes_both_sets_with_their_wavs(tmp_path):

@@ -8,7 +8,8 @@ With an espeak-ng corpus (common.corpus) the reference is exact: espeak-ng gives
 for the same text, so a model trained on it can in principle reproduce a held-out sentence.
 
 The evaluation compares REDUCED mels, Text2Mel's own output: every r-th frame of the
-reference's features (`mel[:, ::spec.r]`, what common.batch.make_batch trains on).
+reference's features (`mel[:, ::spec.r]`, what common.batch.make_batch trains on). Every figure
+is given over all sentences and per length band (BANDS), as long sentences align last.
 
     refs = heldout_references(corpus_dir, spec)
     frame = mean_frame(reference.mel for reference in training_references(corpus_dir, spec))
@@ -36,6 +37,17 @@ MONOTONIC_SLACK = 1  # the argmax may fall this far behind the furthest position
 # along (README, "Does it speak?": the forced fraction did not track quality, these runs do).
 MAX_FORCED_RUN = 4  # consecutive forced frames (4 reduced frames ~ 0.19 s at the demo's hop: a syllable)
 MAX_FORCED_FRACTION = 0.5  # and the network chose its own position on at least half of the frames
+# And it took about espeak-ng's time (synthesized / reference frames): attention that is monotonic and
+# reaches the end also passes a model that drags every syllable out or pauses between words (1.8x too
+# long counted as aligned until 2026-12-07); espeak-ng speaks at a fixed rate, so a model trained on it
+# can match its durations. Symmetric in log: 0.8 = 1 / 1.25.
+DURATION_RATIO_RANGE = (0.8, 1.25)
+# Length bands of held-out sentences, in characters the model reads (normalized text, end-of-text not
+# counted): ((1, 60), (61, 100), (101, 140), (141, 187)), the bands common.corpus draws held-out sets by.
+# Short sentences align long before long ones, so one overall figure hides the long ones. The last band
+# ends at LJSpeech's longest sentence; longer ones join it (`band`).
+BANDS = data.LENGTH_BANDS
+BAND_NAMES = tuple(f"{lo}-{hi}" for lo, hi in BANDS)  # evaluate's "bands" keys
 DIAGONAL_G = 0.2  # [paper] the guided-attention width g, for `diagonality`
 EVAL_BATCH = 8  # sentences synthesized at once (Backend.synthesize_batch: 3-5x the sentences/s of one at a time)
 TRIM_DB = 50  # leading/trailing frames this far below the loudest are silence (espeak-ng's pauses: -65 dB and below)
@@ -115,7 +127,8 @@ def alignment(attention, n_text: int, real_frames: int) -> dict:
       mass on the line n/N = t/T, about 0.25 for attention stuck on the first character.
     duration_ratio: T / real_frames (the reference's reduced length).
     aligned: monotonic and reaches_end and longest_forced_run <= MAX_FORCED_RUN (4) and
-      forced_fraction <= MAX_FORCED_FRACTION (0.5)."""
+      forced_fraction <= MAX_FORCED_FRACTION (0.5) and duration_ratio within DURATION_RATIO_RANGE
+      (0.8-1.25; since 2026-12-07)."""
     a = np.asarray(attention)[:n_text]
     if a.ndim != 2 or a.shape[0] != n_text or a.shape[1] == 0 or n_text < 1 or real_frames < 1:
         raise ValueError(f"need attention (n_text={n_text}, T > 0) and real_frames >= 1, got {np.shape(attention)} "
@@ -132,9 +145,16 @@ def alignment(attention, n_text: int, real_frames: int) -> dict:
            "reaches_end": bool(reached_end(int(positions[-1]), n_text)),
            "diagonality": float(1 - np.sum(a.astype(np.float64) * w) / t),
            "duration_ratio": t / real_frames}
+    low, high = DURATION_RATIO_RANGE
     out["aligned"] = (out["monotonic"] and out["reaches_end"] and out["longest_forced_run"] <= MAX_FORCED_RUN
-                      and out["forced_fraction"] <= MAX_FORCED_FRACTION)
+                      and out["forced_fraction"] <= MAX_FORCED_FRACTION and low <= out["duration_ratio"] <= high)
     return out
+
+
+def band(n_chars: int) -> str:
+    """The name ("61-100") of the BANDS band of a sentence of n_chars characters (end-of-text not
+    counted: len(ids) - 1); beyond the last band's end, the last band."""
+    return BAND_NAMES[next((i for i, (_, hi) in enumerate(BANDS) if n_chars <= hi), len(BANDS) - 1)]
 
 
 def longest_run(flags) -> int:
@@ -177,10 +197,10 @@ def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs:
     """Synthesize each Reference's text with `backend` (a Text2Mel Backend of any framework, up to
     max_frames reduced frames, default spec.max_frames; `batch_size` sentences at a time, each as
     if alone: Backend.synthesize_batch) and measure it against the reference:
-    mcd_dtw and alignment per sentence ("rows"), and their aggregates. With `mean_spectrum` (a
-    frame, see mean_frame) the mean-spectrum baseline too: that frame repeated for the
-    reference's length, its MCD per row and aggregated, and mcd_ratio_to_mean_spectrum =
-    mcd_mean / the baseline's mean. "seconds": the evaluation's own wall time."""
+    mcd_dtw and alignment per sentence ("rows", each with its length band), their aggregates
+    (`aggregate`) over all sentences and per BANDS band ("bands": {"1-60": {...}, ...}). With
+    `mean_spectrum` (a frame, see mean_frame) the mean-spectrum baseline too: that frame repeated
+    for the reference's length, its MCD per row. "seconds": the evaluation's own wall time."""
     refs = list(refs)
     if not refs:
         raise ValueError("evaluate needs at least one reference sentence")
@@ -189,17 +209,30 @@ def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs:
                    for out in backend.synthesize_batch([r.ids for r in refs[i:i + batch_size]], max_frames or spec.max_frames)]
     for ref, (mel, attention) in zip(refs, synthesized):
         real = ref.mel.shape[1]
-        row = {"id": ref.id, "n_text": len(ref.ids), "real_frames": real, "mcd": mcd_dtw(mel, ref.mel, spec, n_coeffs),
-               **alignment(attention, len(ref.ids), real)}
+        row = {"id": ref.id, "n_text": len(ref.ids), "band": band(len(ref.ids) - 1), "real_frames": real,
+               "mcd": mcd_dtw(mel, ref.mel, spec, n_coeffs), **alignment(attention, len(ref.ids), real)}
         if mean_spectrum is not None:
             constant = np.repeat(np.asarray(mean_spectrum, np.float32)[:, None], real, axis=1)
             row["mcd_mean_spectrum"] = mcd_dtw(constant, ref.mel, spec, n_coeffs)
         rows.append(row)
+    out = {**aggregate(rows), "n_coeffs": n_coeffs,
+           "bands": {name: aggregate([r for r in rows if r["band"] == name]) for name in BAND_NAMES}}
+    out.update(seconds=time.perf_counter() - start, rows=rows)
+    return out
+
+
+def aggregate(rows) -> dict:
+    """The figures of a set of evaluate's rows, the same for all sentences and for each band: means
+    and medians of MCD-DTW and the alignment; with the mean-spectrum baseline's MCD in the rows,
+    its mean and median, mcd_ratio_to_mean_spectrum = mcd_mean / the baseline's mean and mcd_gain =
+    the baseline's mean - mcd_mean (dB the model is better). {"n": 0} for no rows."""
+    if not rows:
+        return {"n": 0}
 
     def column(key):
         return np.array([r[key] for r in rows], np.float64)
 
-    out = {"n": len(rows), "n_coeffs": n_coeffs,
+    out = {"n": len(rows),
            "mcd_mean": float(column("mcd").mean()), "mcd_median": float(np.median(column("mcd"))),
            "aligned_rate": float(column("aligned").mean()), "reaches_end_rate": float(column("reaches_end").mean()),
            "monotonic_rate": float(column("monotonic").mean()),
@@ -207,18 +240,36 @@ def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs:
            "longest_forced_run_median": float(np.median(column("longest_forced_run"))),
            "duration_ratio_mean": float(column("duration_ratio").mean()),
            "diagonality_mean": float(column("diagonality").mean())}
-    if mean_spectrum is not None:
+    if "mcd_mean_spectrum" in rows[0]:
         base = column("mcd_mean_spectrum")
         out.update(mcd_mean_spectrum_mean=float(base.mean()), mcd_mean_spectrum_median=float(np.median(base)),
-                   mcd_ratio_to_mean_spectrum=out["mcd_mean"] / float(base.mean()))
-    out.update(seconds=time.perf_counter() - start, rows=rows)
+                   mcd_ratio_to_mean_spectrum=out["mcd_mean"] / float(base.mean()),
+                   mcd_gain=float(base.mean()) - out["mcd_mean"])
     return out
+
+
+def bands_table(results: dict) -> str:
+    """A markdown table of the per-band figures of {label: evaluate's result (or its figures without
+    rows)}, one line per label and band; "—" where a band has no sentence or no baseline."""
+    def num(figures, key, fmt):
+        return format(figures[key], fmt) if key in figures else "—"
+
+    lines = ["| model | band (characters) | sentences | MCD-DTW (dB) | mean-spectrum MCD | gain | aligned | forced "
+             "| duration ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, result in results.items():
+        for name, b in result["bands"].items():
+            lines.append(f"| {label} | {name} | {b['n']} | {num(b, 'mcd_mean', '.2f')} "
+                         f"| {num(b, 'mcd_mean_spectrum_mean', '.2f')} | {num(b, 'mcd_gain', '+.2f')} "
+                         f"| {num(b, 'aligned_rate', '.0%')} | {num(b, 'forced_fraction_mean', '.0%')} "
+                         f"| {num(b, 'duration_ratio_mean', '.2f')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     """`python -m common.quality --framework F --text2mel RUN_OR_FILE --data CORPUS`: held-out
     quality of a trained Text2Mel against the untrained network and the mean spectrum, one
-    summary line each; --out DIR also writes the numbers (JSON) and each sentence's synthesis
+    summary line each, then the trained model's figures per length band (bands_table); --out DIR
+    also writes the numbers (quality.json), the band table (bands.md) and each sentence's synthesis
     attention (PNG)."""
     import argparse
     import json
@@ -231,17 +282,18 @@ def main(argv=None) -> None:
     p.add_argument("--framework", required=True)
     p.add_argument("--text2mel", required=True, type=Path, help="checkpoint, weight file or run directory")
     p.add_argument("--data", required=True, type=Path, help="an espeak-ng corpus with heldout.csv (common.corpus)")
-    p.add_argument("--sentences", type=int, default=50, help="held-out sentences (default 50: all of a default corpus)")
-    p.add_argument("--training", action="store_true", help="training sentences instead (over-fitting)")
+    p.add_argument("--sentences", type=int, help="the first N held-out sentences (default: all)")
+    p.add_argument("--training", action="store_true", help="as many training sentences instead (over-fitting)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--out", type=Path, help="folder for quality.json and attention plots")
+    p.add_argument("--out", type=Path, help="folder for quality.json, bands.md and attention plots")
     args = p.parse_args(argv)
     if args.threads:
         configure_threads(args.framework, args.threads)
     weights, spec = cli.read_model(args.text2mel, "text2mel")
-    refs = (training_references(args.data, spec, args.sentences) if args.training
-            else heldout_references(args.data, spec)[:args.sentences])
+    refs = heldout_references(args.data, spec)[:args.sentences]
     corpus = data.load_corpus(args.data, spec, progress=False)
+    if args.training:
+        refs = references(corpus, len(refs))
     mean = mean_frame(ref.mel for ref in references(corpus))
     backend_cls = load_backend(args.framework)
     trained = cli.build_model(backend_cls, (weights, spec), "text2mel", "cpu")
@@ -253,9 +305,12 @@ def main(argv=None) -> None:
               f"forced {r['forced_fraction_mean']:.0%}, reaches end {r['reaches_end_rate']:.0%}, duration ratio "
               f"{r['duration_ratio_mean']:.2f}, diagonality {r['diagonality_mean']:.2f}")
     print(f"mean spectrum: MCD-DTW {results['trained']['mcd_mean_spectrum_mean']:.2f} dB")
+    bands = bands_table({"trained": results["trained"]})
+    print(f"\n{bands}", end="")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "quality.json").write_text(json.dumps(results, indent=1))
+        (args.out / "bands.md").write_text(bands)
         for ref in refs:
             _, attention = trained.synthesize(ref.ids, spec.max_frames)
             plots.attention(args.out / f"{ref.id}-attention.png", attention, f"{ref.id}: synthesis attention")

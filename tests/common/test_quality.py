@@ -149,6 +149,15 @@ def test_jitter_is_aligned_but_being_dragged_along_is_not():
     assert al["longest_forced_run"] == 3 and al["forced_fraction"] == pytest.approx(0.75) and not al["aligned"]
 
 
+def test_too_long_or_too_short_a_synthesis_is_not_aligned():
+    """A clean diagonal still needs about the reference's duration: DURATION_RATIO_RANGE, ends included."""
+    low, high = quality.DURATION_RATIO_RANGE
+    for frames, aligned in ((150, False), (126, False), (125, True), (85, True), (80, True), (79, False)):
+        al = quality.alignment(diagonal(20, frames), 20, 100)
+        assert al["monotonic"] and al["reaches_end"] and al["forced_frames"] == 0, frames
+        assert al["aligned"] == aligned == (low <= frames / 100 <= high), frames
+
+
 def test_longest_run():
     assert quality.longest_run([]) == 0 and quality.longest_run([False, False]) == 0
     assert quality.longest_run([True, False, True, True, True, False, True, True]) == 3
@@ -195,6 +204,7 @@ def test_evaluate_a_perfect_synthesis_and_the_mean_spectrum(small_corpus):
     assert result["n"] == 4 and result["mcd_mean"] == 0 and result["aligned_rate"] == 1
     assert result["duration_ratio_mean"] == 1 and result["mcd_mean_spectrum_mean"] > 1
     assert result["mcd_ratio_to_mean_spectrum"] == 0 and len(result["rows"]) == 4
+    assert result["mcd_gain"] == result["mcd_mean_spectrum_mean"]
 
 
 def test_evaluate_an_untrained_torch_text2mel(small_corpus):
@@ -206,7 +216,8 @@ def test_evaluate_an_untrained_torch_text2mel(small_corpus):
     result = quality.evaluate(backend, refs, TINY, max_frames=24, mean_spectrum=frame)
     keys = {"n", "n_coeffs", "mcd_mean", "mcd_median", "aligned_rate", "reaches_end_rate", "monotonic_rate",
             "forced_fraction_mean", "longest_forced_run_median", "duration_ratio_mean", "diagonality_mean",
-            "mcd_mean_spectrum_mean", "mcd_mean_spectrum_median", "mcd_ratio_to_mean_spectrum", "seconds", "rows"}
+            "mcd_mean_spectrum_mean", "mcd_mean_spectrum_median", "mcd_ratio_to_mean_spectrum", "mcd_gain", "bands",
+            "seconds", "rows"}
     assert keys <= set(result) and result["n"] == 4 and result["n_coeffs"] == quality.N_COEFFS
     assert np.isfinite(result["mcd_mean"]) and result["mcd_mean"] > 0 and result["mcd_median"] > 0
     for rate in ("aligned_rate", "reaches_end_rate", "monotonic_rate", "forced_fraction_mean", "diagonality_mean"):
@@ -238,3 +249,58 @@ def test_cepstrum_has_the_inverse_transform_scale():
     mel = np.exp(spec.gamma * log_s)[:, None]  # "power" features: log_mel = log(mel) / gamma
     c = quality.mel_cepstrum(mel, spec, n_coeffs=5)[:, 0]
     np.testing.assert_allclose(c, [0, 0, 0.5, 0, 0], atol=1e-12)
+
+
+class Stretching(Perfect):
+    """Perfect, but a sentence of n ids gets its mel tilted by tilt(n) and time-stretched by
+    stretch(n), the attention a clean diagonal over the stretched frames."""
+
+    def __init__(self, refs, stretch, tilt=lambda n: 0):
+        super().__init__(refs)
+        self.stretch, self.tilt = stretch, tilt
+
+    def synthesize_batch(self, texts, max_frames):
+        mels = [stretched(tilted(mel, self.tilt(len(ids))), self.stretch(len(ids)))
+                for ids, (mel, _) in zip(texts, super().synthesize_batch(texts, max_frames))]
+        return [(mel, diagonal(len(ids), mel.shape[1])) for ids, mel in zip(texts, mels)]
+
+
+def sentences(mel, lengths):
+    """References of `lengths` characters each (plus end-of-text), all with the reference `mel`."""
+    return [quality.Reference(f"S{n}", np.r_[np.arange(n) % 30 + 2, 1].astype(np.int32), mel) for n in lengths]
+
+
+def test_a_good_mcd_with_the_wrong_duration_is_not_aligned(mel):
+    refs = sentences(mel, [20, 40])
+    long, short = quality.evaluate(Stretching(refs, {21: 1.5, 41: 0.85}.get), refs, TINY)["rows"]
+    assert long["duration_ratio"] == pytest.approx(1.5, abs=0.01) and short["duration_ratio"] == pytest.approx(0.85, abs=0.01)
+    assert long["mcd"] < 1 and long["monotonic"] and long["reaches_end"] and not long["aligned"]
+    assert short["mcd"] < 1 and short["aligned"]
+
+
+def test_bands_count_the_characters_read_without_end_of_text(mel):
+    assert [quality.band(n) for n in (1, 60, 61, 100, 101, 140, 141, 187, 200)] == [
+        "1-60", "1-60", "61-100", "61-100", "101-140", "101-140", "141-187", "141-187", "141-187"]
+    refs = sentences(mel, [60, 61, 187, 200])
+    assert [len(r.ids) for r in refs] == [61, 62, 188, 201]
+    rows = quality.evaluate(Perfect(refs), refs, TINY)["rows"]
+    assert [r["band"] for r in rows] == ["1-60", "61-100", "141-187", "141-187"]
+
+
+def test_each_band_has_the_figures_of_its_sentences_evaluated_alone(mel):
+    """The band figures are those of evaluating the band's sentences on their own; an empty band
+    gives its count only."""
+    refs = sentences(mel, [20, 60, 61, 75, 100, 150, 187, 200])  # none in 101-140
+    frame = mel.mean(axis=1)
+    backend = Stretching(refs, stretch=lambda n: 0.7 + 0.005 * n, tilt=lambda n: 0.001 * n)
+    result = quality.evaluate(backend, refs, TINY, mean_spectrum=frame)
+    assert list(result["bands"]) == list(quality.BAND_NAMES) and result["bands"]["101-140"] == {"n": 0}
+    assert 0 < result["aligned_rate"] < 1 and result["mcd_gain"] > 0  # the rows differ: the test can tell bands apart
+    per_sentence = ("n_coeffs", "bands", "seconds", "rows")
+    for name, lengths in (("1-60", [20, 60]), ("61-100", [61, 75, 100]), ("141-187", [150, 187, 200])):
+        alone = quality.evaluate(backend, sentences(mel, lengths), TINY, mean_spectrum=frame)
+        assert result["bands"][name] == {k: v for k, v in alone.items() if k not in per_sentence}, name
+        assert result["bands"][name]["mcd_gain"] == pytest.approx(alone["mcd_mean_spectrum_mean"] - alone["mcd_mean"])
+    assert result["bands"]["141-187"]["aligned_rate"] != result["bands"]["61-100"]["aligned_rate"]
+    table = quality.bands_table({"trained": result})
+    assert "| trained | 101-140 | 0 | — |" in table and len(table.splitlines()) == 2 + len(quality.BANDS)

@@ -1,5 +1,6 @@
 """The variants study: the design space the original project set out to compare (separable,
-bottleneck and residual blocks, batch and group norm), each variant a change of the preset (common.spec).
+bottleneck and residual blocks, batch and group norm; positional attention), each variant a change of
+the preset (common.spec).
 
 `python bench/run.py --variant all` times each like the preset itself, in every framework: its
 runs carry the spec name "<preset>+<variant>" (the table's preset column), and variants.md sets
@@ -19,6 +20,7 @@ VARIANTS = {  # name -> changes of the preset
     "residual": {"block": "residual"},
     "batch-norm": {"norm": "batch"},
     "group-norm": {"norm": "group"},
+    "positional": {"position": "sinusoid"},
 }
 
 

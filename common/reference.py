@@ -115,9 +115,15 @@ def pad_bias(text):
     return np.where(np.asarray(text) == S.PAD, S.PAD_LOGIT, 0.0)[:, :, None]
 
 
-def attention(k, v, q, bias):
-    """A = softmax over N of K^T Q / sqrt(d) + bias, (B, N, T); R' = [V A, Q], (B, 2d, T)."""
-    logits = np.einsum("bdn,bdt->bnt", k, q) / np.sqrt(k.shape[1]) + bias
+def attention(s: S.Spec, k, v, q, bias):
+    """A = softmax over N of K^T Q / sqrt(d) + bias, (B, N, T); R' = [V A, Q], (B, 2d, T). With
+    spec.position the logits read K + w PK and Q + w PQ instead (S.attention_positions: text
+    positions and frames counted from 0), the read V and Q as they are."""
+    keys, queries = k, q
+    if s.position != "none":
+        pk, pq = S.attention_positions(s, k.shape[2], q.shape[2])
+        keys, queries = k + pk, q + pq
+    logits = np.einsum("bdn,bdt->bnt", keys, queries) / np.sqrt(k.shape[1]) + bias
     a = np.exp(logits - logits.max(1, keepdims=True))
     a /= a.sum(1, keepdims=True)
     return np.concatenate([np.einsum("bdn,bnt->bdt", v, a), q], axis=1), a
@@ -131,7 +137,7 @@ def audio_dec(s: S.Spec, w: dict, r, train_stats=None):
 def text2mel(s: S.Spec, w: dict, text, mel, train_stats=None):
     """Teacher-forced Text2Mel: returns (mel logits (B, F, T), attention (B, N, T))."""
     k, v = text_enc(s, w, text, train_stats)
-    r, a = attention(k, v, audio_enc(s, w, shift_mel(mel), train_stats), pad_bias(text))
+    r, a = attention(s, k, v, audio_enc(s, w, shift_mel(mel), train_stats), pad_bias(text))
     return audio_dec(s, w, r, train_stats), a
 
 

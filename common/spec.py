@@ -41,6 +41,7 @@ NETS = ("text2mel", "ssrn")
 CONVS = ("none", "sep", "super-sep", "bottleneck")
 NORMS = ("none", "layer", "batch", "group")
 BLOCKS = ("highway", "residual")
+POSITIONS = ("none", "sinusoid")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,20 @@ class Spec:
     # ties the frame's level to its gamma/beta, and Text2Mel then learns the mean spectrum
     # (measured: README, "Prove it speaks").
     norm_logits: bool = True
+    # [ours, after Deep Voice 3 (Ping et al. 2017, arXiv 1710.07654)] positional encodings on the
+    # attention's keys and queries: none [paper] | sinusoid: the logits become
+    # (K + w PK)^T (Q + w PQ) / sqrt(d) + text_bias, PK[:, n] = position_encoding(d, position_rate * n)
+    # for text position n, PQ[:, t] = position_encoding(d, t) for (reduced) output frame t
+    # (attention_positions); R' = [V A, Q] reads the plain V and Q. No parameters. DC-TTS has no
+    # positional information beyond TextEnc's receptive field, so on long sentences (over ~60-70
+    # characters) attention loses its place; the encodings favour the diagonal.
+    position: str = "none"
+    # [ours, after Deep Voice 3] the keys' rate: reduced output frames per input character (the
+    # queries' rate is 1), so that character n and frame t = position_rate * n get the same encoding,
+    # the diagonal of a speaker of that speed (Deep Voice 3: the mean ratio of output to input steps;
+    # 1.4: LJSpeech's mean utterance, 100 characters in 141 reduced frames at hop 256 and r = 4)
+    position_rate: float = 1.4
+    position_weight: float = 1.0  # [ours, after Deep Voice 3] w, the scale of the encodings added
     # --- text ------------------------------------------------------------------
     vocab: str = VOCAB
     max_chars: int = 180  # [kyubyong] longest input text (incl. end-of-text)
@@ -120,6 +135,12 @@ class Spec:
             errors.append(f"norm={self.norm!r} is not one of {NORMS}")
         if self.block not in BLOCKS:
             errors.append(f"block={self.block!r} is not one of {BLOCKS}")
+        if self.position not in POSITIONS:
+            errors.append(f"position={self.position!r} is not one of {POSITIONS}")
+        if not self.position_rate > 0:
+            errors.append(f"position_rate={self.position_rate} must be > 0")
+        if not self.position_weight >= 0:
+            errors.append(f"position_weight={self.position_weight} must be >= 0")
         if self.norm_num_groups < 1:
             errors.append(f"norm_num_groups={self.norm_num_groups} must be >= 1")
         if not 0 < self.norm_momentum <= 1:
@@ -367,13 +388,35 @@ def _logits_layer(s: Spec, layers: list) -> list:
 
 def layers(s: Spec, net: str) -> dict:
     """{sub-network: [Layer, ...]} in forward order. Text2Mel's attention has no parameters:
-    A = softmax over the text axis of K^T Q / sqrt(d); R = V A; R' = [R, Q] (R first).
+    A = softmax over the text axis of K^T Q / sqrt(d) (spec.position: of (K + w PK)^T (Q + w PQ));
+    R = V A; R' = [R, Q] (R first).
     TextEnc's output is split on the channel axis into K (first d channels) and V."""
     if net == "text2mel":
         return {"textenc": text_enc_layers(s), "audioenc": audio_enc_layers(s), "audiodec": audio_dec_layers(s)}
     if net == "ssrn":
         return {"ssrn": ssrn_layers(s)}
     raise ValueError(f"unknown network {net!r}; choose one of {NETS}")
+
+
+def position_encoding(d: int, positions):
+    """Sinusoidal encodings (d, len(positions)) float64 [Deep Voice 3, after Vaswani et al. 2017]:
+    row 2i = sin(p / 10000^(2i/d)), row 2i+1 = cos(p / 10000^(2i/d)) (odd d: the last row a sin
+    row). Every framework builds its tables from this one function. (numpy is imported here, not
+    with the module: bench's workers read specs before they set their threads, which must come
+    before numpy loads.)"""
+    import numpy as np
+
+    p = np.asarray(positions, np.float64)
+    angles = p[None, :] / 10000.0 ** (2 * (np.arange(d)[:, None] // 2) / d)
+    return np.where(np.arange(d)[:, None] % 2 == 0, np.sin(angles), np.cos(angles))
+
+
+def attention_positions(s: Spec, n_text: int, n_frames: int) -> tuple:
+    """(w PK (d, n_text), w PQ (d, n_frames)) float64: what spec.position "sinusoid" adds to the
+    attention's keys (text positions 0..n_text-1 at position_rate frames a character) and queries
+    (frames 0..n_frames-1) before their product, w = position_weight."""
+    return (s.position_weight * position_encoding(s.D, [s.position_rate * n for n in range(n_text)]),
+            s.position_weight * position_encoding(s.D, range(n_frames)))
 
 
 def factorization(s: Spec, layer: Layer) -> str:

@@ -9,6 +9,7 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
+from common import spec as S
 from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
 from impl_chainer.text2mel import pad_bias
 
@@ -40,13 +41,23 @@ def encode(text2mel, texts: list, device) -> tuple:
     return F.concat(keys, axis=0).array, F.concat(values, axis=0).array, pad_bias(device.send(pad_ids(texts)))
 
 
+def position_tables(spec, width: int, max_frames: int, device) -> tuple:
+    """spec.position's w PK (1, d, width), added to the keys once, and w PQ (1, d, max_frames),
+    whose column t is added to frame t's query (common.spec.attention_positions); (None, None)
+    without positions [paper]."""
+    if spec.position == "none":
+        return None, None
+    return tuple(device.send(p[None].astype(np.float32)) for p in S.attention_positions(spec, width, max_frames))
+
+
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
     attention (N_b, T_b)) per sentence.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
-    (k-1)*dilation inputs, so a step costs one frame, not the whole prefix), on plain arrays
+    (k-1)*dilation inputs, so a step costs one frame, not the whole prefix; with spec.position,
+    the keys' positions are added once and frame t's to its query), on plain arrays
     (layers.py: Chainer's per-function overhead would dominate a frame). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
@@ -57,6 +68,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     eval_mode, no_graph = inference()
     with eval_mode, no_graph:
         k, v, bias = encode(text2mel, texts, device)
+        key_positions, query_positions = position_tables(text2mel.spec, k.shape[2], max_frames, device)
+        keys = k if key_positions is None else k + key_positions
         batch = len(texts)
         n_text = xp.asarray([len(ids) for ids in texts], np.int64)
         enc_past, dec_past = enc.initial_history(batch), dec.initial_history(batch)
@@ -67,7 +80,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         frames, columns, positions = [], [], []
         for t in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
-            column, position = force_incremental(att.weights_step(k, q.array, bias), position, n_text)
+            query = q.array if query_positions is None else q.array + query_positions[:, :, t:t + 1]
+            column, position = force_incremental(att.weights_step(keys, query, bias), position, n_text)
             logits, dec_past = dec.step(att.read_step(v, column, q.array), dec_past)
             frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
             frames.append(frame)

@@ -7,6 +7,7 @@ import math
 
 import chainer
 import chainer.functions as F
+import numpy as np
 
 from common import spec as S
 from impl_chainer.layers import build_stack
@@ -50,14 +51,22 @@ def shift_right(mel):
 
 class Attention(chainer.Chain):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
-    (B, N, T); R' = [V A, Q].
+    (B, N, T); R' = [V A, Q]. With spec.position the logits read K + w PK and Q + w PQ
+    (common.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading."""
 
     def __init__(self, spec: S.Spec):
         super().__init__()
         self.scale = 1.0 / math.sqrt(spec.D)
+        self.positional = spec.position != "none"
+        if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data): persistent
+            # values that move with the model, not parameters (no weights)
+            tables = S.attention_positions(spec, spec.max_chars, spec.max_frames)
+            for name, table in zip(("key_positions", "query_positions"), tables):
+                self.add_persistent(name, table[None].astype(np.float32))
 
     def weights(self, k, q, text_bias):
+        """A from the keys and queries as the logits read them (with their positions, if any)."""
         logits = F.matmul(k, q, transa=True) * self.scale
         return F.softmax(logits + F.broadcast_to(text_bias, logits.shape), axis=1)
 
@@ -79,7 +88,11 @@ class Attention(chainer.Chain):
         return self.xp.concatenate([self.xp.matmul(v, a[:, :, None]), q], axis=1)
 
     def forward(self, k, v, q, text_bias):
-        a = self.weights(k, q, text_bias)
+        if self.positional:  # text positions and frames from 0
+            a = self.weights(k + self.key_positions[:, :, :k.shape[2]], q + self.query_positions[:, :, :q.shape[2]],
+                             text_bias)
+        else:
+            a = self.weights(k, q, text_bias)
         return self.read(v, a, q), a
 
 

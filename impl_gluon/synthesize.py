@@ -8,6 +8,7 @@ from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet impo
 import mxnet as mx
 import numpy as np
 
+from common import spec as S
 from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, split_batch
 from impl_gluon.text2mel import pad_bias
 
@@ -48,6 +49,16 @@ def encode(text2mel, texts: list, ctx) -> tuple:
     return mx.nd.concat(*keys, dim=0), mx.nd.concat(*values, dim=0), bias
 
 
+def position_tables(spec, width: int, max_frames: int, ctx) -> tuple:
+    """spec.position's w PK (1, d, width), added to the keys once, and w PQ (1, d, max_frames),
+    whose column t is added to frame t's query (common.spec.attention_positions); (None, None)
+    without positions [paper]."""
+    if spec.position == "none":
+        return None, None
+    return tuple(mx.nd.array(p[None], ctx=ctx, dtype=np.float32)
+                 for p in S.attention_positions(spec, width, max_frames))
+
+
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
     attention (N_b, T_b)) per sentence.
@@ -56,13 +67,16 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
     (k-1)*dilation inputs, so a step costs one frame, not the whole prefix; the whole step,
     forcing included, is Text2Mel.synthesis_step, one cached graph when the model is
-    hybridized). The new attention columns are forced on the device before V is read with
+    hybridized; with spec.position, the keys' positions are added once and frame t's to its
+    query). The new attention columns are forced on the device before V is read with
     them; the host checks the end flags every STOP_CHECK_EVERY frames. Stops when every
     sentence has reached its end of text or after `max_frames` frames;
     common.synthesis.split_batch cuts each at its own end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     ctx, nd, step = context_of(text2mel), mx.nd, text2mel.synthesis_step
     k, v, bias = encode(text2mel, texts, ctx)
+    key_positions, query_positions = position_tables(text2mel.spec, k.shape[2], max_frames, ctx)
+    keys = k if key_positions is None else k + key_positions
     batch = len(texts)
     n_text = nd.array([len(ids) for ids in texts], ctx=ctx)
     pasts = [h for stack in (text2mel.audioenc.layers, text2mel.audiodec.layers)
@@ -71,7 +85,9 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     position, ended = nd.zeros((batch,), ctx=ctx), nd.zeros((batch,), ctx=ctx)
     frames, columns, positions = [], [], []
     for t in range(max_frames):
-        frame, column, position, ended, *pasts = step(frame, position, ended, k, v, bias, n_text, *pasts)
+        query_position = None if query_positions is None else query_positions[:, :, t:t + 1]
+        frame, column, position, ended, *pasts = step(frame, position, ended, keys, v, bias, n_text, query_position,
+                                                      *pasts)
         frames.append(frame)
         columns.append(column)
         positions.append(position)

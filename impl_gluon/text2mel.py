@@ -5,6 +5,7 @@ from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet impo
 
 import math
 
+import numpy as np
 from mxnet import gluon
 
 from common import spec as S
@@ -42,7 +43,8 @@ def pad_bias(F, text):
 
 class Attention(gluon.HybridBlock):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
-    (B, N, T); R' = [V A, Q].
+    (B, N, T); R' = [V A, Q]. With spec.position the logits read K + w PK and Q + w PQ
+    (common.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading. The products are
     batch_dot(transpose_a): as fast as linalg.gemm2, and a small share of Text2Mel's FLOPs
     (measurements: results/implementation-notes.md, "gluon: the attention's products")."""
@@ -50,15 +52,25 @@ class Attention(gluon.HybridBlock):
     def __init__(self, spec: S.Spec):
         super().__init__(prefix="attention_")
         self.scale = 1.0 / math.sqrt(spec.D)
+        if spec.position != "none":  # teacher forcing's tables, up to the data's lengths (common.data):
+            # Gluon constants (graph inputs that hold their value), not parameters (no weights)
+            tables = S.attention_positions(spec, spec.max_chars, spec.max_frames)
+            for name, table in zip(("key_positions", "query_positions"), tables):
+                setattr(self, name, self.params.get_constant(name, table[None].astype(np.float32)))
 
     def weights(self, F, k, q, text_bias):
+        """A from the keys and queries as the logits read them (with their positions, if any)."""
         return F.softmax(F.broadcast_add(F.batch_dot(k, q, transpose_a=True) * self.scale, text_bias), axis=1)
 
     def read(self, F, v, a, q):
         return F.concat(F.batch_dot(v, a), q, dim=1)
 
-    def hybrid_forward(self, F, k, v, q, text_bias):
-        a = self.weights(F, k, q, text_bias)
+    def hybrid_forward(self, F, k, v, q, text_bias, key_positions=None, query_positions=None):
+        if key_positions is None:
+            a = self.weights(F, k, q, text_bias)
+        else:  # text positions and frames from 0, the tables cut to K's and Q's lengths
+            a = self.weights(F, F.broadcast_add(k, F.slice_like(key_positions, k, axes=(2,))),
+                             F.broadcast_add(q, F.slice_like(query_positions, q, axes=(2,))), text_bias)
         return self.read(F, v, a, q), a
 
 
@@ -86,19 +98,22 @@ class SynthesisStep(gluon.HybridBlock):
     flags (ended OR reached_end), so that hybridized a frame is one cached-graph call and no
     device-to-host copy (per-call overhead, not arithmetic, is what a frame costs at these sizes).
     Inputs (frame (B, F, 1), position (B,), ended (B,), K, V (B, d, N), bias (B, N, 1),
-    n_text (B,), *AudioEnc's histories, *AudioDec's histories); outputs (frame, column (B, N),
-    position, ended, *histories updated). Positions, lengths and flags are float32 (MXNet's
-    argmax and comparisons give floats; exact for these integers)."""
+    n_text (B,), query_position, *AudioEnc's histories, *AudioDec's histories); outputs (frame,
+    column (B, N), position, ended, *histories updated). With spec.position, K carries the keys'
+    positions and query_position (1, d, 1) is this frame's, added to its query; else it is None.
+    Positions, lengths and flags are float32 (MXNet's argmax and comparisons give floats; exact
+    for these integers)."""
 
     def __init__(self, audioenc: Stack, attention: Attention, audiodec: Stack):
         super().__init__(prefix="synthesis_step_")
         self.audioenc_step, self.attention, self.audiodec_step = StackStep(audioenc), attention, StackStep(audiodec)
         self.n_enc = sum(self.audioenc_step.slots)
 
-    def hybrid_forward(self, F, frame, position, ended, k, v, bias, n_text, *pasts):
+    def hybrid_forward(self, F, frame, position, ended, k, v, bias, n_text, query_position, *pasts):
         from impl_gluon.synthesize import force_incremental  # here: that module imports this one
         q, *enc_past = self.audioenc_step(frame, *pasts[:self.n_enc])
-        column, position = force_incremental(F, F.reshape(self.attention.weights(F, k, q, bias), shape=(0, -1)),
+        query = q if query_position is None else F.broadcast_add(q, query_position)
+        column, position = force_incremental(F, F.reshape(self.attention.weights(F, k, query, bias), shape=(0, -1)),
                                              position, n_text)
         logits, *dec_past = self.audiodec_step(self.attention.read(F, v, F.expand_dims(column, axis=2), q),
                                                *pasts[self.n_enc:])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import spec as S
 from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
 from impl_torch.text2mel import pad_bias
 
@@ -33,13 +34,24 @@ def encode(text2mel, texts: list, device) -> tuple:
     return torch.cat(keys), torch.cat(values), pad_bias(torch.from_numpy(pad_ids(texts)).to(device))
 
 
+def position_tables(spec, width: int, max_frames: int, device) -> tuple:
+    """spec.position's w PK (1, d, width), added to the keys once, and w PQ (1, d, max_frames),
+    whose column t is added to frame t's query (common.spec.attention_positions); (None, None)
+    without positions [paper]."""
+    if spec.position == "none":
+        return None, None
+    return tuple(torch.tensor(p[None], dtype=torch.float32, device=device)
+                 for p in S.attention_positions(spec, width, max_frames))
+
+
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
     attention (N_b, T_b)) per sentence.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
-    (k-1)*dilation inputs, so a step costs one frame, not the whole prefix). The new attention
+    (k-1)*dilation inputs, so a step costs one frame, not the whole prefix; with spec.position,
+    the keys' positions are added once and frame t's to its query). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
     after `max_frames` frames; common.synthesis.split_batch cuts each at its own end."""
@@ -49,6 +61,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
     with torch.inference_mode():
         k, v, bias = encode(text2mel, texts, device)
+        key_positions, query_positions = position_tables(text2mel.spec, k.shape[2], max_frames, device)
+        keys = k if key_positions is None else k + key_positions
         batch = len(texts)
         n_text = torch.tensor([len(ids) for ids in texts], device=device)
         enc_past, dec_past = enc.initial_history(batch), dec.initial_history(batch)
@@ -58,7 +72,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         frames, columns, positions = [], [], []
         for t in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
-            column, position = force_incremental(att.weights(k, q, bias)[:, :, 0], position, n_text)
+            query = q if query_positions is None else q + query_positions[:, :, t:t + 1]
+            column, position = force_incremental(att.weights(keys, query, bias)[:, :, 0], position, n_text)
             logits, dec_past = dec.step(att.read(v, column[:, :, None], q), dec_past)
             frame = torch.sigmoid(logits)
             frames.append(frame)

@@ -50,14 +50,22 @@ def shift_right(mel):
 
 class Attention(nn.Module):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
-    (B, N, T); R' = [V A, Q].
+    (B, N, T); R' = [V A, Q]. With spec.position the logits read K + w PK and Q + w PQ
+    (common.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading."""
 
     def __init__(self, spec: S.Spec):
         super().__init__()
         self.sqrt_d = math.sqrt(spec.D)
+        self.positional = spec.position != "none"
+        if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data): constants
+            # on the model's device, not parameters (no weights; not in state_dict)
+            tables = S.attention_positions(spec, spec.max_chars, spec.max_frames)
+            for name, table in zip(("key_positions", "query_positions"), tables):
+                self.register_buffer(name, torch.tensor(table[None], dtype=torch.float32), persistent=False)
 
     def weights(self, k, q, text_bias):
+        """A from the keys and queries as the logits read them (with their positions, if any)."""
         return torch.softmax(torch.bmm(k.transpose(1, 2), q) / self.sqrt_d + text_bias, dim=1)
 
     def read(self, v, a, q):
@@ -65,7 +73,11 @@ class Attention(nn.Module):
         return torch.cat([torch.bmm(a.transpose(1, 2), v.transpose(1, 2)), q.transpose(1, 2)], dim=2).transpose(1, 2)
 
     def forward(self, k, v, q, text_bias):
-        a = self.weights(k, q, text_bias)
+        if self.positional:  # text positions and frames from 0
+            a = self.weights(k + self.key_positions[:, :, :k.shape[2]], q + self.query_positions[:, :, :q.shape[2]],
+                             text_bias)
+        else:
+            a = self.weights(k, q, text_bias)
         return self.read(v, a, q), a
 
 

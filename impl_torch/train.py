@@ -74,8 +74,8 @@ LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
 # DistributedDataParallel's settings: its defaults (25 MiB buckets, gradients copied into them);
 # the alternatives were no better on the CPU (measurements: results/implementation-notes.md,
 # "torch: DistributedDataParallel's settings").
-# No buffer broadcast before each forward: only batch norm's running statistics are buffers, and
-# norm=batch is refused with --workers (common/cli.py).
+# No buffer broadcast before each forward: batch norm's running statistics are the only buffers that
+# change (norm=batch is refused with --workers, common/cli.py; the attention's positions are constants).
 DDP_OPTIONS = dict(forward_sync_buffers=False)
 
 

@@ -192,17 +192,25 @@ def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
         n, t = len(ids), mel.shape[1]
         assert mel.shape == (tiny.n_mels, t) and a.shape == (n, t) and 1 <= t <= 30
         assert mel.min() >= 0 and mel.max() <= 1
-        k, v = R.text_enc(tiny, w, ids[None])
-        q = R.audio_enc(tiny, w, R.shift_mel(mel[None]))
-        logits = R.audio_dec(tiny, w, np.concatenate([v @ a[None], q], axis=1))
-        np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
-        free = R.attention(k, v, q, R.pad_bias(ids[None]))[1][0]
-        prev = np.zeros(1, np.int64)
-        for frame in range(t):
-            column, prev = force_incremental(free[None, :, frame], prev, np.array([n]))
-            np.testing.assert_allclose(a[:, frame], column[0], atol=1e-5)
+        assert_synthesis_is_the_reference(tiny, w, ids, mel, a)
         ends = reached_end(a.argmax(0), n)
         assert not ends[:-1].any() and (t == 30 or ends[-1])
+
+
+def assert_synthesis_is_the_reference(spec, w, ids, mel, a):
+    """One sentence's synthesis (mel (F, T), attention (N, T)) is the teacher-forced reference run
+    on the mel it produced: the mel is AudioDec's from the decided columns, and each column is
+    common.synthesis.force_incremental's decision on the reference's attention at that frame
+    (whose logits, with spec.position, read that frame's PQ(t))."""
+    k, v = R.text_enc(spec, w, ids[None])
+    q = R.audio_enc(spec, w, R.shift_mel(mel[None]))
+    logits = R.audio_dec(spec, w, np.concatenate([v @ a[None], q], axis=1))
+    np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
+    free = R.attention(spec, k, v, q, R.pad_bias(ids[None]))[1][0]
+    prev = np.zeros(1, np.int64)
+    for frame in range(mel.shape[1]):
+        column, prev = force_incremental(free[None, :, frame], prev, np.array([len(ids)]))
+        np.testing.assert_allclose(a[:, frame], column[0], atol=1e-5)
 
 
 def test_a_batch_synthesizes_what_one_sentence_at_a_time_does(backend_cls, tiny):
@@ -248,11 +256,13 @@ def test_upsample_matches_reference(backend_cls, tiny):
     np.testing.assert_allclose(mag, sigmoid(R.ssrn(tiny, W.init_weights(tiny, "ssrn", 4), mel[None])[0]), atol=1e-5)
 
 
-# --- the variants (common.spec: conv=bottleneck, block=residual, norm=batch) --------------------
+# --- the variants (common.spec: conv=bottleneck, block=residual, norm=batch, position=sinusoid) ---
 VARIANTS = {"bottleneck": dict(conv="bottleneck"), "residual": dict(block="residual"), "batch-norm": dict(norm="batch"),
             "group-norm": dict(norm="group", norm_num_groups=2),  # groups of 8 channels at tiny
             "super-sep+batch-norm": dict(conv="super-sep", norm="batch"),
-            "all three": dict(conv="bottleneck", block="residual", norm="batch", norm_logits=False)}
+            "all three": dict(conv="bottleneck", block="residual", norm="batch", norm_logits=False),
+            "positional": dict(position="sinusoid"),
+            "positional-rate3-weight0.5": dict(position="sinusoid", position_rate=3.0, position_weight=0.5)}
 
 
 def variant_weights(spec, net, seed=3) -> dict:
@@ -293,19 +303,17 @@ def test_variant_forward_matches_reference(backend_cls, tiny, net, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_synthesis_runs_the_network_frame_by_frame(backend_cls, tiny, variant):
-    """Frame-by-frame synthesis (the causal stacks' step) computes the teacher-forced reference
-    on the mel and attention it produced."""
+    """Frame-by-frame synthesis of a batch (the causal stacks' step; with positions, frame t's PQ(t)
+    on every sentence's query) computes, for each sentence, the teacher-forced reference on the mel
+    and attention it produced."""
     spec = tiny.replace(**VARIANTS[variant])
     backend, w = variant_backend(backend_cls, spec, "text2mel")
-    ids = random_batch(spec, batch_size=1, n_chars=14, seed=1).text[0]
-    (mel, a), = backend.synthesize_batch([ids], 20)
-    k, v = R.text_enc(spec, w, ids[None])
-    q = R.audio_enc(spec, w, R.shift_mel(mel[None]))
-    logits = R.audio_dec(spec, w, np.concatenate([v @ a[None], q], axis=1))
-    np.testing.assert_allclose(mel, sigmoid(logits[0]), atol=1e-5)
+    texts = [random_batch(spec, batch_size=1, n_chars=n, seed=1).text[0] for n in (14, 9)]
+    for ids, (mel, a) in zip(texts, backend.synthesize_batch(texts, 20)):
+        assert_synthesis_is_the_reference(spec, w, ids, mel, a)
 
 
-@pytest.mark.parametrize("variant", ["bottleneck", "residual", "batch-norm", "group-norm"])
+@pytest.mark.parametrize("variant", ["bottleneck", "residual", "batch-norm", "group-norm", "positional"])
 @pytest.mark.parametrize("net", S.NETS)
 def test_variant_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, net, variant):
     spec = tiny.replace(dropout=0.0, **VARIANTS[variant])

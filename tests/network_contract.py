@@ -91,7 +91,7 @@ def test_text2mel_parts_match_reference(adapter, mode, preset):
     mel_in = R.shift_mel(b.mel)
     k_ref, v_ref = R.text_enc(spec, w, b.text)
     q_ref = R.audio_enc(spec, w, mel_in)
-    r_ref, a_ref = R.attention(k_ref, v_ref, q_ref, R.pad_bias(b.text))
+    r_ref, a_ref = R.attention(spec, k_ref, v_ref, q_ref, R.pad_bias(b.text))
     # each part from the reference's inputs, so errors do not compound
     got = adapter.parts(model, b.text, mel_in, *(x.astype(np.float32) for x in (k_ref, v_ref, q_ref, r_ref)))
     for out, ref in zip(got, (k_ref, v_ref, q_ref, r_ref, a_ref, R.audio_dec(spec, w, r_ref))):
@@ -116,7 +116,8 @@ def test_full_networks_match_reference(adapter, mode, preset):
 # group norm at tiny (16 channels) in groups of 4 or 8 channels (tests/layer_contract.py: why not fewer)
 VARIANTS = [{"conv": "sep"}, {"conv": "super-sep"}, {"alpha": 0.5}, {"r": 2}, {"norm": "none"},
             {"conv": "bottleneck"}, {"block": "residual"}, {"norm": "batch"}, {"norm": "batch", "r": 8},
-            {"norm": "group", "norm_num_groups": 2}, {"norm": "group", "block": "residual", "norm_num_groups": 4}]
+            {"norm": "group", "norm_num_groups": 2}, {"norm": "group", "block": "residual", "norm_num_groups": 4},
+            {"position": "sinusoid"}, {"position": "sinusoid", "position_rate": 3.0, "position_weight": 0.5}]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))

@@ -60,8 +60,10 @@ SIGNATURES_DIFFER = {
     "train.ssrn_losses": "gluon: the hybridized Objective passes the batch's arrays positionally",
     "layers.ChannelNorm": "gluon: `slices`, the channel slices it returns (layers.Block.normalized: no split op)",
 }
-# the names Gluon gives a block's parameters in hybrid_forward (common.spec's local names, "." -> "_")
-GLUON_PARAMETER_ARGUMENTS = {"weight", "bias", "dw_weight", "reduce_weight", "gamma", "beta", "mean", "var"}
+# the names Gluon gives a block's parameters in hybrid_forward (common.spec's local names, "." -> "_";
+# the attention's positional tables, constants)
+GLUON_PARAMETER_ARGUMENTS = {"weight", "bias", "dw_weight", "reduce_weight", "gamma", "beta", "mean", "var",
+                             "key_positions", "query_positions"}
 
 
 def parameters(fn, gluon_block_forward: bool = False) -> tuple:

@@ -1,4 +1,6 @@
 """The NumPy reference: checked against direct loops, shapes and causality."""
+import math
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,25 @@ def test_residual_block_adds_the_rectified_branch_and_batch_norm_uses_running_st
     h = R.conv1d(x, w[f"{layer.name}.weight"], w[f"{layer.name}.bias"], layer.pad, layer.dilation)
     h = (h - w[f"{layer.name}.norm.mean"][:, None]) / np.sqrt(w[f"{layer.name}.norm.var"][:, None] + s.norm_eps)
     np.testing.assert_allclose(R.layer_forward(s, w, layer, x), x + np.maximum(h, 0), rtol=1e-12)
+
+
+def test_positional_attention_adds_the_encodings_to_the_logits_only():
+    """(K + w PK)^T (Q + w PQ) / sqrt(d) + bias, computed one logit at a time from the definition
+    of the encodings; R' = [V A, Q] reads the plain Q."""
+    s = S.get_spec("tiny", position="sinusoid", position_rate=1.7, position_weight=0.6)
+    rng = np.random.default_rng(3)
+    d, n, t = s.D, 7, 5
+    k, v, q = rng.standard_normal((2, d, n)), rng.standard_normal((2, d, n)), rng.standard_normal((2, d, t))
+    bias = R.pad_bias(np.array([[5] * n, [5] * 4 + [S.PAD] * 3]))
+
+    def encoding(p):
+        return np.array([(math.sin if i % 2 == 0 else math.cos)(p / 10000 ** (2 * (i // 2) / d)) for i in range(d)])
+
+    logits = np.array([[[(k[b, :, i] + 0.6 * encoding(1.7 * i)) @ (q[b, :, j] + 0.6 * encoding(j)) / math.sqrt(d)
+                         + bias[b, i, 0] for j in range(t)] for i in range(n)] for b in range(2)])
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    r, a = R.attention(s, k, v, q, bias)
+    np.testing.assert_allclose(a, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(r, np.concatenate([np.einsum("bdn,bnt->bdt", v, want), q], axis=1), rtol=1e-12)
+    assert not np.allclose(R.attention(s.replace(position="none"), k, v, q, bias)[1], a)

@@ -1,4 +1,7 @@
-"""The spec: presets, hand-counted parameters, layer lists, FLOPs."""
+"""The spec: presets, hand-counted parameters, layer lists, FLOPs, positional encodings."""
+import math
+
+import numpy as np
 import pytest
 
 from common import spec as S
@@ -38,7 +41,7 @@ def test_presets_hold_the_sources_values():
     p, c = S.get_spec("paper"), S.get_spec("community")
     assert (p.e, p.d, p.c, p.n_mels, p.n_mags, p.hop, p.win, p.sr, p.r) == (128, 256, 512, 80, 513, 256, 1024, 22050, 4)
     assert (p.gamma, p.eta, p.g, p.lr, p.beta1, p.beta2, p.eps, p.batch_size) == (0.6, 1.3, 0.2, 2e-4, 0.5, 0.9, 1e-6, 16)
-    assert (p.norm, p.dropout, p.preemphasis, p.features) == ("none", 0.0, 0.0, "power")
+    assert (p.norm, p.dropout, p.preemphasis, p.features, p.position) == ("none", 0.0, 0.0, "power", "none")
     assert (c.n_mags, c.hop, c.win, c.preemphasis, c.ref_db, c.max_db) == (1025, 276, 1102, 0.97, 20, 100)
     assert (c.norm, c.dropout, c.gl_power, c.gl_iters, c.lr, c.warmup, c.grad_clip, c.batch_size) == (
         "layer", 0.05, 1.5, 50, 1e-3, 4000, 1.0, 32)
@@ -50,7 +53,10 @@ def test_presets_hold_the_sources_values():
                                        ({"alpha": 0}, "alpha"), ({"dropout": 1.0}, "dropout"),
                                        ({"block": "dense"}, "block"), ({"norm_momentum": 0.0}, "norm_momentum"),
                                        ({"bottleneck_ratio": 0}, "bottleneck_ratio"),
-                                       ({"norm_num_groups": 0}, "norm_num_groups")])
+                                       ({"norm_num_groups": 0}, "norm_num_groups"),
+                                       ({"position": "learned"}, "position='learned'"),
+                                       ({"position_rate": 0.0}, "position_rate"),
+                                       ({"position_weight": -0.5}, "position_weight")])
 def test_invalid_specs_are_refused_with_the_field(bad, word):
     with pytest.raises(ValueError, match=word):
         S.get_spec("tiny", **bad)
@@ -166,3 +172,25 @@ def test_overrides_from_the_command_line_take_each_fields_type():
                          ("norm_logits=maybe", "takes a bool"), ("name=x", "FIELD one of")]:
         with pytest.raises(ValueError, match=message):
             S.parse_overrides([bad])
+
+
+def test_position_encoding_alternates_sin_and_cos_rows_of_falling_frequency():
+    """Odd d: the last row is a sin row. Column p = 3 by hand: 10000^(2/5) and 10000^(4/5)."""
+    table = S.position_encoding(5, [0, 3])
+    assert table.shape == (5, 2) and table.dtype == np.float64
+    np.testing.assert_array_equal(table[:, 0], [0, 1, 0, 1, 0])
+    f1, f2 = 3 / 10000 ** 0.4, 3 / 10000 ** 0.8
+    np.testing.assert_allclose(table[:, 1], [math.sin(3), math.cos(3), math.sin(f1), math.cos(f1), math.sin(f2)],
+                               rtol=1e-14)
+    assert S.position_encoding(4, []).shape == (4, 0)
+
+
+def test_attention_positions_put_character_n_on_frame_rate_times_n():
+    """PK at text position n is PQ at frame position_rate * n (the diagonal of a speaker of that
+    speed), both scaled by position_weight."""
+    s = S.get_spec("tiny", position="sinusoid", position_rate=2.0, position_weight=0.5)
+    pk, pq = S.attention_positions(s, 5, 12)
+    assert pk.shape == (s.D, 5) and pq.shape == (s.D, 12)
+    np.testing.assert_allclose(pk[:, 3], pq[:, 6], rtol=1e-14)
+    np.testing.assert_allclose(pq, 0.5 * S.position_encoding(s.D, np.arange(12)), rtol=1e-14)
+    assert not np.allclose(pk[:, 3], pq[:, 3])

@@ -44,7 +44,8 @@ def kink_margin(spec, net, batch) -> float:
     if net == "text2mel":
         kv = walk(S.text_enc_layers(spec), batch.text)
         q = walk(S.audio_enc_layers(spec), R.shift_mel(batch.mel))
-        logits = walk(S.audio_dec_layers(spec), R.attention(kv[:, :spec.D], kv[:, spec.D:], q, R.pad_bias(batch.text))[0])
+        r = R.attention(spec, kv[:, :spec.D], kv[:, spec.D:], q, R.pad_bias(batch.text))[0]
+        logits = walk(S.audio_dec_layers(spec), r)
     else:
         logits = walk(S.ssrn_layers(spec), batch.mel)
     return min(margins) if np.abs(logits).max() < 15 else 0.0

@@ -1,7 +1,8 @@
 """Time to quality (`python bench/run.py --task converge`): each framework trains Text2Mel from
 the same initial weights on the same data order, and every `--eval-every` steps synthesizes the
 held-out sentences of an espeak-ng corpus (common.quality.evaluate: MCD-DTW against espeak-ng's
-own rendering, alignment); a run stops when the target is first met or the budget is spent.
+own rendering, alignment; overall and per length band); a run stops when the target is first met
+or the budget is spent.
 As MLPerf Training does, the training clock excludes the evaluations (their time is reported
 apart). Step 0 is the untrained network, measured like every later point; the mean-spectrum
 baseline is measured on the same sentences.
@@ -42,29 +43,36 @@ def met(point: dict, target_aligned: float, target_mcd: float) -> bool:
     return point["aligned_rate"] >= target_aligned and point["mcd_mean"] <= target_mcd
 
 
-# --- one framework (its own process) ------------------------------------------------
-def worker(args) -> None:
-    """Train one framework with evaluations; append each evaluation to <out>/curve.jsonl."""
-    apply_threads(args.threads)
-    import numpy as np
+# --- one training run with held-out evaluations -------------------------------------------
+class Evaluations:
+    """Held-out evaluations of one Text2Mel training run: common.quality.evaluate on the first
+    `sentences` of the corpus's heldout.csv, with the mean-spectrum baseline, each point appended
+    to `curve` (JSON lines) as it is made; used by each converge worker and by each trial of the
+    tune task (bench/tune.py). Its clock keeps training time apart from evaluation time."""
 
-    from bench.variants import variant_spec
-    from common import data, quality, train_loop
-    from common.framework import load_backend
+    def __init__(self, framework: str, data_dir, spec, sentences: int, curve: Path):
+        from common import data, quality
 
-    spec = variant_spec(args.preset, args.variant)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    curve = out / "curve.jsonl"
-    refs = quality.heldout_references(args.data, spec)[: args.sentences]
-    corpus = data.load_corpus(args.data, spec, progress=False)
-    mean = quality.mean_frame(ref.mel for ref in quality.references(corpus))
-    # train / eval seconds: this process's since "start", plus those of the run it resumes
-    clock = {"start": time.perf_counter(), "eval": 0.0, "loss": [], "trained_before": 0.0, "evaluated_before": 0.0}
+        self.framework, self.data_dir, self.spec, self.curve = framework, data_dir, spec, curve
+        self.refs = quality.heldout_references(data_dir, spec)[:sentences]
+        corpus = data.load_corpus(data_dir, spec, progress=False)
+        self.mean = quality.mean_frame(ref.mel for ref in quality.references(corpus))
+        # train / eval seconds: this process's since "start", plus those of the run it resumes
+        self.clock = {"start": time.perf_counter(), "eval": 0.0, "loss": [], "trained_before": 0.0,
+                      "evaluated_before": 0.0}
 
-    def evaluate(step: int, backend) -> dict:
+    def resume_from(self, point: dict) -> None:
+        """Count the seconds of the run being resumed, up to its last point."""
+        self.clock["trained_before"], self.clock["evaluated_before"] = point["train_seconds"], point["eval_seconds"]
+
+    def evaluate(self, step: int, backend) -> dict:
+        import numpy as np
+
+        from common import quality
+
+        clock = self.clock
         t = time.perf_counter()
-        result = quality.evaluate(backend, refs, spec, mean_spectrum=mean)
+        result = quality.evaluate(backend, self.refs, self.spec, mean_spectrum=self.mean)
         clock["eval"] += time.perf_counter() - t
         losses = clock["loss"]
         point = {"step": step,
@@ -73,37 +81,64 @@ def worker(args) -> None:
                  "loss": float(np.mean(losses)) if losses else None,
                  **{k: v for k, v in result.items() if k not in ("rows", "seconds")}}
         clock["loss"] = []
-        with open(curve, "a") as f:
+        with open(self.curve, "a") as f:
             f.write(json.dumps(point) + "\n")
-        print(f"{args.framework} step {step}: MCD {point['mcd_mean']:.2f} dB (mean spectrum "
+        print(f"{self.framework} step {step}: MCD {point['mcd_mean']:.2f} dB (mean spectrum "
               f"{point['mcd_mean_spectrum_mean']:.2f}), aligned {point['aligned_rate']:.0%}, forced "
               f"{point['forced_fraction_mean']:.0%}, train {point['train_seconds']:.0f} s", flush=True)
         return point
 
-    def after_step(step, backend, losses) -> bool:
-        clock["loss"].append(losses["loss"])
-        if step % args.eval_every and step < args.steps:
-            return False
-        point = evaluate(step, backend)
-        done = met(point, args.target_aligned, args.target_mcd)
-        out_of_time = args.minutes and point["train_seconds"] >= args.minutes * 60
-        return bool(done or out_of_time)
+    def train(self, run_dir: Path, steps: int, eval_every: int, seed: int, threads: int, resume: bool, stop,
+              checkpoint_every: int | None = None):
+        """common.train_loop.train in run_dir up to `steps`, evaluating every `eval_every` steps and
+        at the last; `stop(point)` true ends the run at that point (a checkpoint is saved there).
+        Checkpoints every `checkpoint_every` steps (default: at the end only). train_loop's Result."""
+        from common import train_loop
 
+        clock = self.clock
+
+        def after_step(step, backend, losses) -> bool:
+            clock["loss"].append(losses["loss"])
+            if step % eval_every and step < steps:
+                return False
+            return bool(stop(self.evaluate(step, backend)))
+
+        clock["start"], clock["eval"] = time.perf_counter(), 0.0  # an untrained point before costs no training time
+        return train_loop.train(self.framework, "text2mel", self.data_dir, run_dir, self.spec, steps=steps,
+                                checkpoint_every=checkpoint_every or steps, seed=seed, resume=resume,
+                                progress=False, threads=threads, after_step=after_step)
+
+
+# --- one framework (its own process) ------------------------------------------------
+def worker(args) -> None:
+    """Train one framework with evaluations; append each evaluation to <out>/curve.jsonl (its
+    figures overall and per band, quality.evaluate's result without the per-sentence rows)."""
+    apply_threads(args.threads)
+    from bench.variants import variant_spec
+    from common.framework import load_backend
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = out / "curve.jsonl"
+    spec = variant_spec(args.preset, args.variant)
+    evaluations = Evaluations(args.framework, args.data, spec, args.sentences, curve)
     done = read_curve(curve) if args.resume else []
     if done and met(done[-1], args.target_aligned, args.target_mcd):
         print(f"{args.framework}: met the target at step {done[-1]['step']} already", flush=True)
         return
     if done:  # the training loop resumes from the run's last checkpoint, bit-identically
-        clock["trained_before"], clock["evaluated_before"] = done[-1]["train_seconds"], done[-1]["eval_seconds"]
+        evaluations.resume_from(done[-1])
     else:
         curve.unlink(missing_ok=True)
         untrained = load_backend(args.framework)(spec, "text2mel", seed=args.seed)
-        clock["start"] = time.perf_counter()  # step 0's train_seconds: ~0
-        evaluate(0, untrained)
-    clock["start"], clock["eval"] = time.perf_counter(), 0.0  # the untrained point costs no training time
-    train_loop.train(args.framework, "text2mel", args.data, out / "run", spec, steps=args.steps,
-                     checkpoint_every=args.steps, seed=args.seed, resume=bool(done), progress=False,
-                     threads=args.threads, after_step=after_step)
+        evaluations.clock["start"] = time.perf_counter()  # step 0's train_seconds: ~0
+        evaluations.evaluate(0, untrained)
+
+    def stop(point) -> bool:
+        out_of_time = args.minutes and point["train_seconds"] >= args.minutes * 60
+        return met(point, args.target_aligned, args.target_mcd) or out_of_time
+
+    evaluations.train(out / "run", args.steps, args.eval_every, args.seed, args.threads, bool(done), stop)
 
 
 # --- the orchestration ------------------------------------------------------------------
@@ -165,6 +200,13 @@ def markdown(meta: dict, rows: dict, agree: dict | None = None) -> str:
                      f"| {f['mcd_mean']:.2f} | {f['aligned_rate']:.0%} "
                      f"| {f['forced_fraction_mean']:.0%} | {f['duration_ratio_mean']:.2f} | {u['mcd_mean']:.2f} "
                      f"| {f['mcd_mean_spectrum_mean']:.2f} |")
+    # curves written before 2026-12-07 have no bands
+    finals = {f"{fw} (step {r['final']['step']})": r["final"] for fw, r in rows.items() if "bands" in r["final"]}
+    if finals:
+        from common.quality import bands_table  # here: the worker must set its threads before numpy loads
+
+        lines += ["", "Per length band (characters read) at each framework's last evaluation (the target's when met: "
+                  "a run stops there):", "", bands_table(finals).rstrip("\n")]
     if agree:
         lines += ["", f"Held-out MCD-DTW at equal steps ({len(agree['steps'])} evaluations that every framework made): "
                   f"spread (max - min) / min median {agree['median']:.1%}, largest {agree['max']:.1%} at step "

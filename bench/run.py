@@ -24,7 +24,7 @@ if __name__ == "__main__":  # on a fresh machine: make the project's environment
 
 from tqdm import tqdm
 
-from bench import converge, inputs, machine, report, scaling, variants
+from bench import converge, inputs, machine, report, scaling, tune, variants
 from bench.measure import TASKS
 from bench.parity import GATE_TOL
 from common import weights
@@ -35,12 +35,13 @@ from common.spec import PRESETS, get_spec
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--framework", nargs="+", default=["all"], choices=[*FRAMEWORKS, "all"])
-    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge", "scaling"],
+    p.add_argument("--framework", nargs="+", choices=[*FRAMEWORKS, "all"], help="default: all (tune: torch)")
+    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge", "scaling", "tune"],
                    help="all = the timing tasks; converge = time to quality (bench/converge.py; runs alone); "
+                        "tune = hyperparameter search on one framework (bench/tune.py; runs alone); "
                         "scaling = data-parallel training with --workers (bench/scaling.py; with train-text2mel "
                         "and/or train-ssrn to choose the networks, default both)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="default: small (timing), demo (converge)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default: small (timing), demo (converge, tune)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[4],
                    help="training batch sizes; several give a throughput-vs-batch-size plot")
     p.add_argument("--synth-batch", nargs="+", type=int, default=[1, 8],
@@ -68,9 +69,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is abandoned as an error")
     g = p.add_argument_group("converge (time to quality)")
-    g.add_argument("--max-steps", type=int, default=20000, help="step budget per framework")
+    g.add_argument("--max-steps", type=int, help="step budget per framework (default 20000; tune: per trial, "
+                   f"default {tune.MAX_STEPS})")
     g.add_argument("--minutes", type=float, default=20, help="training-time budget per framework (0: none)")
-    g.add_argument("--eval-every", type=int, default=250, help="steps between held-out evaluations")
+    g.add_argument("--eval-every", type=int, help=f"steps between held-out evaluations (default 250; tune: "
+                   f"{tune.EVAL_EVERY})")
     g.add_argument("--sentences", type=int, default=50, help="held-out sentences per evaluation (the corpus has 50)")
     g.add_argument("--target-aligned", type=float, default=converge.TARGET_ALIGNED,
                    help="target: fraction of held-out sentences aligned")
@@ -79,10 +82,22 @@ def parse_args(argv=None):
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: each framework from its curve and last checkpoint "
                         "(bit-identical training; the table covers every framework with a curve there)")
+    g = p.add_argument_group("tune (hyperparameter search; also --max-steps, --eval-every, --sentences)")
+    g.add_argument("--trials", type=int, default=30, help="finished trials the study should hold (default 30)")
+    g.add_argument("--study", type=Path, help="optuna's SQLite file of the study (default: <out>/study.db); "
+                   "an existing one is continued")
     args = p.parse_args(argv)
-    args.converge = "converge" in args.task
-    if args.converge and len(args.task) > 1:
-        p.error("--task converge runs alone")
+    args.converge, args.tune = "converge" in args.task, "tune" in args.task
+    for alone in ("converge", "tune"):
+        if alone in args.task and len(args.task) > 1:
+            p.error(f"--task {alone} runs alone")
+    args.framework = args.framework or (["torch"] if args.tune else ["all"])
+    if args.tune and (len(args.framework) > 1 or "all" in args.framework or args.trials < 0):
+        p.error("--task tune trains one framework, --trials >= 0 times")
+    if args.max_steps is None:
+        args.max_steps = tune.MAX_STEPS if args.tune else 20000
+    if args.eval_every is None:
+        args.eval_every = tune.EVAL_EVERY if args.tune else 250
     args.scaling = "scaling" in args.task
     if args.scaling and not set(args.task) <= {"scaling", "train-text2mel", "train-ssrn"}:
         p.error("--task scaling goes with train-text2mel and/or train-ssrn only")
@@ -96,15 +111,15 @@ def parse_args(argv=None):
             p.error(f"--preset {args.preset} differs from the trained models' preset {trained}")
         args.preset = trained
         args.text2mel, args.ssrn = args.text2mel.resolve(), args.ssrn.resolve()
-    args.preset = args.preset or ("demo" if args.converge else "small")
+    args.preset = args.preset or ("demo" if args.converge or args.tune else "small")
     args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
     args.variant = list(variants.VARIANTS) if "all" in args.variant else list(dict.fromkeys(args.variant))
-    if args.variant != [variants.BASELINE] and (args.scaling or args.text2mel is not None):
+    if args.variant != [variants.BASELINE] and (args.scaling or args.tune or args.text2mel is not None):
         p.error("--variant goes with the timing tasks on untrained weights and with converge")
     if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
-    kind = "converge" if args.converge else "scaling" if args.scaling else "bench"
+    kind = "converge" if args.converge else "tune" if args.tune else "scaling" if args.scaling else "bench"
     args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     args.data = str(Path(args.data).resolve()) if args.data else None
     return args
@@ -298,6 +313,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.converge:
         return converge.run(args)
+    if args.tune:
+        return tune.run(args)
     if args.scaling:
         records = scaling.run(args)
         print((args.out / "scaling.md").read_text() + f"written to {args.out}")

@@ -4,6 +4,7 @@ import json
 import numpy as np
 
 from bench import converge, run
+from common import quality
 
 
 def test_converge_smoke_run_writes_curves_table_and_plot(tiny_corpus_dir, tmp_path):
@@ -18,7 +19,13 @@ def test_converge_smoke_run_writes_curves_table_and_plot(tiny_corpus_dir, tmp_pa
     assert points[0]["loss"] is None and all(p["loss"] > 0 for p in points[1:])
     assert all(p["mcd_mean"] > 0 and 0 <= p["aligned_rate"] <= 1 for p in points)
     assert points[0]["train_seconds"] < 0.5 and points[1]["train_seconds"] <= points[2]["train_seconds"]
-    assert (out / "curves.png").stat().st_size > 0 and "| torch |" in (out / "table.md").read_text()
+    for p in points:  # each point: the overall figures, and per band those of its sentences alone
+        assert list(p["bands"]) == list(quality.BAND_NAMES) and "rows" not in p
+        assert sum(b["n"] for b in p["bands"].values()) == p["n"] == 1
+        assert [b["mcd_mean"] for b in p["bands"].values() if b["n"]] == [p["mcd_mean"]]
+    table = (out / "table.md").read_text()
+    assert (out / "curves.png").stat().st_size > 0 and "| torch |" in table
+    assert sum(line.startswith("| torch (step 4) |") for line in table.splitlines()) == len(quality.BANDS)
     assert (out / "torch" / "run" / "text2mel-00000004.safetensors").is_file()
 
 

@@ -36,7 +36,10 @@ from bench.machine import REPO, apply_threads, described, machine, subprocess_en
 # held-out sentences and a held-out MCD-DTW at most this many dB.
 TARGET_ALIGNED = 0.9
 TARGET_MCD = 5.5
-CORPUS_N, CORPUS_MAX_CHARS = 3000, 60  # the corpus built when --data is not given (common.corpus)
+# The corpus built when --data is not given (common.corpus): 3,000 sentences; for a preset that reads
+# LJSpeech's lengths (max_chars >= 188: speak) the prose source at every length, else sentences of up to
+# 60 characters of the older grammar (source generated), the corpus of every committed converge result.
+CORPUS_N, CORPUS_MAX_CHARS = 3000, 60
 
 
 def met(point: dict, target_aligned: float, target_mcd: float) -> bool:
@@ -44,9 +47,18 @@ def met(point: dict, target_aligned: float, target_mcd: float) -> bool:
 
 
 # --- one training run with held-out evaluations -------------------------------------------
+def spread(items: list, n: int) -> list:
+    """n of `items` evenly spaced from the first (all when n >= len(items)), in their order."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 class Evaluations:
-    """Held-out evaluations of one Text2Mel training run: common.quality.evaluate on the first
-    `sentences` of the corpus's heldout.csv, with the mean-spectrum baseline, each point appended
+    """Held-out evaluations of one Text2Mel training run: common.quality.evaluate on `sentences`
+    of the corpus's heldout.csv (evenly spaced over the file, which lists the prose source's
+    length bands one after the other, so every band keeps its share), with the mean-spectrum
+    baseline, each point appended
     to `curve` (JSON lines) as it is made; used by each converge worker and by each trial of the
     tune task (bench/tune.py). Its clock keeps training time apart from evaluation time."""
 
@@ -54,7 +66,7 @@ class Evaluations:
         from common import data, quality
 
         self.framework, self.data_dir, self.spec, self.curve = framework, data_dir, spec, curve
-        self.refs = quality.heldout_references(data_dir, spec)[:sentences]
+        self.refs = spread(quality.heldout_references(data_dir, spec), sentences)
         corpus = data.load_corpus(data_dir, spec, progress=False)
         self.mean = quality.mean_frame(ref.mel for ref in quality.references(corpus))
         # train / eval seconds: this process's since "start", plus those of the run it resumes
@@ -142,13 +154,18 @@ def worker(args) -> None:
 
 
 # --- the orchestration ------------------------------------------------------------------
-def default_corpus(out_root: Path) -> Path:
-    """The corpus to converge on: built once (common.corpus) under out/, then reused."""
+def default_corpus(out_root: Path, preset: str) -> Path:
+    """The corpus to converge on for `preset` (CORPUS_N): built once (common.corpus) under out/, then reused."""
     from common import corpus
+    from common.data import LJ_MAX_CHARS
+    from common.spec import get_spec
 
-    path = out_root / f"converge-corpus-{CORPUS_N}-{CORPUS_MAX_CHARS}"
+    if get_spec(preset).max_chars > LJ_MAX_CHARS:
+        path, source, max_chars = out_root / f"converge-corpus-{CORPUS_N}-prose", "prose", None
+    else:
+        path, source, max_chars = out_root / f"converge-corpus-{CORPUS_N}-{CORPUS_MAX_CHARS}", "generated", CORPUS_MAX_CHARS
     if not (path / "heldout.csv").is_file():
-        corpus.build_corpus(path, CORPUS_N, max_chars=CORPUS_MAX_CHARS)
+        corpus.build_corpus(path, CORPUS_N, max_chars=max_chars, source=source)
     return path
 
 
@@ -260,11 +277,11 @@ def run(args) -> int:
         return status
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(args.data) if args.data else default_corpus(REPO / "out")
+    data_dir = Path(args.data) if args.data else default_corpus(REPO / "out", args.preset)
     preset, variant = args.preset, args.variant[0]
     info = machine(args.device)
     header = [f"machine: {described(info)}; git {info['git_commit']}",
-              f"data: {data_dir} (held-out sentences: the first {args.sentences} of heldout.csv)",
+              f"data: {data_dir} (held-out sentences: {args.sentences} of heldout.csv, evenly spaced)",
               f"same initial weights (seed {args.seed}) and data order in every framework; {args.threads} threads",
               f"evaluation every {args.eval_every} steps (step 0 = untrained); training time excludes evaluations",
               f"target: aligned >= {args.target_aligned:.0%} and MCD-DTW <= {args.target_mcd} dB (c1..c13, DTW, "

@@ -74,7 +74,7 @@ def parse_args(argv=None):
     g.add_argument("--minutes", type=float, default=20, help="training-time budget per framework (0: none)")
     g.add_argument("--eval-every", type=int, help=f"steps between held-out evaluations (default 250; tune: "
                    f"{tune.EVAL_EVERY})")
-    g.add_argument("--sentences", type=int, default=50, help="held-out sentences per evaluation (the corpus has 50)")
+    g.add_argument("--sentences", type=int, default=50, help="held-out sentences per evaluation, evenly spaced over heldout.csv (its length bands keep their shares)")
     g.add_argument("--target-aligned", type=float, default=converge.TARGET_ALIGNED,
                    help="target: fraction of held-out sentences aligned")
     g.add_argument("--target-mcd", type=float, default=converge.TARGET_MCD, help="target: held-out MCD-DTW, dB")

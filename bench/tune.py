@@ -65,11 +65,12 @@ class Param:
 
 SPACE = (  # the search space: declared here only
     Param("lr", 3e-4, 3e-3, log=True),
-    Param("batch_size", choices=(4, 8, 16)),
+    Param("batch_size", choices=(8, 16)),
     Param("d", 48, 128, step=16),
-    Param("g", 0.1, 0.4),
+    Param("g", 0.05, 0.4),
     Param("position", choices=("none", "sinusoid")),
-    Param("position_rate", 1.0, 2.0, when=("position", "sinusoid")),
+    Param("position_rate", 1.0, 1.8, when=("position", "sinusoid")),
+    Param("position_weight", 0.5, 2.0, log=True, when=("position", "sinusoid")),
     Param("norm", choices=("layer", "group")),
     Param("block", choices=("highway", "residual")),
 )
@@ -372,7 +373,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.study = Path(args.study or args.out / "study.db").resolve()
     args.study.parent.mkdir(parents=True, exist_ok=True)
-    args.data = args.data or str(converge.default_corpus(REPO / "out"))
+    args.data = args.data or str(converge.default_corpus(REPO / "out", args.preset))
     params = space()
     study = open_study(args)
     requeue(study)

@@ -83,3 +83,26 @@ def test_agreement_is_the_spread_of_mcd_at_the_steps_every_framework_evaluated()
     assert np.allclose(agree["spread"], [0.1, 0.05]) and (agree["max"], agree["max_step"]) == (agree["spread"][0], 100)
     assert "largest 10.0% at step 100" in converge.markdown({"preset": "x", "header": []}, {}, agree)
     assert converge.agreement({"a": curves["a"]}) is None and converge.agreement({"a": curves["a"][:1], "b": []}) is None
+
+
+def test_evaluations_spread_their_sentences_over_the_held_out_file():
+    """heldout.csv lists the prose source's length bands one after the other: a subset must keep each band."""
+    items = list(range(120))  # four bands of 30
+    picked = converge.spread(items, 40)
+    assert len(picked) == 40 and picked[0] == 0 and picked == sorted(picked)
+    assert [sum(30 * b <= i < 30 * (b + 1) for i in picked) for b in range(4)] == [10, 10, 10, 10]
+    assert converge.spread(items[:5], 40) == items[:5]
+
+
+def test_the_default_corpus_follows_the_preset(tmp_path, monkeypatch):
+    """speak reads LJSpeech's lengths: prose at every length; demo: the 60-character grammar corpus
+    of the committed converge results."""
+    from common import corpus
+
+    built = {}
+    monkeypatch.setattr(corpus, "build_corpus", lambda path, n, max_chars, source: built.update(
+        {path.name: (n, max_chars, source)}))
+    converge.default_corpus(tmp_path, "speak")
+    converge.default_corpus(tmp_path, "demo")
+    assert built == {"converge-corpus-3000-prose": (3000, None, "prose"),
+                     "converge-corpus-3000-60": (3000, 60, "generated")}

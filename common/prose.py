@@ -31,7 +31,8 @@ from typing import NamedTuple
 
 from common import spec, text
 from common.data import LJ_MAX_CHARS
-from common.grammar import Sentence, target_lengths, words
+from common.grammar import Sentence, _ordinal, _plural, target_lengths, words
+from common.grammar import _with_article as _a
 
 FREQUENCY_POWER = 0.75  # word weight = frequency ** 0.75: real prose's order, a flatter tail (more words seen)
 CANDIDATES = 4  # sentences drawn per target length: the closest wins
@@ -118,18 +119,6 @@ def _inflection(verb: str, tag: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _plural(noun: str) -> str:
-    from common.grammar import _inflect
-    return _inflect().plural_noun(noun)
-
-
-@functools.lru_cache(maxsize=None)
-def _a(phrase: str) -> str:
-    from common.grammar import _inflect
-    return _inflect().a(phrase)
-
-
-@functools.lru_cache(maxsize=None)
 def _weights(seq: tuple) -> tuple:
     """Cumulative weights of function words and phrases: wordfreq's frequency of each (of a
     phrase: wordfreq's estimate for the words together; "" counts as "the")."""
@@ -138,11 +127,6 @@ def _weights(seq: tuple) -> tuple:
     from wordfreq import word_frequency
 
     return tuple(itertools.accumulate(word_frequency(w or "the", "en") for w in seq))
-
-
-def _ordinal(k: int) -> str:
-    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
-    return f"{k}{suffix}"
 
 
 class _Writer:

@@ -281,7 +281,7 @@ def trials_markdown(trials, args, params: list, importance_note: str) -> str:
              f"- study {args.study} ({STUDY_NAME}): {len(trials)} trials, "
              + ", ".join(f"{n} {state}" for state, n in states.items()),
              f"- each trial: {s['max_steps']} steps (seed {s['seed']}), evaluated every {s['eval_every']} steps on "
-             f"the first {s['sentences']} held-out sentences of {s['data']}; MedianPruner from the second "
+             f"{s['sentences']} held-out sentences of {s['data']} (evenly spaced over heldout.csv); MedianPruner from the second "
              f"evaluation on, TPE sampler (seed {s['seed']})",
              "- objective (minimized, bench.tune.objective): the worst length band's MCD-DTW minus the mean "
              f"spectrum's + {ALIGN_WEIGHT:g} x the worst band's shortfall below {converge.TARGET_ALIGNED:.0%} "

@@ -68,8 +68,10 @@ class Backend(abc.ABC):
     def synthesize_batch(self, texts: list, max_frames: int) -> list:
         """Text2Mel only: autoregressive synthesis of several utterances at once (each ids (N_b,),
         ending with end-of-text) with forcibly incremental attention (common.synthesis), each
-        stopping at its own end of text or after `max_frames` frames. Returns one (mel (F, T_b)
-        in [0, 1], attention (N_b, T_b)) per utterance, the same as synthesizing it alone."""
+        stopping at its own end of text or after `max_frames` frames. Returns one
+        common.synthesis.Synthesis per utterance, the same as synthesizing it alone: the pair
+        (mel (F, T_b) in [0, 1], attention (N_b, T_b)) with .forced (T_b,) bool, the frames
+        whose column the forcing replaced."""
         raise NotImplementedError(f"{self.net} does not synthesize from text")
 
     def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:

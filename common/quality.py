@@ -111,12 +111,14 @@ def mcd_dtw(mel, reference, spec: Spec, n_coeffs: int = N_COEFFS) -> float:
     return float(_MCD_SCALE * np.linalg.norm(a[:, path[:, 0]] - b[:, path[:, 1]], axis=0).sum() / b.shape[1])
 
 
-def alignment(attention, n_text: int, real_frames: int) -> dict:
+def alignment(attention, n_text: int, real_frames: int, forced) -> dict:
     """How one synthesized sentence's attention (N, T) behaved; positions = argmax per frame.
 
-    forced_frames: columns exactly one-hot, i.e. forced by forcibly incremental attention
-      (common.synthesis.force_incremental). A softmax column is never exactly one-hot in fp32 at
-      our logit scales: every other entry would have to underflow to 0, logits ~100 below the top.
+    forced_frames: frames whose column forcibly incremental attention replaced
+      (common.synthesis.force_incremental), as synthesis reports them: `forced` (T,) bool,
+      Synthesis.forced. Not inferred from the attention: a sharp trained attention's softmax
+      column underflows to an exact one-hot by itself (logit gaps above ~104 in fp32), which a
+      forced column also is.
     forced_fraction: forced_frames / T; longest_forced_run: most consecutive forced frames.
     monotonic: no position falls more than MONOTONIC_SLACK (1) behind the furthest reached so
       far (force_incremental allows a step back by 1; repeated ones would read backwards).
@@ -130,12 +132,13 @@ def alignment(attention, n_text: int, real_frames: int) -> dict:
       forced_fraction <= MAX_FORCED_FRACTION (0.5) and duration_ratio within DURATION_RATIO_RANGE
       (0.8-1.25; since 2026-12-07)."""
     a = np.asarray(attention)[:n_text]
-    if a.ndim != 2 or a.shape[0] != n_text or a.shape[1] == 0 or n_text < 1 or real_frames < 1:
-        raise ValueError(f"need attention (n_text={n_text}, T > 0) and real_frames >= 1, got {np.shape(attention)} "
-                         f"and {real_frames}")
+    forced_columns = np.asarray(forced, bool)
+    if a.ndim != 2 or a.shape[0] != n_text or a.shape[1] == 0 or n_text < 1 or real_frames < 1 \
+            or forced_columns.shape != a.shape[1:]:
+        raise ValueError(f"need attention (n_text={n_text}, T > 0), forced (T,) and real_frames >= 1, got "
+                         f"{np.shape(attention)}, {np.shape(forced)} and {real_frames}")
     t = a.shape[1]
     positions = a.argmax(axis=0)
-    forced_columns = (np.count_nonzero(a, axis=0) == 1) & (a.max(axis=0) == 1)
     forced = int(forced_columns.sum())
     behind = np.maximum.accumulate(positions) - positions
     w = losses.guide([n_text], [t], n_text, t, DIAGONAL_G)[0]
@@ -197,8 +200,9 @@ def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs:
     """Synthesize each Reference's text with `backend` (a Text2Mel Backend of any framework, up to
     max_frames reduced frames, default spec.max_frames; `batch_size` sentences at a time, each as
     if alone: Backend.synthesize_batch) and measure it against the reference:
-    mcd_dtw and alignment per sentence ("rows", each with its length band), their aggregates
-    (`aggregate`) over all sentences and per BANDS band ("bands": {"1-60": {...}, ...}). With
+    mcd_dtw and alignment per sentence ("rows", each with its length band; the forced frames are
+    those the synthesis reports, Synthesis.forced), their aggregates (`aggregate`) over all
+    sentences and per BANDS band ("bands": {"1-60": {...}, ...}). With
     `mean_spectrum` (a frame, see mean_frame) the mean-spectrum baseline too: that frame repeated
     for the reference's length, its MCD per row. "seconds": the evaluation's own wall time."""
     refs = list(refs)
@@ -207,10 +211,10 @@ def evaluate(backend, refs, spec: Spec, max_frames: int | None = None, n_coeffs:
     start, rows = time.perf_counter(), []
     synthesized = [out for i in range(0, len(refs), batch_size)
                    for out in backend.synthesize_batch([r.ids for r in refs[i:i + batch_size]], max_frames or spec.max_frames)]
-    for ref, (mel, attention) in zip(refs, synthesized):
-        real = ref.mel.shape[1]
+    for ref, out in zip(refs, synthesized):
+        (mel, attention), real = out, ref.mel.shape[1]
         row = {"id": ref.id, "n_text": len(ref.ids), "band": band(len(ref.ids) - 1), "real_frames": real,
-               "mcd": mcd_dtw(mel, ref.mel, spec, n_coeffs), **alignment(attention, len(ref.ids), real)}
+               "mcd": mcd_dtw(mel, ref.mel, spec, n_coeffs), **alignment(attention, len(ref.ids), real, out.forced)}
         if mean_spectrum is not None:
             constant = np.repeat(np.asarray(mean_spectrum, np.float32)[:, None], real, axis=1)
             row["mcd_mean_spectrum"] = mcd_dtw(constant, ref.mel, spec, n_coeffs)

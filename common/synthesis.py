@@ -6,7 +6,8 @@ own (TextEnc's convolutions would otherwise see the padding of the longer ones),
 to the longest (`pad_ids` gives the ids whose padding the attention masks), then decides every
 frame's attention on the device. The host looks at "has every sentence ended?" only every
 STOP_CHECK_EVERY frames, and `split_batch` cuts each sentence at its own end afterwards, so a
-sentence comes out the same alone or in a batch.
+sentence comes out the same alone or in a batch. Each sentence comes out as a `Synthesis`: the
+pair (mel, attention), which also carries which frames the forcing decided (`.forced`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,29 @@ from common import spec as S
 STOP_CHECK_EVERY = 8  # frames between the host's looks at the end flags (one device-to-host copy each)
 
 
+class Synthesis(tuple):
+    """One synthesized sentence: the pair (mel (F, T) in [0, 1], attention (N, T)), so that
+    `mel, attention = out` reads it, plus `.forced` (T,) bool: True where forcibly incremental
+    attention replaced the network's column (force_incremental), as decided during synthesis.
+    (An exact one-hot column does not tell: a sharp trained softmax underflows to one too.)"""
+
+    def __new__(cls, mel, attention, forced):
+        out = super().__new__(cls, (mel, attention))
+        out.forced = forced
+        return out
+
+    def __getnewargs__(self):  # copy and pickle: rebuild with the flags
+        return (*self, self.forced)
+
+    @property
+    def mel(self):
+        return self[0]
+
+    @property
+    def attention(self):
+        return self[1]
+
+
 def force_incremental(columns: np.ndarray, prev: np.ndarray, n_text: np.ndarray) -> tuple:
     """Forcibly incremental attention [paper, section 4.2], for a batch.
 
@@ -24,12 +48,12 @@ def force_incremental(columns: np.ndarray, prev: np.ndarray, n_text: np.ndarray)
     positions chosen at the previous frame (0 before the first frame: reading starts at the
     first character), `n_text` (B,) each sentence's length. Where argmax n_t is not in
     [prev - 1, prev + 3], the column becomes one-hot at prev + 1 (clipped to n_text - 1).
-    Returns (columns to use (B, N), positions n_t (B,))."""
+    Returns (columns to use (B, N), positions n_t (B,), forced (B,) bool: the column was replaced)."""
     n = columns.argmax(axis=1)
     keep = (n >= prev - 1) & (n <= prev + 3)
     forced = np.minimum(prev + 1, n_text - 1)
     one_hot = (np.arange(columns.shape[1])[None, :] == forced[:, None]).astype(columns.dtype)
-    return np.where(keep[:, None], columns, one_hot), np.where(keep, n, forced)
+    return np.where(keep[:, None], columns, one_hot), np.where(keep, n, forced), ~keep
 
 
 def reached_end(position, n_text):
@@ -70,17 +94,19 @@ def pad_ids(texts: list, width: int | None = None) -> np.ndarray:
     return out
 
 
-def split_batch(mel: np.ndarray, attention: np.ndarray, positions: np.ndarray, n_text) -> list:
-    """Batched outputs -> one (mel (F, T_b), attention (N_b, T_b)) per sentence.
+def split_batch(mel: np.ndarray, attention: np.ndarray, positions: np.ndarray, forced: np.ndarray,
+                n_text) -> list:
+    """Batched outputs -> one Synthesis (mel (F, T_b), attention (N_b, T_b), .forced (T_b,) bool)
+    per sentence.
 
-    mel (B, F, T), attention (B, N_max, T), positions (B, T) as decided by force_incremental.
-    A sentence ends at the first frame whose position reaches its end of text (that frame
-    included), or runs all T frames."""
+    mel (B, F, T), attention (B, N_max, T), positions and forced (B, T) as decided by
+    force_incremental. A sentence ends at the first frame whose position reaches its end of
+    text (that frame included), or runs all T frames."""
     out = []
     for b, n in enumerate(n_text):
         ended = np.flatnonzero(reached_end(positions[b], n))
         t = int(ended[0]) + 1 if ended.size else mel.shape[2]
-        out.append((mel[b, :, :t], attention[b, :n, :t]))
+        out.append(Synthesis(mel[b, :, :t], attention[b, :n, :t], np.asarray(forced[b, :t], bool)))
     return out
 
 

@@ -21,13 +21,13 @@ def inference():
 
 def force_incremental(columns, prev, n_text):
     """common.synthesis.force_incremental on the device (NumPy or CuPy arrays): columns (B, N),
-    prev and n_text (B,)."""
+    prev and n_text (B,) -> (columns, positions, forced (B,) bool)."""
     xp = chainer.backend.get_array_module(columns)
     n = columns.argmax(axis=1)
     keep = (n >= prev - 1) & (n <= prev + 3)
     forced = xp.minimum(prev + 1, n_text - 1)
     one_hot = (xp.arange(columns.shape[1])[None, :] == forced[:, None]).astype(columns.dtype)
-    return xp.where(keep[:, None], columns, one_hot), xp.where(keep, n, forced)
+    return xp.where(keep[:, None], columns, one_hot), xp.where(keep, n, forced), ~keep
 
 
 def encode(text2mel, texts: list, device) -> tuple:
@@ -51,8 +51,8 @@ def position_tables(spec, width: int, max_frames: int, device) -> tuple:
 
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
-    attention (N_b, T_b)) per sentence.
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.synthesis.Synthesis
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
@@ -61,7 +61,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     (layers.py: Chainer's per-function overhead would dominate a frame). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
-    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end."""
+    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end. Which
+    frames were forced goes to the host with the positions, at the end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     device, xp = text2mel.device, text2mel.xp
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
@@ -77,27 +78,29 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         position = xp.zeros(batch, np.int64)
         ended = xp.zeros(batch, bool)
         half = np.float32(0.5)
-        frames, columns, positions = [], [], []
+        frames, columns, positions, forcings = [], [], [], []
         for t in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
             query = q.array if query_positions is None else q.array + query_positions[:, :, t:t + 1]
-            column, position = force_incremental(att.weights_step(keys, query, bias), position, n_text)
+            column, position, forced = force_incremental(att.weights_step(keys, query, bias), position, n_text)
             logits, dec_past = dec.step(att.read_step(v, column, q.array), dec_past)
             frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
             frames.append(frame)
             columns.append(column)
             positions.append(position)
+            forcings.append(forced)
             ended |= reached_end(position, n_text)
             if (t + 1) % STOP_CHECK_EVERY == 0 and bool(ended.all()):
                 break
         mel = runtime.to_numpy(xp.concatenate(frames, axis=2))
         attention = runtime.to_numpy(xp.stack(columns, axis=2))
         positions = runtime.to_numpy(xp.stack(positions, axis=1))
-    return split_batch(mel, attention, positions, [len(ids) for ids in texts])
+        forcings = runtime.to_numpy(xp.stack(forcings, axis=1))
+    return split_batch(mel, attention, positions, forcings, [len(ids) for ids in texts])
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:
-    """One sentence: ids (N,) -> (mel (F, T) in [0, 1], attention (N, T))."""
+    """One sentence: ids (N,) -> Synthesis (mel (F, T) in [0, 1], attention (N, T)), .forced (T,)."""
     return synthesize_batch(text2mel, [ids], max_frames)[0]
 
 

@@ -20,14 +20,15 @@ def context_of(model):
 
 def force_incremental(F, columns, prev, n_text):
     """common.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)
-    (float32, as MXNet's argmax gives positions). F is mx.nd, or mx.sym inside
+    (float32, as MXNet's argmax gives positions) -> (columns, positions, forced (B,): 1 where
+    the column was replaced, else 0; float32 too). F is mx.nd, or mx.sym inside
     Text2Mel.synthesis_step's graph (hence arange_like, not one_hot: N is not known there)."""
     n = F.argmax(columns, axis=1)
     keep = (n >= prev - 1) * (n <= prev + 3)
     forced = F.minimum(prev + 1, n_text - 1)
     one_hot = F.broadcast_equal(F.reshape(F.contrib.arange_like(columns, axis=1), shape=(1, -1)),
                                 F.expand_dims(forced, axis=1))
-    return F.where(keep, columns, one_hot), F.where(keep, n, forced)
+    return F.where(keep, columns, one_hot), F.where(keep, n, forced), 1 - keep
 
 
 def encode(text2mel, texts: list, ctx) -> tuple:
@@ -60,8 +61,8 @@ def position_tables(spec, width: int, max_frames: int, ctx) -> tuple:
 
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
-    attention (N_b, T_b)) per sentence.
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.synthesis.Synthesis
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
@@ -71,7 +72,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     query). The new attention columns are forced on the device before V is read with
     them; the host checks the end flags every STOP_CHECK_EVERY frames. Stops when every
     sentence has reached its end of text or after `max_frames` frames;
-    common.synthesis.split_batch cuts each at its own end."""
+    common.synthesis.split_batch cuts each at its own end. Which frames were forced goes to the
+    host with the positions, at the end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     ctx, nd, step = context_of(text2mel), mx.nd, text2mel.synthesis_step
     k, v, bias = encode(text2mel, texts, ctx)
@@ -83,24 +85,26 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
              for h in stack.initial_history(batch) if h is not None]
     frame = nd.zeros((batch, text2mel.spec.n_mels, 1), ctx=ctx)  # the teacher-forcing shift's zero frame
     position, ended = nd.zeros((batch,), ctx=ctx), nd.zeros((batch,), ctx=ctx)
-    frames, columns, positions = [], [], []
+    frames, columns, positions, forcings = [], [], [], []
     for t in range(max_frames):
         query_position = None if query_positions is None else query_positions[:, :, t:t + 1]
-        frame, column, position, ended, *pasts = step(frame, position, ended, keys, v, bias, n_text, query_position,
-                                                      *pasts)
+        frame, column, position, forced, ended, *pasts = step(frame, position, ended, keys, v, bias, n_text,
+                                                              query_position, *pasts)
         frames.append(frame)
         columns.append(column)
         positions.append(position)
+        forcings.append(forced)
         if (t + 1) % STOP_CHECK_EVERY == 0 and ended.asnumpy().all():
             break
     mel = nd.concat(*frames, dim=2).asnumpy()
     attention = nd.stack(*columns, axis=2).asnumpy()
     positions = nd.stack(*positions, axis=1).asnumpy().astype(np.int64)
-    return split_batch(mel, attention, positions, [len(ids) for ids in texts])
+    forcings = nd.stack(*forcings, axis=1).asnumpy().astype(bool)
+    return split_batch(mel, attention, positions, forcings, [len(ids) for ids in texts])
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:
-    """One sentence: ids (N,) -> (mel (F, T) in [0, 1], attention (N, T))."""
+    """One sentence: ids (N,) -> Synthesis (mel (F, T) in [0, 1], attention (N, T)), .forced (T,)."""
     return synthesize_batch(text2mel, [ids], max_frames)[0]
 
 

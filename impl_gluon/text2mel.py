@@ -99,8 +99,9 @@ class SynthesisStep(gluon.HybridBlock):
     device-to-host copy (per-call overhead, not arithmetic, is what a frame costs at these sizes).
     Inputs (frame (B, F, 1), position (B,), ended (B,), K, V (B, d, N), bias (B, N, 1),
     n_text (B,), query_position, *AudioEnc's histories, *AudioDec's histories); outputs (frame,
-    column (B, N), position, ended, *histories updated). With spec.position, K carries the keys'
-    positions and query_position (1, d, 1) is this frame's, added to its query; else it is None.
+    column (B, N), position, forced (1 where the column was forced, else 0), ended, *histories
+    updated). With spec.position, K carries the keys' positions and query_position (1, d, 1)
+    is this frame's, added to its query; else it is None.
     Positions, lengths and flags are float32 (MXNet's argmax and comparisons give floats; exact
     for these integers)."""
 
@@ -113,12 +114,12 @@ class SynthesisStep(gluon.HybridBlock):
         from impl_gluon.synthesize import force_incremental  # here: that module imports this one
         q, *enc_past = self.audioenc_step(frame, *pasts[:self.n_enc])
         query = q if query_position is None else F.broadcast_add(q, query_position)
-        column, position = force_incremental(F, F.reshape(self.attention.weights(F, k, query, bias), shape=(0, -1)),
-                                             position, n_text)
+        column, position, forced = force_incremental(
+            F, F.reshape(self.attention.weights(F, k, query, bias), shape=(0, -1)), position, n_text)
         logits, *dec_past = self.audiodec_step(self.attention.read(F, v, F.expand_dims(column, axis=2), q),
                                                *pasts[self.n_enc:])
         ended = F.maximum(ended, reached_end(position, n_text))
-        return (F.sigmoid(logits), column, position, ended, *enc_past, *dec_past)
+        return (F.sigmoid(logits), column, position, forced, ended, *enc_past, *dec_past)
 
 
 class Text2Mel(gluon.HybridBlock):

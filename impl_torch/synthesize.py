@@ -15,12 +15,13 @@ from impl_torch.text2mel import pad_bias
 
 
 def force_incremental(columns, prev, n_text):
-    """common.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)."""
+    """common.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)
+    -> (columns, positions, forced (B,) bool)."""
     n = columns.argmax(dim=1)
     keep = (n >= prev - 1) & (n <= prev + 3)
     forced = torch.minimum(prev + 1, n_text - 1)
     one_hot = F.one_hot(forced, columns.shape[1]).to(columns.dtype)
-    return torch.where(keep[:, None], columns, one_hot), torch.where(keep, n, forced)
+    return torch.where(keep[:, None], columns, one_hot), torch.where(keep, n, forced), ~keep
 
 
 def encode(text2mel, texts: list, device) -> tuple:
@@ -45,8 +46,8 @@ def position_tables(spec, width: int, max_frames: int, device) -> tuple:
 
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one (mel (F, T_b) in [0, 1],
-    attention (N_b, T_b)) per sentence.
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.synthesis.Synthesis
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
@@ -54,7 +55,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     the keys' positions are added once and frame t's to its query). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
-    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end."""
+    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end. Which
+    frames were forced goes to the host with the positions, at the end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     text2mel.eval()
     device = next(text2mel.parameters()).device
@@ -69,27 +71,29 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         frame = torch.zeros(batch, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
         position = torch.zeros(batch, dtype=torch.int64, device=device)
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
-        frames, columns, positions = [], [], []
+        frames, columns, positions, forcings = [], [], [], []
         for t in range(max_frames):
             q, enc_past = enc.step(frame, enc_past)
             query = q if query_positions is None else q + query_positions[:, :, t:t + 1]
-            column, position = force_incremental(att.weights(keys, query, bias)[:, :, 0], position, n_text)
+            column, position, forced = force_incremental(att.weights(keys, query, bias)[:, :, 0], position, n_text)
             logits, dec_past = dec.step(att.read(v, column[:, :, None], q), dec_past)
             frame = torch.sigmoid(logits)
             frames.append(frame)
             columns.append(column)
             positions.append(position)
+            forcings.append(forced)
             ended |= reached_end(position, n_text)
             if (t + 1) % STOP_CHECK_EVERY == 0 and bool(ended.all()):
                 break
         mel = torch.cat(frames, dim=2).cpu().numpy()
         attention = torch.stack(columns, dim=2).cpu().numpy()
         positions = torch.stack(positions, dim=1).cpu().numpy()
-    return split_batch(mel, attention, positions, [len(ids) for ids in texts])
+        forcings = torch.stack(forcings, dim=1).cpu().numpy()
+    return split_batch(mel, attention, positions, forcings, [len(ids) for ids in texts])
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:
-    """One sentence: ids (N,) -> (mel (F, T) in [0, 1], attention (N, T))."""
+    """One sentence: ids (N,) -> Synthesis (mel (F, T) in [0, 1], attention (N, T)), .forced (T,)."""
     return synthesize_batch(text2mel, [ids], max_frames)[0]
 
 

@@ -184,24 +184,32 @@ def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
     """Each sentence of a batch: the mel equals the teacher-forced reference run on it with the
     decided attention columns, and every column is common.synthesis.force_incremental's
     decision on the reference's attention at that frame (so the framework's on-device forcing
-    follows the NumPy rule); it stops on reaching its own end of text."""
+    follows the NumPy rule), flagged in .forced exactly where the rule forced; it stops on
+    reaching its own end of text."""
     backend = backend_cls(tiny, "text2mel", seed=2)
     texts = [random_batch(tiny, batch_size=1, n_chars=n, seed=n).text[0] for n in (20, 9, 14)]
     w = W.init_weights(tiny, "text2mel", 2)
-    for ids, (mel, a) in zip(texts, backend.synthesize_batch(texts, 30)):
+    outs = backend.synthesize_batch(texts, 30)
+    for ids, out in zip(texts, outs):
+        mel, a = out
         n, t = len(ids), mel.shape[1]
         assert mel.shape == (tiny.n_mels, t) and a.shape == (n, t) and 1 <= t <= 30
         assert mel.min() >= 0 and mel.max() <= 1
-        assert_synthesis_is_the_reference(tiny, w, ids, mel, a)
+        assert_synthesis_is_the_reference(tiny, w, ids, out)
         ends = reached_end(a.argmax(0), n)
         assert not ends[:-1].any() and (t == 30 or ends[-1])
+    flags = np.concatenate([out.forced for out in outs])
+    assert 0 < flags.sum() < flags.size  # both kinds of frame checked
 
 
-def assert_synthesis_is_the_reference(spec, w, ids, mel, a):
-    """One sentence's synthesis (mel (F, T), attention (N, T)) is the teacher-forced reference run
-    on the mel it produced: the mel is AudioDec's from the decided columns, and each column is
-    common.synthesis.force_incremental's decision on the reference's attention at that frame
-    (whose logits, with spec.position, read that frame's PQ(t))."""
+def assert_synthesis_is_the_reference(spec, w, ids, out):
+    """One sentence's synthesis (a Synthesis: mel (F, T), attention (N, T), .forced (T,)) is the
+    teacher-forced reference run on the mel it produced: the mel is AudioDec's from the decided
+    columns, and each column is common.synthesis.force_incremental's decision on the reference's
+    attention at that frame (whose logits, with spec.position, read that frame's PQ(t)), .forced
+    the rule's flag there."""
+    mel, a = out
+    assert out.forced.dtype == bool and out.forced.shape == (mel.shape[1],)
     k, v = R.text_enc(spec, w, ids[None])
     q = R.audio_enc(spec, w, R.shift_mel(mel[None]))
     logits = R.audio_dec(spec, w, np.concatenate([v @ a[None], q], axis=1))
@@ -209,8 +217,9 @@ def assert_synthesis_is_the_reference(spec, w, ids, mel, a):
     free = R.attention(spec, k, v, q, R.pad_bias(ids[None]))[1][0]
     prev = np.zeros(1, np.int64)
     for frame in range(mel.shape[1]):
-        column, prev = force_incremental(free[None, :, frame], prev, np.array([len(ids)]))
+        column, prev, forced = force_incremental(free[None, :, frame], prev, np.array([len(ids)]))
         np.testing.assert_allclose(a[:, frame], column[0], atol=1e-5)
+        assert out.forced[frame] == forced[0], f"frame {frame}: forced {out.forced[frame]}, the rule {forced[0]}"
 
 
 def test_a_batch_synthesizes_what_one_sentence_at_a_time_does(backend_cls, tiny):
@@ -218,11 +227,13 @@ def test_a_batch_synthesizes_what_one_sentence_at_a_time_does(backend_cls, tiny)
     texts = [random_batch(tiny, batch_size=1, n_chars=n, seed=n).text[0] for n in (7, 25, 16, 22)]
     batched = backend.synthesize_batch(texts, 40)
     assert len({mel.shape[1] for mel, _ in batched}) > 1  # the sentences end at different frames
-    for ids, (mel, a) in zip(texts, batched):
-        alone_mel, alone_a = backend.synthesize(ids, 40)
+    for ids, out in zip(texts, batched):
+        (mel, a), alone = out, backend.synthesize(ids, 40)
+        alone_mel, alone_a = alone
         assert mel.shape == alone_mel.shape and a.shape == alone_a.shape == (len(ids), mel.shape[1])
         np.testing.assert_allclose(mel, alone_mel, atol=1e-5)
         np.testing.assert_allclose(a, alone_a, atol=1e-5)
+        np.testing.assert_array_equal(out.forced, alone.forced)
 
 
 @pytest.mark.parametrize("ids", [[], [5, 6] * 40 + [EOS], [5, 99, EOS]], ids=["empty", "too long", "unknown id"])
@@ -309,8 +320,8 @@ def test_variant_synthesis_runs_the_network_frame_by_frame(backend_cls, tiny, va
     spec = tiny.replace(**VARIANTS[variant])
     backend, w = variant_backend(backend_cls, spec, "text2mel")
     texts = [random_batch(spec, batch_size=1, n_chars=n, seed=1).text[0] for n in (14, 9)]
-    for ids, (mel, a) in zip(texts, backend.synthesize_batch(texts, 20)):
-        assert_synthesis_is_the_reference(spec, w, ids, mel, a)
+    for ids, out in zip(texts, backend.synthesize_batch(texts, 20)):
+        assert_synthesis_is_the_reference(spec, w, ids, out)
 
 
 @pytest.mark.parametrize("variant", ["bottleneck", "residual", "batch-norm", "group-norm", "positional"])

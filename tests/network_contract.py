@@ -56,7 +56,7 @@ class NetworkAdapter:
         raise NotImplementedError
 
     def force_incremental(self, columns, prev, n_text, mode) -> tuple:
-        """synthesize.force_incremental on the device -> (columns, positions) as NumPy."""
+        """synthesize.force_incremental on the device -> (columns, positions, forced bool) as NumPy."""
         raise NotImplementedError
 
     def assert_nothing_recorded(self, model):
@@ -231,13 +231,15 @@ def test_on_device_forcing_is_the_common_rule(adapter, mode):
     peak = np.clip(prev + rng.integers(-4, 7, batch), 0, n_text - 1)  # in and out of [prev - 1, prev + 3]
     columns[np.arange(batch), peak] += 5
     columns /= columns.sum(axis=1, keepdims=True)
-    want_columns, want_positions = CS.force_incremental(columns, prev, n_text)
-    got_columns, got_positions = adapter.force_incremental(columns, prev, n_text, mode)
+    want_columns, want_positions, want_forced = CS.force_incremental(columns, prev, n_text)
+    got_columns, got_positions, got_forced = adapter.force_incremental(columns, prev, n_text, mode)
     kept = want_positions == peak
     assert 10 < kept.sum() < batch - 10 and (~kept & (want_positions == n_text - 1)).any()
-    assert got_columns.dtype == np.float32
+    np.testing.assert_array_equal(want_forced, ~kept)
+    assert got_columns.dtype == np.float32 and got_forced.dtype == bool
     np.testing.assert_array_equal(got_columns, want_columns)
     np.testing.assert_array_equal(got_positions, want_positions)
+    np.testing.assert_array_equal(got_forced, want_forced)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -259,10 +261,13 @@ def test_length_is_plausible_and_attention_forcibly_incremental(adapter, mode, s
 def test_forced_columns_are_one_hot_at_the_next_position(adapter, mode):
     spec = S.get_spec("tiny")
     ids = TX.text_to_ids("a quick test of forcing.", spec)
-    _, a = adapter.synthesis.synthesize(synthesizer(adapter, mode, 1), ids, 40)
+    out = adapter.synthesis.synthesize(synthesizer(adapter, mode, 1), ids, 40)
+    a = out.attention
     pos = np.concatenate([[0], positions(a)])
-    forced = np.flatnonzero(a.max(axis=0) == 1.0)
-    assert forced.size > 0  # untrained attention wanders, so some frames must be forced
+    assert out.forced.dtype == bool and out.forced.shape == (a.shape[1],)
+    forced = np.flatnonzero(out.forced)
+    assert 0 < forced.size < a.shape[1]  # untrained attention wanders, so some frames must be forced
+    np.testing.assert_array_equal(out.forced, a.max(axis=0) == 1.0)  # untrained: never one-hot unforced
     for t in forced:
         assert pos[t + 1] == min(pos[t] + 1, len(ids) - 1) and np.count_nonzero(a[:, t]) == 1
 
@@ -289,7 +294,8 @@ def test_nothing_is_kept_between_calls(adapter, mode):
     synth.synthesize(t2m, TX.text_to_ids("something else in between.", spec), 30)
     synth.synthesize_batch(t2m, texts[::-1] + [TX.text_to_ids("three now.", spec)], 30)
     second = synth.synthesize_batch(t2m, texts, 30)
-    assert all(np.array_equal(x, y) for one, two in zip(first, second) for x, y in zip(one, two))
+    assert all(np.array_equal(x, y) for one, two in zip(first, second) for x, y in zip((*one, one.forced),
+                                                                                        (*two, two.forced)))
     adapter.assert_nothing_recorded(t2m)
 
 

@@ -7,6 +7,7 @@ import pytest
 from common import audio, corpus, quality
 from common.data import DataError
 from common.spec import get_spec
+from common.synthesis import Synthesis
 
 TINY = get_spec("tiny")  # "db" features, 16 mel bins
 PAPER = get_spec("paper")  # "power" features
@@ -96,8 +97,19 @@ def one_hot(positions, n):
     return a
 
 
+def forced_at(t, frames=slice(0)):
+    """Synthesis.forced of t frames: True at `frames` (indices or a slice)."""
+    flags = np.zeros(t, bool)
+    flags[frames] = True
+    return flags
+
+
+def none_forced(a):
+    return forced_at(np.shape(a)[1])
+
+
 def test_a_clean_diagonal_is_aligned():
-    al = quality.alignment(diagonal(20, 60), 20, 50)
+    al = quality.alignment(diagonal(20, 60), 20, 50, forced_at(60))
     assert al["aligned"] and al["monotonic"] and al["reaches_end"]
     assert al["forced_frames"] == 0 and al["forced_fraction"] == 0
     assert al["diagonality"] > 0.9 and al["duration_ratio"] == pytest.approx(60 / 50) and al["frames"] == 60
@@ -105,25 +117,37 @@ def test_a_clean_diagonal_is_aligned():
 
 def test_stuck_attention_does_not_reach_the_end():
     a = np.roll(diagonal(20, 60, sigma=0.5)[:, :1], 3, axis=0).repeat(60, axis=1)  # stuck on character 3
-    al = quality.alignment(a, 20, 30)
+    al = quality.alignment(a, 20, 30, none_forced(a))
     assert not al["reaches_end"] and not al["aligned"] and al["monotonic"] and al["diagonality"] < 0.4
 
 
 def test_jumping_back_is_not_monotonic_but_one_step_back_is():
     a = diagonal(20, 60)
     back = np.concatenate([a[:, :30], a[:, 20:]], axis=1)  # falls back ~6 characters, then reads on to the end
-    assert not quality.alignment(back, 20, 60)["monotonic"] and not quality.alignment(back, 20, 60)["aligned"]
+    al = quality.alignment(back, 20, 60, none_forced(back))
+    assert not al["monotonic"] and not al["aligned"]
     wobble = one_hot([0, 1, 2, 1, 2, 3, 4, 3, 4, 5], 6)  # force_incremental lets the argmax step back by one
-    assert quality.alignment(wobble, 6, 10)["monotonic"]
+    assert quality.alignment(wobble, 6, 10, none_forced(wobble))["monotonic"]
 
 
-def test_one_hot_columns_count_as_forced():
+def test_the_frames_synthesis_reports_forced_count_as_forced_not_one_hot_columns():
+    """Forced frames are those synthesis flags (Synthesis.forced), whatever the columns look like:
+    a trained model's sharp attention underflows to exact one-hots by itself (logit gaps above
+    ~104 in fp32) without being forced, and a forced column counts even where it is one-hot."""
+    logits = np.full((20, 1), -110.0, np.float32)
+    logits[7] = 0
+    natural = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()  # the softmax of a sharp column
+    assert np.count_nonzero(natural) == 1 and natural.max() == 1  # exactly one-hot in fp32, forced or not
     a = diagonal(20, 60)
     positions = a.argmax(axis=0)
-    a[:, 10:13] = one_hot(positions[10:13], 20)
-    al = quality.alignment(a, 20, 60)
-    assert al["forced_frames"] == 3 and al["forced_fraction"] == pytest.approx(0.05) and al["aligned"]
+    a[:, 10:18] = one_hot(positions[10:18], 20)  # a crisp diagonal: 8 natural one-hots in a row
+    al = quality.alignment(a, 20, 60, forced_at(60))
+    assert al["forced_frames"] == 0 and al["longest_forced_run"] == 0 and al["aligned"]
+    al = quality.alignment(a, 20, 60, forced_at(60, [11, 12, 13, 40]))
+    assert al["forced_frames"] == 4 and al["forced_fraction"] == pytest.approx(4 / 60) and al["aligned"]
     assert al["longest_forced_run"] == 3
+    al = quality.alignment(a, 20, 60, forced_at(60, slice(10, 18)))
+    assert al["forced_frames"] == 8 and al["longest_forced_run"] == 8 and not al["aligned"]
 
 
 def test_jitter_is_aligned_but_being_dragged_along_is_not():
@@ -134,18 +158,18 @@ def test_jitter_is_aligned_but_being_dragged_along_is_not():
     positions = a.argmax(axis=0)
     jitter = a.copy()
     jitter[:, ::3] = one_hot(positions[::3], 20)
-    al = quality.alignment(jitter, 20, 60)
+    al = quality.alignment(jitter, 20, 60, forced_at(60, slice(None, None, 3)))
     assert al["forced_fraction"] == pytest.approx(1 / 3) and al["longest_forced_run"] == 1 and al["aligned"]
     run = quality.MAX_FORCED_RUN
     dragged = a.copy()
     dragged[:, 30:31 + run] = one_hot(positions[30:31 + run], 20)
-    al = quality.alignment(dragged, 20, 60)
+    al = quality.alignment(dragged, 20, 60, forced_at(60, slice(30, 31 + run)))
     assert al["longest_forced_run"] == run + 1 and al["monotonic"] and al["reaches_end"] and not al["aligned"]
     dragged[:, 30:30 + run] = a[:, 30:30 + run]  # the same run one frame shorter
-    assert quality.alignment(dragged, 20, 60)["aligned"]
+    assert quality.alignment(dragged, 20, 60, forced_at(60, slice(30 + run, 31 + run)))["aligned"]
     mostly = one_hot(positions, 20)
     mostly[:, ::4] = a[:, ::4]  # the network's own choice on one frame in four, forced runs of 3
-    al = quality.alignment(mostly, 20, 60)
+    al = quality.alignment(mostly, 20, 60, np.arange(60) % 4 != 0)
     assert al["longest_forced_run"] == 3 and al["forced_fraction"] == pytest.approx(0.75) and not al["aligned"]
 
 
@@ -153,7 +177,7 @@ def test_too_long_or_too_short_a_synthesis_is_not_aligned():
     """A clean diagonal still needs about the reference's duration: DURATION_RATIO_RANGE, ends included."""
     low, high = quality.DURATION_RATIO_RANGE
     for frames, aligned in ((150, False), (126, False), (125, True), (85, True), (80, True), (79, False)):
-        al = quality.alignment(diagonal(20, frames), 20, 100)
+        al = quality.alignment(diagonal(20, frames), 20, 100, forced_at(frames))
         assert al["monotonic"] and al["reaches_end"] and al["forced_frames"] == 0, frames
         assert al["aligned"] == aligned == (low <= frames / 100 <= high), frames
 
@@ -165,7 +189,9 @@ def test_longest_run():
 
 def test_alignment_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="n_text"):
-        quality.alignment(diagonal(5, 10), 6, 10)
+        quality.alignment(diagonal(5, 10), 6, 10, forced_at(10))
+    with pytest.raises(ValueError, match="forced"):
+        quality.alignment(diagonal(5, 10), 5, 10, forced_at(9))
 
 
 class Perfect:
@@ -178,7 +204,8 @@ class Perfect:
     def synthesize_batch(self, texts, max_frames):
         self.batches.append(len(texts))
         mels = [self.mels[np.asarray(ids).tobytes()] for ids in texts]
-        return [(mel, diagonal(len(ids), mel.shape[1])) for ids, mel in zip(texts, mels)]
+        return [Synthesis(mel, diagonal(len(ids), mel.shape[1]), forced_at(mel.shape[1]))
+                for ids, mel in zip(texts, mels)]
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +232,29 @@ def test_evaluate_a_perfect_synthesis_and_the_mean_spectrum(small_corpus):
     assert result["duration_ratio_mean"] == 1 and result["mcd_mean_spectrum_mean"] > 1
     assert result["mcd_ratio_to_mean_spectrum"] == 0 and len(result["rows"]) == 4
     assert result["mcd_gain"] == result["mcd_mean_spectrum_mean"]
+
+
+class Crisp(Perfect):
+    """Perfect, but the attention a crisp diagonal of exact one-hot columns, and the frames in
+    `forced` (a slice) reported forced."""
+
+    def __init__(self, refs, forced):
+        super().__init__(refs)
+        self.forced = forced
+
+    def synthesize_batch(self, texts, max_frames):
+        return [Synthesis(mel, one_hot(a.argmax(axis=0), len(ids)), forced_at(mel.shape[1], self.forced))
+                for ids, (mel, a) in zip(texts, super().synthesize_batch(texts, max_frames))]
+
+
+def test_evaluate_counts_the_frames_synthesis_reports_forced(small_corpus):
+    refs = quality.heldout_references(small_corpus, TINY)
+    run = quality.MAX_FORCED_RUN + 1
+    assert min(r.mel.shape[1] for r in refs) > run
+    result = quality.evaluate(Crisp(refs, slice(0)), refs, TINY)  # one-hot everywhere, forced nowhere
+    assert result["aligned_rate"] == 1 and result["forced_fraction_mean"] == 0
+    rows = quality.evaluate(Crisp(refs, slice(1, 1 + run)), refs, TINY)["rows"]
+    assert all(r["forced_frames"] == r["longest_forced_run"] == run and not r["aligned"] for r in rows)
 
 
 def test_evaluate_an_untrained_torch_text2mel(small_corpus):
@@ -262,7 +312,8 @@ class Stretching(Perfect):
     def synthesize_batch(self, texts, max_frames):
         mels = [stretched(tilted(mel, self.tilt(len(ids))), self.stretch(len(ids)))
                 for ids, (mel, _) in zip(texts, super().synthesize_batch(texts, max_frames))]
-        return [(mel, diagonal(len(ids), mel.shape[1])) for ids, mel in zip(texts, mels)]
+        return [Synthesis(mel, diagonal(len(ids), mel.shape[1]), forced_at(mel.shape[1]))
+                for ids, mel in zip(texts, mels)]
 
 
 def sentences(mel, lengths):

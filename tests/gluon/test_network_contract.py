@@ -67,8 +67,9 @@ class GluonNetworks(NetworkAdapter):
         forcing = Forcing()
         if mode == "hybridized":
             forcing.hybridize(static_alloc=True, static_shape=True)
-        got_columns, got_positions = arrays(*forcing(*(mx.nd.array(x) for x in (columns, prev, n_text))))
-        return got_columns, got_positions.astype(np.int64)
+        got_columns, got_positions, got_forced = arrays(*forcing(*(mx.nd.array(x) for x in (columns, prev, n_text))))
+        assert np.isin(got_forced, (0, 1)).all()
+        return got_columns, got_positions.astype(np.int64), got_forced.astype(bool)
 
     def assert_nothing_recorded(self, model):
         assert not mx.autograd.is_recording()

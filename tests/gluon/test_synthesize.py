@@ -25,15 +25,18 @@ def test_hybridized_model_synthesizes_the_same():
     spec = S.get_spec("tiny")
     texts = [TX.text_to_ids(s, spec) for s in ("hybrid or not.", "a batch of three sentences here.", "short.")]
     plain, hybrid = (synthesize_batch(model("text2mel", 2, hybridize=h), texts, 30) for h in (False, True))
-    for (mel_p, a_p), (mel_h, a_h) in zip(plain, hybrid):
+    for p, h in zip(plain, hybrid):
+        (mel_p, a_p), (mel_h, a_h) = p, h
         np.testing.assert_allclose(mel_p, mel_h, atol=1e-6, rtol=0)
         np.testing.assert_array_equal(positions(a_p), positions(a_h))
+        np.testing.assert_array_equal(p.forced, h.forced)
 
 
 @pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
 def test_the_host_reads_the_end_flags_only_every_few_frames(hybridize, monkeypatch):
     """No device-to-host copy a frame: 16 frames (too few to read 54 characters, at most 3 a
-    frame) cost 16 / STOP_CHECK_EVERY looks at the end flags, plus the three results' copies."""
+    frame) cost 16 / STOP_CHECK_EVERY looks at the end flags, plus the four results' copies
+    (mel, attention, positions, forced flags)."""
     spec = S.get_spec("tiny")
     t2m = model("text2mel", hybridize=hybridize)
     texts = [TX.text_to_ids("a sentence that is too long to be read in sixteen frames", spec)] * 2
@@ -42,4 +45,4 @@ def test_the_host_reads_the_end_flags_only_every_few_frames(hybridize, monkeypat
     asnumpy = mx.nd.NDArray.asnumpy
     monkeypatch.setattr(mx.nd.NDArray, "asnumpy", lambda self: copies.append(self.shape) or asnumpy(self))
     (mel, _), _ = synthesize_batch(t2m, texts, 16)
-    assert mel.shape[1] == 16 and len(copies) == 16 // CS.STOP_CHECK_EVERY + 3
+    assert mel.shape[1] == 16 and len(copies) == 16 // CS.STOP_CHECK_EVERY + 4

@@ -20,14 +20,18 @@ three steps:
      "etc.", "Nov.", ...: their period is kept where it also ends the sentence);
    - times: "12:35 p.m." / "12:35pm" -> "twelve thirty-five p m", "3:00" -> "three o'clock",
      "3pm" -> "three p m", a lone "a.m." / "p.m." -> "a m" / "p m";
+   - fractions with a denominator of 2, 3 or 4, proper ("1/2" -> "one half", "3/4" -> "three
+     quarters") or after a whole number ("2 1/2" -> "two and a half");
    - dates: month/day[/year], the American order ("12/3" -> "december third",
      "12/3/1863" -> "december third, eighteen sixty-three") when the month is 1-12 and the
-     day 1-31, and ISO dates ("1963-11-22"); any other slash is read as a space (so "1/2" is
-     january second, and "24/7" twenty-four seven);
+     day 1-31, and ISO dates ("1963-11-22"); any other slash is read as a space ("24/7" is
+     twenty-four seven);
+   - phone numbers (555-1234, 555-123-4567, 1-800-555-1234) digit by digit;
    - money: "$5" -> "five dollars", "$1" -> "one dollar", "$5.50" -> "five dollars, fifty
      cents", "$2 million" -> "two million dollars"; "£" pounds / pence, "€" euros / cents,
      "¥" yen;
-   - "5%" -> "five percent", "6 ft." -> "six feet";
+   - "5%" -> "five percent"; units after a number: "6 ft." -> "six feet", "1 lb." -> "one
+     pound", also in., oz., mi., yd. ("in." with its period only);
    - ordinals ("21st" -> "twenty-first"), decades ("1860s" -> "eighteen sixties"), negative
      numbers ("-5" -> "minus five"), decimals ("3.14" -> "three point one four");
    - integers: 1000-2999 are read as years ("1862" -> "eighteen sixty-two", "1900" ->
@@ -39,7 +43,9 @@ three steps:
    - symbols: & and, @ at, + plus, = equals, # number, % percent, ° degrees, a slash is a space.
 
 3. lowercase, strip accents again, map punctuation (',;:-"()...' to spaces, typographic
-   quotes and dashes to their ASCII forms), collapse spaces.
+   quotes and dashes to their ASCII forms), collapse spaces. Closing brackets and quotes right
+   before a sentence's end are dropped first (in step 1), so '(33%).' ends 'percent.', not
+   'percent .'.
 
 Number words come out of `inflect` with hyphens and commas ("forty-two"), which step 3 turns
 into spaces. `normalize` is idempotent: normalized text is lowercase and digit-free, and no
@@ -63,6 +69,7 @@ from common.spec import EOS, PAD, Spec
 # uses them).
 _PUNCTUATION = str.maketrans({**{c: " " for c in ',;:-"()[]{}«»“”–—'}, "‘": "'", "’": "'"})
 _SENTENCE_ENDS = str.maketrans({"!": ".", "…": "."})
+_CLOSED_END = re.compile(r"[)\]}\"»”]+(?=[.?])")  # '(33%).': the bracket would leave 'percent .'
 _SPACES = re.compile(r"\s+")
 
 
@@ -93,6 +100,7 @@ class UnknownCharactersError(TextError):
 # --- number words ---------------------------------------------------------------
 
 _DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+_FRACTIONS = {2: ("half", "halves"), 3: ("third", "thirds"), 4: ("quarter", "quarters")}
 _MONTHS = ("january february march april may june july august september october november "
            "december").split()
 _MAX_CARDINAL_DIGITS = 15  # [ours] longer numbers (account numbers, ...) are read digit by digit
@@ -227,6 +235,8 @@ CURRENCIES = {  # symbol: (one, many, hundredth: one, many)
     "€": ("euro", "euros", "cent", "cents"),
     "¥": ("yen", "yen", None, None),
 }
+UNITS = {"ft": ("foot", "feet"), "in": ("inch", "inches"), "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"),
+         "oz": ("ounce", "ounces"), "mi": ("mile", "miles"), "yd": ("yard", "yards"), "yds": ("yard", "yards")}
 SYMBOLS = {"&": "and", "@": "at", "+": "plus", "=": "equals", "#": "number", "%": "percent", "°": "degrees",
            "/": ""}
 
@@ -298,10 +308,29 @@ def _money(m: re.Match) -> str:
     return f"{main}, {sub}" if n and sub else (sub or main)
 
 
-def _feet(m: re.Match) -> str:
-    whole, fraction = m.group(1), m.group(2)
-    unit = "foot" if whole == "1" and not fraction else "feet"
-    return f"{_decimal(whole, fraction)} {unit}{_stop(m)}"
+def _unit(m: re.Match) -> str:
+    """The unit only (the number before it is read by the number rules): singular after a lone 1."""
+    one, many = UNITS[(m.group(1) or m.group(2)).lower()]
+    singular = re.search(r"(?<![\d.,/])1$", m.string[:m.start()])
+    return f" {one if singular else many}{_stop(m)}"
+
+
+def _fraction(m: re.Match) -> str:
+    whole, numerator, denominator = m.group(1), int(m.group(2)), int(m.group(3))
+    if not 1 <= numerator < denominator:
+        return m.group(0)  # 3/2 stays a date
+    one, many = _FRACTIONS[denominator]
+    if whole is None:
+        return f"{_cardinal(numerator)} {one if numerator == 1 else many}"
+    part = f"a {one}" if numerator == 1 else f"{_cardinal(numerator)} {many}"
+    return f"{_cardinal(int(whole.replace(',', '')))} and {part}"
+
+
+def _symbol(m: re.Match) -> str:
+    """Spaced apart, but no space between a word and the sentence's end ('90°.' -> '90 degrees.')."""
+    word = SYMBOLS[m.group(0)]
+    end = "" if word and m.string.startswith((".", "?"), m.end()) else " "
+    return f" {word}{end}"
 
 
 def _decade(m: re.Match) -> str:
@@ -343,6 +372,17 @@ RULES = [
           "a.m. / p.m. written anywhere else (the space-less form only)", ("nine p.m.", "nine p m.")),
     _rule("iso-date", r"(?<![\d-])(\d{4})-(\d{1,2})-(\d{1,2})(?![\d-])", _iso_date, "yyyy-mm-dd",
           ("1963-11-22", "november twenty second nineteen sixty three")),
+    _rule("phone", r"(?<![\d-])(?:(?:1-)?[2-9]\d\d-\d{3}|[2-9]\d\d)-\d{4}(?![\d-])",
+          lambda m: _digits(m.group(0).replace("-", "")),
+          "digit groups joined by hyphens that look like a phone number (ddd-dddd, ddd-ddd-dddd, 1-ddd-ddd-dddd; "
+          "the first group of three not starting with 0 or 1): digit by digit",
+          ("call 555-1234", "call five five five one two three four")),
+    _rule("units", rf"(?<=\d)\s?(?:(?i:({_alternatives(k for k in UNITS if k != 'in')}))\b\.?|(?i:(in))\.)", _unit,
+          "ft lb lbs oz mi yd yds (with or without a period) and in. (with it) after a number: the unit's name, "
+          "singular after a lone 1", ("5 ft. 9 in. tall, 1 lb.", "five feet nine inches tall one pound.")),
+    _rule("fraction", rf"(?<![\d/.,])(?:({_NUMBER})\s)?(\d)/([234])(?![\d/])", _fraction,
+          "a proper fraction with a denominator of 2, 3 or 4, alone or after a whole number",
+          ("2 1/2 or 3/4", "two and a half or three quarters")),
     _rule("date", r"(?<![\d/.,])(\d{1,2})/(\d{1,2})(?:/(\d{4}|\d{2}))?(?![\d/])", _us_date,
           "month/day[/year], the American order, where the month is 1-12 and the day 1-31",
           ("on 12/3/63", "on december third sixty three")),
@@ -352,8 +392,6 @@ RULES = [
     _rule("percent", rf"(?<![\d.,])({_NUMBER})(?:\.(\d+))?\s?%",
           lambda m: f"{_decimal(m.group(1), m.group(2))} percent",
           "a number followed by %", ("5% or 2.5 %", "five percent or two point five percent")),
-    _rule("feet", rf"(?<![\d.,])({_NUMBER})(?:\.(\d+))?\s?(?i:ft)\b\.?", _feet, "a number followed by ft",
-          ("a 10 ft. pole", "a ten feet pole")),
     _rule("ordinal", rf"(?<![\d.,])({_NUMBER})(?i:st|nd|rd|th)\b",
           lambda m: _ordinal(int(m.group(1).replace(",", ""))), "1st, 2nd, 3rd, 21st, 100th",
           ("the 21st of May", "the twenty first of may")),
@@ -388,7 +426,7 @@ RULES = [
           "cardinals); a leading zero or more than 15 digits: digit by digit",
           ("1862, 2007, 1,862 and 007", "eighteen sixty two two thousand seven one thousand eight hundred "
                                         "sixty two and zero zero seven")),
-    _rule("symbols", f"[{re.escape(''.join(SYMBOLS))}]", lambda m: f" {SYMBOLS[m.group(0)]} ",
+    _rule("symbols", f"[{re.escape(''.join(SYMBOLS))}]", _symbol,
           "& and, @ at, + plus, = equals, # number, % percent, ° degrees, / a space",
           ("1+1=2 & #1 @ home, and/or", "one plus one equals two and number one at home and or")),
 ]
@@ -402,9 +440,11 @@ def expand(text: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """Accents stripped (NFD, combining marks removed); '!' and '…' end a sentence like '.'."""
+    """Accents stripped (NFD, combining marks removed); '!' and '…' end a sentence like '.';
+    closing brackets and quotes before a sentence's end dropped."""
     decomposed = unicodedata.normalize("NFD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_SENTENCE_ENDS)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_SENTENCE_ENDS)
+    return _CLOSED_END.sub("", plain)
 
 
 def normalize(text: str) -> str:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("  Hello,   World! ", "hello world."),
     ("Café Crème", "cafe creme"),
     ("one; two: three - four", "one two three four"),
-    ('He said "no" (twice).', "he said no twice ."),
+    ('He said "no" (twice).', "he said no twice."),
     ("Tab\tand\nnewline", "tab and newline"),
     ("It’s — fine", "it's fine"),
     ("Why?!", "why?."),
@@ -144,6 +144,33 @@ def test_non_string_input_is_an_error():
     ("12.5 %", "twelve point five percent"),
     ("6 ft. tall", "six feet tall"),
     ("1 ft", "one foot"),
+    # units after a number ("in." only so)
+    ("5 ft. 9 in. tall, about 150 lbs.", "five feet nine inches tall about one hundred fifty pounds."),
+    ("1 lb. and 8 oz.", "one pound and eight ounces."),
+    ("3 mi. and 100 yd. away", "three miles and one hundred yards away"),
+    ("1.5 in. of rain", "one point five inches of rain"),
+    ("5ft", "five feet"),
+    ("1ft and 11 yds", "one foot and eleven yards"),
+    ("Come in. 5 men", "come in. five men"),
+    ("5 in the morning", "five in the morning"),
+    ("9 1/2 in.", "nine and a half inches."),
+    # phone numbers: digit by digit
+    ("555-1234", "five five five one two three four"),
+    ("call 555-123-4567 now", "call five five five one two three four five six seven now"),
+    ("1-800-555-1234", "one eight zero zero five five five one two three four"),
+    ("150-1200 pounds", "one hundred fifty twelve hundred pounds"),
+    # fractions with a denominator of 2, 3 or 4
+    ("1/2", "one half"),
+    ("3/4 of them", "three quarters of them"),
+    ("2/3", "two thirds"),
+    ("2 1/2 miles", "two and a half miles"),
+    ("1 3/4", "one and three quarters"),
+    ("3/2", "march second"),
+    ("1/2/1990", "january second nineteen ninety"),
+    # no space before a sentence's end after an expansion
+    ("(approx. 33%).", "approximately thirty three percent."),
+    ("It was 90°.", "it was ninety degrees."),
+    ('He said "yes"?', "he said yes?"),
     # money
     ("$5", "five dollars"),
     ("$1", "one dollar"),
@@ -270,6 +297,7 @@ def test_the_issue_example_is_read_in_the_vocabulary():
 @pytest.mark.parametrize("raw", [
     "Dr. Smith paid $5 on 12/3, didn't he?", "At 4 p.m. The", "in St.", "Chapter II.", "etc.", "1,862 & 5%",
     "12:35 p.m.", "a~b 3", "No. 3 vs. No. 4 e.g. i.e.", "It's — fine!", "Mr Smith Jr.",
+    "5 ft. 9 in.", "2 1/2 lbs.", "555-1234", "(approx. 33%).", "St).", "Mt&.", "Mt/.", "6 in.)",
     # what the punctuation, accent and letter/digit steps could turn into a rule's match the second time
     "Mt!", "6Mr!", "x0mŕ!", "50p.m.", "8::a…:m…t", "Dŕ. Who",
 ])
@@ -282,7 +310,8 @@ def test_normalize_is_idempotent_on_random_text():
     rng = random.Random(0)
     pieces = list("0123456789 ,.:/-$£€¥%&@+=#°'!?~…’é") + [
         "Mr.", "St.", "No.", "p.m.", "a.m.", "12:30", "$5.50", "1862", "Chapter", "II", "Charles", "etc.", "e.g.",
-        "Co.", "1st", "'60s", "ft", "3pm", "12/3", "1963-11-22", "The", "Mt", "a", "m", "x"]
+        "Co.", "1st", "'60s", "ft", "3pm", "12/3", "1963-11-22", "The", "Mt", "a", "m", "x", "in.", "lbs", "1/2",
+        "555-1234", ")", '"', "]"]
     for _ in range(3000):
         raw = rng.choice(["", " "]).join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
         once = normalize(raw)

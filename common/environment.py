@@ -167,6 +167,9 @@ def _locked(venv: Path):
 def ready_venv() -> Path:
     """The managed environment's python, built or updated first when its stamp is not current."""
     venv = venv_dir()
+    if venv.exists() and not venv.is_dir():  # some tools write a .venv file naming an environment elsewhere
+        raise SetupError(f"{venv} exists and is not a directory; the project's environment goes there: move it "
+                         "away, or set DCTTS_VENV to a directory to put the environment elsewhere")
     with _locked(venv):
         if _read_stamp(venv) != fingerprint():
             build(venv)

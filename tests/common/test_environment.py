@@ -73,3 +73,27 @@ def test_a_version_other_than_the_pin_is_reported(tmp_path):
     (tmp_path / "constraints.txt").write_text("# a comment\nnumpy==0.0.1  # why\nsetuptools<81\nnot-installed==1\n")
     import numpy
     assert environment.unmet_pins(tmp_path / "constraints.txt") == [("numpy", numpy.__version__, "0.0.1")]
+
+
+@pytest.mark.parametrize("entry", ["ensure", "main"])
+def test_an_environment_path_that_is_a_file_is_one_line_and_kept(tmp_path, monkeypatch, entry):
+    venv = tmp_path / ".venv"
+    venv.write_text("/somewhere/else/env\n")  # what some tools write
+    monkeypatch.setattr(environment, "project_installed", lambda: False)
+    monkeypatch.setenv("DCTTS_VENV", str(venv))
+    with pytest.raises(SystemExit, match=f"error: {venv} exists and is not a directory") as stop:
+        environment.ensure(["bench/run.py"]) if entry == "ensure" else environment.main([])
+    assert "\n" not in str(stop.value) and "DCTTS_VENV" in str(stop.value)
+    assert venv.read_text() == "/somewhere/else/env\n"
+
+
+def test_bench_run_with_a_venv_file_says_so_in_one_line(tmp_path):
+    venv = tmp_path / "venv-file"
+    venv.write_text("x\n")
+    root = environment.ROOT
+    # -S: no site-packages, so the project is not installed and the command would make its environment
+    proc = subprocess.run([sys.executable, "-S", str(root / "bench/run.py"), "--help"], capture_output=True,
+                          text=True, env={**os.environ, "DCTTS_VENV": str(venv)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "is not a directory" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and venv.read_text() == "x\n"

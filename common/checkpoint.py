@@ -9,7 +9,8 @@ written atomically) holding
     number of batches of that epoch already used), framework and model, besides what
     common.weights writes (every hyperparameter, fingerprint).
 
-A run directory keeps the newest few as <net>-<step, 8 digits>.safetensors.
+A run directory keeps the newest few that read back as <net>-<step, 8 digits>.safetensors;
+one that does not (truncated, corrupt) is renamed aside to <name>.corrupt and never counted.
 """
 from __future__ import annotations
 
@@ -98,16 +99,32 @@ def latest_readable(out_dir, net: str):
 
 
 def save(out_dir, backend, state: TrainState, keep: int = KEEP) -> Path:
-    """Write <out_dir>/<net>-<step>.safetensors from a Backend, then delete all but the newest `keep`."""
+    """Write <out_dir>/<net>-<step>.safetensors from a Backend, then keep the newest `keep` valid ones."""
     tensors = dict(backend.get_weights())
     tensors.update({ADAM + k: np.asarray(v) for k, v in backend.get_optimizer_state().items()})
     meta = {k: json.dumps(v) for k, v in dataclasses.asdict(state).items()}
     meta.update(framework=backend.framework, model=backend.net)
     path = path_for(out_dir, backend.net, state.step)
     W.save(path, tensors, backend.spec, backend.net, meta)
-    for _, old in listed(out_dir, backend.net)[:-keep]:
-        old.unlink()
+    _prune(out_dir, backend.net, keep)
     return path
+
+
+def _prune(out_dir, net: str, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints that read back. An unreadable one is renamed
+    aside (<name>.corrupt, with a warning), not counted: counting it would delete the older valid
+    file that a resume falls back to (a corrupt checkpoint written at a signal, between regular ones)."""
+    valid = 0
+    for _, path in reversed(listed(out_dir, net)):
+        try:
+            W.read_header(path)
+        except W.WeightsError as err:
+            aside = path.replace(path.with_name(path.name + ".corrupt"))
+            warnings.warn(f"renamed {path.name} to {aside.name}: {err}", stacklevel=3)
+            continue
+        valid += 1
+        if valid > keep:
+            path.unlink()
 
 
 def load(path, spec: Spec | None = None, net: str | None = None) -> Checkpoint:

@@ -156,3 +156,17 @@ def test_a_truncated_newest_checkpoint_falls_back_to_an_older_one(tmp_path, tiny
     truncate(C.path_for(tmp_path, "ssrn", 10))
     with pytest.raises(W.WeightsError, match=r"ssrn-00000020.safetensors: .*truncated or corrupt"):
         C.latest_readable(tmp_path, "ssrn")  # nothing to fall back to: the newest one's error
+
+
+def test_retention_keeps_the_newest_valid_two_past_a_corrupt_one(tmp_path, tiny):
+    backend = NumpyBackend(tiny, "ssrn")
+    for step in (10, 20, 25):  # 25: written at a signal, between the regular ones
+        C.save(tmp_path, backend, state(step))
+    truncate(C.path_for(tmp_path, "ssrn", 25))
+    with pytest.warns(UserWarning, match=r"renamed ssrn-00000025.safetensors to ssrn-00000025.safetensors.corrupt: "
+                                         r".*truncated or corrupt") as record:
+        C.save(tmp_path, backend, state(30))
+    assert len(record) == 1
+    assert [s for s, _ in C.listed(tmp_path, "ssrn")] == [20, 30]
+    assert all(C.load(p).state.step == s for s, p in C.listed(tmp_path, "ssrn"))
+    assert (tmp_path / "ssrn-00000025.safetensors.corrupt").is_file()  # kept, for a look

@@ -13,16 +13,16 @@ pytest.importorskip("torch")
 
 from common import checkpoint as C, cli, data, spec as S, train_loop  # noqa: E402
 from common.framework import load_backend  # noqa: E402
-from tests.common.test_checkpoint import NumpyBackend, state  # noqa: E402
+from tests.common.test_checkpoint import NumpyBackend, state, truncate  # noqa: E402
 from tests.common.test_weights import orphan_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = S.get_spec("tiny")
 
 
-def train(data, out, steps, **kw):
+def train(data, out, steps, framework="torch", **kw):
     kw = {"spec": TINY, "batch_size": 4, "checkpoint_every": 100, "seed": 0, "threads": 1, **kw}
-    return train_loop.train("torch", "ssrn", data, out, steps=steps, progress=False, **kw)
+    return train_loop.train(framework, "ssrn", data, out, steps=steps, progress=False, **kw)
 
 
 def test_a_run_removes_its_killed_writes(tiny_corpus_dir, tmp_path, monkeypatch):
@@ -72,21 +72,35 @@ def test_a_batch_larger_than_the_training_split_is_said(tiny_corpus_dir, tmp_pat
     assert len([w for w in record if "batch size" in str(w.message)]) == 1
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_saves_and_exits_without_the_pictures(tiny_corpus_dir, tmp_path, signum):
+def interrupted_at(step: int, signum=signal.SIGTERM):
+    """The torch Backend, sent `signum` (Ctrl-C, a scheduler's preemption) during its `step`th step."""
     class Interrupted(load_backend("torch")):
         steps = 0
 
         def train_step(self, batch):
             self.steps += 1
-            if self.steps == 2:
-                os.kill(os.getpid(), signum)  # Ctrl-C, or a scheduler's preemption, during step 2
+            if self.steps == step:
+                os.kill(os.getpid(), signum)
             return super().train_step(batch)
 
-    result = train_loop.train(Interrupted, "ssrn", tiny_corpus_dir, tmp_path, steps=50, spec=TINY,
+    return Interrupted
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_and_exits_without_the_pictures(tiny_corpus_dir, tmp_path, signum):
+    result = train_loop.train(interrupted_at(2, signum), "ssrn", tiny_corpus_dir, tmp_path, steps=50, spec=TINY,
                               checkpoint_every=100, progress=False)
     assert result.interrupted == signum and result.step == 2 and C.load(result.checkpoint).state.step == 2
     assert not (tmp_path / "plots").exists()
+
+
+def test_a_corrupt_checkpoint_written_at_a_signal_does_not_cost_the_older_valid_one(tiny_corpus_dir, tmp_path):
+    assert train(tiny_corpus_dir, tmp_path, 50, interrupted_at(5), checkpoint_every=2).step == 5  # between 4 and 6
+    assert [s for s, _ in C.listed(tmp_path, "ssrn")] == [4, 5]
+    truncate(C.path_for(tmp_path, "ssrn", 5))
+    with pytest.warns(UserWarning, match="skipped ssrn-00000005.safetensors"):
+        assert train(tiny_corpus_dir, tmp_path, 6, checkpoint_every=2).step == 6  # resumes from 4, saves at 6
+    assert [(s, C.load(p).state.step) for s, p in C.listed(tmp_path, "ssrn")] == [(4, 4), (6, 6)]
 
 
 def test_sigterm_stops_dctts_train_with_a_checkpoint_and_it_resumes(tiny_corpus_dir, tmp_path, capsys):

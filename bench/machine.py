@@ -10,7 +10,6 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,21 +121,3 @@ def current_rss_mb() -> float:
     now = _statm_rss_mb()
     return peak_rss_mb() if now is None else now
 
-
-def cpu_snapshot():
-    """(wall s, machine busy CPU s, this process's CPU s) for `others_busy`; None without /proc/stat."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
-    own = os.times()
-    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
-def others_busy(start, end):
-    """Mean number of cores that OTHER processes kept busy between two snapshots (None if unknown):
-    the honest sign of a shared machine, unlike the load average, which counts our own threads."""
-    if start is None or end is None or end[0] <= start[0]:
-        return None
-    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))

@@ -15,6 +15,7 @@ import threadpoolctl
 from bench import frameworks, inputs, machine
 from bench.parity import parity_gate
 from common import audio, spec as S
+from common.contention import cpu_snapshot, others_busy
 from common.cli import read_model
 from common.framework import configure_threads, load_backend
 from common.weights import init_weights
@@ -129,7 +130,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
         return {**record, "status": "failed", "reason": "parity gate vs common.reference: " + "; ".join(failures)}
 
     record["rss_setup_mb"] = machine.current_rss_mb()
-    cpu_start = machine.cpu_snapshot()
+    cpu_start = cpu_snapshot()
     if task == "synthesize":
         texts = inputs.synthesis_texts(spec, (warmup + steps) * batch_size, data_dir)
         record["max_frames"] = max_frames
@@ -138,7 +139,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
         batches = inputs.timing_batches(spec, batch_size, n_batches, seed, data_dir)
         timed = _train_steps(backends[TASK_NETS[task][0]], spec, batches, warmup, steps, seed)
     record["warmup"], record["steps"] = timed[:warmup], timed[warmup:]
-    record["others_busy_cores"] = machine.others_busy(cpu_start, machine.cpu_snapshot())
+    record["others_busy_cores"] = others_busy(cpu_start, cpu_snapshot())
     record["peak_rss_mb"] = machine.peak_rss_mb()
     record["gpu_memory_mb"] = frameworks.gpu_memory_mb(framework, device)
     record["peak"] = frameworks.peak_matmul(framework, device)

@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant)
     records, unavailable = [], {}
-    status = 0
+    status, warned = 0, False
     probes = {"before": numpy_peak(args)}
     try:
         bar = tqdm(runs, unit="run", desc="bench")
@@ -334,6 +334,10 @@ def main(argv=None) -> int:
             records.append({**record, "task": task, "batch_size": batch, "round": rnd,
                             "preset": variants.variant_name(args.preset, variant)})
             write_outputs(args, records, probes)
+            busy = [] if warned else busy_warning([record])
+            if busy:  # said as it happens, once, besides the table's header
+                tqdm.write(f"{fw} {task} batch {batch}: {busy[0]}", file=sys.stderr)
+                warned = True
         probes["after"] = numpy_peak(args)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(records)} of {len(runs)} runs finished and written", file=sys.stderr)

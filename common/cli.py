@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common import audio, checkpoint, data, distributed, text, train_loop, weights
+from common.contention import Contention
 from common.environment import SetupError
 from common.espeak import EspeakError
 from common.framework import FRAMEWORKS, configure_threads, load_backend
@@ -277,6 +278,7 @@ def run_synthesize(args) -> int:
         configure_threads(args.framework, args.threads)
     backend_cls = load_backend(args.framework)
     t2m, ssrn = (build_model(backend_cls, models[net], net, args.device) for net in NETS)
+    shared = Contention("synthesis") if args.device == "cpu" else None
     with tqdm(total=len(all_ids), unit="text", desc="synthesizing", disable=len(all_ids) <= args.batch_size) as bar:
         for start in range(0, len(all_ids), args.batch_size):
             chunk = all_ids[start:start + args.batch_size]
@@ -290,14 +292,17 @@ def run_synthesize(args) -> int:
                           + ("" if ended else "; attention did not reach the end of the text (raise --max-frames?)"),
                           file=sys.stdout)
                 bar.update()
+            if shared:
+                shared.tick()
     return 0
 
 
 def _guarded(prog: str, run, args) -> int:
     """Run; expected failures (bad input, missing files, unusable framework) become one line,
-    and so does each warning (`prog: warning: ...`, not Python's file:line and source)."""
+    and so does each warning (`prog: warning: ...`, not Python's file:line and source; on a line of its
+    own while a progress bar runs)."""
     def show(message, *_, **__):
-        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        tqdm.write(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show

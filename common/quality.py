@@ -280,6 +280,7 @@ def main(argv=None) -> None:
     from pathlib import Path
 
     from common import cli, plots
+    from common.contention import Contention
     from common.framework import configure_threads, load_backend
 
     p = argparse.ArgumentParser(prog="python -m common.quality", description=main.__doc__.split("\n\n")[0])
@@ -301,8 +302,10 @@ def main(argv=None) -> None:
     mean = mean_frame(ref.mel for ref in references(corpus))
     backend_cls = load_backend(args.framework)
     trained = cli.build_model(backend_cls, (weights, spec), "text2mel", "cpu")
+    shared = Contention("the quality run")
     results = {"trained": evaluate(trained, refs, spec, mean_spectrum=mean),
                "untrained": evaluate(backend_cls(spec, "text2mel"), refs, spec)}
+    shared.tick()  # over the whole evaluation: it synthesizes in one call
     which = "training" if args.training else "held-out"
     for name, r in results.items():
         print(f"{name:9s} {which} ({r['n']} sentences): MCD-DTW {r['mcd_mean']:.2f} dB, aligned {r['aligned_rate']:.0%}, "

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from common import checkpoint, data, distributed, weights as W
 from common.checkpoint import TrainState
+from common.contention import Contention
 from common.framework import configure_threads, load_backend
 from common.losses import learning_rate
 from common.spec import Spec, get_spec
@@ -129,6 +130,8 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
         W.remove_leftovers(out_dir, f"{W.TEMP_PREFIX}{net}-*")  # only this network's: the other may train now
         monitor = Monitor(backend, corpus, int(test_idx[0] if len(test_idx) else train_idx[0]), out_dir)
     first, losses, stopping = state.step, {}, False
+    # a data-parallel job's workers are each other's other processes; a GPU run waits for its device
+    shared = Contention("training") if lead and workers == 1 and device == "cpu" else None
     saved, saved_at = (ckpt.path if ckpt else None), state.step
     with distributed.Heartbeat(rank) as heartbeat, stop_on_signals(heartbeat.signalled) as stop, LossLog(out_dir / f"{net}-losses.jsonl", state.step, lead) as log, \
             tqdm(total=steps, initial=state.step, desc=f"{backend.framework} {net}", unit="step",
@@ -147,6 +150,8 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
             state.epoch_batches += 1
             log.write(state.step, losses, learning_rate(spec, state.step), time.perf_counter() - start)
             heartbeat.beat(state.step)
+            if shared:
+                shared.tick()
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
             done = bool(after_step and after_step(state.step, backend, losses))

@@ -164,7 +164,8 @@ def run_job(args) -> int:
     print(f"{args.workers} {args.framework} workers, {threads} thread{'s' * (threads > 1)} each, "
           f"{state.batch_size // args.workers} of every {state.batch_size} utterances each")
     worker = ["common.cli", "train"] + without_workers(args.argv) + ([] if args.threads else ["--threads", str(threads)])
-    return distributed.launch(args.framework, args.workers, worker, args.worker_timeout)  # LaunchError: one line
+    log = Path(args.out) / f"{args.model}-job.log"  # the engines' output; LaunchError, one line, names it
+    return distributed.launch(args.framework, args.workers, worker, args.worker_timeout, log=log)
 
 
 def without_workers(argv: list) -> list:

@@ -10,10 +10,12 @@ whose worker died or hangs.
 engine's own launcher by hand (README: raw and multi-node launches). In a job every worker draws
 the same global batches (the single-process data order), trains on its `shard` and the backend
 averages the gradients through the engine (Backend.join_workers); rank 0 alone writes checkpoints,
-losses, plots and progress.
+losses, plots and progress. The engines' output is copied to <out>/<net>-job.log; once a job has
+failed it goes there only, so that the line naming the failure comes first, not their tracebacks.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +32,7 @@ import numpy as np
 
 from common.batch import Batch
 
+HOLD_S = 1.0  # the engines' stderr reaches ours this late: time for the watchdog to see a failure first
 WORKER_TIMEOUT = 600.0  # seconds a worker may go without finishing a step (checkpoint pictures included)
 HEARTBEAT_DIR = "DCTTS_HEARTBEAT_DIR"  # set by `launch`: where each rank reports its progress
 ENGINE_TIMEOUT = "DCTTS_DIST_TIMEOUT"  # seconds an engine's own collectives may wait (torch's process group)
@@ -165,20 +169,22 @@ def engine_commands(framework: str, workers: int, worker: list, port: int | None
 
 
 def launch(framework: str, workers: int, worker: list, timeout: float = WORKER_TIMEOUT, env: dict | None = None,
-           poll: float = 0.2) -> int:
+           poll: float = 0.2, log: Path | None = None) -> int:
     """Run `python -m <worker...>` as a job of `workers` processes of `framework`'s engine and
     supervise it: returns 0 when every worker ended well. A worker that dies (killed, or an
     error) or that reports no finished step for `timeout` seconds ends the whole job: the
-    processes are stopped and LaunchError names the rank. SIGINT/SIGTERM is passed on to the
-    workers, which agree on a step, save and stop (common.train_loop); returns 128 + signal."""
+    processes are stopped and LaunchError names the rank (and `log`). SIGINT/SIGTERM is passed on
+    to the workers, which agree on a step, save and stop (common.train_loop); returns 128 + signal.
+    `log`: a file (appended to) that receives the engines' output too (_EngineOutput)."""
     if workers < 2:
         raise ValueError(f"a job needs >= 2 workers, got {workers}")
-    with tempfile.TemporaryDirectory(prefix="dctts-job-") as folder:
+    with tempfile.TemporaryDirectory(prefix="dctts-job-") as folder, _EngineOutput(log) as output:
         # the engine's own timeout later than the watchdog's, whose message names the rank
         base = {**os.environ, ENGINE_TIMEOUT: str(round(2 * timeout)), **(env or {}), HEARTBEAT_DIR: folder}
-        procs = [(role, subprocess.Popen(cmd, env={**base, **extra}, start_new_session=True))
+        procs = [(role, output.follow(subprocess.Popen(cmd, env={**base, **extra}, start_new_session=True,
+                                                       **output.streams)))
                  for role, cmd, extra in engine_commands(framework, workers, worker)]
-        job = _Job(procs, Path(folder), workers, timeout)
+        job = _Job(procs, Path(folder), workers, timeout, output)
         try:
             with _forward_signals(job):
                 return job.supervise(poll)
@@ -186,11 +192,57 @@ def launch(framework: str, workers: int, worker: list, timeout: float = WORKER_T
             job.stop()
 
 
+class _EngineOutput:
+    """With a `path`: the engines' stdout and stderr are copied to the file, and on to ours, stderr
+    HOLD_S late, until `silence()` (the job failed). The engines' reactions to a failure (torchrun's
+    SignalException traceback, mpiexec's report) then stay in the file, below the line that names
+    the failure, which comes first. Without a path the engines write to ours directly."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.silenced, self.threads, self.lock = path, False, [], threading.Lock()
+        self.streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} if path else {}
+        self.where = f" (the engines' output: {path})" if path else ""
+
+    def __enter__(self):
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "ab")
+            self.file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} a job starts ---\n".encode())
+        return self
+
+    def follow(self, proc: subprocess.Popen) -> subprocess.Popen:
+        for pipe, ours, hold in ((proc.stdout, sys.stdout, 0.0), (proc.stderr, sys.stderr, HOLD_S)):
+            if pipe is not None:
+                self.threads.append(threading.Thread(target=self._copy, args=(pipe, ours, hold), daemon=True))
+                self.threads[-1].start()
+        return proc
+
+    def _copy(self, pipe, ours, hold: float) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for chunk in iter(lambda: os.read(pipe.fileno(), 1 << 16), b""):
+            with self.lock:
+                self.file.write(chunk)
+                self.file.flush()
+            time.sleep(hold)
+            if not self.silenced:
+                ours.write(decoder.decode(chunk))
+                ours.flush()
+
+    def silence(self) -> None:
+        self.silenced = True
+
+    def __exit__(self, *exc):
+        for thread in self.threads:
+            thread.join(timeout=10)  # the processes are stopped: their pipes end
+        if self.path:
+            self.file.close()
+
+
 class _Job:
     """The processes of one job and what the watchdog knows of them."""
 
-    def __init__(self, procs: list, folder: Path, workers: int, timeout: float):
-        self.procs, self.folder, self.workers, self.timeout = procs, folder, workers, timeout
+    def __init__(self, procs: list, folder: Path, workers: int, timeout: float, output: _EngineOutput):
+        self.procs, self.folder, self.workers, self.timeout, self.output = procs, folder, workers, timeout, output
         self.signum, self.poll, self.started = 0, 0.2, time.monotonic()
         self.died: dict = {}  # rank -> when it died (at the latest: the poll before it was seen dead)
 
@@ -201,8 +253,9 @@ class _Job:
             beats = _read_beats(self.folder)
             failure = self._failure(beats)
             if failure:
-                raise LaunchError(failure + "; the job was stopped. Rerun the same command to resume from the "
-                                  "newest checkpoint")
+                self.output.silence()
+                raise LaunchError(f"{failure}; the job was stopped{self.output.where}. Rerun the same command to "
+                                  "resume from the newest checkpoint")
             codes = [p.poll() for _, p in self.procs]
             workers_done = sum(1 for r, _ in beats.values() if r["state"] == "done") == self.workers
             if all(c is not None for c in codes) or (workers_done and self._only_services_left(codes)):
@@ -210,7 +263,8 @@ class _Job:
                     return 128 + self.signum
                 bad = [f"{role} (exit status {c})" for (role, _), c in zip(self.procs, codes) if c]
                 if bad and not workers_done:
-                    raise LaunchError(f"{', '.join(bad)} ended the job before every worker finished")
+                    self.output.silence()
+                    raise LaunchError(f"{', '.join(bad)} ended the job before every worker finished{self.output.where}")
                 return 0
 
     def _only_services_left(self, codes: list) -> bool:
@@ -239,7 +293,8 @@ class _Job:
         if suspects or self.died:
             rank = min(suspects or self.died, key=(suspects or self.died).get)
             record = beats[rank][0]
-            how = "failed (its error is above)" if record["state"] == "failed" else "died"
+            how = ("died" if record["state"] != "failed" else "failed" if self.output.path
+                   else "failed (its error is above)")
             return f"worker rank {rank} (pid {record['pid']}) {how} at step {record['step']}"
         missing = sorted(set(range(self.workers)) - set(beats))
         if missing and time.monotonic() - self.started > self.timeout:

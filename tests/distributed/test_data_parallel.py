@@ -188,3 +188,20 @@ def test_the_cli_trains_resumes_and_survives_a_killed_worker(tmp_path, tiny_corp
     again = train(fw, killed, data, checkpoint.listed(killed, "text2mel")[-1][0] + 2)
     assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-3000:]
     assert not list(killed.glob(TEMP_PREFIX + "*")), "a temporary file of the killed job is left"
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_a_killed_worker_is_the_first_line_and_the_engines_output_goes_to_the_log(tmp_path, tiny_corpus_dir, fw,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else torchrun's start-up notice on threads comes first
+    data, out = tmp_path / "corpus", tmp_path / "run"
+    shutil.copytree(tiny_corpus_dir, data)
+    job = train(fw, out, data, 1000, background=True)
+    pid = kill_rank_1_once_a_checkpoint_exists(job, out)
+    _, stderr = job.communicate(timeout=120)
+    log = out / "text2mel-job.log"
+    assert job.returncode == 1, stderr[-3000:]
+    first = stderr.splitlines()[0]
+    assert first.startswith(f"dctts-train: error: worker rank 1 (pid {pid}) died at step "), stderr[-3000:]
+    assert f"the job was stopped (the engines' output: {log}). Rerun the same command" in first
+    assert "a job starts" in log.read_text() and no_process_left(str(out))

@@ -137,9 +137,10 @@ def open_study(args):
     import optuna
 
     study = optuna.create_study(storage=f"sqlite:///{args.study}", study_name=STUDY_NAME, direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=args.seed),
                                 pruner=optuna.pruners.MedianPruner(n_warmup_steps=args.eval_every + 1),
                                 load_if_exists=True)
+    # seeded by the trials so far too: a sampler seeded alike in every session re-draws a continued study's first values
+    study.sampler = optuna.samplers.TPESampler(seed=args.seed + len(study.trials))
     wanted, known = settings(args), study.user_attrs.get("settings")
     if known is None:
         study.set_user_attr("settings", wanted)
@@ -282,7 +283,7 @@ def trials_markdown(trials, args, params: list, importance_note: str) -> str:
              + ", ".join(f"{n} {state}" for state, n in states.items()),
              f"- each trial: {s['max_steps']} steps (seed {s['seed']}), evaluated every {s['eval_every']} steps on "
              f"{s['sentences']} held-out sentences of {s['data']} (evenly spaced over heldout.csv); MedianPruner from the second "
-             f"evaluation on, TPE sampler (seed {s['seed']})",
+             f"evaluation on, TPE sampler (seed {s['seed']} + the trials before a session's first)",
              "- objective (minimized, bench.tune.objective): the worst length band's MCD-DTW minus the mean "
              f"spectrum's + {ALIGN_WEIGHT:g} x the worst band's shortfall below {converge.TARGET_ALIGNED:.0%} "
              "aligned; <= -1.0 when every band is aligned and 1 dB below the mean spectrum (the target)",

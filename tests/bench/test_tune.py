@@ -87,7 +87,9 @@ def test_a_search_writes_its_trials_best_and_study(smoke):
 def test_a_continued_search_adds_the_trials_missing(tiny_corpus_dir, smoke, tmp_path):
     out = shutil.copytree(smoke, tmp_path / "more")  # the smoke study stays as it was for the other tests
     assert run.main(tune_args(tiny_corpus_dir, out, 3)) == 0
-    assert [t.state.name for t in load(out).get_trials()] == ["COMPLETE"] * 3
+    trials = load(out).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert trials[2].params not in (trials[0].params, trials[1].params)  # new values, not the first session's again
     assert "| 2 | COMPLETE | 0002 |" in (out / "trials.md").read_text()
     with pytest.raises(SystemExit, match=r"other settings: max_steps 4 \(given: 6\)"):
         run.main(tune_args(tiny_corpus_dir, out, 4) + ["--max-steps", "6"])

@@ -115,6 +115,22 @@ def test_a_clean_diagonal_is_aligned():
     assert al["diagonality"] > 0.9 and al["duration_ratio"] == pytest.approx(60 / 50) and al["frames"] == 60
 
 
+def test_diagonality_measures_the_unforced_frames_only():
+    """Forced columns sit on the diagonal by construction: counted, a network forced along 87% of
+    the way scored above a trained one. Here the 8 unforced (last) columns look at character 0."""
+    a, flags = diagonal(20, 60), forced_at(60, slice(0, 52))
+    a[:, 52:] = 0
+    a[0, 52:] = 1
+    al = quality.alignment(a, 20, 60, flags)
+    assert al["diagonality"] < 0.5
+    assert quality.alignment(diagonal(20, 60), 20, 60, flags)["diagonality"] > 0.9  # the same flags, on the line
+    everything = quality.alignment(diagonal(20, 60), 20, 60, forced_at(60, slice(None)))
+    assert everything["diagonality"] is None  # nothing the network chose: nothing to measure
+    figures = quality.aggregate([{**everything, "mcd": 1.0}, {**al, "mcd": 1.0}])
+    assert figures["diagonality_mean"] == pytest.approx(al["diagonality"])  # the unknown one left out
+    assert quality.aggregate([{**everything, "mcd": 1.0}])["diagonality_mean"] is None
+
+
 def test_stuck_attention_does_not_reach_the_end():
     a = np.roll(diagonal(20, 60, sigma=0.5)[:, :1], 3, axis=0).repeat(60, axis=1)  # stuck on character 3
     al = quality.alignment(a, 20, 30, none_forced(a))
@@ -270,8 +286,10 @@ def test_evaluate_an_untrained_torch_text2mel(small_corpus):
             "seconds", "rows"}
     assert keys <= set(result) and result["n"] == 4 and result["n_coeffs"] == quality.N_COEFFS
     assert np.isfinite(result["mcd_mean"]) and result["mcd_mean"] > 0 and result["mcd_median"] > 0
-    for rate in ("aligned_rate", "reaches_end_rate", "monotonic_rate", "forced_fraction_mean", "diagonality_mean"):
+    for rate in ("aligned_rate", "reaches_end_rate", "monotonic_rate", "forced_fraction_mean"):
         assert 0 <= result[rate] <= 1, rate
+    all_forced = all(r["forced_frames"] == r["frames"] for r in result["rows"])
+    assert result["diagonality_mean"] is None if all_forced else 0 <= result["diagonality_mean"] <= 1
     assert result["duration_ratio_mean"] > 0 and result["seconds"] > 0
     row = result["rows"][0]
     assert 1 <= row["frames"] <= 24 and row["real_frames"] == refs[0].mel.shape[1]

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import variants
-from bench.machine import REPO, apply_threads, described, machine, subprocess_env
+from bench.machine import REPO, apply_threads, commit_line, described, machine, subprocess_env
 
 # Targets [ours], set before the committed run from a pilot (2026-12-02, demo preset, the default
 # corpus, the three frameworks side by side: torch aligned 95% of the held-out sentences at 2,720
@@ -280,7 +280,7 @@ def run(args) -> int:
     data_dir = Path(args.data) if args.data else default_corpus(REPO / "out", args.preset)
     preset, variant = args.preset, args.variant[0]
     info = machine(args.device)
-    header = [f"machine: {described(info)}; git {info['git_commit']}",
+    header = [f"machine: {described(info)}; {commit_line(info, args.allow_dirty)}",
               f"data: {data_dir} (held-out sentences: {args.sentences} of heldout.csv, evenly spaced)",
               f"same initial weights (seed {args.seed}) and data order in every framework; {args.threads} threads",
               f"evaluation every {args.eval_every} steps (step 0 = untrained); training time excludes evaluations",

@@ -70,6 +70,18 @@ def git_commit() -> str:
         return os.environ.get("DCTTS_GIT_COMMIT", "unknown")
 
 
+def commit_line(info: dict, allow_dirty: bool) -> str:
+    """A header's "git <commit>", saying when a dirty tree's results were written on purpose."""
+    dirty = info["git_commit"].endswith("+dirty")
+    return f"git {info['git_commit']}" + (" (written with --allow-dirty)" if dirty and allow_dirty else "")
+
+
+def refuses_dirty(out: Path) -> bool:
+    """Whether writing to `out` needs a clean tree: it is under the repository's results/ (what is
+    committed and quoted) and tracked files differ from HEAD."""
+    return out.resolve().is_relative_to(REPO / "results") and git_commit().endswith("+dirty")
+
+
 def gpu_model(device: str) -> str | None:
     """The GPU a `device` such as "cuda:1" names, as nvidia-smi describes it (name, memory,
     driver; the same for every framework, whichever imports); None on the CPU."""

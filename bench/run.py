@@ -68,6 +68,8 @@ def parse_args(argv=None):
                    help="scaling: worker counts, sharing --threads (default: 1 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is abandoned as an error")
+    p.add_argument("--allow-dirty", action="store_true", help="write into results/ from a working tree with "
+                   "uncommitted changes (refused without it; the header then says so)")
     g = p.add_argument_group("converge (time to quality)")
     g.add_argument("--max-steps", type=int, help="step budget per framework (default 20000; tune: per trial, "
                    f"default {tune.MAX_STEPS})")
@@ -122,6 +124,9 @@ def parse_args(argv=None):
     kind = "converge" if args.converge else "tune" if args.tune else "scaling" if args.scaling else "bench"
     args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     args.data = str(Path(args.data).resolve()) if args.data else None
+    if not args.allow_dirty and machine.refuses_dirty(args.out):
+        p.error(f"--out {args.out} is in results/ and the working tree has uncommitted changes: commit them first "
+                "(a committed table names the commit it came from), or give --allow-dirty (its header then says so)")
     return args
 
 
@@ -210,7 +215,7 @@ def header(args, records: list, probes: dict, info: dict) -> list:
     source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
               f"(bench.inputs.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
     return [
-        f"machine: {machine.described(info)}; {info['platform']}; git {info['git_commit']}",
+        f"machine: {machine.described(info)}; {info['platform']}; {machine.commit_line(info, args.allow_dirty)}",
         f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
         f"device {args.device}, fp32; Backend.sync() before every clock read" + (
             "" if args.device == "cpu" else "; " + GPU_NOTE),

@@ -70,6 +70,23 @@ def test_defaults_are_the_quick_run():
     assert args.framework == list(run.FRAMEWORKS) and args.warmup >= 1 and args.out.name.startswith("bench-")
 
 
+def test_results_are_not_written_into_results_from_a_dirty_tree(monkeypatch, capsys):
+    """A committed table names the commit it came from: a tree with uncommitted changes has none."""
+    monkeypatch.setattr(machine, "git_commit", lambda: "abc123+dirty")
+    results = machine.REPO / "results" / "never-written"
+    for task in (["--task", "train-ssrn"], ["--task", "converge"], ["--task", "scaling", "train-ssrn"]):
+        with pytest.raises(SystemExit):
+            run.parse_args(task + ["--out", str(results)])
+        assert "uncommitted changes" in capsys.readouterr().err and not results.exists()
+    assert not run.parse_args(["--out", str(machine.REPO / "out" / "x")]).allow_dirty  # outside results/: as before
+    args = run.parse_args(["--out", str(results), "--allow-dirty"])
+    assert machine.commit_line({"git_commit": "abc123+dirty"}, args.allow_dirty) == \
+        "git abc123+dirty (written with --allow-dirty)"
+    monkeypatch.setattr(machine, "git_commit", lambda: "abc123")
+    assert run.parse_args(["--out", str(results)]).out == results
+    assert machine.commit_line({"git_commit": "abc123"}, True) == "git abc123"
+
+
 def test_a_busy_machine_is_flagged_in_the_header():
     assert run.busy_warning([{"others_busy_cores": 0.1}, {"status": "unavailable"}]) == []
 

@@ -11,6 +11,8 @@ before step K of Text2Mel, as a crash or a hang would."""
 import argparse
 import os
 import signal
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -76,4 +78,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception:  # as common.cli's train_main: a failed worker leaves at once; at a normal exit gloo's
+        traceback.print_exc()  # thread still waiting on the dead or stopped peer can std::terminate (SIGABRT)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)

@@ -59,15 +59,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def git_commit() -> str:
     """HEAD's hash, with "+dirty" when the working tree differs from it; in a copied working
     tree without git (a GPU machine's copy) $DCTTS_GIT_COMMIT, else "unknown"."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     try:
-        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return _git("rev-parse", "HEAD") + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("DCTTS_GIT_COMMIT", "unknown")
+
+
+def file_commit(path: Path) -> str:
+    """The commit that last changed `path` ("+modified" when the working tree's copy differs from
+    it; "uncommitted" when no commit has it; "unknown" without git)."""
+    try:
+        commit = _git("log", "-1", "--format=%h", "--", str(path))
+        if not commit:
+            return "uncommitted"
+        return commit + ("+modified" if _git("status", "--porcelain", "--", str(path)) else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def commit_line(info: dict, allow_dirty: bool) -> str:

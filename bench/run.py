@@ -77,10 +77,16 @@ def parse_args(argv=None):
     g.add_argument("--eval-every", type=int, help=f"steps between held-out evaluations (default 250; tune: "
                    f"{tune.EVAL_EVERY})")
     g.add_argument("--sentences", type=int, default=50, help="held-out sentences per evaluation, evenly spaced over heldout.csv (its length bands keep their shares)")
-    g.add_argument("--target-aligned", type=float, default=converge.TARGET_ALIGNED,
-                   help="target: fraction of held-out sentences aligned")
-    g.add_argument("--target-mcd", type=float, default=converge.TARGET_MCD, help="target: held-out MCD-DTW, dB")
-    g.add_argument("--parallel", action="store_true", help="train the frameworks side by side (--threads each)")
+    g.add_argument("--seeds", nargs="+", type=int, help="train every framework once per seed (default: --seed); "
+                   "seeds.md gives steps and minutes to target over them")
+    g.add_argument("--target-aligned", type=float, help="target: fraction of held-out sentences aligned (default: "
+                   "the preset's in bench/targets.json)")
+    g.add_argument("--target-gain", type=float, help="target: dB by which held-out MCD-DTW lies below the mean "
+                   "spectrum's (default: the preset's in bench/targets.json)")
+    g.add_argument("--jobs", type=int, default=1, help="trainings at once, each --threads threads pinned to its own "
+                   "cores (default 1: one after the other)")
+    g.add_argument("--time-steps", type=int, default=200, help="steps timed per framework alone for minutes to "
+                   "target, --repeat rounds interleaved (0: skip)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: each framework from its curve and last checkpoint "
                         "(bit-identical training; the table covers every framework with a curve there)")
@@ -98,6 +104,9 @@ def parse_args(argv=None):
         p.error("--task tune trains one framework, --trials >= 0 times")
     if args.max_steps is None:
         args.max_steps = tune.MAX_STEPS if args.tune else 20000
+    args.seeds = args.seeds or [args.seed]
+    if args.jobs < 1 or args.time_steps < 0:
+        p.error("--jobs must be >= 1 and --time-steps >= 0")
     if args.eval_every is None:
         args.eval_every = tune.EVAL_EVERY if args.tune else 250
     args.scaling = "scaling" in args.task

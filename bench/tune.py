@@ -39,7 +39,8 @@ from common.spec import Spec, get_spec
 
 STUDY_NAME = "dctts-tune"
 MAX_STEPS, EVAL_EVERY = 3000, 500  # this task's defaults of --max-steps and --eval-every
-ALIGN_WEIGHT = 5.0  # objective dB per unit of a band's shortfall below converge.TARGET_ALIGNED
+ALIGNED = 0.9  # the fraction of a band's sentences the objective wants aligned
+ALIGN_WEIGHT = 5.0  # objective dB per unit of a band's shortfall below ALIGNED
 MIN_IMPORTANCE_TRIALS = 10  # completed trials before importance.png: fewer, and PED-ANOVA's top decile is one trial
 
 
@@ -111,7 +112,7 @@ def bands_of(point: dict) -> dict:
 def objective(point: dict) -> float:
     """What the search minimizes, from one evaluation (common.quality.evaluate's figures): the worst
     length band's MCD-DTW minus the mean spectrum's (dB; negative = better than the mean spectrum)
-    plus ALIGN_WEIGHT x the worst band's shortfall below converge.TARGET_ALIGNED (90%) aligned.
+    plus ALIGN_WEIGHT x the worst band's shortfall below ALIGNED (90%) aligned.
 
     Why the worst band: the project's target is every band at least 90% aligned and its MCD-DTW at
     least 1 dB below the mean spectrum's; over all sentences, the many short ones that align first
@@ -120,7 +121,7 @@ def objective(point: dict) -> float:
     <= -1.0. Bands without sentences are left out."""
     bands = [b for b in bands_of(point).values() if b["n"]]
     gain = max(b["mcd_mean"] - b["mcd_mean_spectrum_mean"] for b in bands)
-    shortfall = max(max(0.0, converge.TARGET_ALIGNED - b["aligned_rate"]) for b in bands)
+    shortfall = max(max(0.0, ALIGNED - b["aligned_rate"]) for b in bands)
     return gain + ALIGN_WEIGHT * shortfall
 
 
@@ -285,7 +286,7 @@ def trials_markdown(trials, args, params: list, importance_note: str) -> str:
              f"{s['sentences']} held-out sentences of {s['data']} (evenly spaced over heldout.csv); MedianPruner from the second "
              f"evaluation on, TPE sampler (seed {s['seed']} + the trials before a session's first)",
              "- objective (minimized, bench.tune.objective): the worst length band's MCD-DTW minus the mean "
-             f"spectrum's + {ALIGN_WEIGHT:g} x the worst band's shortfall below {converge.TARGET_ALIGNED:.0%} "
+             f"spectrum's + {ALIGN_WEIGHT:g} x the worst band's shortfall below {ALIGNED:.0%} "
              "aligned; <= -1.0 when every band is aligned and 1 dB below the mean spectrum (the target)",
              "- space: " + "; ".join(p.described() for p in params),
              "- best: " + (f"trial {best.number}, objective {best.value:.3f} (best.md)" if best else "none yet"),

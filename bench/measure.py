@@ -50,7 +50,8 @@ def _train_steps(backend, spec, batches, warmup, steps, seed):
         backend.seed(seed + i)
         losses, seconds = clocked(backend, backend.train_step, batch)
         out.append({"time_s": seconds, "samples": batch.size, "frames": int(batch.frame_lengths.sum()) * spec.r,
-                    "flops": flops_of[id(batch)], "loss": float(losses["loss"])})
+                    "flops": flops_of[id(batch)], "loss": float(losses["loss"]),
+                    "shape": [batch.size, batch.text.shape[1], batch.mel.shape[2]]})
     return out
 
 

@@ -1,6 +1,12 @@
 """Results on disk: results.json (every raw record), results.csv and table.md (one row per
-framework x task x batch size, pooled over rounds), PNG plots. All derived numbers are computed
-here from the raw per-step data, in one place."""
+framework x task x batch size x timed shape, pooled over rounds), PNG plots. All derived numbers
+are computed here from the raw per-step data, in one place.
+
+Statistics never mix shapes: a training run cycles batches of different lengths, and step time is
+not proportional to FLOPs across them (torch's `small` SSRN: 2.1x the time for 1.37x the FLOPs),
+so each batch shape gets its own median, IQR, ratio to the fastest and fraction of peak (at the
+median). A synthesis run speaks the same sentences in every framework: its statistic is the mean
+step over them in each round (their summed time / steps), median and IQR over the rounds."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-CSV_FIELDS = ("framework", "task", "preset", "batch_size", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
+CSV_FIELDS = ("framework", "task", "preset", "batch_size", "shape", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
               "iqr_s", "ratio_to_fastest", "first_call_s", "warmup_median_s", "setup_s", "samples_per_s",
               "text2mel_sentences_per_s", "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gflop_per_step",
               "achieved_gflops", "matmul_gflops", "machine_peak_gflops", "fraction_of_peak", "gate_max_rel_error",
@@ -22,16 +28,10 @@ def summarize(times) -> dict:
     return {"median_s": float(median), "q1_s": float(q1), "q3_s": float(q3), "iqr_s": float(q3 - q1)}
 
 
-def per_mean_work(steps: list) -> list:
-    """Each step's time scaled to the mean step's work: time_s x mean FLOPs / the step's FLOPs.
-    The counted steps cycle batches of different sizes (68 and 96 GFLOP at paper, B=4): raw
-    medians landed on the smaller one and the IQR measured the mix, not the noise. Scaled, the
-    median is that of one mean-work step, the same work in every framework, and the IQR is the
-    timing noise. Steps without a FLOP count are left as they are."""
-    if not all(s.get("flops") for s in steps):
-        return [s["time_s"] for s in steps]
-    mean = sum(s["flops"] for s in steps) / len(steps)
-    return [s["time_s"] * mean / s["flops"] for s in steps]
+def shape_label(shape) -> str | None:
+    """A training batch's shape, (B, N, T) = (sentences, characters, reduced frames) of its padded
+    arrays, as "N×T" (the batch size has its own column); None for synthesis."""
+    return None if shape is None else f"{shape[1]}×{shape[2]}"
 
 
 def _median(values):
@@ -60,35 +60,46 @@ def machine_peak(records: list, probes: dict | None = None) -> float | None:
 
 
 def aggregate(records: list, probes: dict | None = None) -> list:
-    """One row per (framework, task, preset, batch size), its counted steps pooled over rounds,
-    rows in first-seen order, with ratio_to_fastest = median / the fastest ok median of its
-    (task, preset, batch size) and fraction_of_peak = achieved GFLOP/s / machine_peak(records,
-    probes)."""
+    """One row per (framework, task, preset, batch size, shape), its counted steps pooled over
+    rounds, rows in first-seen order, with ratio_to_fastest = median / the fastest ok median of its
+    (task, preset, batch size, shape) and fraction_of_peak = achieved GFLOP/s (at the median) /
+    machine_peak(records, probes)."""
     groups = {}
     for rec in records:
-        groups.setdefault((rec["framework"], rec["task"], rec["preset"], rec["batch_size"]), []).append(rec)
+        key = (rec["framework"], rec["task"], rec["preset"], rec["batch_size"])
+        shapes = [s.get("shape") and tuple(s["shape"]) for s in rec.get("steps", [])] or [None]
+        for shape in dict.fromkeys(shapes):
+            groups.setdefault(key + (shape_label(shape),), []).append((rec, shape))
     rows = [_row(key, recs) for key, recs in groups.items()]
     peak = machine_peak(records, probes)
     for row in rows:
         if row["status"] == "ok" and peak:
             row["machine_peak_gflops"] = peak
             row["fraction_of_peak"] = row["achieved_gflops"] / peak
-        peers = [r["median_s"] for r in rows if r["status"] == "ok"
-                 and (r["task"], r["preset"], r["batch_size"]) == (row["task"], row["preset"], row["batch_size"])]
+        same = ("task", "preset", "batch_size", "shape")
+        peers = [r["median_s"] for r in rows if r["status"] == "ok" and all(r[k] == row[k] for k in same)]
         row["ratio_to_fastest"] = row["median_s"] / min(peers) if row["status"] == "ok" else None
     return rows
 
 
 def _row(key, recs) -> dict:
-    framework, task, preset, batch_size = key
+    """`recs`: (record, shape) of every round; the row covers the record's steps of that shape."""
+    framework, task, preset, batch_size, label = key
     row = dict.fromkeys(CSV_FIELDS)
-    row.update(framework=framework, task=task, preset=preset, batch_size=batch_size)
-    ok = [r for r in recs if r["status"] == "ok"]
+    row.update(framework=framework, task=task, preset=preset, batch_size=batch_size, shape=label)
+    ok = [(r, shape) for r, shape in recs if r["status"] == "ok"]
     if not ok:
-        return {**row, "status": recs[-1]["status"], "rounds": 0, "reason": recs[-1].get("reason", "")}
-    steps = [s for r in ok for s in r["steps"]]
+        last = recs[-1][0]
+        return {**row, "status": last["status"], "rounds": 0, "reason": last.get("reason", "")}
+    per_round = [[s for s in r["steps"] if (s.get("shape") and tuple(s["shape"])) == shape] for r, shape in ok]
+    steps = [s for mine in per_round for s in mine]
     seconds = sum(s["time_s"] for s in steps)
-    row.update(status="ok", rounds=len(ok), steps=len(steps), **summarize(per_mean_work(steps)))
+    if task == "synthesize":  # the same sentences in every round and framework: the mean step of each round
+        times = [sum(s["time_s"] for s in mine) / len(mine) for mine in per_round]
+    else:
+        times = [s["time_s"] for s in steps]
+    row.update(status="ok", rounds=len(ok), steps=len(steps), **summarize(times))
+    ok = [r for r, _ in ok]
     row["first_call_s"] = _median([r["warmup"][0]["time_s"] for r in ok])
     row["warmup_median_s"] = _median([s["time_s"] for r in ok for s in r["warmup"][1:]])
     row["setup_s"] = _median([r["setup_s"] for r in ok])
@@ -101,8 +112,8 @@ def _row(key, recs) -> dict:
     row["frames_per_s"] = sum(s["frames"] for s in steps) / seconds
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
     row["gpu_memory_mb"] = max((r["gpu_memory_mb"] for r in ok if r.get("gpu_memory_mb") is not None), default=None)
-    row["gflop_per_step"] = sum(s["flops"] for s in steps) / len(steps) / 1e9
-    row["achieved_gflops"] = sum(s["flops"] for s in steps) / seconds / 1e9
+    row["gflop_per_step"] = sum(s["flops"] for s in steps) / len(steps) / 1e9  # one shape: every step's
+    row["achieved_gflops"] = row["gflop_per_step"] / row["median_s"]
     row["matmul_gflops"] = _median([r["peak"]["gflops"] for r in ok])  # the framework's own, for reference
     row["gate_max_rel_error"] = max(e for r in ok for g in r["gate"].values() for e in g["errors"].values())
     return row
@@ -129,6 +140,10 @@ def _last_line(text) -> str:
     return (lines[-1][:200] if lines else "").replace("|", "\\|")
 
 
+def _shape(task: str, label: str | None) -> str:
+    return label or ("sentences" if task == "synthesize" else "–")
+
+
 def _ms(row) -> str:
     if row["status"] != "ok":
         return row["status"]
@@ -145,30 +160,32 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
     details table."""
     lines = [f"# DC-TTS benchmark, preset(s) {', '.join(sorted({r['preset'] for r in rows}))}", ""]
     lines += [f"- {line}" for line in meta.get("header", [])]
-    lines += ["", "## Median wall time per step, scaled to the mean step's work (interquartile range; ratio to the "
-                  "fastest in the row)", "",
-              "| task | preset | batch | " + " | ".join(frameworks) + " |",
-              "|---|---|---:|" + "---:|" * len(frameworks)]
-    cells = {(r["task"], r["preset"], r["batch_size"], r["framework"]): r for r in rows}
-    keys = list(dict.fromkeys((r["task"], r["preset"], r["batch_size"]) for r in rows))
-    for task, preset, batch in keys:
-        row_cells = [_ms(cells[task, preset, batch, fw]) if (task, preset, batch, fw) in cells else "not run"
-                     for fw in frameworks]
-        lines.append(f"| {task} | {preset} | {batch} | " + " | ".join(row_cells) + " |")
+    lines += ["", "## Median wall time per step (interquartile range; ratio to the fastest in the row)", "",
+              "Training: the steps of one batch shape (characters × reduced frames), never rescaled across shapes; "
+              "synthesis: the mean step over the same sentences in each round, median over the rounds.", "",
+              "| task | preset | batch | shape | " + " | ".join(frameworks) + " |",
+              "|---|---|---:|---|" + "---:|" * len(frameworks)]
+    cells = {(r["task"], r["preset"], r["batch_size"], r["shape"], r["framework"]): r for r in rows}
+    keys = list(dict.fromkeys((r["task"], r["preset"], r["batch_size"], r["shape"]) for r in rows))
+    for task, preset, batch, shape in keys:
+        row_cells = [_ms(cells[task, preset, batch, shape, fw]) if (task, preset, batch, shape, fw) in cells
+                     else "not run" for fw in frameworks]
+        lines.append(f"| {task} | {preset} | {batch} | {_shape(task, shape)} | " + " | ".join(row_cells) + " |")
     lines += synthesis_throughput(rows, frameworks)
     lines += ["", "## Details", "",
-              "| framework | task | batch | steps | median s | IQR s | first call s | warm-up s | samples/s "
-              "| frames/s | RTF Text2Mel | RTF end-to-end | peak RSS MiB | GPU MiB | GFLOP/step | GFLOP/s "
-              "| own matmul GFLOP/s | % of machine peak | gate err |",
-              "|---|---|---:|" + "---:|" * 16]
+              "| framework | task | batch | shape | steps | median s | IQR s | first call s | warm-up s | samples/s "
+              "| frames/s | RTF Text2Mel | RTF end-to-end | peak RSS MiB | GPU MiB | GFLOP/step | GFLOP/s at the median "
+              "| own matmul GFLOP/s | % of machine peak at the median | gate err |",
+              "|---|---|---:|---|" + "---:|" * 16]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['framework']} | {r['task']} | {r['batch_size']} | {r['status']}: "
+            lines.append(f"| {r['framework']} | {r['task']} | {r['batch_size']} | {_shape(r['task'], r['shape'])} | {r['status']}: "
                          f"{_last_line(r['reason'])} |" + " |" * 15)
             continue
         frac = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
         lines.append(" | ".join([
-            f"| {r['framework']}", r["task"], str(r["batch_size"]), str(r["steps"]), _fmt(r["median_s"]),
+            f"| {r['framework']}", r["task"], str(r["batch_size"]), _shape(r["task"], r["shape"]), str(r["steps"]),
+            _fmt(r["median_s"]),
             _fmt(r["iqr_s"]), _fmt(r["first_call_s"]), _fmt(r["warmup_median_s"]), _fmt(r["samples_per_s"]),
             _fmt(r["frames_per_s"], "{:.0f}"), _fmt(r["rtf"]), _fmt(r["rtf_with_vocoder"]),
             _fmt(r["peak_rss_mb"], "{:.0f}"), _fmt(r["gpu_memory_mb"], "{:.0f}"), _fmt(r["gflop_per_step"]),
@@ -202,6 +219,13 @@ def synthesis_throughput(rows: list, frameworks: list) -> list:
     return lines
 
 
+def throughput(rows: list) -> float:
+    """Samples (sentences) per second over the rows of one framework, task and batch size: all the
+    steps of their shapes, the same work in every framework (each row's samples/s is its samples
+    over its seconds, and every step of a batch size has as many samples)."""
+    return sum(r["steps"] for r in rows) / sum(r["steps"] / r["samples_per_s"] for r in rows)
+
+
 def plot(out_dir, rows: list, frameworks: list) -> list:
     """step_time.png (median with IQR bars, per task and batch size) and, when several batch sizes
     were run, throughput.png (samples/s vs batch size: training samples, synthesized sentences).
@@ -219,16 +243,18 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
     width = 0.8 / len(frameworks)
     for ax, task in zip(axes[0], tasks):
-        sizes = sorted({r["batch_size"] for r in ok if r["task"] == task})
+        sizes = list(dict.fromkeys(sorted(((r["batch_size"], r["shape"] or "") for r in ok if r["task"] == task),
+                                          key=lambda k: (k[0], k[1]))))
         for j, fw in enumerate(frameworks):
-            mine = {r["batch_size"]: r for r in ok if r["task"] == task and r["framework"] == fw}
+            mine = {(r["batch_size"], r["shape"] or ""): r for r in ok if r["task"] == task and r["framework"] == fw}
             xs = [i + (j - (len(frameworks) - 1) / 2) * width for i, b in enumerate(sizes) if b in mine]
             rs = [mine[b] for b in sizes if b in mine]
             if rs:
                 ax.bar(xs, [r["median_s"] for r in rs], width, label=fw,
                        yerr=[[r["median_s"] - r["q1_s"] for r in rs], [r["q3_s"] - r["median_s"] for r in rs]],
                        capsize=3)
-        ax.set_xticks(range(len(sizes)), [f"{b} sentence(s)" if task == "synthesize" else f"batch {b}" for b in sizes])
+        ax.set_xticks(range(len(sizes)), [f"{b} sentence(s)" if task == "synthesize" else f"batch {b}\n{shape}"
+                                          for b, shape in sizes])
         ax.set_title(task)
         ax.set_ylabel("seconds per step (median, IQR)")
         ax.legend()
@@ -242,10 +268,10 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
         fig, axes = plt.subplots(1, len(varied), figsize=(4.5 * len(varied), 3.8), squeeze=False)
         for ax, task in zip(axes[0], varied):
             for fw in frameworks:
-                rs = sorted((r for r in ok if r["task"] == task and r["framework"] == fw),
-                            key=lambda r: r["batch_size"])
-                if rs:
-                    ax.plot([r["batch_size"] for r in rs], [r["samples_per_s"] for r in rs], "o-", label=fw)
+                sizes = sorted({r["batch_size"] for r in ok if r["task"] == task and r["framework"] == fw})
+                if sizes:
+                    ax.plot(sizes, [throughput([r for r in ok if (r["task"], r["framework"], r["batch_size"]) ==
+                                                (task, fw, b)]) for b in sizes], "o-", label=fw)
             ax.set_xlabel("batch size")
             ax.set_ylabel("sentences / s" if task == "synthesize" else "samples / s")
             ax.set_title(task)

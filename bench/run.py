@@ -278,7 +278,7 @@ def synthesis_frames_line(records: list, r: int) -> list:
                          f"({_listed(first)}), the same in every framework")
         else:
             lines.append(f"WARNING: synthesis, batch {batch}: the frameworks synthesized different frame counts "
-                         "(compare the work-scaled medians, not raw times): "
+                         "(their synthesis rows time different work): "
                          + "; ".join(f"{fw} {_listed(f)}" for fw, f in by_framework.items()))
     return lines
 

@@ -51,18 +51,36 @@ def test_quartiles_pool_rounds_and_ratios_are_to_the_fastest(records):
     assert failed["status"] == "failed" and failed["median_s"] is None and failed["ratio_to_fastest"] is None
 
 
-def test_a_mix_of_batch_sizes_is_compared_on_equal_work():
-    """Steps cycling a small and a large batch: the median is that of a mean-work step and the IQR
-    is noise, not the mix (raw medians landed on the small batch, the IQR spanned both)."""
-    def mixed(fw, per_gflop, n=5):  # 3 small (1 GFLOP) and 2 large (2 GFLOP) steps, time = per_gflop x work
+def test_each_batch_shape_gets_its_own_statistics_when_time_is_not_proportional_to_flops():
+    """Steps cycling a small and a large batch, where one framework's time grows faster than the
+    FLOPs (torch's small SSRN: 2.1x the time for 1.37x the FLOPs): one median over both shapes,
+    even rescaled by FLOPs, hid that the ratio differs by shape; each shape has its own row."""
+    def mixed(fw, small_s, large_s):  # 3 small steps (N=40, T=60, 1 GFLOP) and 2 large (N=70, T=90, 1.37 GFLOP)
         rec = train_record(fw, [])
-        rec["steps"] = [{"time_s": per_gflop * g, "samples": 4, "frames": 400, "flops": g * 1e9, "loss": 1.0}
-                        for g in (1, 2, 1, 2, 1)[:n]]
+        rec["steps"] = [{"time_s": t, "samples": 4, "frames": 400, "flops": g * 1e9, "loss": 1.0, "shape": shape}
+                        for t, g, shape in [(small_s, 1.0, [4, 40, 60]), (large_s, 1.37, [4, 70, 90])] * 2
+                        + [(small_s, 1.0, [4, 40, 60])]]
         return rec
-    rows = report.aggregate([mixed("torch", 1.0), mixed("chainer", 1.5)])
-    torch = row(rows, "torch")
-    assert torch["median_s"] == pytest.approx(1.4) and torch["iqr_s"] == pytest.approx(0)  # mean work 1.4 GFLOP
-    assert row(rows, "chainer")["ratio_to_fastest"] == pytest.approx(1.5)
+    rows = report.aggregate([mixed("torch", 0.31, 0.65), mixed("chainer", 0.52, 0.75)])  # machine peak 100 GFLOP/s
+    by = {(r["framework"], r["shape"]): r for r in rows}
+    assert sorted(by) == [("chainer", "40×60"), ("chainer", "70×90"), ("torch", "40×60"), ("torch", "70×90")]
+    small, large = by["chainer", "40×60"], by["chainer", "70×90"]
+    assert (small["steps"], large["steps"]) == (3, 2) and small["iqr_s"] == 0 and large["iqr_s"] == 0
+    assert small["ratio_to_fastest"] == pytest.approx(0.52 / 0.31) and large["ratio_to_fastest"] == pytest.approx(0.75 / 0.65)
+    assert by["torch", "70×90"]["median_s"] == 0.65 and by["torch", "70×90"]["gflop_per_step"] == pytest.approx(1.37)
+    # % of peak is that of the row's median, the statistic the table shows beside it
+    assert by["torch", "70×90"]["fraction_of_peak"] == pytest.approx(1.37 / 0.65 / 100.0)
+    md = report.markdown({"header": []}, rows, ["torch", "chainer"])
+    assert "| train-ssrn | tiny | 4 | 70×90 | 650.0 ms, IQR 0.0 (1.00×) | 750.0 ms, IQR 0.0 (1.15×) |" in md
+
+
+def test_synthesis_rows_take_the_median_over_rounds_of_the_mean_step():
+    """Each synthesis step speaks another sentence (other lengths): one round's mean step over the
+    same sentences is the statistic, its median over the rounds."""
+    records = [synth_record("torch", [1.0, 3.0]), {**synth_record("torch", [2.0, 6.0]), "round": 1},
+               {**synth_record("torch", [1.5, 4.5]), "round": 2}]
+    synth = row(report.aggregate(records), "torch", "synthesize")
+    assert synth["steps"] == 6 and synth["median_s"] == 3.0 and (synth["q1_s"], synth["q3_s"]) == (2.5, 3.5)
 
 
 def test_every_framework_divides_by_one_machine_peak():
@@ -94,7 +112,7 @@ def test_markdown_csv_and_json(tmp_path, records):
     assert "- threads: 2 per framework" in md
     line = next(l for l in md.splitlines() if l.startswith("| train-ssrn | tiny | 4 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[3:] == ["3000.0 ms, IQR 2000.0 (1.00×)", "6000.0 ms, IQR 0.0 (2.00×)", "failed", "not run"]
+    assert cells[3:] == ["–", "3000.0 ms, IQR 2000.0 (1.00×)", "6000.0 ms, IQR 0.0 (2.00×)", "failed", "not run"]
     assert "failed: parity gate vs common.reference: ssrn logits relative error 3.00e-02" in md
 
     report.write_csv(tmp_path / "r.csv", rows)

@@ -1,7 +1,7 @@
 """One benchmark run (one framework, one task, one batch size) inside the current process.
 
 Order matters for honest numbers: backends are built and checked against common.reference
-(the parity gate) first; inputs are prebuilt; then warm-up steps (the first is the first call,
+(the parity gate: the forward pass, and one training step for a training task) first; inputs are prebuilt; then warm-up steps (the first is the first call,
 which includes any hybridize/compile work) and counted steps are clocked separately, with
 Backend.sync() before every clock read; peak memory is read before the peak-matmul probe
 (which would otherwise inflate it)."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import threadpoolctl
 
 from bench import frameworks, inputs, machine
-from bench.parity import parity_gate
+from bench import parity
 from common import audio, spec as S
 from common.contention import cpu_snapshot, others_busy
 from common.cli import read_model
@@ -55,9 +55,10 @@ def _train_steps(backend, spec, batches, warmup, steps, seed):
     return out
 
 
-def _synthesis_steps(text2mel, ssrn, spec, texts, batch_size, max_frames):
+def _synthesis_steps(text2mel, ssrn, spec, texts, batch_size, max_frames, mels: list):
     """One step per `batch_size` texts: Text2Mel synthesizes them together (each stopping at its
-    own end), SSRN upsamples each mel, Griffin-Lim (timed apart, not in the step) makes each wav."""
+    own end), SSRN upsamples each mel, Griffin-Lim (timed apart, not in the step) makes each wav.
+    Each step's Text2Mel mels are appended to `mels` (for the cross-framework gate)."""
     out = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
@@ -68,6 +69,7 @@ def _synthesis_steps(text2mel, ssrn, spec, texts, batch_size, max_frames):
             audio.mag_to_wav(mag, spec)
         vocoder_s = time.perf_counter() - begin
         reduced = [mel.shape[1] for mel, _ in results]
+        mels.append([mel for mel, _ in results])
         out.append({"time_s": t2m_s + ssrn_s, "text2mel_s": t2m_s, "ssrn_s": ssrn_s, "vocoder_s": vocoder_s,
                     "samples": len(chunk), "frames": sum(reduced) * spec.r, "reduced_frames": reduced,
                     "audio_s": sum(reduced) * spec.r * spec.hop / spec.sr, "chars": sum(len(ids) for ids in chunk),
@@ -88,12 +90,12 @@ def trained_weights(paths: dict, nets) -> tuple:
 
 def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int = 5, warmup: int = 2,
         device: str = "cpu", seed: int = 0, threads: int | None = None, data_dir=None, max_frames: int = 64,
-        n_batches: int = 2, backend_cls=None, weights: dict | None = None) -> dict:
+        n_batches: int = 2, backend_cls=None, weights: dict | None = None, gate_dir=None) -> dict:
     """One run's record: status "ok" with raw per-step data, "unavailable" (the backend does not
     import), or "failed" (the parity gate). `backend_cls` replaces load_backend(framework)
     (tests use a NumPy stand-in). Synthesis steps synthesize `batch_size` utterances together.
     `weights` {net: path}: trained models instead of init_weights(spec, net, seed); their spec
-    replaces `spec`."""
+    replaces `spec`. `gate_dir`: where the cross-framework gate's arrays go (bench.parity.cross_check)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     if warmup < 1 or steps < 1:
@@ -124,7 +126,14 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
     record["weights"] = "init_weights" if weights is None else {net: str(path) for net, path in weights.items()}
 
     gate_batch = inputs.short_batch(spec, seed)
-    record["gate"] = {net: parity_gate(b, initial[net], gate_batch) for net, b in backends.items()}
+    record["gate"] = {net: parity.parity_gate(b, initial[net], gate_batch) for net, b in backends.items()}
+    gate_file = gate_dir and Path(gate_dir) / f"{framework}--{task}-{spec.name}-b{batch_size}.npz"
+    if task != "synthesize":
+        net = TASK_NETS[task][0]
+        record["gate"]["train_step"], updates = parity.train_step_gate(backend_cls, spec, net, initial[net],
+                                                                       gate_batch, device, seed)
+        if gate_file:
+            parity.save(gate_file, updates)
     failures = [f"{net} {out} relative error {err:.2e} > {g['tol']:.0e}" for net, g in record["gate"].items()
                 for out, err in g["errors"].items() if not err <= g["tol"]]
     if failures:
@@ -135,7 +144,11 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
     if task == "synthesize":
         texts = inputs.synthesis_texts(spec, (warmup + steps) * batch_size, data_dir)
         record["max_frames"] = max_frames
-        timed = _synthesis_steps(backends["text2mel"], backends["ssrn"], spec, texts, batch_size, max_frames)
+        mels = []
+        timed = _synthesis_steps(backends["text2mel"], backends["ssrn"], spec, texts, batch_size, max_frames, mels)
+        if gate_file:
+            counted = [mel for step in mels[warmup:] for mel in step]
+            parity.save(gate_file, {f"mel{i}": mel for i, mel in enumerate(counted)})
     else:
         batches = inputs.timing_batches(spec, batch_size, n_batches, seed, data_dir)
         timed = _train_steps(backends[TASK_NETS[task][0]], spec, batches, warmup, steps, seed)

@@ -21,6 +21,7 @@ def test_worker_subprocess_returns_a_timed_record(tmp_path, real_framework):
     assert rec["framework"] == real_framework and rec["threads"] == 1 and rec["version"]
     assert len(rec["warmup"]) == 1 and len(rec["steps"]) == 2 and all(s["time_s"] > 0 for s in rec["steps"])
     assert rec["gate"]["text2mel"]["passed"] and rec["peak"]["gflops"] > 0 and rec["blas"]
+    assert rec["gate"]["train_step"]["passed"] and set(rec["gate"]["train_step"]["errors"]) >= {"loss"}
 
 
 def test_run_writes_every_output(tmp_path, real_framework):
@@ -31,7 +32,8 @@ def test_run_writes_every_output(tmp_path, real_framework):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "table.md", "step_time.png",
-                                              "throughput.png"}
+                                              "throughput.png", "gate"}
+    assert {p.name for p in (out / "gate").iterdir()} == {f"{real_framework}--train-ssrn-tiny-b{b}.npz" for b in (1, 2)}
     raw = json.loads((out / "results.json").read_text())
     assert [(r["batch_size"], r["status"]) for r in raw["runs"]] == [(1, "ok"), (2, "ok")]
     assert raw["meta"]["thread_env"]["OMP_NUM_THREADS"] == "1" and raw["meta"]["machine"]["cores"]
@@ -109,13 +111,18 @@ def test_the_header_says_how_many_frames_synthesis_timed():
                  for i in range(0, len(frames), batch)]
         return {"framework": fw, "task": "synthesize", "status": "ok", "batch_size": batch, "steps": steps}
     same = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38]),
-                                      synth("torch", [52, 38, 7, 9], 2), synth("gluon", [52, 38, 7, 9], 2)], r=4)
+                                      synth("torch", [52, 38, 7, 9], 2), synth("gluon", [52, 38, 7, 9], 2)], r=4,
+                                     untrained=True)
     assert same == ["synthesis, batch 1: timed 90 reduced frames in 2 utterances (52, 38), the same in every framework",
                     "synthesis, batch 2: timed 106 reduced frames in 4 utterances (52, 38, 7, 9), the same in every "
                     "framework"]
-    (differ,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4)
+    (differ,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=True)
     assert differ.startswith("WARNING: synthesis, batch 1") and "gluon 64, 38" in differ
-    assert run.synthesis_frames_line([{"framework": "torch", "task": "train-ssrn", "status": "ok"}], r=4) == []
+    assert "(up to 12 of 102 reduced frames)" in differ and differ.endswith(run.UNTRAINED_TIES)
+    (trained,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=False)
+    assert "ulp" not in trained  # the tie explains untrained weights only
+    assert run.synthesis_frames_line([{"framework": "torch", "task": "train-ssrn", "status": "ok"}], r=4,
+                                     untrained=True) == []
     (line,) = run.busy_warning([{"others_busy_cores": 0.1}, {"others_busy_cores": 1.5}])
     assert "other processes kept up to 1.5 cores busy" in line
 

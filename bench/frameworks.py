@@ -7,6 +7,7 @@ all it takes to benchmark a new implementation."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import time
 
@@ -90,24 +91,45 @@ def peak_matmul(framework: str, device: str = "cpu", n: int | None = None, repea
     return {"gflops": best[method], "method": method, "n": n, "all_gflops": best}
 
 
-def gpu_memory_mb(framework: str, device: str):
-    """The framework's peak device memory in MiB (None on CPU or when unknown): torch's
-    max_memory_allocated; CuPy's pool size (the pool keeps what it ever held, so its peak);
-    MXNet's used device memory at the end (its pool keeps allocations too)."""
+def gpu_memory(framework: str, device: str) -> dict:
+    """Device memory at the end of a run ({} on the CPU): "process_mb", this process's memory as
+    NVML counts it (CUDA context, every pool and cache included: the same measure for every
+    framework; None without nvidia-ml-py or when NVML does not list the process), and the
+    framework's own allocator figure, which measures something different in each ("allocator_mb",
+    "allocator": torch's max_memory_allocated, tensors only; CuPy's pool, what it ever held;
+    MXNet's device total - free, every process included)."""
     index = gpu_index(device)
     if index is None:
-        return None
+        return {}
+    out = {"process_mb": nvml_process_mb(index), "allocator_mb": None, "allocator": None}
     if framework == "torch":
         import torch
 
-        return torch.cuda.max_memory_allocated(index) / 2 ** 20
-    if framework == "chainer":
+        out.update(allocator_mb=torch.cuda.max_memory_allocated(index) / 2 ** 20, allocator="torch max_memory_allocated")
+    elif framework == "chainer":
         import cupy
 
-        return cupy.get_default_memory_pool().total_bytes() / 2 ** 20
-    if framework == "gluon":
+        out.update(allocator_mb=cupy.get_default_memory_pool().total_bytes() / 2 ** 20, allocator="cupy pool total")
+    elif framework == "gluon":
         import mxnet as mx
 
         free, total = mx.context.gpu_memory_info(index)
-        return (total - free) / 2 ** 20
-    return None
+        out.update(allocator_mb=(total - free) / 2 ** 20, allocator="mxnet device used")
+    return out
+
+
+def nvml_process_mb(index: int) -> float | None:
+    """This process's memory on GPU `index` by NVML (pynvml, from nvidia-ml-py): the entry with
+    our pid, else the only compute process listed (a container may show host pids); None when
+    pynvml is missing or the process is not found."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    pynvml.nvmlInit()
+    try:
+        procs = pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(index))
+    finally:
+        pynvml.nvmlShutdown()
+    mine = [p for p in procs if p.pid == os.getpid()] or (procs if len(procs) == 1 else [])
+    return mine[0].usedGpuMemory / 2 ** 20 if mine and mine[0].usedGpuMemory is not None else None

@@ -17,7 +17,8 @@ import numpy as np
 
 CSV_FIELDS = ("framework", "task", "preset", "batch_size", "shape", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
               "iqr_s", "ratio_to_fastest", "first_call_s", "warmup_median_s", "setup_s", "samples_per_s",
-              "text2mel_sentences_per_s", "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gflop_per_step",
+              "text2mel_sentences_per_s", "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gpu_allocator_mb",
+              "gflop_per_step",
               "achieved_gflops", "matmul_gflops", "machine_peak_gflops", "fraction_of_peak", "gate_max_rel_error",
               "reason")
 
@@ -111,7 +112,8 @@ def _row(key, recs) -> dict:
     row["samples_per_s"] = sum(s.get("samples", 1) for s in steps) / seconds  # synthesis: sentences / s
     row["frames_per_s"] = sum(s["frames"] for s in steps) / seconds
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
-    row["gpu_memory_mb"] = max((r["gpu_memory_mb"] for r in ok if r.get("gpu_memory_mb") is not None), default=None)
+    for key in ("gpu_memory_mb", "gpu_allocator_mb"):  # NVML's per-process figure; the framework's own
+        row[key] = max((r[key] for r in ok if r.get(key) is not None), default=None)
     row["gflop_per_step"] = sum(s["flops"] for s in steps) / len(steps) / 1e9  # one shape: every step's
     row["achieved_gflops"] = row["gflop_per_step"] / row["median_s"]
     row["matmul_gflops"] = _median([r["peak"]["gflops"] for r in ok])  # the framework's own, for reference
@@ -174,13 +176,14 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
     lines += synthesis_throughput(rows, frameworks)
     lines += ["", "## Details", "",
               "| framework | task | batch | shape | steps | median s | IQR s | first call s | warm-up s | samples/s "
-              "| frames/s | RTF Text2Mel | RTF end-to-end | peak RSS MiB | GPU MiB | GFLOP/step | GFLOP/s at the median "
+              "| frames/s | RTF Text2Mel | RTF end-to-end | peak RSS MiB | GPU MiB (NVML) | GPU MiB (allocator) | GFLOP/step "
+              "| GFLOP/s at the median "
               "| own matmul GFLOP/s | % of machine peak at the median | gate err |",
-              "|---|---|---:|---|" + "---:|" * 16]
+              "|---|---|---:|---|" + "---:|" * 17]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['framework']} | {r['task']} | {r['batch_size']} | {_shape(r['task'], r['shape'])} | {r['status']}: "
-                         f"{_last_line(r['reason'])} |" + " |" * 15)
+                         f"{_last_line(r['reason'])} |" + " |" * 16)
             continue
         frac = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
         lines.append(" | ".join([
@@ -188,7 +191,8 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
             _fmt(r["median_s"]),
             _fmt(r["iqr_s"]), _fmt(r["first_call_s"]), _fmt(r["warmup_median_s"]), _fmt(r["samples_per_s"]),
             _fmt(r["frames_per_s"], "{:.0f}"), _fmt(r["rtf"]), _fmt(r["rtf_with_vocoder"]),
-            _fmt(r["peak_rss_mb"], "{:.0f}"), _fmt(r["gpu_memory_mb"], "{:.0f}"), _fmt(r["gflop_per_step"]),
+            _fmt(r["peak_rss_mb"], "{:.0f}"), _fmt(r["gpu_memory_mb"], "{:.0f}"), _fmt(r["gpu_allocator_mb"], "{:.0f}"),
+            _fmt(r["gflop_per_step"]),
             _fmt(r["achieved_gflops"]), _fmt(r["matmul_gflops"]), _fmt(frac, "{:.1f}"),
             _fmt(r["gate_max_rel_error"], "{:.1e}")]) + " |")
     return "\n".join(lines) + "\n"

@@ -130,6 +130,9 @@ def parse_args(argv=None):
         p.error("--variant goes with the timing tasks on untrained weights and with converge")
     if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
+    if args.device != "cpu" and args.warmup < args.batches:
+        p.error(f"on a GPU --warmup ({args.warmup}) must be >= --batches ({args.batches}): autotuning meets every "
+                "batch shape in the warm-up, not in the timed steps")
     kind = "converge" if args.converge else "tune" if args.tune else "scaling" if args.scaling else "bench"
     args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     args.data = str(Path(args.data).resolve()) if args.data else None
@@ -141,8 +144,11 @@ def parse_args(argv=None):
 
 GPU_NOTE = ("TF32 off in every framework (NVIDIA_TF32_OVERRIDE=0; torch's allow_tf32 flags off too), cuDNN "
             "autotuning on in all three (torch cudnn.benchmark, chainer config.autotune, "
-            "MXNET_CUDNN_AUTOTUNE_DEFAULT=1), its search inside the uncounted warm-up steps; GPU memory = each "
-            "framework's own peak (torch max_memory_allocated, CuPy's pool, MXNet's used memory)")
+            "MXNET_CUDNN_AUTOTUNE_DEFAULT=1), its search kept out of the clock: training in the uncounted warm-up "
+            "steps (the batches cycle, so every timed shape is met there), synthesis by speaking every timed sentence "
+            "once before the timed pass; GPU memory = the process's device memory by NVML at the end of the run "
+            "(context, pools and caches included: one measure for every framework), each framework's allocator "
+            "figure beside it (torch max_memory_allocated, CuPy's pool, MXNet's device used)")
 
 
 def trained_preset(text2mel: Path, ssrn: Path) -> str:

@@ -101,3 +101,65 @@ def test_a_copied_tree_without_git_names_the_commit_it_is_given(tmp_path, monkey
     assert machine.git_commit() == "unknown"
     monkeypatch.setenv("DCTTS_GIT_COMMIT", "abc123")
     assert machine.git_commit() == "abc123"
+
+
+def fake_nvml(monkeypatch, processes):
+    """A stand-in for pynvml (nvidia-ml-py) listing `processes` as (pid, bytes) on every GPU."""
+    import sys
+    import types
+
+    calls = []
+    nvml = types.SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetHandleByIndex=lambda i: ("handle", i),
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [types.SimpleNamespace(pid=p, usedGpuMemory=b)
+                                                        for p, b in processes])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    return calls
+
+
+def test_gpu_memory_is_the_process_figure_of_nvml_for_every_framework(monkeypatch):
+    from bench import frameworks
+
+    calls = fake_nvml(monkeypatch, [(os.getpid() + 1, 5 * 2 ** 20), (os.getpid(), 3 * 2 ** 20)])
+    assert frameworks.gpu_memory("newfw", "cuda:1") == {"process_mb": 3.0, "allocator_mb": None, "allocator": None}
+    assert calls == ["init", "shutdown"] and frameworks.gpu_memory("torch", "cpu") == {}
+    fake_nvml(monkeypatch, [(12345, 7 * 2 ** 20)])  # a container's NVML lists the host's pid: the only process
+    assert frameworks.nvml_process_mb(0) == 7.0
+    fake_nvml(monkeypatch, [(12345, 7 * 2 ** 20), (12346, 2 ** 20)])  # several, none ours: unknown
+    assert frameworks.nvml_process_mb(0) is None
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", None)  # nvidia-ml-py not installed
+    assert frameworks.nvml_process_mb(0) is None
+
+
+def test_gpu_synthesis_speaks_every_timed_sentence_before_the_clock(reference_backend, monkeypatch):
+    """cuDNN autotunes each new input length the first time it meets it: on a GPU every timed
+    sentence is synthesized once, untimed, before the timed pass."""
+    from bench import frameworks
+    from common.synthesis import Synthesis
+
+    seen = []
+
+    class Fake(reference_backend):
+        def synthesize_batch(self, texts, max_frames):
+            seen.append([len(t) for t in texts])
+            return [Synthesis(np.zeros((self.spec.n_mels, 3), np.float32), np.zeros((len(t), 3), np.float32),
+                              np.zeros(3, bool)) for t in texts]
+
+        def upsample(self, mel):
+            return np.zeros((self.spec.n_mags, mel.shape[1] * self.spec.r), np.float32)
+
+        def sync(self):
+            seen.append("sync")
+
+    monkeypatch.setattr(frameworks, "peak_matmul", lambda fw, device: {"gflops": 1.0})
+    monkeypatch.setattr(frameworks, "gpu_memory", lambda fw, device: {"process_mb": 9.0, "allocator_mb": 4.0,
+                                                                      "allocator": "fake"})
+    rec = measure.run("fake", "synthesize", TINY, batch_size=2, steps=2, warmup=1, device="cuda", backend_cls=Fake)
+    assert rec["status"] == "ok" and (rec["gpu_memory_mb"], rec["gpu_allocator_mb"]) == (9.0, 4.0)
+    batches = [s for s in seen if s != "sync"]
+    assert len(batches) == 2 * 3 and batches[:3] == batches[3:]  # the 3 steps' sentences, once before, once timed
+    cpu = []
+    Fake.synthesize_batch = lambda self, texts, m, _orig=Fake.synthesize_batch: cpu.append(1) or _orig(self, texts, m)
+    measure.run("fake", "synthesize", TINY, batch_size=2, steps=2, warmup=1, device="cpu", backend_cls=Fake)
+    assert len(cpu) == 3  # on the CPU nothing autotunes: no extra pass

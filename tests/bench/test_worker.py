@@ -68,6 +68,15 @@ def test_run_times_the_variants_and_writes_their_table(tmp_path, real_framework)
     assert re.search(r"\| baseline \| – \| \d+×\d+ \| 80,095 \|", study) and "(1.00×)" in study
 
 
+def test_on_a_gpu_the_warm_up_meets_every_batch_shape(capsys):
+    """cuDNN autotunes each new shape: with fewer warm-up steps than batches, a timed step would tune."""
+    with pytest.raises(SystemExit):
+        run.parse_args(["--device", "cuda", "--warmup", "1", "--batches", "2"])
+    assert "--warmup (1) must be >= --batches (2)" in capsys.readouterr().err
+    assert run.parse_args(["--device", "cuda", "--warmup", "2", "--batches", "2"]).warmup == 2
+    assert run.parse_args(["--warmup", "1", "--batches", "2"]).warmup == 1  # the CPU has nothing to tune
+
+
 def test_defaults_are_the_quick_run():
     args = run.parse_args(["--framework", "all"])
     assert args.preset == "small" and args.batch_size == [4] and args.task == list(run.TASKS)

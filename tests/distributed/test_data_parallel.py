@@ -91,6 +91,7 @@ def test_two_worker_runs_agree_across_frameworks(results, pair, net):
     a, b = (results(fw, net, 2) for fw in pair)
     curve = np.max(np.abs(a["curve"] - b["curve"]) / np.abs(b["curve"]))
     update = global_relative_error(updates(a), updates(b))
+    print(f"{'/'.join(pair)} {net} 2 workers: loss curves {curve:.1e}, updates after {STEPS} steps {update:.1e}")
     assert curve <= LOSS_TOL and update <= UPDATE_TOL, f"{pair} {net}: loss curves {curve:.1e}, updates {update:.1e}"
 
 

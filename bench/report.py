@@ -285,3 +285,55 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written
+
+
+# --- re-deriving a committed table ------------------------------------------------------
+def infer_shapes(meta: dict, records: list) -> int:
+    """Give the training steps of records written before steps carried their shape (2026-12-07)
+    the shape of the batch they ran: a run's steps cycle its prebuilt synthetic batches in order
+    (warm-up and counted steps together: step i ran batch i % --batches), so those batches are
+    rebuilt (bench.inputs, the run's seed) and each step's FLOPs must match its batch's. Returns
+    the steps given a shape; refuses runs on a corpus (--data), whose batches are not rebuilt here."""
+    from bench import inputs
+    from bench.variants import variant_spec
+    from common import spec as S
+
+    opts, named = meta["options"], 0
+    for rec in records:
+        if rec["status"] != "ok" or rec["task"] == "synthesize" or all("shape" in s for s in rec["steps"]):
+            continue
+        if opts.get("data") not in (None, "None"):
+            raise SystemExit(f"{rec['framework']} {rec['task']}: batches from a corpus ({opts['data']}) are not rebuilt here")
+        preset, _, variant = rec["preset"].partition("+")
+        spec = variant_spec(preset, variant or "baseline")
+        batches = inputs.timing_batches(spec, rec["batch_size"], int(opts["batches"]), int(opts["seed"]))
+        for i, step in enumerate(rec["warmup"] + rec["steps"]):
+            b = batches[i % len(batches)]
+            expected = S.flops(spec, rec["task"][len("train-"):], b.size, b.text.shape[1], b.mel.shape[2])["train_step"]
+            if step["flops"] != expected:
+                raise SystemExit(f"{rec['framework']} {rec['task']} step {i}: {step['flops']} FLOPs, its batch has {expected}")
+            step["shape"] = [b.size, b.text.shape[1], b.mel.shape[2]]
+            named += 1
+    return named
+
+
+def rederive(folder: Path) -> Path:
+    """table-per-shape.md beside a results folder's table.md: its results.json's raw steps under
+    today's statistics (per shape; step shapes inferred where the records lack them)."""
+    raw = json.loads((folder / "results.json").read_text())
+    meta, records = raw["meta"], raw["runs"]
+    named = infer_shapes(meta, records)
+    rows = aggregate(records, meta.get("numpy_peak_gflops"))
+    frameworks = list(dict.fromkeys(r["framework"] for r in records))
+    note = (f"re-derived per shape from results.json by `python -m bench.report {folder}` "
+            f"({named} step shapes inferred from the run's prebuilt batches); the header below is the run's")
+    out = folder / "table-per-shape.md"
+    out.write_text(markdown({**meta, "header": [note] + meta.get("header", [])}, rows, frameworks))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:] or sys.exit("usage: python -m bench.report RESULTS_FOLDER [...]"):
+        print(rederive(Path(name)))

@@ -149,3 +149,28 @@ def test_batched_synthesis_throughput_is_compared_with_one_sentence_at_a_time(re
     lines = report.synthesis_throughput(rows, ["torch", "gluon"])
     assert lines[-2:] == ["| tiny | 1 | 0.67 (1.00×) / 0.50 (1.00×) | – |",
                           "| tiny | 8 | 2.67 (4.00×) / 2.00 (4.00×) | 1.33 / 1.00 |"]
+
+
+def test_an_older_table_is_re_derived_per_shape_from_its_raw_steps(tmp_path, reference_backend):
+    """Records written before steps carried their shape: the shapes come back from the run's
+    prebuilt batches (checked against each step's FLOPs), and the table is per shape."""
+    from bench import measure
+    from common import spec as S
+
+    rec = measure.run("reference", "train-ssrn", S.get_spec("tiny"), batch_size=2, steps=3, warmup=1,
+                      backend_cls=reference_backend)
+    shapes = [s.pop("shape") for s in rec["warmup"] + rec["steps"]]
+    meta = {"options": {"data": None, "batches": 2, "seed": 0}, "header": ["the run's own line"]}
+    report.write_json(tmp_path / "results.json", meta, [{**rec, "round": 0}])
+    stripped = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert report.infer_shapes(meta, stripped) == 4
+    assert [s["shape"] for s in stripped[0]["warmup"] + stripped[0]["steps"]] == shapes  # the batches they ran
+    table = report.rederive(tmp_path).read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| train-ssrn | tiny | 2 |")]
+    assert len(rows) == len({tuple(s) for s in shapes[1:]})  # a row per shape of the counted steps
+    assert "the run's own line" in table and "step shapes inferred" in table
+    raw = json.loads((tmp_path / "results.json").read_text())
+    raw["runs"][0]["steps"][1]["flops"] += 1  # not the batch the step would have run: refused
+    (tmp_path / "results.json").write_text(json.dumps(raw))
+    with pytest.raises(SystemExit, match="step 2"):
+        report.rederive(tmp_path)

@@ -163,3 +163,14 @@ def test_gpu_synthesis_speaks_every_timed_sentence_before_the_clock(reference_ba
     Fake.synthesize_batch = lambda self, texts, m, _orig=Fake.synthesize_batch: cpu.append(1) or _orig(self, texts, m)
     measure.run("fake", "synthesize", TINY, batch_size=2, steps=2, warmup=1, device="cpu", backend_cls=Fake)
     assert len(cpu) == 3  # on the CPU nothing autotunes: no extra pass
+
+
+def test_the_gluon_peak_probes_onednn_as_well():
+    """The machine peak is the best product any library reaches: on a CPU whose BLAS runs AVX2 kernels,
+    oneDNN's (FullyConnected) reached twice dot's, and convolutions on it passed "100% of peak"."""
+    pytest.importorskip("mxnet")
+    from bench import frameworks
+
+    probe = frameworks.peak_matmul("gluon", n=256, repeats=2)
+    assert set(probe["all_gflops"]) == {"mx.nd.dot", "mx.nd.linalg.gemm2", "mx.nd.FullyConnected"}
+    assert probe["gflops"] == max(probe["all_gflops"].values()) > 0

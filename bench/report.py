@@ -318,8 +318,9 @@ def infer_shapes(meta: dict, records: list) -> int:
 
 
 def rederive(folder: Path) -> Path:
-    """table-per-shape.md beside a results folder's table.md: its results.json's raw steps under
-    today's statistics (per shape; step shapes inferred where the records lack them)."""
+    """table-per-shape.md beside a results folder's table.md (and variants-per-shape.md for a
+    variants study): its results.json's raw steps under today's statistics (per shape; step shapes
+    inferred where the records lack them)."""
     raw = json.loads((folder / "results.json").read_text())
     meta, records = raw["meta"], raw["runs"]
     named = infer_shapes(meta, records)
@@ -329,6 +330,11 @@ def rederive(folder: Path) -> Path:
             f"({named} step shapes inferred from the run's prebuilt batches); the header below is the run's")
     out = folder / "table-per-shape.md"
     out.write_text(markdown({**meta, "header": [note] + meta.get("header", [])}, rows, frameworks))
+    names = meta["options"].get("variant") or []
+    if len(names) > 1:  # a variants study: its table too, per shape
+        from bench import variants
+
+        (folder / "variants-per-shape.md").write_text(variants.table(rows, meta["options"]["preset"], names, frameworks))
     return out
 
 

@@ -174,3 +174,19 @@ def test_an_older_table_is_re_derived_per_shape_from_its_raw_steps(tmp_path, ref
     (tmp_path / "results.json").write_text(json.dumps(raw))
     with pytest.raises(SystemExit, match="step 2"):
         report.rederive(tmp_path)
+
+
+def test_a_variants_study_is_re_derived_with_its_table_per_shape(tmp_path, reference_backend):
+    from bench import measure
+    from bench.variants import variant_spec
+
+    records = [{**measure.run("reference", "train-ssrn", variant_spec("tiny", v), batch_size=2, steps=2, warmup=1,
+                              backend_cls=reference_backend), "round": 0} for v in ("baseline", "residual")]
+    for rec in records:
+        for step in rec["warmup"] + rec["steps"]:
+            del step["shape"]
+    meta = {"options": {"data": None, "batches": 2, "seed": 0, "preset": "tiny", "variant": ["baseline", "residual"]}}
+    report.write_json(tmp_path / "results.json", meta, records)
+    report.rederive(tmp_path)
+    study = (tmp_path / "variants-per-shape.md").read_text()
+    assert "| baseline | – | " in study and "| residual | block=residual | " in study and "(1.00×)" in study

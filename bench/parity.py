@@ -18,7 +18,10 @@ from common.compare import global_relative_error, reference_losses, reference_ou
 
 GATE_TOL = 1e-4  # relative: max abs error / max abs reference
 LOSS_TOL = 1e-5  # relative: a training step's losses vs the reference's (tests/parity/test_forward.py's)
-UPDATE_TOL = 1e-3  # relative over the sampled updates of one Adam step, framework vs framework
+# Relative over the sampled updates of one Adam step, framework vs framework. Adam's first step is nearly
+# lr x sign(gradient), so an element whose gradient round-off turns over flips its update: measured
+# (2026-12-07, AMD EPYC) 1.7-2.6e-6 at `paper` and 0.9-4.8e-4 at `small` over two runs; ~3x the largest.
+UPDATE_TOL = 1.5e-3
 MEL_TOL = 1e-4  # max abs, mels in [0, 1] (tests/parity/test_training.py's)
 UPDATE_SAMPLE = 2048  # entries of each parameter's update kept (evenly strided over the flattened array)
 

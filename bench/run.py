@@ -12,6 +12,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -351,6 +352,7 @@ def main(argv=None) -> int:
         print((args.out / "scaling.md").read_text() + f"written to {args.out}")
         return 0 if all(r["status"] == "ok" for r in records) else 1
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.out / "gate", ignore_errors=True)  # an earlier run's arrays in this --out are not this run's
     runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant)
     records, unavailable = [], {}
     status, warned = 0, False

@@ -39,6 +39,10 @@ def test_run_writes_every_output(tmp_path, real_framework):
     assert raw["meta"]["thread_env"]["OMP_NUM_THREADS"] == "1" and raw["meta"]["machine"]["cores"]
     table = (out / "table.md").read_text()
     assert "| train-ssrn | tiny | 2 |" in table and table in proc.stdout
+    (out / "gate" / "otherfw--train-ssrn-tiny-b1.npz").write_bytes(b"an earlier run's")  # the same --out again:
+    again = subprocess.run(proc.args, capture_output=True, text=True, timeout=600)  # only this run's arrays
+    assert again.returncode == 0 and "otherfw" not in (out / "table.md").read_text()
+    assert not (out / "gate" / "otherfw--train-ssrn-tiny-b1.npz").exists()
 
 
 def test_plan_alternates_the_framework_order_and_runs_synthesis_once_per_round():

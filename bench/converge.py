@@ -80,13 +80,9 @@ def load_target(preset: str, aligned: float | None = None, gain_db: float | None
                   committed["gain_db"] if gain_db is None else gain_db, source)
 
 
-def gain(point: dict) -> float:
-    """dB by which the point's held-out MCD-DTW lies below the mean spectrum's."""
-    return point["mcd_mean_spectrum_mean"] - point["mcd_mean"]
-
-
 def met(point: dict, target: Target) -> bool:
-    return point["aligned_rate"] >= target.aligned and gain(point) >= target.gain_db
+    """mcd_gain: common.quality's dB by which the held-out MCD-DTW lies below the mean spectrum's."""
+    return point["aligned_rate"] >= target.aligned and point["mcd_gain"] >= target.gain_db
 
 
 def reached(points: list, target: Target) -> int | None:
@@ -495,6 +491,7 @@ def differ_beyond_seeds(rows: dict) -> float | None:
     spread" (Kruskal-Wallis' H as the statistic, exact over all relabelings when there are
     fewer than 10,000, else 9,999 random ones). A run that did not reach the target ranks after
     every run that did. None with fewer than two frameworks or a framework without runs."""
+    import numpy as np
     from scipy import stats
 
     groups = [[r["steps"] if r["steps"] is not None else float("inf") for r in row["runs"]] for row in rows.values()]
@@ -503,10 +500,7 @@ def differ_beyond_seeds(rows: dict) -> float | None:
     ranks = stats.rankdata([v for g in groups for v in g])
     if len(set(ranks)) == 1:
         return 1.0
-    split, at = [], 0
-    for g in groups:
-        split.append(ranks[at:at + len(g)])
-        at += len(g)
+    split = np.split(ranks, np.cumsum([len(g) for g in groups])[:-1])
     result = stats.permutation_test(split, lambda *g: stats.kruskal(*g).statistic, permutation_type="independent",
                                     alternative="greater", n_resamples=9999, random_state=0)
     return float(result.pvalue)
@@ -526,7 +520,7 @@ def seeds_markdown(meta: dict, rows: dict, p: float | None, timing: dict | None,
               "|---|---:|---:|---:|---:|---:|---:|"]
     for fw, row in rows.items():
         hits = [r["at_target"] for r in row["runs"] if r["at_target"]]
-        gain_mean = hits and f"{statistics.mean(gain(h) for h in hits):+.2f} dB"
+        gain_mean = hits and f"{statistics.mean(h['mcd_gain'] for h in hits):+.2f} dB"
         aligned_mean = hits and f"{statistics.mean(h['aligned_rate'] for h in hits):.0%}"
         sps = row["seconds_per_step"]
         lines.append(f"| {fw} | {row['reached']} of {len(row['runs'])} | {span(row['steps'], ',.0f')} | "
@@ -557,17 +551,16 @@ def seeds_plot(path: Path, curves: dict, target: Target) -> None:
 
     frameworks = list(dict.fromkeys(fw for by_fw in curves.values() for fw in by_fw))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (key, title, level) in zip(axes, [(gain, "held-out MCD-DTW gain over the mean spectrum (dB)",
+    for ax, (key, title, level) in zip(axes, [("mcd_gain", "held-out MCD-DTW gain over the mean spectrum (dB)",
                                                target.gain_db),
-                                              (lambda p: p["aligned_rate"], "held-out sentences aligned",
-                                               target.aligned)]):
+                                              ("aligned_rate", "held-out sentences aligned", target.aligned)]):
         for k, fw in enumerate(frameworks):
             color = f"C{k}"
             runs = [by_fw[fw] for by_fw in curves.values() if by_fw.get(fw)]
             for points in runs:
-                ax.plot([p["step"] for p in points], [key(p) for p in points], color=color, alpha=0.35, linewidth=0.8)
+                ax.plot([p["step"] for p in points], [p[key] for p in points], color=color, alpha=0.35, linewidth=0.8)
             steps = sorted(set.intersection(*({p["step"] for p in points} for points in runs))) if runs else []
-            values = [[key(next(p for p in points if p["step"] == s)) for points in runs] for s in steps]
+            values = [[next(p for p in points if p["step"] == s)[key] for points in runs] for s in steps]
             ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=color, alpha=0.2,
                             label=f"{fw} ({len(runs)} seeds)")
         ax.axhline(level, color="gray", linestyle="--", label="target")

@@ -30,6 +30,12 @@ def timing_batches(spec: Spec, batch_size: int, n: int, seed: int, data_dir=None
     return out
 
 
+def batch_shape(batch: Batch) -> list:
+    """[B, N, T]: sentences, characters and reduced frames of a batch's padded arrays (a timed step's
+    shape: the report keeps each shape's steps apart)."""
+    return [batch.size, batch.text.shape[1], batch.mel.shape[2]]
+
+
 def synthesis_texts(spec: Spec, n: int, data_dir=None) -> list:
     """`n` id arrays (each ending with end-of-text), cycled from a pool: the corpus's held-out
     sentences (heldout.csv, as common.corpus builds it; else its first texts), or the

@@ -42,7 +42,7 @@ def synthesis_flops(spec: S.Spec, n_chars: int, n_frames: int) -> int:
 
 
 def _train_steps(backend, spec, batches, warmup, steps, seed):
-    flops_of = {id(b): S.flops(spec, backend.net, b.size, b.text.shape[1], b.mel.shape[2])["train_step"]
+    flops_of = {id(b): S.flops(spec, backend.net, *inputs.batch_shape(b))["train_step"]
                 for b in batches}
     out = []
     for i in range(warmup + steps):
@@ -51,7 +51,7 @@ def _train_steps(backend, spec, batches, warmup, steps, seed):
         losses, seconds = clocked(backend, backend.train_step, batch)
         out.append({"time_s": seconds, "samples": batch.size, "frames": int(batch.frame_lengths.sum()) * spec.r,
                     "flops": flops_of[id(batch)], "loss": float(losses["loss"]),
-                    "shape": [batch.size, batch.text.shape[1], batch.mel.shape[2]]})
+                    "shape": inputs.batch_shape(batch)})
     return out
 
 

@@ -29,6 +29,11 @@ def summarize(times) -> dict:
     return {"median_s": float(median), "q1_s": float(q1), "q3_s": float(q3), "iqr_s": float(q3 - q1)}
 
 
+def _step_shape(step: dict) -> tuple | None:
+    """A training step's (B, N, T) (bench.inputs.batch_shape); None for synthesis steps."""
+    return tuple(step["shape"]) if step.get("shape") else None
+
+
 def shape_label(shape) -> str | None:
     """A training batch's shape, (B, N, T) = (sentences, characters, reduced frames) of its padded
     arrays, as "N×T" (the batch size has its own column); None for synthesis."""
@@ -68,7 +73,7 @@ def aggregate(records: list, probes: dict | None = None) -> list:
     groups = {}
     for rec in records:
         key = (rec["framework"], rec["task"], rec["preset"], rec["batch_size"])
-        shapes = [s.get("shape") and tuple(s["shape"]) for s in rec.get("steps", [])] or [None]
+        shapes = [_step_shape(s) for s in rec.get("steps", [])] or [None]
         for shape in dict.fromkeys(shapes):
             groups.setdefault(key + (shape_label(shape),), []).append((rec, shape))
     rows = [_row(key, recs) for key, recs in groups.items()]
@@ -92,7 +97,7 @@ def _row(key, recs) -> dict:
     if not ok:
         last = recs[-1][0]
         return {**row, "status": last["status"], "rounds": 0, "reason": last.get("reason", "")}
-    per_round = [[s for s in r["steps"] if (s.get("shape") and tuple(s["shape"])) == shape] for r, shape in ok]
+    per_round = [[s for s in r["steps"] if _step_shape(s) == shape] for r, shape in ok]
     steps = [s for mine in per_round for s in mine]
     seconds = sum(s["time_s"] for s in steps)
     if task == "synthesize":  # the same sentences in every round and framework: the mean step of each round
@@ -309,10 +314,10 @@ def infer_shapes(meta: dict, records: list) -> int:
         batches = inputs.timing_batches(spec, rec["batch_size"], int(opts["batches"]), int(opts["seed"]))
         for i, step in enumerate(rec["warmup"] + rec["steps"]):
             b = batches[i % len(batches)]
-            expected = S.flops(spec, rec["task"][len("train-"):], b.size, b.text.shape[1], b.mel.shape[2])["train_step"]
+            expected = S.flops(spec, rec["task"][len("train-"):], *inputs.batch_shape(b))["train_step"]
             if step["flops"] != expected:
                 raise SystemExit(f"{rec['framework']} {rec['task']} step {i}: {step['flops']} FLOPs, its batch has {expected}")
-            step["shape"] = [b.size, b.text.shape[1], b.mel.shape[2]]
+            step["shape"] = inputs.batch_shape(b)
             named += 1
     return named
 

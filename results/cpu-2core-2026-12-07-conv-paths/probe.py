@@ -9,37 +9,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import mxnet as mx  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.frameworks import peak_matmul  # noqa: E402
 from impl_torch import conv  # noqa: E402
 
 torch.set_num_threads(2)
-N = 2048
-
-
-def best(fn, sync=lambda: None, n=10):
-    fn()
-    sync()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 2 * N ** 3 / min(times) / 1e9
-
-
-a, b = mx.nd.random.uniform(shape=(N, N)), mx.nd.random.uniform(shape=(N, N))
-ta, tb = torch.rand(N, N), torch.rand(N, N)
-na, nb = np.random.default_rng(0).random((N, N), dtype=np.float32), np.random.default_rng(1).random((N, N), dtype=np.float32)
-print("products, GFLOP/s:")
-print(f"  numpy.matmul (OpenBLAS) {best(lambda: na @ nb):.0f}")
-print(f"  torch.mm (MKL) {best(lambda: torch.mm(ta, tb)):.0f}")
-print(f"  mx.nd.dot {best(lambda: mx.nd.dot(a, b), mx.nd.waitall):.0f}")
-print(f"  mx.nd.FullyConnected (oneDNN) {best(lambda: mx.nd.FullyConnected(a, b, no_bias=True, num_hidden=N), mx.nd.waitall):.0f}")
+print("products, GFLOP/s (bench.frameworks.peak_matmul: 2048², best of 10 after one call):")
+for framework in ("numpy", "torch", "gluon"):  # OpenBLAS; MKL; MXNet's OpenBLAS dot and gemm2, oneDNN's FullyConnected
+    for method, gflops in peak_matmul(framework, n=2048)["all_gflops"].items():
+        print(f"  {method} {gflops:.0f}")
 
 
 def step(fn, x, w, n=8):

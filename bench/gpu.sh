@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/gpu.sh OUT [DEVICE]: the GPU tables in one command -- every framework (one that cannot run
 # on this GPU gets a row saying why) at the paper and community presets, training batches 16 and 32,
-# synthesis batches 1 and 8, 10 counted steps, REPEAT rounds -- each preset in OUT/<preset>.
+# synthesis batches 1 and 8, both tiers of operators (tuned, stock), 10 counted steps, REPEAT rounds --
+# each preset in OUT/<preset>.
 # DEVICE: cuda (default) or cuda:N. FRAMEWORKS, PRESETS, BATCHES and REPEAT (default 3) replace the
 # defaults, e.g. a CPU smoke run: FRAMEWORKS=torch PRESETS=tiny BATCHES=2 REPEAT=1 bench/gpu.sh /tmp/smoke cpu
 set -euo pipefail

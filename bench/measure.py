@@ -90,12 +90,13 @@ def trained_weights(paths: dict, nets) -> tuple:
 
 def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int = 5, warmup: int = 2,
         device: str = "cpu", seed: int = 0, threads: int | None = None, data_dir=None, max_frames: int = 64,
-        n_batches: int = 2, backend_cls=None, weights: dict | None = None, gate_dir=None) -> dict:
+        n_batches: int = 2, backend_cls=None, weights: dict | None = None, gate_dir=None, ops: str = "tuned") -> dict:
     """One run's record: status "ok" with raw per-step data, "unavailable" (the backend does not
     import), or "failed" (the parity gate). `backend_cls` replaces load_backend(framework)
     (tests use a NumPy stand-in). Synthesis steps synthesize `batch_size` utterances together.
     `weights` {net: path}: trained models instead of init_weights(spec, net, seed); their spec
-    replaces `spec`. `gate_dir`: where the cross-framework gate's arrays go (bench.parity.cross_check)."""
+    replaces `spec`. `gate_dir`: where the cross-framework gate's arrays go (bench.parity.cross_check).
+    `ops`: the tier of operators (common.framework.OPS)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     if warmup < 1 or steps < 1:
@@ -104,14 +105,14 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
         initial = {net: init_weights(spec, net, seed) for net in TASK_NETS[task]}
     else:
         initial, spec = trained_weights(weights, TASK_NETS[task])
-    record = {"framework": framework, "task": task, "preset": spec.name, "batch_size": batch_size,
+    record = {"framework": framework, "ops": ops, "task": task, "preset": spec.name, "batch_size": batch_size,
               "device": device, "threads": threads, "seed": seed, "steps_asked": steps, "warmup_asked": warmup}
     start = time.perf_counter()
     if backend_cls is None:
         try:
             if threads:
                 configure_threads(framework, threads)
-            backend_cls = load_backend(framework)
+            backend_cls = load_backend(framework, ops)
         except (RuntimeError, ImportError) as err:
             return {**record, "status": "unavailable", "reason": str(err)}
     record["import_s"] = time.perf_counter() - start
@@ -127,7 +128,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
 
     gate_batch = inputs.short_batch(spec, seed)
     record["gate"] = {net: parity.parity_gate(b, initial[net], gate_batch) for net, b in backends.items()}
-    gate_file = gate_dir and Path(gate_dir) / f"{framework}--{task}-{spec.name}-b{batch_size}.npz"
+    gate_file = gate_dir and Path(gate_dir) / f"{framework}-{ops}--{task}-{spec.name}-b{batch_size}.npz"
     if task != "synthesize":
         net = TASK_NETS[task][0]
         record["gate"]["train_step"], updates = parity.train_step_gate(backend_cls, spec, net, initial[net],

@@ -1,5 +1,5 @@
 """Results on disk: results.json (every raw record), results.csv and table.md (one row per
-framework x task x batch size x timed shape, pooled over rounds), PNG plots. All derived numbers
+framework x tier of operators x task x batch size x timed shape, pooled over rounds), PNG plots. All derived numbers
 are computed here from the raw per-step data, in one place.
 
 Statistics never mix shapes: a training run cycles batches of different lengths, and step time is
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-CSV_FIELDS = ("framework", "task", "preset", "batch_size", "shape", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
+from common.framework import OPS
+
+CSV_FIELDS = ("framework", "ops", "task", "preset", "batch_size", "shape", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
               "iqr_s", "ratio_to_fastest", "first_call_s", "warmup_median_s", "setup_s", "samples_per_s",
               "text2mel_sentences_per_s", "frames_per_s", "rtf", "rtf_with_vocoder", "peak_rss_mb", "gpu_memory_mb", "gpu_allocator_mb",
               "gflop_per_step",
@@ -27,6 +29,17 @@ def summarize(times) -> dict:
     """Median and interquartile range (numpy's linear-interpolation quartiles)."""
     q1, median, q3 = np.percentile(np.asarray(times, np.float64), [25, 50, 75])
     return {"median_s": float(median), "q1_s": float(q1), "q3_s": float(q3), "iqr_s": float(q3 - q1)}
+
+
+def tier(record: dict) -> str:
+    """The tier of operators a record ran (common.framework.OPS); records from before the tiers
+    (2026-12-07) ran today's "tuned" code."""
+    return record.get("ops", "tuned")
+
+
+def tiers(rows: list) -> list:
+    """The tiers present in `rows`, tuned first."""
+    return sorted({r["ops"] for r in rows}, key=OPS.index)
 
 
 def _step_shape(step: dict) -> tuple | None:
@@ -66,13 +79,13 @@ def machine_peak(records: list, probes: dict | None = None) -> float | None:
 
 
 def aggregate(records: list, probes: dict | None = None) -> list:
-    """One row per (framework, task, preset, batch size, shape), its counted steps pooled over
+    """One row per (framework, tier, task, preset, batch size, shape), its counted steps pooled over
     rounds, rows in first-seen order, with ratio_to_fastest = median / the fastest ok median of its
-    (task, preset, batch size, shape) and fraction_of_peak = achieved GFLOP/s (at the median) /
-    machine_peak(records, probes)."""
+    (tier, task, preset, batch size, shape) -- frameworks are compared within a tier -- and
+    fraction_of_peak = achieved GFLOP/s (at the median) / machine_peak(records, probes)."""
     groups = {}
     for rec in records:
-        key = (rec["framework"], rec["task"], rec["preset"], rec["batch_size"])
+        key = (rec["framework"], tier(rec), rec["task"], rec["preset"], rec["batch_size"])
         shapes = [_step_shape(s) for s in rec.get("steps", [])] or [None]
         for shape in dict.fromkeys(shapes):
             groups.setdefault(key + (shape_label(shape),), []).append((rec, shape))
@@ -82,7 +95,7 @@ def aggregate(records: list, probes: dict | None = None) -> list:
         if row["status"] == "ok" and peak:
             row["machine_peak_gflops"] = peak
             row["fraction_of_peak"] = row["achieved_gflops"] / peak
-        same = ("task", "preset", "batch_size", "shape")
+        same = ("ops", "task", "preset", "batch_size", "shape")
         peers = [r["median_s"] for r in rows if r["status"] == "ok" and all(r[k] == row[k] for k in same)]
         row["ratio_to_fastest"] = row["median_s"] / min(peers) if row["status"] == "ok" else None
     return rows
@@ -90,9 +103,9 @@ def aggregate(records: list, probes: dict | None = None) -> list:
 
 def _row(key, recs) -> dict:
     """`recs`: (record, shape) of every round; the row covers the record's steps of that shape."""
-    framework, task, preset, batch_size, label = key
+    framework, ops, task, preset, batch_size, label = key
     row = dict.fromkeys(CSV_FIELDS)
-    row.update(framework=framework, task=task, preset=preset, batch_size=batch_size, shape=label)
+    row.update(framework=framework, ops=ops, task=task, preset=preset, batch_size=batch_size, shape=label)
     ok = [(r, shape) for r, shape in recs if r["status"] == "ok"]
     if not ok:
         last = recs[-1][0]
@@ -169,30 +182,31 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
     lines += [f"- {line}" for line in meta.get("header", [])]
     lines += ["", "## Median wall time per step (interquartile range; ratio to the fastest in the row)", "",
               "Training: the steps of one batch shape (characters × reduced frames), never rescaled across shapes; "
-              "synthesis: the mean step over the same sentences in each round, median over the rounds.", "",
-              "| task | preset | batch | shape | " + " | ".join(frameworks) + " |",
-              "|---|---|---:|---|" + "---:|" * len(frameworks)]
-    cells = {(r["task"], r["preset"], r["batch_size"], r["shape"], r["framework"]): r for r in rows}
-    keys = list(dict.fromkeys((r["task"], r["preset"], r["batch_size"], r["shape"]) for r in rows))
-    for task, preset, batch, shape in keys:
-        row_cells = [_ms(cells[task, preset, batch, shape, fw]) if (task, preset, batch, shape, fw) in cells
-                     else "not run" for fw in frameworks]
-        lines.append(f"| {task} | {preset} | {batch} | {_shape(task, shape)} | " + " | ".join(row_cells) + " |")
+              "synthesis: the mean step over the same sentences in each round, median over the rounds. "
+              "Tier: " + TIERS_NOTE, "",
+              "| task | preset | batch | shape | tier | " + " | ".join(frameworks) + " |",
+              "|---|---|---:|---|---|" + "---:|" * len(frameworks)]
+    cells = {(r["task"], r["preset"], r["batch_size"], r["shape"], r["ops"], r["framework"]): r for r in rows}
+    for key in dict.fromkeys((r["task"], r["preset"], r["batch_size"], r["shape"], r["ops"]) for r in rows):
+        task, preset, batch, shape, ops = key
+        row_cells = [_ms(cells[key + (fw,)]) if key + (fw,) in cells else "not run" for fw in frameworks]
+        lines.append(f"| {task} | {preset} | {batch} | {_shape(task, shape)} | {ops} | " + " | ".join(row_cells) + " |")
+    lines += tuning_gain(rows, frameworks)
     lines += synthesis_throughput(rows, frameworks)
     lines += ["", "## Details", "",
-              "| framework | task | batch | shape | steps | median s | IQR s | first call s | warm-up s | samples/s "
+              "| framework | tier | task | batch | shape | steps | median s | IQR s | first call s | warm-up s | samples/s "
               "| frames/s | RTF Text2Mel | RTF end-to-end | peak RSS MiB | GPU MiB (NVML) | GPU MiB (allocator) | GFLOP/step "
               "| GFLOP/s at the median "
               "| own matmul GFLOP/s | % of machine peak at the median | gate err |",
-              "|---|---|---:|---|" + "---:|" * 17]
+              "|---|---|---|---:|---|" + "---:|" * 17]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['framework']} | {r['task']} | {r['batch_size']} | {_shape(r['task'], r['shape'])} | {r['status']}: "
+            lines.append(f"| {r['framework']} | {r['ops']} | {r['task']} | {r['batch_size']} | {_shape(r['task'], r['shape'])} | {r['status']}: "
                          f"{_last_line(r['reason'])} |" + " |" * 16)
             continue
         frac = None if r["fraction_of_peak"] is None else 100 * r["fraction_of_peak"]
         lines.append(" | ".join([
-            f"| {r['framework']}", r["task"], str(r["batch_size"]), _shape(r["task"], r["shape"]), str(r["steps"]),
+            f"| {r['framework']}", r["ops"], r["task"], str(r["batch_size"]), _shape(r["task"], r["shape"]), str(r["steps"]),
             _fmt(r["median_s"]),
             _fmt(r["iqr_s"]), _fmt(r["first_call_s"]), _fmt(r["warmup_median_s"]), _fmt(r["samples_per_s"]),
             _fmt(r["frames_per_s"], "{:.0f}"), _fmt(r["rtf"]), _fmt(r["rtf_with_vocoder"]),
@@ -203,28 +217,54 @@ def markdown(meta: dict, rows: list, frameworks: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What the tier column means (common.framework.OPS; the code of each: results/implementation-notes.md, "the tiers")
+TIERS_NOTE = ("tuned = our fastest code (hand-written convolutions and fused nodes where they measured faster); "
+              "stock = only the framework's own layers, functions and Adam, as a user would write DC-TTS; both pass "
+              "the same parity tests and gate, and frameworks are compared within a tier.")
+
+
+def tuning_gain(rows: list, frameworks: list) -> list:
+    """Markdown lines: per framework, task, batch size and shape, stock's median / tuned's -- what
+    tuning buys ([] unless both tiers ran)."""
+    if len(tiers(rows)) < 2:
+        return []
+    ok = {(r["task"], r["preset"], r["batch_size"], r["shape"], r["ops"], r["framework"]): r for r in rows
+          if r["status"] == "ok"}
+    lines = ["", "## What tuning buys: stock median / tuned median (same framework, task and shape)", "",
+             "| task | preset | batch | shape | " + " | ".join(frameworks) + " |",
+             "|---|---|---:|---|" + "---:|" * len(frameworks)]
+    for key in dict.fromkeys((r["task"], r["preset"], r["batch_size"], r["shape"]) for r in rows):
+        cells = []
+        for fw in frameworks:
+            stock, tuned = ok.get(key + ("stock", fw)), ok.get(key + ("tuned", fw))
+            cells.append(f"{stock['median_s'] / tuned['median_s']:.2f}×" if stock and tuned else "–")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {_shape(key[0], key[3])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def synthesis_throughput(rows: list, frameworks: list) -> list:
     """Markdown lines: sentences/s of each framework at each synthesis batch size, of Text2Mel
     alone (the autoregressive part, which the batch shares) and of the step (+ SSRN, run on each
     sentence), with the speedup over its own batch of 1 ([] unless synthesis ran at more than
     one batch size)."""
-    synth = {(r["framework"], r["preset"], r["batch_size"]): r for r in rows
+    synth = {(r["framework"], r["ops"], r["preset"], r["batch_size"]): r for r in rows
              if r["task"] == "synthesize" and r["status"] == "ok"}
-    sizes = sorted({b for _, _, b in synth})
+    sizes = sorted({b for *_, b in synth})
     if len(sizes) < 2:
         return []
     lines = ["", "## Synthesis throughput: sentences per second, Text2Mel alone / Text2Mel + SSRN (speedup over one "
                  "sentence at a time)", "",
-             "| preset | batch | " + " | ".join(frameworks) + " |", "|---|---:|" + "---:|" * len(frameworks)]
-    for preset in sorted({p for _, p, _ in synth}):
-        for batch in sizes:
-            cells = []
-            for fw in frameworks:
-                row, alone = synth.get((fw, preset, batch)), synth.get((fw, preset, 1))
-                cells.append("–" if row is None else " / ".join(
-                    f"{row[key]:.2f}" + (f" ({row[key] / alone[key]:.2f}×)" if alone else "")
-                    for key in ("text2mel_sentences_per_s", "samples_per_s")))
-            lines.append(f"| {preset} | {batch} | " + " | ".join(cells) + " |")
+             "| preset | batch | tier | " + " | ".join(frameworks) + " |", "|---|---:|---|" + "---:|" * len(frameworks)]
+    for preset in sorted({p for _, _, p, _ in synth}):
+        for ops in sorted({o for _, o, _, _ in synth}, key=OPS.index):
+            for batch in sizes:
+                cells = []
+                for fw in frameworks:
+                    row, alone = synth.get((fw, ops, preset, batch)), synth.get((fw, ops, preset, 1))
+                    cells.append("–" if row is None else " / ".join(
+                        f"{row[key]:.2f}" + (f" ({row[key] / alone[key]:.2f}×)" if alone else "")
+                        for key in ("text2mel_sentences_per_s", "samples_per_s")))
+                lines.append(f"| {preset} | {batch} | {ops} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -249,17 +289,25 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
         return []
     written = []
     tasks = list(dict.fromkeys(r["task"] for r in ok))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
-    width = 0.8 / len(frameworks)
+    present = tiers(ok)
+    series = [(fw, ops) for fw in frameworks for ops in present]  # a bar (a line) per framework and tier
+
+    def label(fw, ops):
+        return fw if len(present) == 1 else f"{fw} {ops}"
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks) * (1 + 0.5 * (len(present) - 1)), 3.8),
+                             squeeze=False)
+    width = 0.8 / len(series)
     for ax, task in zip(axes[0], tasks):
         sizes = list(dict.fromkeys(sorted(((r["batch_size"], r["shape"] or "") for r in ok if r["task"] == task),
                                           key=lambda k: (k[0], k[1]))))
-        for j, fw in enumerate(frameworks):
-            mine = {(r["batch_size"], r["shape"] or ""): r for r in ok if r["task"] == task and r["framework"] == fw}
-            xs = [i + (j - (len(frameworks) - 1) / 2) * width for i, b in enumerate(sizes) if b in mine]
+        for j, (fw, ops) in enumerate(series):
+            mine = {(r["batch_size"], r["shape"] or ""): r for r in ok
+                    if r["task"] == task and r["framework"] == fw and r["ops"] == ops}
+            xs = [i + (j - (len(series) - 1) / 2) * width for i, b in enumerate(sizes) if b in mine]
             rs = [mine[b] for b in sizes if b in mine]
             if rs:
-                ax.bar(xs, [r["median_s"] for r in rs], width, label=fw,
+                ax.bar(xs, [r["median_s"] for r in rs], width, label=label(fw, ops), hatch="//" if ops == "stock" else None,
                        yerr=[[r["median_s"] - r["q1_s"] for r in rs], [r["q3_s"] - r["median_s"] for r in rs]],
                        capsize=3)
         ax.set_xticks(range(len(sizes)), [f"{b} sentence(s)" if task == "synthesize" else f"batch {b}\n{shape}"
@@ -276,11 +324,12 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
     if varied:
         fig, axes = plt.subplots(1, len(varied), figsize=(4.5 * len(varied), 3.8), squeeze=False)
         for ax, task in zip(axes[0], varied):
-            for fw in frameworks:
-                sizes = sorted({r["batch_size"] for r in ok if r["task"] == task and r["framework"] == fw})
+            for fw, ops in series:
+                mine = [r for r in ok if r["task"] == task and r["framework"] == fw and r["ops"] == ops]
+                sizes = sorted({r["batch_size"] for r in mine})
                 if sizes:
-                    ax.plot(sizes, [throughput([r for r in ok if (r["task"], r["framework"], r["batch_size"]) ==
-                                                (task, fw, b)]) for b in sizes], "o-", label=fw)
+                    ax.plot(sizes, [throughput([r for r in mine if r["batch_size"] == b]) for b in sizes],
+                            "o--" if ops == "stock" else "o-", label=label(fw, ops))
             ax.set_xlabel("batch size")
             ax.set_ylabel("sentences / s" if task == "synthesize" else "samples / s")
             ax.set_title(task)

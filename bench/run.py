@@ -30,7 +30,7 @@ from bench.measure import TASKS
 from bench.parity import GATE_TOL, LOSS_TOL, cross_check
 from common import weights
 from common.cli import model_file
-from common.framework import FRAMEWORKS
+from common.framework import FRAMEWORKS, OPS
 from common.spec import PRESETS, get_spec
 
 
@@ -42,6 +42,9 @@ def parse_args(argv=None):
                         "tune = hyperparameter search on one framework (bench/tune.py; runs alone); "
                         "scaling = data-parallel training with --workers (bench/scaling.py; with train-text2mel "
                         "and/or train-ssrn to choose the networks, default both)")
+    p.add_argument("--ops", nargs="+", choices=OPS, help="tiers of operators to time (default: both): tuned = our "
+                   "fastest code, stock = only each framework's own layers, functions and Adam (report.TIERS_NOTE); "
+                   "converge, scaling and tune train the tuned tier")
     p.add_argument("--preset", choices=sorted(PRESETS), help="default: small (timing), demo (converge, tune)")
     p.add_argument("--batch-size", nargs="+", type=int, default=[4],
                    help="training batch sizes; several give a throughput-vs-batch-size plot")
@@ -111,6 +114,9 @@ def parse_args(argv=None):
     if args.eval_every is None:
         args.eval_every = tune.EVAL_EVERY if args.tune else 250
     args.scaling = "scaling" in args.task
+    if (args.converge or args.tune or args.scaling) and args.ops not in (None, ["tuned"]):
+        p.error("--ops goes with the timing tasks: converge, scaling and tune train the tuned tier")
+    args.ops = list(dict.fromkeys(args.ops or (["tuned"] if args.converge or args.tune or args.scaling else OPS)))
     if args.scaling and not set(args.task) <= {"scaling", "train-text2mel", "train-ssrn"}:
         p.error("--task scaling goes with train-text2mel and/or train-ssrn only")
     if min(args.workers) < 1:
@@ -162,15 +168,16 @@ def trained_preset(text2mel: Path, ssrn: Path) -> str:
 
 
 def plan(frameworks: list, tasks: list, batch_sizes: list, repeat: int, synth_batches=(1,),
-         variant_names=(variants.BASELINE,)) -> list:
-    """(round, variant, task, batch size, framework) in run order; odd rounds reverse the framework order."""
+         variant_names=(variants.BASELINE,), tiers=("tuned",)) -> list:
+    """(round, variant, task, batch size, tier, framework) in run order: the tiers of one shape side by
+    side; odd rounds reverse the framework order and the tier order."""
     runs = []
     for rnd in range(repeat):
-        order = frameworks if rnd % 2 == 0 else frameworks[::-1]
+        order, tier_order = (frameworks, tiers) if rnd % 2 == 0 else (frameworks[::-1], tiers[::-1])
         for variant in variant_names:
             for task in tasks:
                 for batch in (synth_batches if task == "synthesize" else batch_sizes):
-                    runs += [(rnd, variant, task, batch, fw) for fw in order]
+                    runs += [(rnd, variant, task, batch, ops, fw) for ops in tier_order for fw in order]
     return runs
 
 
@@ -185,21 +192,21 @@ def numpy_peak(args) -> float | None:
     return json.loads(proc.stdout)["gflops"] if proc.returncode == 0 else None
 
 
-def run_worker(args, framework: str, task: str, batch: int, variant: str = variants.BASELINE) -> dict:
+def run_worker(args, framework: str, task: str, batch: int, variant: str = variants.BASELINE, ops: str = "tuned") -> dict:
     """One subprocess run; a crash, timeout or missing answer becomes a status "error" record."""
     result = args.out / f".worker-{os.getpid()}.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.worker", "--framework", framework, "--task", task, "--preset", args.preset,
            "--batch-size", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed),
-           "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--variant", variant,
+           "--max-frames", str(args.max_frames), "--batches", str(args.batches), "--variant", variant, "--ops", ops,
            "--gate-dir", str(args.out / "gate"), "--result", str(result)]
     if args.data:
         cmd += ["--data", args.data]
     if args.text2mel is not None:
         cmd += ["--text2mel", str(args.text2mel), "--ssrn", str(args.ssrn)]
     env = machine.subprocess_env(args.threads, args.device)
-    base = {"framework": framework, "task": task, "preset": variants.variant_name(args.preset, variant),
+    base = {"framework": framework, "ops": ops, "task": task, "preset": variants.variant_name(args.preset, variant),
             "batch_size": batch, "status": "error"}
     try:
         proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -251,6 +258,7 @@ def header(args, records: list, probes: dict, info: dict) -> list:
         "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
         f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
                                    else ""),
+        f"tiers of operators: {', '.join(args.ops)} (" + report.TIERS_NOTE.rstrip(".") + ")",
     ] + synthesis_frames_line(records, get_spec(args.preset).r, args.text2mel is None) + cross_check(args.out / "gate") \
         + busy_warning(records)
 
@@ -277,14 +285,15 @@ def synthesis_frames_line(records: list, r: int, untrained: bool) -> list:
     frames = {}
     for rec in records:
         if rec["task"] == "synthesize" and rec["status"] == "ok":
-            frames.setdefault(rec["batch_size"], {}).setdefault(rec["framework"], []).extend(
+            runner = rec["framework"] + " " + report.tier(rec)
+            frames.setdefault(rec["batch_size"], {}).setdefault(runner, []).extend(
                 f for s in rec["steps"] for f in s.get("reduced_frames", [s["frames"] // r]))
     lines = []
     for batch, by_framework in frames.items():
         first = next(iter(by_framework.values()))
         if all(f == first for f in by_framework.values()):
             lines.append(f"synthesis, batch {batch}: timed {sum(first)} reduced frames in {len(first)} utterances "
-                         f"({_listed(first)}), the same in every framework")
+                         f"({_listed(first)}), the same in every framework and tier")
             continue
         most = max(sum(f) for f in by_framework.values())
         lines.append(f"WARNING: synthesis, batch {batch}: the frameworks synthesized different frame counts, so their "
@@ -353,18 +362,18 @@ def main(argv=None) -> int:
         return 0 if all(r["status"] == "ok" for r in records) else 1
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.out / "gate", ignore_errors=True)  # an earlier run's arrays in this --out are not this run's
-    runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant)
+    runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant, args.ops)
     records, unavailable = [], {}
     status, warned = 0, False
     probes = {"before": numpy_peak(args)}
     try:
         bar = tqdm(runs, unit="run", desc="bench")
-        for rnd, variant, task, batch, fw in bar:
-            bar.set_postfix_str(f"{fw} {task} batch {batch}" + (f" {variant}" if len(args.variant) > 1 else ""))
-            record = unavailable.get(fw) or run_worker(args, fw, task, batch, variant)
+        for rnd, variant, task, batch, ops, fw in bar:
+            bar.set_postfix_str(f"{fw} {ops} {task} batch {batch}" + (f" {variant}" if len(args.variant) > 1 else ""))
+            record = unavailable.get(fw) or run_worker(args, fw, task, batch, variant, ops)
             if record["status"] == "unavailable":
                 unavailable[fw] = record
-            records.append({**record, "task": task, "batch_size": batch, "round": rnd,
+            records.append({**record, "ops": ops, "task": task, "batch_size": batch, "round": rnd,
                             "preset": variants.variant_name(args.preset, variant)})
             write_outputs(args, records, probes)
             busy = [] if warned else busy_warning([record])

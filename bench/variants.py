@@ -42,9 +42,11 @@ def variant_spec(preset: str, variant: str) -> S.Spec:
 def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
     """Markdown: per variant and timed batch shape, parameters and train-step GFLOP of each
     network, then per framework the median train-step time of Text2Mel and SSRN and its ratio to
-    the baseline's in the same framework and shape (the baseline must be among the variants for
-    ratios)."""
-    times = {(r["preset"], r["task"], r["shape"], r["framework"]): r for r in rows if r["status"] == "ok"}
+    the baseline's in the same framework, tier and shape (the baseline must be among the variants for
+    ratios); a row per tier of operators that ran."""
+    from bench.report import tiers  # numpy: not at import, which a converge worker does before its threads are set
+
+    times = {(r["preset"], r["task"], r["shape"], r["ops"], r["framework"]): r for r in rows if r["status"] == "ok"}
     gflop = {(r["preset"], r["task"], r["shape"]): r["gflop_per_step"] for r in rows if r["status"] == "ok"}
     status = {(r["preset"], r["task"], r["framework"]): r["status"] for r in rows}
     tasks = [t for t in ("train-text2mel", "train-ssrn") if any(r["task"] == t for r in rows)]
@@ -53,24 +55,25 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
     lines = [f"# Variants of preset {preset}", "",
              "Train-step medians (ms) of each batch shape (characters × reduced frames) and, in brackets, the ratio "
              "to the baseline in the same framework and shape; parameters and GFLOP per train step from common.spec.",
-             "", "| variant | changes | shape | " + " | ".join(f"{t[6:]} params | {t[6:]} GFLOP/step" for t in tasks)
+             "", "| variant | changes | shape | tier | " + " | ".join(f"{t[6:]} params | {t[6:]} GFLOP/step" for t in tasks)
              + " | " + " | ".join(f"{fw} {t[6:]}" for fw in frameworks for t in tasks) + " |",
-             "|---|---|---|" + "---:|" * (2 * len(tasks) + len(frameworks) * len(tasks))]
+             "|---|---|---|---|" + "---:|" * (2 * len(tasks) + len(frameworks) * len(tasks))]
     for variant in variants:
         spec = variant_spec(preset, variant)
         for shape in shapes:
-            cells = []
-            for t in tasks:
-                cells += [f"{S.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t, shape)))]
-            for fw in frameworks:
+            for ops in tiers(rows):
+                cells = []
                 for t in tasks:
-                    row, ref = times.get((spec.name, t, shape, fw)), times.get((base, t, shape, fw))
-                    if row is None:
-                        cells.append(status.get((spec.name, t, fw), "not run"))
-                        continue
-                    ratio = f" ({row['median_s'] / ref['median_s']:.2f}×)" if ref else ""
-                    cells.append(f"{row['median_s'] * 1e3:.0f}{ratio}")
-            lines.append(f"| {variant} | {changes(variant)} | {shape or '–'} | " + " | ".join(cells) + " |")
+                    cells += [f"{S.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t, shape)))]
+                for fw in frameworks:
+                    for t in tasks:
+                        row, ref = times.get((spec.name, t, shape, ops, fw)), times.get((base, t, shape, ops, fw))
+                        if row is None:
+                            cells.append(status.get((spec.name, t, fw), "not run"))
+                            continue
+                        ratio = f" ({row['median_s'] / ref['median_s']:.2f}×)" if ref else ""
+                        cells.append(f"{row['median_s'] * 1e3:.0f}{ratio}")
+                lines.append(f"| {variant} | {changes(variant)} | {shape or '–'} | {ops} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=2, help="distinct prebuilt batches, cycled")
     p.add_argument("--text2mel", default=None, help="trained Text2Mel for synthesis (with --ssrn)")
     p.add_argument("--ssrn", default=None, help="trained SSRN for synthesis (with --text2mel)")
+    p.add_argument("--ops", default="tuned", help="the tier of operators (common.framework.OPS)")
     p.add_argument("--variant", default="baseline", help="a bench.variants name: the preset's changes")
     p.add_argument("--gate-dir", default=None, help="where the cross-framework gate's arrays go")
     p.add_argument("--result", required=True, help="where to write the JSON record")
@@ -46,9 +47,9 @@ def main(argv=None) -> int:
         spec = variant_spec(args.preset, args.variant)
         record = measure.run(args.framework, args.task, spec, args.batch_size, args.steps, args.warmup, args.device,
                              args.seed, args.threads, args.data, args.max_frames, args.batches, weights=trained,
-                             gate_dir=args.gate_dir)
+                             gate_dir=args.gate_dir, ops=args.ops)
     except Exception as err:  # reported, never lost: the run is marked "error" with its traceback
-        record = {"framework": args.framework, "task": args.task, "preset": variant_name(args.preset, args.variant),
+        record = {"framework": args.framework, "ops": args.ops, "task": args.task, "preset": variant_name(args.preset, args.variant),
                   "batch_size": args.batch_size, "status": "error", "reason": f"{type(err).__name__}: {err}",
                   "traceback": traceback.format_exc()}
     with open(args.result, "w") as f:

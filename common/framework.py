@@ -15,6 +15,10 @@ from common.environment import SetupError
 from common.spec import Spec
 
 FRAMEWORKS = ("torch", "chainer", "gluon")
+# The tiers of operators a Backend can run (its `ops`): "tuned", the fastest code we have (hand-written
+# kernels and fused nodes where they measured faster), and "stock", only the framework's own layers,
+# functions and optimizer, as a user writing DC-TTS in it would. Both compute the spec's numbers.
+OPS = ("tuned", "stock")
 
 
 class Backend(abc.ABC):
@@ -22,12 +26,15 @@ class Backend(abc.ABC):
 
     Construction builds the network by walking `common.spec.layers(spec, net)` and loads
     `common.weights.init_weights(spec, net, seed)`, so every framework starts from the
-    same numbers. `device` is "cpu" or "cuda" (or "cuda:N")."""
+    same numbers. `device` is "cpu" or "cuda" (or "cuda:N"); `ops` one of OPS (the same numbers,
+    the same contract and parity tests; only the speed differs)."""
 
     framework: str = ""
 
-    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0):
-        self.spec, self.net, self.device, self.seed_value = spec, net, device, seed
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, ops: str = "tuned"):
+        if ops not in OPS:
+            raise ValueError(f"unknown ops {ops!r}; choose one of {OPS}")
+        self.spec, self.net, self.device, self.seed_value, self.ops = spec, net, device, seed, ops
 
     # --- weights and optimizer state (canonical names, float32 NumPy) ---------------
     @abc.abstractmethod
@@ -122,18 +129,30 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-def load_backend(framework: str) -> type:
+def load_backend(framework: str, ops: str = "tuned") -> type:
     """The Backend class of `framework`, imported lazily (each framework is an optional extra),
-    in a process whose allocator keeps freed memory (keep_freed_memory)."""
+    in a process whose allocator keeps freed memory (keep_freed_memory); for ops="stock" a
+    subclass whose instances run that tier unless told otherwise (so that whatever builds
+    backends from a class -- the training loop, the benchmark -- runs the tier it was given)."""
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; choose one of {FRAMEWORKS}")
+    if ops not in OPS:
+        raise ValueError(f"unknown ops {ops!r}; choose one of {OPS}")
     keep_freed_memory()
     try:
         module = importlib.import_module(f"impl_{framework}.backend")
     except ImportError as err:
         raise SetupError(f"framework {framework!r} is not usable here ({err}); install it with "
                            f"`pip install -c constraints.txt -e .[{framework}]`") from err
-    return module.Backend
+    return module.Backend if ops == "tuned" else with_ops(module.Backend, ops)
+
+
+def with_ops(cls: type, ops: str) -> type:
+    """A subclass of the Backend class `cls` whose default tier is `ops`."""
+    def __init__(self, *args, ops: str = ops, **kwargs):
+        cls.__init__(self, *args, ops=ops, **kwargs)
+
+    return type(f"{cls.__name__}[{ops}]", (cls,), {"__init__": __init__, "__module__": cls.__module__})
 
 
 def configure_threads(framework: str, n: int) -> bool:

@@ -1,4 +1,6 @@
-"""The Chainer Backend: what common/ (training loop, checkpoints, CLI, benchmarks) drives."""
+"""The Chainer Backend: what common/ (training loop, checkpoints, CLI, benchmarks) drives, in either
+tier of operators (common.framework.OPS): tuned (impl_chainer.conv, impl_chainer.fused, the
+written-out Adam) or stock (chainer.functions and chainer.optimizers.Adam only)."""
 from __future__ import annotations
 
 from impl_chainer import runtime
@@ -20,15 +22,15 @@ NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
 class Backend(framework.Backend):
     framework = "chainer"
 
-    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0):
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, ops: str = "tuned"):
         if net not in NETWORKS:
             raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
-        super().__init__(spec, net, device, seed)
+        super().__init__(spec, net, device, seed, ops)
         self.chainer_device = runtime.resolve_device(device)
-        self.model = NETWORKS[net](spec)
+        self.model = NETWORKS[net](spec, ops)
         self.model.to_device(self.chainer_device)
         weights.set_weights(self.model, init_weights(spec, net, seed))
-        self.trainer = Trainer(self.model, spec, net, self.chainer_device)
+        self.trainer = Trainer(self.model, spec, net, self.chainer_device, ops)
         self.communicator = None  # ChainerMN's, once join_workers ran
 
     def get_weights(self) -> dict:
@@ -85,7 +87,7 @@ class Backend(framework.Backend):
         weights are broadcast from rank 0 (ChainerMN's bcast_data, as its multi-node optimizer
         does before the first update): the workers start equal, and a checkpoint restored on
         every rank before or after this call keeps them equal. From here train_step and
-        gradients average the gradients over the workers (Trainer.communicator)."""
+        gradients average the gradients over the workers (Trainer.communicator), in either tier."""
         if self.communicator is None:
             gpu = self.chainer_device.xp is not np
             comm = runtime.join_job(gpu)

@@ -10,6 +10,9 @@ convolution").
 Only what DC-TTS uses is here: stride 1, groups 1 (the separable variants' depthwise and
 grouped convolutions, and CuPy arrays, go to F.convolution_nd), float32 / float64, and no
 higher-order gradients (the backward returns plain arrays).
+
+The stock tier (ops="stock") uses none of it: F.pad where the padding is one-sided, then
+F.convolution_nd, as a user would write it.
 """
 from __future__ import annotations
 
@@ -115,11 +118,13 @@ class Conv1d(function_node.FunctionNode):
         return out
 
 
-def conv1d(x, w, b=None, pad: tuple = (0, 0), dilation: int = 1, groups: int = 1):
-    """F.convolution_nd (1-D, stride 1) of x zero-padded by pad = (left, right) frames:
-    `Conv1d` for groups 1 on NumPy float arrays, else F.pad + F.convolution_nd."""
+def conv1d(x, w, b=None, pad: tuple = (0, 0), dilation: int = 1, groups: int = 1, ops: str = "tuned"):
+    """F.convolution_nd (1-D, stride 1) of x zero-padded by pad = (left, right) frames: tuned,
+    `Conv1d` for groups 1 on NumPy float arrays; else, and always in the stock tier, Chainer's
+    own F.pad (one-sided padding) + F.convolution_nd."""
     array = chainer.as_array(x)
-    if groups == 1 and isinstance(array, np.ndarray) and array.dtype in (np.float32, np.float64):
+    if (ops == "tuned" and groups == 1 and isinstance(array, np.ndarray)
+            and array.dtype in (np.float32, np.float64)):
         return Conv1d(tuple(pad), dilation).apply((x, w) if b is None else (x, w, b))[0]
     left, right = pad
     if left != right:

@@ -6,7 +6,8 @@ needs, in place where it can, and its backward is written out by hand. Both node
 in the input's dtype and return their gradients as plain arrays (no higher-order gradients).
 layers.py uses them on NumPy only (CuPy keeps the chainer.functions forms). Both are faster
 than the chainer.functions forms (measurements: results/implementation-notes.md, "chainer: fused
-channel norm and highway gate").
+channel norm and highway gate"). The stock tier (ops="stock") uses neither: F.layer_normalization
+and F.sigmoid with arithmetic (layers.ChannelNorm, layers.HighwayConv).
 """
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
 function call costs tens of microseconds of Python). Convolutions are impl_chainer.conv.conv1d on
 NumPy (one im2col node), F.convolution_nd elsewhere. Measurements behind both:
 results/implementation-notes.md, "chainer: synthesis on arrays, and convolutions".
+
+Every block and norm takes the tier of operators `ops` (common.framework.OPS): the stock tier
+uses only Chainer's own functions, in forward and step alike (F.convolution_nd, F.layer_normalization,
+F.sigmoid and arithmetic; step under no_backprop_mode), none of impl_chainer.conv or impl_chainer.fused.
 """
 from __future__ import annotations
 
@@ -36,16 +40,21 @@ class ChannelNorm(chainer.Link):
 
     On NumPy one hand-written node (impl_chainer.fused.ChannelNormFn); elsewhere
     F.batch_normalization(axis=2) on (B, G, C/G, T), Chainer's one fused kernel for a
-    normalization over an axis (measurements: results/implementation-notes.md, "chainer: the channel norm")."""
+    normalization over an axis (measurements: results/implementation-notes.md, "chainer: the channel norm").
+    Stock: F.layer_normalization, Chainer's layer norm (`_normalize`)."""
 
-    def __init__(self, channels: int, groups: int, eps: float):
+    def __init__(self, channels: int, groups: int, eps: float, ops: str = "tuned"):
         super().__init__()
-        self.groups, self.eps = groups, eps
+        self.groups, self.eps, self.ops = groups, eps, ops
         with self.init_scope():
             self.gamma = chainer.Parameter(np.ones(channels, np.float32))
             self.beta = chainer.Parameter(np.zeros(channels, np.float32))
 
     def forward(self, h):
+        if self.ops == "stock":  # the channels of each (b, t) as one row of F.layer_normalization
+            b, c, t = h.shape
+            rows = F.reshape(F.transpose(h, (0, 2, 1)), (b * t, c))
+            return F.transpose(F.reshape(self._normalize(rows), (b, t, c)), (0, 2, 1))
         if self.xp is np:  # the same computation in one node (impl_chainer.fused)
             return channel_norm(h, self.gamma, self.beta, self.groups, self.eps)
         b, c, t = h.shape
@@ -54,8 +63,20 @@ class ChannelNorm(chainer.Link):
         h = F.batch_normalization(F.reshape(h, (b, g, c // g, t)), *unit, eps=self.eps, axis=2)
         return F.reshape(h, (b, c, t)) * F.reshape(self.gamma, (1, c, 1)) + F.reshape(self.beta, (1, c, 1))
 
+    def _normalize(self, rows):
+        """Stock: rows (N, C) -> F.layer_normalization of each group of C/groups channels (it takes
+        2-D input and one scale and shift per unit: unit and zero here, the groups being rows of
+        their own), then the affine gamma, beta over all C."""
+        n, c = rows.shape
+        width = c // self.groups
+        unit = self.xp.ones(width, rows.dtype), self.xp.zeros(width, rows.dtype)
+        y = F.layer_normalization(F.reshape(rows, (n * self.groups, width)), *unit, eps=self.eps)
+        return F.reshape(y, (n, c)) * self.gamma + self.beta
+
     def step(self, h):
-        """forward on one frame's plain array (B, C) (synthesis: no graph)."""
+        """forward on one frame (B, C) (synthesis: no graph): plain arrays; stock, `_normalize`."""
+        if self.ops == "stock":
+            return self._normalize(h)
         b, c = h.shape
         h = h.reshape(b, self.groups, c // self.groups)
         centered = h - h.sum(axis=2, keepdims=True) * h.dtype.type(1 / h.shape[2])
@@ -69,11 +90,12 @@ class BatchNorm(chainer.Link):
     (chainer.config.train; the batch's statistics, the running ones updated in place with
     decay = 1 - momentum and the unbiased variance, as common.reference.norm), else
     F.fixed_batch_normalization on the running statistics. Those are persistent values
-    (`mean`, `var`): not parameters, so neither gradients nor Adam touch them."""
+    (`mean`, `var`): not parameters, so neither gradients nor Adam touch them. (Both tiers: these
+    are Chainer's own functions; only `step` differs.)"""
 
-    def __init__(self, channels: int, eps: float, momentum: float):
+    def __init__(self, channels: int, eps: float, momentum: float, ops: str = "tuned"):
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.eps, self.momentum, self.ops = eps, momentum, ops
         with self.init_scope():
             self.gamma = chainer.Parameter(np.ones(channels, np.float32))
             self.beta = chainer.Parameter(np.zeros(channels, np.float32))
@@ -91,28 +113,32 @@ class BatchNorm(chainer.Link):
         return F.fixed_batch_normalization(h, self.gamma, self.beta, self.mean, self.var, eps=self.eps, axis=(0, 2))
 
     def step(self, h):
-        """Eval-mode forward on one frame's plain array (B, C) (synthesis: no graph)."""
+        """Eval-mode forward on one frame (B, C) (synthesis: no graph): plain arrays; stock,
+        F.fixed_batch_normalization."""
+        if self.ops == "stock":
+            return F.fixed_batch_normalization(h, self.gamma, self.beta, self.mean, self.var, eps=self.eps)
         scale = self.gamma.array / self.xp.sqrt(self.var + h.dtype.type(self.eps))
         return (h - self.mean) * scale + self.beta.array
 
 
-def make_norm(spec: S.Spec, layer: S.Layer):
+def make_norm(spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
     """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
     norm over S.channel_norm_groups channel groups (a highway layer's halves separately), or
-    batch norm per channel."""
+    batch norm per channel; in the tier `ops`."""
     if spec.norm == "none":
         return None
     if spec.norm in ("layer", "group"):
-        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps)
-    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum)
+        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps, ops)
+    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum, ops)
 
 
 class Block(chainer.Chain):
-    """A link built from one `common.spec.Layer`; its parameters are `<layer.name>.<attribute path>`."""
+    """A link built from one `common.spec.Layer`, in the tier `ops`; its parameters are
+    `<layer.name>.<attribute path>`."""
 
-    def __init__(self, spec: S.Spec, layer: S.Layer):
+    def __init__(self, spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
         super().__init__()
-        self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
+        self.layer, self.p_drop, self.ops = layer, 0.0 if layer.plain else spec.dropout, ops
 
     def drop(self, y):
         """F.dropout is the identity unless chainer.config.train. Its masks come from
@@ -128,8 +154,8 @@ class Block(chainer.Chain):
 class Embedding(Block):
     """Character ids (B, N) -> (B, e, N)."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops: str = "tuned"):
+        super().__init__(spec, layer, ops)
         with self.init_scope():
             self.weight = _param(layer.cin, layer.cout)
 
@@ -159,8 +185,8 @@ class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
     on the left only, non-causal ones symmetrically ("same")."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops: str = "tuned"):
+        super().__init__(spec, layer, ops)
         separable = S.is_separable(spec, layer)  # depthwise (k) + pointwise (1, maybe grouped)
         self.pointwise_groups = S.pointwise_groups(spec, layer)
         width = S.bottleneck_width(spec, layer)  # bottleneck: 1x1 down to width, then the k-wide conv
@@ -170,19 +196,23 @@ class Conv(Block):
             self.reduce = Reduction(width, layer.cin) if width else None
             self.weight = _param(layer.out, (width or layer.cin) // self.pointwise_groups, 1 if separable else layer.k)
             self.bias = _param(layer.out)
-            self.norm = None if layer.plain else make_norm(spec, layer)
+            self.norm = None if layer.plain else make_norm(spec, layer, ops)
 
     def conv(self, x, pad: tuple, dilation: int):
         """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left,
         right) frames, normalized."""
-        if self.dw is not None:
-            x = conv1d(x, self.dw.weight, pad=pad, dilation=dilation, groups=x.shape[1])
-            h = conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
-        else:
-            if self.reduce is not None:
-                x = conv1d(x, self.reduce.weight)
-            h = conv1d(x, self.weight, self.bias, pad=pad, dilation=dilation)
+        if self.reduce is not None:
+            x = conv1d(x, self.reduce.weight, ops=self.ops)
+        h = self._kernel_conv(x, pad, dilation)
         return self.norm(h) if self.norm is not None else h
+
+    def _kernel_conv(self, x, pad: tuple, dilation: int):
+        """The k-wide convolution (depthwise + pointwise when separable) of x, already reduced in
+        the bottleneck variant, not normalized."""
+        if self.dw is not None:
+            x = conv1d(x, self.dw.weight, pad=pad, dilation=dilation, groups=x.shape[1], ops=self.ops)
+            return conv1d(x, self.weight, self.bias, groups=self.pointwise_groups, ops=self.ops)
+        return conv1d(x, self.weight, self.bias, pad=pad, dilation=dilation, ops=self.ops)
 
     def output(self, h, x):
         """From the normalized convolution h (and the layer input x) to the layer output."""
@@ -195,7 +225,11 @@ class Conv(Block):
     def conv_step(self, taps):
         """conv of one output frame from its k input taps (B, history_channels, k) (every
         dilation-th frame of the window, already reduced in the bottleneck variant), as one
-        matmul on the flattened taps -> (B, out), normalized."""
+        matmul on the flattened taps -> (B, out), normalized. Stock: Chainer's convolution of
+        the taps (_kernel_conv without padding: the one output frame)."""
+        if self.ops == "stock":
+            h = self._kernel_conv(taps, (0, 0), 1)[:, :, 0]
+            return self.norm.step(h) if self.norm is not None else h
         b = taps.shape[0]
         if self.dw is not None:
             x = (taps * self.dw.weight.array[:, 0]).sum(axis=2)  # depthwise: (B, cin)
@@ -214,9 +248,17 @@ class Conv(Block):
         dropout, no graph): `history` holds the last (k-1)*dilation inputs (zeros at the
         start: exactly the causal padding), reduced to the bottleneck's width in that variant
         (each frame once, not once per tap). The kernel reads every dilation-th frame of the
-        window, so those k taps are one matmul with the flattened kernel. Returns (y, new history)."""
+        window, so those k taps are one matmul with the flattened kernel. Returns (y, new history).
+        Stock: the same steps in chainer.functions (conv_step, norm.step, the forward's `output`),
+        under no_backprop_mode; inputs, outputs and histories stay plain arrays."""
         if x.ndim != 3 or x.shape[2] != 1:
             raise ValueError(f"step takes one frame (B, C, 1) at a time, got shape {x.shape}")
+        if self.ops == "stock":
+            with chainer.no_backprop_mode():
+                z = x if self.reduce is None else conv1d(x, self.reduce.weight, ops=self.ops).array
+                window = self.xp.concatenate([history, z], axis=2) if history.shape[2] else z
+                h = self.conv_step(window[:, :, ::self.layer.dilation])
+                return chainer.as_array(self.output(h, x[:, :, 0]))[:, :, None], window[:, :, 1:]
         z = x
         if self.reduce is not None:
             z = (self.reduce.weight.array[:, :, 0] @ x)  # (width, cin) @ (B, cin, 1) -> (B, width, 1)
@@ -229,10 +271,10 @@ class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x):
     four F ops instead of five (each is a NumPy pass forward and more backward); on NumPy one
-    hand-written node, impl_chainer.fused.HighwayGateFn."""
+    hand-written node, impl_chainer.fused.HighwayGateFn, except in the stock tier (those F ops)."""
 
     def output(self, h, x):
-        if self.xp is np:  # the same computation in one node (impl_chainer.fused)
+        if self.ops == "tuned" and self.xp is np:  # the same computation in one node (impl_chainer.fused)
             return highway_gate(h, x)
         h1, h2 = F.split_axis(h, 2, axis=1)
         return x + F.sigmoid(h1) * (h2 - x)
@@ -255,12 +297,12 @@ class ResidualConv(Conv):
 class Deconv(Block):
     """D(o, k): transposed convolution, stride = kernel = k, no padding (length x stride); y = drop(norm(.))."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops: str = "tuned"):
+        super().__init__(spec, layer, ops)
         with self.init_scope():
             self.weight = _param(layer.cin, layer.out, layer.k)
             self.bias = _param(layer.out)
-            self.norm = None if layer.plain else make_norm(spec, layer)
+            self.norm = None if layer.plain else make_norm(spec, layer, ops)
 
     def forward(self, x):
         stride = self.layer.stride
@@ -284,8 +326,8 @@ class Stack(chainer.Sequential):
 
     def step(self, x, history: list) -> tuple:
         """One new frame x (B, C, 1) -> (output (B, C', 1), updated histories). Inference only
-        (chainer.config.train off where the stack has dropout): the blocks compute on plain
-        arrays; the output comes back as a Variable, like the stack's forward."""
+        (chainer.config.train off where the stack has dropout): the blocks take and return plain
+        arrays (stock: chainer.functions inside); the output comes back as a Variable, like the stack's forward."""
         if chainer.config.train and any(block.p_drop for block in self):
             raise ValueError("step is for inference: turn chainer.config.train off (dropout)")
         x = chainer.as_array(x)
@@ -296,9 +338,9 @@ class Stack(chainer.Sequential):
         return chainer.Variable(x, requires_grad=False), updated
 
 
-def build_stack(spec: S.Spec, layer_list) -> Stack:
-    """Walk a layer list of common.spec (parameters zero: load weights next)."""
-    return Stack(*(BLOCKS[layer.kind](spec, layer) for layer in layer_list))
+def build_stack(spec: S.Spec, layer_list, ops: str = "tuned") -> Stack:
+    """Walk a layer list of common.spec, every block in the tier `ops` (parameters zero: load weights next)."""
+    return Stack(*(BLOCKS[layer.kind](spec, layer, ops) for layer in layer_list))
 
 
 def canonical_parameters(model: chainer.Link) -> dict:

@@ -10,13 +10,13 @@ from impl_chainer.layers import build_stack
 
 
 class SSRN(chainer.Chain):
-    """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T)."""
+    """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T), in the tier of operators `ops`."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.spec = spec
+        self.spec, self.ops = spec, ops
         with self.init_scope():
-            self.layers = build_stack(spec, S.ssrn_layers(spec))
+            self.layers = build_stack(spec, S.ssrn_layers(spec), ops)
 
     def forward(self, mel):
         return self.layers(mel)

@@ -58,7 +58,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
     (k-1)*dilation inputs, so a step costs one frame, not the whole prefix; with spec.position,
     the keys' positions are added once and frame t's to its query), on plain arrays
-    (layers.py: Chainer's per-function overhead would dominate a frame). The new attention
+    (layers.py: Chainer's per-function overhead would dominate a frame; the stock tier computes
+    the same steps with chainer.functions, no graph). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
     after `max_frames` frames; common.synthesis.split_batch cuts each at its own end. Which
@@ -84,7 +85,10 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
             query = q.array if query_positions is None else q.array + query_positions[:, :, t:t + 1]
             column, position, forced = force_incremental(att.weights_step(keys, query, bias), position, n_text)
             logits, dec_past = dec.step(att.read_step(v, column, q.array), dec_past)
-            frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
+            if text2mel.ops == "stock":
+                frame = F.sigmoid(logits).array
+            else:
+                frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
             frames.append(frame)
             columns.append(column)
             positions.append(position)

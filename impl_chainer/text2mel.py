@@ -1,4 +1,5 @@
-"""Text2Mel in Chainer: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists)."""
+"""Text2Mel in Chainer: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists), in a
+tier of operators `ops` (layers.py; the stock tier's attention steps use the forward's chainer.functions)."""
 from __future__ import annotations
 
 from impl_chainer import runtime  # noqa: F401  (Chainer workarounds first)
@@ -16,11 +17,11 @@ from impl_chainer.layers import build_stack
 class TextEnc(chainer.Chain):
     """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
         self.d = spec.D
         with self.init_scope():
-            self.layers = build_stack(spec, S.text_enc_layers(spec))
+            self.layers = build_stack(spec, S.text_enc_layers(spec), ops)
 
     def forward(self, text):
         return F.split_axis(self.layers(text), [self.d], axis=1)
@@ -29,10 +30,10 @@ class TextEnc(chainer.Chain):
 class AudioEnc(chainer.Chain):
     """Causal: already-shifted mels (B, F, T) -> Q (B, d, T)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
         with self.init_scope():
-            self.layers = build_stack(spec, S.audio_enc_layers(spec))
+            self.layers = build_stack(spec, S.audio_enc_layers(spec), ops)
 
     def forward(self, mel_in):
         return self.layers(mel_in)
@@ -55,9 +56,9 @@ class Attention(chainer.Chain):
     (common.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.scale = 1.0 / math.sqrt(spec.D)
+        self.scale, self.ops = 1.0 / math.sqrt(spec.D), ops
         self.positional = spec.position != "none"
         if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data): persistent
             # values that move with the model, not parameters (no weights)
@@ -75,7 +76,10 @@ class Attention(chainer.Chain):
 
     def weights_step(self, k, q, text_bias):
         """weights for one frame on plain arrays (synthesis: no graph, see layers.py):
-        K (B, d, N), Q (B, d, 1), text_bias (B, N, 1) -> A (B, N)."""
+        K (B, d, N), Q (B, d, 1), text_bias (B, N, 1) -> A (B, N). Stock: `weights` itself."""
+        if self.ops == "stock":
+            with chainer.no_backprop_mode():
+                return self.weights(k, q, text_bias).array[:, :, 0]
         xp = self.xp
         logits = (xp.matmul(k.transpose(0, 2, 1), q) * k.dtype.type(self.scale) + text_bias)[:, :, 0]
         a = logits - logits.max(axis=1, keepdims=True)  # F.softmax's computation
@@ -84,7 +88,11 @@ class Attention(chainer.Chain):
         return a
 
     def read_step(self, v, a, q):
-        """read for one frame on plain arrays: V (B, d, N), A (B, N), Q (B, d, 1) -> R' (B, 2d, 1)."""
+        """read for one frame on plain arrays: V (B, d, N), A (B, N), Q (B, d, 1) -> R' (B, 2d, 1).
+        Stock: `read` itself."""
+        if self.ops == "stock":
+            with chainer.no_backprop_mode():
+                return self.read(v, a[:, :, None], q).array
         return self.xp.concatenate([self.xp.matmul(v, a[:, :, None]), q], axis=1)
 
     def forward(self, k, v, q, text_bias):
@@ -99,10 +107,10 @@ class Attention(chainer.Chain):
 class AudioDec(chainer.Chain):
     """Causal: R' (B, 2d, T) -> mel logits (B, F, T)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
         with self.init_scope():
-            self.layers = build_stack(spec, S.audio_dec_layers(spec))
+            self.layers = build_stack(spec, S.audio_dec_layers(spec), ops)
 
     def forward(self, r):
         return self.layers(r)
@@ -110,14 +118,15 @@ class AudioDec(chainer.Chain):
 
 class Text2Mel(chainer.Chain):
     """Teacher-forced: (text (B, N), target mel (B, F, T)) -> (logits (B, F, T), attention (B, N, T)).
-    AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t."""
+    AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t.
+    Every part in the tier of operators `ops`."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.spec = spec
+        self.spec, self.ops = spec, ops
         with self.init_scope():
-            self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
-            self.attention, self.audiodec = Attention(spec), AudioDec(spec)
+            self.textenc, self.audioenc = TextEnc(spec, ops), AudioEnc(spec, ops)
+            self.attention, self.audiodec = Attention(spec, ops), AudioDec(spec, ops)
 
     def forward(self, text, mel):
         k, v = self.textenc(text)

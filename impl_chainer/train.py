@@ -1,13 +1,16 @@
-"""Losses in Chainer ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update)."""
+"""Losses in Chainer ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update):
+written out in the tuned tier, chainer.optimizers.Adam in the stock tier."""
 from __future__ import annotations
 
 from impl_chainer import runtime
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import chainer
 import chainer.functions as F
 import numpy as np
+from chainer.optimizer_hooks import GradientHardClipping
 
 from common import losses as L
 from common.batch import Batch
@@ -88,21 +91,37 @@ class Trainer:
     Backend.join_workers) the gradients are averaged over the workers right after backward,
     before clipping and Adam: the communicator's gradient mean is called directly (what
     chainermn.create_multi_node_optimizer's wrapper calls before its update) since this Adam is
-    written out, not a chainer.Optimizer that the wrapper could take."""
+    written out, not a chainer.Optimizer that the wrapper could take.
 
-    def __init__(self, model, spec, net: str, device):
-        self.model, self.spec, self.net, self.device = model, spec, net, device
+    Stock (ops="stock"): chainer.optimizers.Adam set up on the model, its alpha and eps set for
+    every step (_stock_update), clipping by chainer.optimizer_hooks.GradientHardClipping, and the
+    state (the optimizer's t, each update rule's t, m and v) read and written through Chainer's
+    own optimizer serialization under the canonical names. The workers' gradient mean is the same
+    direct call, before the optimizer's update."""
+
+    def __init__(self, model, spec, net: str, device, ops: str = "tuned"):
+        self.model, self.spec, self.net, self.device, self.ops = model, spec, net, device, ops
         self.loss_fn = LOSSES[net]
         self.params = canonical_parameters(model)
+        self.communicator = None  # a ChainerMN communicator once the process joined a job
+        if ops == "stock":
+            self.optimizer = chainer.optimizers.Adam(beta1=spec.beta1, beta2=spec.beta2).setup(model)
+            if spec.grad_clip is not None:
+                self.optimizer.add_hook(GradientHardClipping(-spec.grad_clip, spec.grad_clip))
+            paths = {id(p): path for path, p in model.namedparams()}
+            self.paths = {name: paths[id(p)].strip("/") for name, p in self.params.items()}  # serializer keys
+            return
         self.m = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
         self.v = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
-        self.communicator = None  # a ChainerMN communicator once the process joined a job
         self._pool, self._pool_threads = None, 0  # the threads of _update, made at the first step on the CPU
 
     def move_to(self, device) -> None:
-        """Move the Adam state to `device` (the model is moved by its owner)."""
+        """Move the Adam state to `device` (the model is moved by its owner; stock: Chainer's update
+        rules move their state to their parameter's device at the next update)."""
         self.device = device
+        if self.ops == "stock":
+            return
         self.m = {name: device.send(a) for name, a in self.m.items()}
         self.v = {name: device.send(a) for name, a in self.v.items()}
 
@@ -119,9 +138,22 @@ class Trainer:
         ones): forward, backward, clip, Adam. Returns the losses as floats."""
         with chainer.using_config("train", True):
             out = self._backward(batch)
+        if self.ops == "stock":
+            self._stock_update()
+            return out
         self.step += 1
         self._update()
         return out
+
+    def _stock_update(self) -> None:
+        """chainer.optimizers.Adam's step t (AdamRule.update_core: alpha_t = alpha sqrt(1 - b2^t) /
+        (1 - b1^t), p -= alpha_t m / (sqrt(v) + eps)) with alpha = lr and eps = spec.eps
+        sqrt(1 - b2^t) is adam_update's lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + spec.eps);
+        both are set before each update. The clipping hook runs first ("pre")."""
+        t = self.optimizer.t + 1
+        self.optimizer.alpha = L.learning_rate(self.spec, t)
+        self.optimizer.eps = self.spec.eps * math.sqrt(1 - self.spec.beta2 ** t)
+        self.optimizer.update()
 
     def _update(self) -> None:
         """adam_update on every parameter; on the CPU spread over runtime.thread_count() threads,
@@ -156,6 +188,16 @@ class Trainer:
 
     def get_state(self) -> dict:
         """{"step", "m.<name>", "v.<name>"} as NumPy (zeros before the first step)."""
+        if self.ops == "stock":  # what chainer.serializers.save_npz writes of the optimizer
+            saved = chainer.serializers.DictionarySerializer()
+            saved.save(self.optimizer)
+            state = {"step": np.array(self.optimizer.t, np.int64)}
+            for name, path in self.paths.items():
+                for key in "mv":  # an update rule makes its m and v at its first update
+                    a = saved.target.get(f"{path}/{key}")
+                    state[f"{key}.{name}"] = (np.zeros(self.params[name].shape, np.float32) if a is None
+                                              else np.array(a, np.float32))
+            return state
         state = {"step": np.array(self.step, np.int64)}
         for name in self.params:
             state[f"m.{name}"] = np.array(runtime.to_numpy(self.m[name]))
@@ -169,6 +211,15 @@ class Trainer:
         wrong = [k for k in wanted[1:] if k in state and np.shape(state[k]) != self.params[k[2:]].shape]
         if missing or wrong:
             raise ValueError(f"optimizer state does not fit the model: missing {missing[:5]} misshapen {wrong[:5]}")
+        if self.ops == "stock":  # loaded as chainer.serializers.load_npz loads an optimizer
+            step = np.array(int(state["step"]), np.int64)
+            saved = {"t": step, "epoch": np.array(self.optimizer.epoch, np.int64)}
+            for name, path in self.paths.items():
+                saved[f"{path}/t"] = step  # the update rule's own step count: its alpha_t reads it
+                for key in "mv":  # copies: a rule without state yet keeps the arrays it is given
+                    saved[f"{path}/{key}"] = np.array(state[f"{key}.{name}"], np.float32)
+            chainer.serializers.NpzDeserializer(saved).load(self.optimizer)
+            return
         for name in self.params:
             self.m[name][...] = self.device.send(np.asarray(state[f"m.{name}"], np.float32))
             self.v[name][...] = self.device.send(np.asarray(state[f"v.{name}"], np.float32))

@@ -21,21 +21,26 @@ NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
 class Backend(framework.Backend):
     """`hybridize` (default on) compiles Text2Mel / SSRN into one cached graph each, and the
     training step (network + losses, impl_gluon.train.Objective) into another; static_alloc
-    reuses their memory between calls, static_shape stays off as lengths vary."""
+    reuses their memory between calls, static_shape stays off as lengths vary. Stock
+    (ops="stock") hybridizes the network alone, the usual Gluon practice (its losses are
+    imperative: impl_gluon.train.Trainer)."""
 
     framework = "gluon"
 
-    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, hybridize: bool = True):
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, ops: str = "tuned",
+                 hybridize: bool = True):
         if net not in NETWORKS:
             raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
-        super().__init__(spec, net, device, seed)
+        super().__init__(spec, net, device, seed, ops)
         self.ctx = runtime.resolve_device(device)
         runtime.serial_main_thread()
-        self.model = NETWORKS[net](spec)
+        self.model = NETWORKS[net](spec, ops)
         self.model.initialize(ctx=self.ctx)
         set_weights(self.model, W.init_weights(spec, net, seed))
-        self.trainer = Trainer(self.model, spec, net, self.ctx)
-        if hybridize:  # the training graph (network + losses) and, as its child, the network alone
+        self.trainer = Trainer(self.model, spec, net, self.ctx, ops)
+        if hybridize and ops == "stock":  # the network alone
+            self.model.hybridize(static_alloc=True, static_shape=False)
+        elif hybridize:  # the training graph (network + losses) and, as its child, the network alone
             self.trainer.objective.hybridize(static_alloc=True, static_shape=False)
         self.seed(seed)
 
@@ -88,7 +93,11 @@ class Backend(framework.Backend):
     def join_workers(self) -> tuple:
         """Joins the process's "dist_sync" KVStore job (created once per process, shared by its
         Backends) and exchanges this network's gradients through it from now on (Trainer.join).
-        Rank: the scheduler's (kv.rank). Calling it again changes nothing."""
+        Rank: the scheduler's (kv.rank). Calling it again changes nothing. The tuned tier only:
+        stock's gluon.Trainer would need a kvstore of its own for the job (RuntimeError)."""
+        if self.ops != "tuned":
+            raise RuntimeError("data-parallel training runs the tuned tier (ops='tuned'); "
+                               f"this gluon Backend runs ops={self.ops!r}")
         if self.trainer.kvstore is None:
             kv = runtime.kvstore()
             self.trainer.join(kv, runtime.keys_for(len(self.trainer.params)))

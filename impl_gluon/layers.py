@@ -5,6 +5,10 @@ Every block keeps its `common.spec.Layer` and maps its parameters to their canon
 `.norm.beta`; `Block.statistics`: batch norm's running `.norm.mean`, `.norm.var`, not trained; the
 canonical layouts are MXNet's own). Activations are NCW (B, C, T). Causal stacks can also run one
 frame at a time (`Stack.step`) for synthesis.
+
+Every block takes the tier of operators `ops` (common.framework.OPS). The tuned choices are marked
+where they are made; stock uses instead MXNet's LayerNorm in training too (ChannelNorm) and F.sigmoid
+as the highway gate; both keep the deconvolution as a 1x1 convolution (Deconv: MXNet's own fails).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ _NORM_FOR_TRAINING = [False]  # which form ChannelNorm traces (see there); set b
 
 @contextlib.contextmanager
 def norms_for_training():
-    """Blocks traced (hybridized) or run inside take ChannelNorm's training form."""
+    """Blocks traced (hybridized) or run inside take ChannelNorm's training form (tuned tier)."""
     previous, _NORM_FOR_TRAINING[0] = _NORM_FOR_TRAINING[0], True
     try:
         yield
@@ -46,17 +50,19 @@ class ChannelNorm(gluon.HybridBlock):
     transposed NWC slices, a cheap forward) and training (`differentiable`, inside
     `norms_for_training`: MXNet 1.9.1's LayerNorm backward is 10-20x its forward, so every
     reduction is a 1x1 convolution). They differ by float rounding only. Measurements:
-    results/implementation-notes.md, "gluon: the channel norm's two forms"."""
+    results/implementation-notes.md, "gluon: the channel norm's two forms".
+    Stock (ops="stock") always takes the LayerNorm form, in training too, as a user would."""
 
-    def __init__(self, channels: int, groups: int, eps: float, slices: int = 1):
+    def __init__(self, channels: int, groups: int, eps: float, slices: int = 1, ops: str = "tuned"):
         super().__init__(prefix="norm_")
-        self.channels, self.groups, self.eps, self.slices = channels, groups, eps, slices
+        self.channels, self.groups, self.eps, self.slices, self.ops = channels, groups, eps, slices, ops
         with self.name_scope():
             self.gamma = self.params.get("gamma", shape=(channels,), dtype="float32", init=mx.init.One())
             self.beta = self.params.get("beta", shape=(channels,), dtype="float32", init=mx.init.Zero())
 
     def hybrid_forward(self, F, h, gamma, beta):
-        return (self.differentiable if _NORM_FOR_TRAINING[0] else self.layer_norm)(F, h, gamma, beta)
+        training_form = _NORM_FOR_TRAINING[0] and self.ops == "tuned"
+        return (self.differentiable if training_form else self.layer_norm)(F, h, gamma, beta)
 
     def layer_norm(self, F, h, gamma, beta) -> list:
         h = F.transpose(h, axes=(0, 2, 1))
@@ -155,15 +161,15 @@ def batch_norm_multiples(blocks) -> list:
     return out
 
 
-def make_norm(spec: S.Spec, layer: S.Layer):
+def make_norm(spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
     """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
     norm over S.channel_norm_groups channel groups (returned as the block's norm_slices slices: a
-    highway layer's halves), or batch norm per channel."""
+    highway layer's halves) in the tier `ops`, or batch norm per channel (the same in both tiers)."""
     if spec.norm == "none":
         return None
     if spec.norm in ("layer", "group"):
         return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps,
-                           slices=BLOCKS[layer.kind].norm_slices)
+                           slices=BLOCKS[layer.kind].norm_slices, ops=ops)
     return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum)
 
 
@@ -172,16 +178,16 @@ class Block(gluon.HybridBlock):
     `.reduce.weight`, ...) are attributes named with underscores (`dw_weight`, `reduce_weight`:
     Gluon passes them to hybrid_forward by those names); the norm's live in its child.
     `canonical` maps the canonical names of the trainable ones to their Parameters, `statistics`
-    those of batch norm's running statistics."""
+    those of batch norm's running statistics. `ops`: the tier of operators (its norm's too)."""
 
     norm_slices = 1  # the channel slices `normalized` returns: 2 for highway layers (H1, H2)
 
-    def __init__(self, spec: S.Spec, layer: S.Layer):
+    def __init__(self, spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
         super().__init__(prefix=layer.name.replace(".", "_") + "_")
-        self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
+        self.layer, self.p_drop, self.ops = layer, 0.0 if layer.plain else spec.dropout, ops
         self.canonical, self.statistics, self.local = {}, {}, {}  # canonical name / argument -> Parameter
         with self.name_scope():
-            self.norm = (make_norm(spec, layer)
+            self.norm = (make_norm(spec, layer, ops)
                          if layer.kind != S.EMBED and not layer.plain else None)
             for name, shape in S.param_shapes(spec, layer).items():
                 local = name[len(layer.name) + 1:]
@@ -220,8 +226,8 @@ class Conv(Block):
     (1, grouped in super-sep). Bottleneck: a 1x1 convolution without bias down to
     `history_channels`, then the k-wide one."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops: str = "tuned"):
+        super().__init__(spec, layer, ops)
         self.pointwise_groups = S.pointwise_groups(spec, layer)
         self.history_channels = S.bottleneck_width(spec, layer) or layer.cin  # what a causal step keeps of past inputs
 
@@ -291,13 +297,15 @@ class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x).
     The sigmoid is Activation's (MKLDNN's vectorized kernel), faster than F.sigmoid
-    (measurements: results/implementation-notes.md, "gluon: Activation's sigmoid")."""
+    (measurements: results/implementation-notes.md, "gluon: Activation's sigmoid"); stock uses
+    F.sigmoid, the plain function."""
 
     norm_slices = 2
 
     def output(self, F, h: list, x):
         h1, h2 = h
-        return x + F.Activation(h1, act_type="sigmoid") * (h2 - x)
+        gate = F.sigmoid(h1) if self.ops == "stock" else F.Activation(h1, act_type="sigmoid")
+        return x + gate * (h2 - x)
 
 
 class ResidualConv(Conv):
@@ -314,7 +322,8 @@ class Deconv(Block):
     (row o k + j) whose output is interleaved in time. MXNet 1.9.1's MKLDNN Deconvolution is not
     used: in inference it re-lays its weight array out in place for the first input length and
     then fails on a length whose kernel wants another layout (`mkldnn_deconvolution ...
-    weights_desc` check, e.g. tiny: 40 frames, then 64)."""
+    weights_desc` check, e.g. tiny: 40 frames, then 64), so stock takes this form too
+    (tests/gluon/test_layers.py checks that MXNet's own still fails)."""
 
     def hybrid_forward(self, F, x, weight, bias):
         stride, cin, cout = self.layer.stride, self.layer.cin, self.layer.out  # stride = k (common.spec)
@@ -369,11 +378,12 @@ class StackStep(gluon.HybridBlock):
         return (y, *[h for h in updated if h is not None])
 
 
-def build_stack(spec: S.Spec, layer_list) -> Stack:
-    """Walk a layer list of common.spec (weights zero: load weights next)."""
+def build_stack(spec: S.Spec, layer_list, ops: str = "tuned") -> Stack:
+    """Walk a layer list of common.spec, every block in the tier `ops` (weights zero: load weights
+    next)."""
     stack = Stack(prefix=layer_list[0].name.split(".")[0] + "_")
     for layer in layer_list:
-        stack.add(BLOCKS[layer.kind](spec, layer))
+        stack.add(BLOCKS[layer.kind](spec, layer, ops))
     return stack
 
 

@@ -10,13 +10,14 @@ from impl_gluon.layers import build_stack
 
 
 class SSRN(gluon.HybridBlock):
-    """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T)."""
+    """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T); its blocks in the tier of
+    operators `ops` (impl_gluon.layers)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__(prefix="ssrn_")
-        self.spec = spec
+        self.spec, self.ops = spec, ops
         with self.name_scope():
-            self.layers = build_stack(spec, S.ssrn_layers(spec))
+            self.layers = build_stack(spec, S.ssrn_layers(spec), ops)
 
     def stacks(self) -> list:
         return [self.layers]

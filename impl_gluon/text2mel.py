@@ -1,4 +1,5 @@
-"""Text2Mel in MXNet Gluon: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists)."""
+"""Text2Mel in MXNet Gluon: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists), their
+stacks' blocks in the tier of operators `ops` (impl_gluon.layers)."""
 from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
@@ -16,9 +17,9 @@ from impl_gluon.layers import Stack, StackStep, build_stack
 class TextEnc(gluon.HybridBlock):
     """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__(prefix="textenc_")
-        self.layers = build_stack(spec, S.text_enc_layers(spec))
+        self.layers = build_stack(spec, S.text_enc_layers(spec), ops)
 
     def hybrid_forward(self, F, text):
         k, v = F.split(self.layers(text), num_outputs=2, axis=1)
@@ -28,9 +29,9 @@ class TextEnc(gluon.HybridBlock):
 class AudioEnc(gluon.HybridBlock):
     """Causal: already-shifted mels (B, F, T) -> Q (B, d, T)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__(prefix="audioenc_")
-        self.layers = build_stack(spec, S.audio_enc_layers(spec))
+        self.layers = build_stack(spec, S.audio_enc_layers(spec), ops)
 
     def hybrid_forward(self, F, mel_in):
         return self.layers(mel_in)
@@ -77,9 +78,9 @@ class Attention(gluon.HybridBlock):
 class AudioDec(gluon.HybridBlock):
     """Causal: R' (B, 2d, T) -> mel logits (B, F, T)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__(prefix="audiodec_")
-        self.layers = build_stack(spec, S.audio_dec_layers(spec))
+        self.layers = build_stack(spec, S.audio_dec_layers(spec), ops)
 
     def hybrid_forward(self, F, r):
         return self.layers(r)
@@ -126,12 +127,12 @@ class Text2Mel(gluon.HybridBlock):
     """Teacher-forced: (text (B, N), target mel (B, F, T)) -> (logits (B, F, T), attention (B, N, T)).
     AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__(prefix="text2mel_")
-        self.spec = spec
+        self.spec, self.ops = spec, ops
         with self.name_scope():
-            self.textenc, self.audioenc = TextEnc(spec), AudioEnc(spec)
-            self.attention, self.audiodec = Attention(spec), AudioDec(spec)
+            self.textenc, self.audioenc = TextEnc(spec, ops), AudioEnc(spec, ops)
+            self.attention, self.audiodec = Attention(spec), AudioDec(spec, ops)
             # synthesis runs frame by frame through this block (hybridized along with the network)
             self.synthesis_step = SynthesisStep(self.audioenc.layers, self.attention, self.audiodec.layers)
 

@@ -1,5 +1,9 @@
 """Losses in MXNet ops (equal to common.losses) and the Trainer (Adam exactly as
-common.losses.adam_update)."""
+common.losses.adam_update).
+
+Tuned: network and losses one cached graph (Objective), Adam on MXNet's fused kernel called per
+parameter (SpecAdam). Stock (ops="stock") instead hybridizes the network alone, computes the losses
+imperatively under autograd.record and steps MXNet's own Adam through a gluon.Trainer (_stock_adam)."""
 from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
@@ -36,11 +40,12 @@ def to_device(batch: Batch, ctx, net: str) -> dict:
     return out
 
 
-def l1(logits, target, F=mx.nd):
+def l1(logits, target, F=mx.nd, ops: str = "tuned"):
     """Mean |sigmoid(logits) - target| (per-sample means of equal size, so their mean is the global mean).
     Activation's sigmoid (MKLDNN), faster than F.sigmoid (measurements:
-    results/implementation-notes.md, "gluon: Activation's sigmoid")."""
-    return _L1(F.Activation(logits, act_type="sigmoid"), target).mean()
+    results/implementation-notes.md, "gluon: Activation's sigmoid"); stock: F.sigmoid."""
+    p = F.sigmoid(logits) if ops == "stock" else F.Activation(logits, act_type="sigmoid")
+    return _L1(p, target).mean()
 
 
 def binary_divergence(logits, target):
@@ -55,17 +60,17 @@ def attention_loss(attention, guide, n_real, F=mx.nd):
     return F.sum(attention * guide) / n_real
 
 
-def text2mel_losses(F, model, text, mel, guide, n_real, weight) -> dict:
+def text2mel_losses(F, model, text, mel, guide, n_real, weight, ops: str = "tuned") -> dict:
     """weight: Batch.weight as a (1,) array multiplying l1 and bin, not common.losses.weighted's
     float: an input, so one cached graph serves every value (times 1 is exact)."""
     logits, attention = model(text, mel)
-    return L.with_total({"l1": l1(logits, mel, F) * weight, "bin": binary_divergence(logits, mel) * weight,
+    return L.with_total({"l1": l1(logits, mel, F, ops) * weight, "bin": binary_divergence(logits, mel) * weight,
                          "att": attention_loss(attention, guide, n_real, F)})
 
 
-def ssrn_losses(F, model, mel, mag, weight) -> dict:
+def ssrn_losses(F, model, mel, mag, weight, ops: str = "tuned") -> dict:
     logits = model(mel)
-    return L.with_total({"l1": l1(logits, mag, F) * weight, "bin": binary_divergence(logits, mag) * weight})
+    return L.with_total({"l1": l1(logits, mag, F, ops) * weight, "bin": binary_divergence(logits, mag) * weight})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
@@ -77,9 +82,9 @@ LENGTHS = {"text2mel": lambda batch: (batch.text.shape[1], batch.mel.shape[2], b
 
 
 class Objective(gluon.HybridBlock):
-    """A network and its losses as one block, (inputs) -> (total loss (1,), every loss (n,) in
-    KEYS order), with the network's layer norms in their training form (layers.ChannelNorm;
-    batch norm follows autograd's train_mode when run).
+    """The tuned tier's training graph: a network and its losses as one block, (inputs) -> (total
+    loss (1,), every loss (n,) in KEYS order), with the network's layer norms in their training form
+    (layers.ChannelNorm; batch norm follows autograd's train_mode when run).
     Hybridized, forward and losses are one cached graph, so a training step makes one forward
     call, one backward call and one device-to-host copy of the losses instead of ~20 imperative
     loss operators, each with its own backward node."""
@@ -136,18 +141,36 @@ class SpecAdam:
             mx.nd.adam_update(weight, grad, m, v, out=weight, **args)
 
 
+def _stock_adam(spec) -> mx.optimizer.Adam:
+    """The stock tier's optimizer: MXNet's own Adam. Its update (mxnet.optimizer.Adam.update) is
+    adam_update with step size learning_rate sqrt(c2) / c1, c1 = 1 - b1^t, c2 = 1 - b2^t and t its
+    count of the parameter's updates (Optimizer._index_update_count), eps added to the uncorrected
+    sqrt(v): as SpecAdam shows, the spec's update when learning_rate is the spec's rate at t and
+    epsilon eps sqrt(c2), which Trainer.train_step sets before every step. No weight decay;
+    clip_gradient: spec.grad_clip (None: no clipping)."""
+    return mx.optimizer.Adam(learning_rate=spec.lr, beta1=spec.beta1, beta2=spec.beta2, epsilon=spec.eps,
+                             clip_gradient=spec.grad_clip)
+
+
 class Trainer:
     """Adam on one network: forward and backward under autograd, then SpecAdam on every
     parameter (the losses are already means: no rescaling by the batch size). gluon.Trainer's
     step(1) made the same calls with more Python around each (stale-gradient checks,
-    updater dispatch); the loop here does only the updates."""
+    updater dispatch); the loop here does only the updates.
 
-    def __init__(self, model, spec, net: str, ctx):
-        self.model, self.spec, self.net, self.ctx = model, spec, net, ctx
+    Stock (ops="stock"), as a user writes it: the losses computed imperatively on the (hybridized)
+    network's outputs, and gluon.Trainer.step(1) with MXNet's own Adam (_stock_adam: `optimizer`),
+    whose moments and update counts get_state and set_state read and write."""
+
+    def __init__(self, model, spec, net: str, ctx, ops: str = "tuned"):
+        self.model, self.spec, self.net, self.ctx, self.ops = model, spec, net, ctx, ops
         self.inputs = INPUTS[net]
-        self.objective = Objective(model, net)  # hybridized along with the model by the Backend
+        # tuned: the training graph, hybridized along with the model by the Backend
+        self.objective = Objective(model, net) if ops == "tuned" else None
         self.params = canonical_parameters(model)
-        self.optimizer = SpecAdam(spec)
+        self.optimizer = SpecAdam(spec) if ops == "tuned" else _stock_adam(spec)
+        self.gluon_trainer = (gluon.Trainer(list(self.params.values()), self.optimizer, kvstore=None)
+                              if ops == "stock" else None)  # parameter i: index i, one context
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.kvstore, self.keys, self.workers = None, (), 1  # set by join (data-parallel training)
         self._weights = {}  # Batch.weight -> its (1,) input array
@@ -187,7 +210,7 @@ class Trainer:
         inputs = [arrays[name] for name in self.inputs] + ([arrays["n_real"]] if "n_real" in arrays else [])
         inputs.append(self._weight(batch.weight))
         with autograd.record(train_mode=train):
-            loss, losses = self.objective(*inputs)
+            loss, losses = self.objective(*inputs) if self.ops == "tuned" else self._stock_losses(inputs)
         loss.backward(train_mode=train)  # batch norm's backward follows it (its statistics, its update)
         if self.kvstore is not None:
             # queued like gluon.Trainer's (in place, the first parameters first): each exchange
@@ -197,18 +220,51 @@ class Trainer:
                 self.kvstore.pushpull(key, grad, out=grad, priority=-i)
         return losses
 
+    def _stock_losses(self, inputs: list) -> tuple:
+        """Objective's outputs the stock way: the network's forward (its own cached graph when
+        hybridized), then the losses imperatively, each operator recorded by autograd."""
+        out = LOSSES[self.net](mx.nd, self.model, *inputs, ops=self.ops)
+        return out["loss"], mx.nd.concat(*(out[k] for k in KEYS[self.net]), dim=0)
+
     def _floats(self, losses) -> dict:
         return dict(zip(KEYS[self.net], losses.asnumpy().astype(float).tolist()))  # one sync
 
     def train_step(self, batch: Batch) -> dict:
         """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
         self.step += 1
-        self.optimizer.t = self.step
         with unbiased_running_variance(self._batch_norm_sizes(batch)):  # batch norm: the spec's running update
             losses = self._backward(batch, train=True)
-        params = self.params.values()
-        self.optimizer.update_all([p.data(self.ctx) for p in params], [p.grad(self.ctx) for p in params])
+        if self.ops == "stock":
+            self._stock_update()
+        else:
+            self.optimizer.t = self.step
+            params = self.params.values()
+            self.optimizer.update_all([p.data(self.ctx) for p in params], [p.grad(self.ctx) for p in params])
         return self._floats(losses)
+
+    def _stock_update(self) -> None:
+        """gluon.Trainer.step(1) (the losses are means) with _stock_adam's rate and eps for t = step,
+        MXNet's own count for every parameter (set_state keeps the two equal)."""
+        s = self.spec
+        self.gluon_trainer.set_learning_rate(L.learning_rate(s, self.step))
+        self.optimizer.epsilon = s.eps * math.sqrt(1.0 - s.beta2 ** self.step)
+        self.gluon_trainer.step(1)
+
+    def _moments(self) -> dict:
+        """{parameter index: (m, v)} as the optimizer keeps them: SpecAdam's, or in stock the
+        gluon.Trainer's (its one updater's states: MXNet's Adam's (mean, var); gluon.Trainer shows
+        them only pickled, through save_states' file)."""
+        return self.optimizer.moments if self.ops == "tuned" else self.gluon_trainer._updaters[0].states
+
+    def _create_moments(self, index: int, weight) -> tuple:
+        """(m, v) of parameter `index`, zeros when new (as the optimizer creates them at its first step)."""
+        if self.ops == "tuned":
+            return self.optimizer.create_state(index, weight)
+        updater = self.gluon_trainer._updaters[0]
+        if index not in updater.states:
+            updater.states[index] = self.optimizer.create_state_multi_precision(index, weight)
+            updater.states_synced[index] = True
+        return updater.states[index]
 
     def gradients(self, batch: Batch) -> tuple:
         """(losses, {canonical name: unclipped gradient}) of the eval-mode network (no dropout, batch
@@ -227,8 +283,9 @@ class Trainer:
     def get_state(self) -> dict:
         """{"step", "m.<name>", "v.<name>"} as NumPy (zeros before the first step)."""
         state = {"step": np.array(self.step, np.int64)}
+        moments = self._moments()
         for i, (name, p) in enumerate(self.params.items()):
-            m, v = self.optimizer.moments.get(i, (None, None))
+            m, v = moments.get(i, (None, None))
             state[f"m.{name}"] = np.zeros(p.shape, np.float32) if m is None else m.asnumpy()
             state[f"v.{name}"] = np.zeros(p.shape, np.float32) if v is None else v.asnumpy()
         return state
@@ -243,7 +300,11 @@ class Trainer:
             raise WeightsError(f"optimizer state does not fit the model: missing {missing[:5]} "
                              f"unexpected {unexpected[:5]} misshapen {wrong[:5]}")
         for i, (name, p) in enumerate(self.params.items()):
-            m, v = self.optimizer.create_state(i, p.data(self.ctx))
+            m, v = self._create_moments(i, p.data(self.ctx))
             m[:] = np.asarray(state[f"m.{name}"], np.float32)  # in place
             v[:] = np.asarray(state[f"v.{name}"], np.float32)
         self.step = int(state["step"])
+        if self.ops == "stock":  # MXNet's Adam takes t from its own counts, per device and parameter
+            counts = dict.fromkeys(range(len(self.params)), self.step)
+            self.optimizer._all_index_update_counts = {self.ctx.device_id: counts}
+            self.optimizer._index_update_count, self.optimizer.num_update = counts, self.step

@@ -21,14 +21,14 @@ NETWORKS = {"text2mel": Text2Mel, "ssrn": SSRN}
 class Backend(framework.Backend):
     framework = "torch"
 
-    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0):
+    def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, ops: str = "tuned"):
         if net not in NETWORKS:
             raise ValueError(f"unknown network {net!r}; choose one of {tuple(NETWORKS)}")
-        super().__init__(spec, net, device, seed)
+        super().__init__(spec, net, device, seed, ops)
         self.torch_device = runtime.resolve_device(device)
-        self.model = NETWORKS[net](spec).to(self.torch_device)
+        self.model = NETWORKS[net](spec, ops).to(self.torch_device)
         weights.set_weights(self.model, init_weights(spec, net, seed))
-        self.trainer = Trainer(self.model, spec, net, self.torch_device)
+        self.trainer = Trainer(self.model, spec, net, self.torch_device, ops)
         self.rank, self.workers = 0, 1  # of the data-parallel job joined (join_workers)
 
     def get_weights(self) -> dict:
@@ -54,7 +54,7 @@ class Backend(framework.Backend):
 
     def forward(self, batch: Batch) -> dict:
         self.model.eval()
-        t = to_device(batch, self.torch_device, self.net)
+        t = to_device(batch, self.torch_device, self.net, self.ops)
         with torch.inference_mode():
             if self.net == "ssrn":
                 return {"logits": self.model(t["mel"]).cpu().numpy()}

@@ -12,6 +12,7 @@ views, which keep channels-last memory (F.conv1d would copy to (B, C, T) memory)
 
 `Conv1d` does only what DC-TTS needs: stride 1, no higher-order gradients. The transposed
 convolution (SSRN's upsampling, stride = kernel) stays F.conv_transpose2d on the same views.
+The stock tier (ops="stock") runs F.conv1d and F.conv_transpose1d themselves on (B, C, T) memory.
 """
 from __future__ import annotations
 
@@ -90,9 +91,15 @@ class Conv1d(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
-def conv1d(x, w, b=None, pad: tuple = (0, 0), dilation: int = 1, groups: int = 1):
-    """F.conv1d (stride 1) of x (B, C, T) zero-padded by pad = (left, right) frames, the result
-    channels-last: `Conv1d` for groups 1 on the CPU, else F.conv2d on (B, C, 1, T) views."""
+def conv1d(x, w, b=None, pad: tuple = (0, 0), dilation: int = 1, groups: int = 1, ops: str = "tuned"):
+    """F.conv1d (stride 1) of x (B, C, T) zero-padded by pad = (left, right) frames. Tuned: the
+    result channels-last, `Conv1d` for groups 1 on the CPU, else F.conv2d on (B, C, 1, T) views.
+    Stock: F.conv1d itself on (B, C, T) memory, unequal padding (causal) written by F.pad first."""
+    if ops == "stock":
+        left, right = pad
+        if left != right:
+            x, left = F.pad(x, (left, right)), 0
+        return F.conv1d(x, w, b, padding=left, dilation=dilation, groups=groups)
     if groups == 1 and x.device.type == "cpu":
         return Conv1d.apply(x, w, b, tuple(pad), dilation)
     return conv2d_views(x, w, b, pad, dilation, groups)
@@ -108,7 +115,9 @@ def conv2d_views(x, w, b, pad: tuple, dilation: int, groups: int):
     return F.conv2d(x, w.unsqueeze(2), b, padding=(0, left), dilation=(1, dilation), groups=groups).squeeze(2)
 
 
-def conv_transpose1d(x, w, b, stride: int):
-    """F.conv_transpose1d of x (B, C, T) with W (C, O, k), no padding, the result channels-last
-    (as F.conv_transpose2d on (B, C, 1, T) views)."""
+def conv_transpose1d(x, w, b, stride: int, ops: str = "tuned"):
+    """F.conv_transpose1d of x (B, C, T) with W (C, O, k), no padding. Tuned: the result
+    channels-last (as F.conv_transpose2d on (B, C, 1, T) views); stock: F.conv_transpose1d itself."""
+    if ops == "stock":
+        return F.conv_transpose1d(x, w, b, stride=stride)
     return F.conv_transpose2d(x.unsqueeze(2), w.unsqueeze(2), b, stride=(1, stride)).squeeze(2)

@@ -6,6 +6,8 @@ norm.beta (and batch norm's running statistics norm.mean, norm.var: buffers, not
 the canonical layouts (which are PyTorch's own). Activations are (B, C, T) with channels-last
 memory ((B, T, C) in memory): impl_torch.conv's convolutions read and write it without copies
 and the channel norm normalizes its last axis without transposes.
+The stock tier (each block's `ops`, common.framework.OPS) keeps activations in (B, C, T) memory
+and uses torch's own F.conv1d, F.conv_transpose1d and F.dropout, the norm's transposes copying.
 Causal stacks can also run one frame at a time (`Stack.step`) for synthesis.
 """
 from __future__ import annotations
@@ -17,22 +19,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import spec as S
+from common.framework import OPS
 from impl_torch.conv import conv1d, conv_transpose1d
 
 
 class ChannelNorm(nn.Module):
     """Layer norm over channels at each time step (eps added to the variance); with
     groups=2 the two halves of a highway layer (H1, H2) are normalized separately.
-    F.layer_norm over the last axis of the channels-last memory: no transposes."""
+    F.layer_norm over the last axis of the channels-last memory: no transposes. Stock: the same on
+    the (B, T, C) transpose of (B, C, T) memory (F.layer_norm copies it), copied back to (B, C, T)."""
 
-    def __init__(self, channels: int, groups: int, eps: float):
+    def __init__(self, channels: int, groups: int, eps: float, ops: str = "tuned"):
         super().__init__()
-        self.groups, self.eps = groups, eps
+        self.groups, self.eps, self.ops = groups, eps, ops
         self.gamma = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, h):
-        return self.step(h.transpose(1, 2)).transpose(1, 2)
+        y = self.step(h.transpose(1, 2)).transpose(1, 2)
+        return y.contiguous() if self.ops == "stock" else y
 
     def step(self, h):
         """The norm over the last axis: (..., C), e.g. one frame (B, C)."""
@@ -47,9 +52,9 @@ class BatchNorm(nn.Module):
     common.reference.norm's), in eval mode on the running ones. Those are buffers (`mean`, `var`):
     moved with the module, neither parameters nor Adam state."""
 
-    def __init__(self, channels: int, eps: float, momentum: float):
+    def __init__(self, channels: int, eps: float, momentum: float, ops: str = "tuned"):
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.eps, self.momentum, self.ops = eps, momentum, ops
         self.gamma = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
         self.register_buffer("mean", torch.zeros(channels))
@@ -60,7 +65,10 @@ class BatchNorm(nn.Module):
         return {"mean": self.mean, "var": self.var}
 
     def forward(self, h):
-        """(B, C, T), as (B, C, 1, T): F.batch_norm keeps a 4-D input channels-last."""
+        """(B, C, T), as (B, C, 1, T): F.batch_norm keeps a 4-D input channels-last. Stock: on
+        (B, C, T) itself."""
+        if self.ops == "stock":
+            return F.batch_norm(h, self.mean, self.var, self.gamma, self.beta, self.training, self.momentum, self.eps)
         return F.batch_norm(h.unsqueeze(2), self.mean, self.var, self.gamma, self.beta, self.training,
                             self.momentum, self.eps).squeeze(2)
 
@@ -69,32 +77,36 @@ class BatchNorm(nn.Module):
         return F.batch_norm(h, self.mean, self.var, self.gamma, self.beta, False, 0.0, self.eps)
 
 
-def make_norm(spec: S.Spec, layer: S.Layer):
+def make_norm(spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
     """The normalization after `layer`'s convolution, or None ([paper]: none): a layer or group
     norm over S.channel_norm_groups channel groups (a highway layer's halves separately), or
-    batch norm per channel."""
+    batch norm per channel; in the tier `ops`."""
     if spec.norm == "none":
         return None
     if spec.norm in ("layer", "group"):
-        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps)
-    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum)
+        return ChannelNorm(layer.out, S.channel_norm_groups(spec, layer), spec.norm_eps, ops)
+    return BatchNorm(layer.out, spec.norm_eps, spec.norm_momentum, ops)
 
 
 class Block(nn.Module):
-    """A module built from one `common.spec.Layer`; its parameters are `<layer.name>.<local name>`."""
+    """A module built from one `common.spec.Layer`; its parameters are `<layer.name>.<local name>`.
+    `ops`: the tier of operators (common.framework.OPS)."""
 
-    def __init__(self, spec: S.Spec, layer: S.Layer):
+    def __init__(self, spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
         super().__init__()
-        self.layer, self.p_drop = layer, 0.0 if layer.plain else spec.dropout
+        if ops not in OPS:
+            raise ValueError(f"unknown ops {ops!r}; choose one of {OPS}")
+        self.layer, self.p_drop, self.ops = layer, 0.0 if layer.plain else spec.dropout, ops
 
     def drop(self, y):
         """Dropout in training mode: each value kept with probability 1 - p_drop and scaled by
         1 / (1 - p_drop). On the CPU the mask compares uniform numbers with p_drop, as PyTorch's
         own GPU kernel does: F.dropout's Bernoulli draws cost twice as much there (measurements:
-        results/implementation-notes.md, "torch: dropout"); elsewhere F.dropout is that fused kernel."""
+        results/implementation-notes.md, "torch: dropout"); elsewhere F.dropout is that fused kernel.
+        Stock: F.dropout everywhere."""
         if not (self.p_drop and self.training):
             return y
-        if y.device.type != "cpu":
+        if self.ops == "stock" or y.device.type != "cpu":
             return F.dropout(y, self.p_drop, True)
         return y * (torch.rand_like(y) >= self.p_drop).to(y.dtype).mul_(1 / (1 - self.p_drop))
 
@@ -102,11 +114,13 @@ class Block(nn.Module):
 class Embedding(Block):
     """Character ids (B, N) -> (B, e, N)."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops="tuned"):
+        super().__init__(spec, layer, ops)
         self.weight = nn.Parameter(torch.empty(layer.cin, layer.cout))
 
     def forward(self, ids):
+        if self.ops == "stock":
+            return F.embedding(ids, self.weight).transpose(1, 2).contiguous()  # (B, C, T) memory
         return F.embedding(ids, self.weight).transpose(1, 2)  # channels-last as it is
 
 
@@ -130,8 +144,8 @@ class Conv(Block):
     """C(o, k, dilation): y = drop(act(norm(conv(x)))). Causal layers pad (k-1)*dilation
     on the left only (explicit F.pad), non-causal ones symmetrically ("same")."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops="tuned"):
+        super().__init__(spec, layer, ops)
         separable = S.is_separable(spec, layer)  # depthwise (k) + pointwise (1, maybe grouped)
         width = S.bottleneck_width(spec, layer)  # bottleneck: 1x1 down to width, then the k-wide conv
         self.history_channels = width or layer.cin  # what a causal step keeps of past inputs
@@ -141,18 +155,18 @@ class Conv(Block):
         self.weight = nn.Parameter(torch.empty(layer.out, (width or layer.cin) // self.pointwise_groups,
                                                1 if separable else layer.k))
         self.bias = nn.Parameter(torch.empty(layer.out))
-        self.norm = None if layer.plain else make_norm(spec, layer)
+        self.norm = None if layer.plain else make_norm(spec, layer, ops)
 
     def conv(self, x, pad: tuple, dilation: int):
         """The (separable, bottleneck or plain) convolution of x zero-padded by pad = (left, right)
         frames, normalized ("same" padding stays inside conv1d; the bottleneck reduces before padding)."""
         if self.reduce is not None:
-            x = conv1d(x, self.reduce.weight)
+            x = conv1d(x, self.reduce.weight, ops=self.ops)
         if self.dw is not None:
-            x = conv1d(x, self.dw.weight, None, pad, dilation, groups=x.shape[1])
-            h = conv1d(x, self.weight, self.bias, groups=self.pointwise_groups)
+            x = conv1d(x, self.dw.weight, None, pad, dilation, groups=x.shape[1], ops=self.ops)
+            h = conv1d(x, self.weight, self.bias, groups=self.pointwise_groups, ops=self.ops)
         else:
-            h = conv1d(x, self.weight, self.bias, pad, dilation)
+            h = conv1d(x, self.weight, self.bias, pad, dilation, ops=self.ops)
         return self.norm(h) if self.norm is not None else h
 
     def output(self, h, x):
@@ -167,7 +181,13 @@ class Conv(Block):
         dilation-th frame of the window, already reduced in the bottleneck variant) -> (B, out),
         normalized: one matrix product with the flattened kernel, as conv1d on the taps and the
         (B, C, T) layer norm's transposes cost more than a frame's arithmetic (measurements:
-        results/implementation-notes.md, "torch: one synthesis frame's convolution")."""
+        results/implementation-notes.md, "torch: one synthesis frame's convolution"). Stock: F.conv1d
+        on the taps (B, C, k) -> (B, out, 1) (each half of a separable one) and the norm's forward."""
+        if self.ops == "stock":
+            if self.dw is not None:
+                taps = F.conv1d(taps, self.dw.weight, groups=taps.shape[1])  # depthwise: (B, cin, 1)
+            h = F.conv1d(taps, self.weight, self.bias, groups=self.pointwise_groups)
+            return (self.norm(h) if self.norm is not None else h)[:, :, 0]
         b = taps.shape[0]
         if self.dw is not None:
             x = (taps * self.dw.weight[:, 0]).sum(dim=2)  # depthwise: (B, cin)
@@ -179,10 +199,16 @@ class Conv(Block):
     def step(self, x, history):
         """Causal layers, one frame x (B, C, 1) at a time: `history` holds the last
         (k-1)*dilation inputs (zeros at the start: exactly the causal padding), reduced to the
-        bottleneck's width in that variant (each frame once, not once per tap). Returns (y, new history)."""
+        bottleneck's width in that variant (each frame once, not once per tap; stock: by F.conv1d).
+        Returns (y, new history)."""
         if x.dim() != 3 or x.shape[2] != 1:
             raise ValueError(f"step takes one frame (B, C, 1) at a time, got shape {tuple(x.shape)}")
-        z = x if self.reduce is None else torch.matmul(self.reduce.weight[:, :, 0], x)  # (B, width, 1)
+        if self.reduce is None:
+            z = x
+        elif self.ops == "stock":
+            z = F.conv1d(x, self.reduce.weight)
+        else:
+            z = torch.matmul(self.reduce.weight[:, :, 0], x)  # (B, width, 1)
         window = torch.cat([history, z], dim=2)
         h = self.conv_step(window[:, :, ::self.layer.dilation])
         return self.drop(self.output(h[:, :, None], x)), window[:, :, 1:]
@@ -193,7 +219,11 @@ class HighwayConv(Conv):
     y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x)."""
 
     def output(self, h, x):
-        """On (B, T, C) views, so that the halves' gradients are joined channels-last."""
+        """On (B, T, C) views, so that the halves' gradients are joined channels-last (stock: on
+        the (B, C, T) tensors themselves)."""
+        if self.ops == "stock":
+            h1, h2 = h.chunk(2, dim=1)
+            return torch.lerp(x, h2, torch.sigmoid(h1))
         h1, h2 = h.transpose(1, 2).chunk(2, dim=2)
         return torch.lerp(x.transpose(1, 2), h2, torch.sigmoid(h1)).transpose(1, 2)  # x + sigmoid(H1) * (H2 - x)
 
@@ -208,14 +238,14 @@ class ResidualConv(Conv):
 class Deconv(Block):
     """D(o, k): transposed convolution, stride = kernel = k, no padding (length x stride); y = drop(norm(.))."""
 
-    def __init__(self, spec, layer):
-        super().__init__(spec, layer)
+    def __init__(self, spec, layer, ops="tuned"):
+        super().__init__(spec, layer, ops)
         self.weight = nn.Parameter(torch.empty(layer.cin, layer.out, layer.k))
         self.bias = nn.Parameter(torch.empty(layer.out))
-        self.norm = None if layer.plain else make_norm(spec, layer)
+        self.norm = None if layer.plain else make_norm(spec, layer, ops)
 
     def forward(self, x):
-        h = conv_transpose1d(x, self.weight, self.bias, self.layer.stride)
+        h = conv_transpose1d(x, self.weight, self.bias, self.layer.stride, self.ops)
         return self.drop(self.norm(h) if self.norm is not None else h)
 
 
@@ -244,9 +274,10 @@ class Stack(nn.Sequential):
         return x, updated
 
 
-def build_stack(spec: S.Spec, layer_list) -> Stack:
-    """Walk a layer list of common.spec (parameters uninitialized: load weights next)."""
-    return Stack(*(BLOCKS[layer.kind](spec, layer) for layer in layer_list))
+def build_stack(spec: S.Spec, layer_list, ops: str = "tuned") -> Stack:
+    """Walk a layer list of common.spec (parameters uninitialized: load weights next), every block
+    in the tier `ops`."""
+    return Stack(*(BLOCKS[layer.kind](spec, layer, ops) for layer in layer_list))
 
 
 def canonical_parameters(model: nn.Module) -> dict:

@@ -12,10 +12,10 @@ from impl_torch.layers import build_stack
 class SSRN(nn.Module):
     """Reduced mel (B, F, T) -> linear-magnitude logits (B, F', r*T)."""
 
-    def __init__(self, spec: S.Spec):
+    def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.spec = spec
-        self.layers = build_stack(spec, S.ssrn_layers(spec))
+        self.spec, self.ops = spec, ops
+        self.layers = build_stack(spec, S.ssrn_layers(spec), ops)
 
     def forward(self, mel):
         return self.layers(mel)

@@ -1,5 +1,7 @@
 """Losses in PyTorch ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update;
-data-parallel through DistributedDataParallel once the process joined a job)."""
+data-parallel through DistributedDataParallel once the process joined a job). In the stock tier of
+operators (`ops`) the targets are plain (B, F, T) memory, the losses read them as they are, and Adam and
+clipping run with torch's defaults."""
 from __future__ import annotations
 
 from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
@@ -11,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from common import losses as L
 from common.batch import Batch
+from common.framework import OPS
 from impl_torch.layers import canonical_parameters
 
 
@@ -20,34 +23,40 @@ INPUTS = {"text2mel": ("text", "mel", "guide"), "ssrn": ("mel", "mag")}
 CHANNELS_LAST = ("mel", "mag")  # (B, F, T) arrays, given the networks' memory layout (impl_torch.layers)
 
 
-def _array(batch: Batch, name: str) -> np.ndarray:
+def _array(batch: Batch, name: str, ops: str) -> np.ndarray:
     a = getattr(batch, name)
-    if name in CHANNELS_LAST:
+    if ops == "tuned" and name in CHANNELS_LAST:
         return np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
     return np.ascontiguousarray(a)
 
 
-def to_device(batch: Batch, device, net: str) -> dict:
+def to_device(batch: Batch, device, net: str, ops: str = "tuned") -> dict:
     """The batch's arrays that `net` uses, as tensors on `device` (ids stay int32 for F.embedding;
     mel and mag channels-last, as the logits they are compared with, so that the losses' gradients
-    are too); its weight as a Python float and, for Text2Mel, the attention positions as a 0-d float32
-    tensor on `device` (a true division: CUDA divides by a CPU scalar as a product with its reciprocal)."""
-    t = {name: torch.from_numpy(_array(batch, name)).to(device, non_blocking=True) for name in INPUTS[net]}
+    are too; in the stock tier `ops`, (B, F, T) memory as the stock logits); its weight as a Python
+    float and, for Text2Mel, the attention positions as a 0-d float32 tensor on `device` (a true
+    division: CUDA divides by a CPU scalar as a product with its reciprocal)."""
+    t = {name: torch.from_numpy(_array(batch, name, ops)).to(device, non_blocking=True) for name in INPUTS[net]}
     t["weight"] = float(batch.weight)
     if "guide" in t:
         t["n_real"] = torch.tensor(batch.attention_positions(), dtype=torch.float32, device=device)
     return t
 
 
-def l1(logits, target):
+def l1(logits, target, ops: str = "tuned"):
     """Mean |sigmoid(logits) - target| over (B, F, T), computed on (B, T, F) views: contiguous
-    there, so that the gradient comes back channels-last (from (B, F, T) views it would not)."""
+    there, so that the gradient comes back channels-last (from (B, F, T) views it would not).
+    Stock: on the (B, F, T) tensors, whose memory the gradient then has."""
+    if ops == "stock":
+        return F.l1_loss(torch.sigmoid(logits), target)
     return F.l1_loss(torch.sigmoid(logits.transpose(1, 2)), target.transpose(1, 2))
 
 
-def binary_divergence(logits, target):
+def binary_divergence(logits, target, ops: str = "tuned"):
     """Mean binary cross-entropy of sigmoid(logits), computed stably from the logits (on (B, T, F)
-    views, as l1)."""
+    views, as l1; stock: on the (B, F, T) tensors)."""
+    if ops == "stock":
+        return F.binary_cross_entropy_with_logits(logits, target)
     return F.binary_cross_entropy_with_logits(logits.transpose(1, 2), target.transpose(1, 2))
 
 
@@ -57,17 +66,17 @@ def attention_loss(attention, guide, n_real):
     return (attention * guide).sum() / n_real
 
 
-def text2mel_losses(model, arrays: dict) -> dict:
+def text2mel_losses(model, arrays: dict, ops: str = "tuned") -> dict:
     logits, attention = model(arrays["text"], arrays["mel"])
-    return L.with_total({"l1": L.weighted(l1(logits, arrays["mel"]), arrays["weight"]),
-                         "bin": L.weighted(binary_divergence(logits, arrays["mel"]), arrays["weight"]),
+    return L.with_total({"l1": L.weighted(l1(logits, arrays["mel"], ops), arrays["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, arrays["mel"], ops), arrays["weight"]),
                          "att": attention_loss(attention, arrays["guide"], arrays["n_real"])})
 
 
-def ssrn_losses(model, arrays: dict) -> dict:
+def ssrn_losses(model, arrays: dict, ops: str = "tuned") -> dict:
     logits = model(arrays["mel"])
-    return L.with_total({"l1": L.weighted(l1(logits, arrays["mag"]), arrays["weight"]),
-                         "bin": L.weighted(binary_divergence(logits, arrays["mag"]), arrays["weight"])})
+    return L.with_total({"l1": L.weighted(l1(logits, arrays["mag"], ops), arrays["weight"]),
+                         "bin": L.weighted(binary_divergence(logits, arrays["mag"], ops), arrays["weight"])})
 
 
 LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
@@ -85,7 +94,8 @@ class Trainer:
     common.losses.adam_update (eps after the bias-corrected sqrt); the learning rate of each step
     is set from common.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
     The fused Adam kernel (CPU and CUDA), much faster than the default on the CPU (measurements:
-    results/implementation-notes.md, "torch: fused Adam").
+    results/implementation-notes.md, "torch: fused Adam"), and one clamp a gradient; the stock tier
+    (`ops`) runs Adam and clip_grad_value_ with torch's defaults.
 
     After `distribute` (the process joined a job) the losses are computed through a
     DistributedDataParallel wrapper of the model, whose backward leaves in every parameter's
@@ -93,12 +103,18 @@ class Trainer:
     clipping and Adam follow as before. `model` stays the plain module (weights, optimizer,
     inference)."""
 
-    def __init__(self, model, spec, net: str, device):
-        self.model, self.spec, self.net, self.device = model, spec, net, device
+    def __init__(self, model, spec, net: str, device, ops: str = "tuned"):
+        if ops not in OPS:
+            raise ValueError(f"unknown ops {ops!r}; choose one of {OPS}")
+        self.model, self.spec, self.net, self.device, self.ops = model, spec, net, device, ops
         self.loss_fn = LOSSES[net]
         self.params = canonical_parameters(model)
-        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=spec.lr,
-                                          betas=(spec.beta1, spec.beta2), eps=spec.eps, fused=True)
+        params = list(self.params.values())
+        settings = dict(lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps)
+        if ops == "stock":
+            self.optimizer = torch.optim.Adam(params, **settings)
+        else:
+            self.optimizer = torch.optim.Adam(params, **settings, fused=True)
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.ddp = None  # the model wrapped by DistributedDataParallel, once distributed
 
@@ -122,7 +138,8 @@ class Trainer:
 
     def _backward(self, batch: Batch) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.loss_fn(self.model if self.ddp is None else self.ddp, to_device(batch, self.device, self.net))
+        out = self.loss_fn(self.model if self.ddp is None else self.ddp,
+                           to_device(batch, self.device, self.net, self.ops), self.ops)
         out["loss"].backward()
         return out
 
@@ -145,8 +162,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = L.learning_rate(self.spec, self.step)
         if self.spec.grad_clip is not None:
-            # one clamp_ per gradient: the foreach form clamps min and max in two passes (3% of a step)
-            torch.nn.utils.clip_grad_value_(self.params.values(), self.spec.grad_clip, foreach=False)
+            if self.ops == "stock":
+                torch.nn.utils.clip_grad_value_(self.params.values(), self.spec.grad_clip)
+            else:  # one clamp_ per gradient: the foreach form clamps min and max in two passes (3% of a step)
+                torch.nn.utils.clip_grad_value_(self.params.values(), self.spec.grad_clip, foreach=False)
         self.optimizer.step()
 
     def gradients(self, batch: Batch) -> tuple:

@@ -22,7 +22,7 @@ import soundfile as sf
 from common import checkpoint, cli, data, losses as L, reference as R, spec as S, train_loop, weights as W
 from common.batch import random_batch as common_random_batch
 from common.compare import reference_losses, reference_outputs
-from common.framework import load_backend
+from common.framework import OPS, load_backend
 from common.spec import EOS
 from common.synthesis import force_incremental, reached_end
 
@@ -45,9 +45,11 @@ def framework(request):
     return request.module.FRAMEWORK
 
 
-@pytest.fixture(scope="module")
-def backend_cls(framework):
-    return load_backend(framework)
+@pytest.fixture(scope="module", params=OPS)
+def backend_cls(framework, request):
+    """The framework's Backend class in each tier of operators (common.framework.OPS): every test
+    that builds backends runs on both."""
+    return load_backend(framework, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -389,12 +391,12 @@ def log_lines(path):
 
 
 @pytest.mark.parametrize("net", S.NETS)
-def test_resume_is_bit_identical(framework, tiny_corpus_dir, tmp_path, net):
+def test_resume_is_bit_identical(backend_cls, tiny_corpus_dir, tmp_path, net):
     """6 steps in one go == 3 steps, stop, resume to 6 (crossing an epoch: 15 training
     utterances in batches of 4), compared on weights, Adam state and the loss log."""
-    whole = run(framework, net, tiny_corpus_dir, tmp_path / "whole", 6)
-    run(framework, net, tiny_corpus_dir, tmp_path / "split", 3)
-    split = run(framework, net, tiny_corpus_dir, tmp_path / "split", 6, seed=None, batch_size=None, spec=None)
+    whole = run(backend_cls, net, tiny_corpus_dir, tmp_path / "whole", 6)
+    run(backend_cls, net, tiny_corpus_dir, tmp_path / "split", 3)
+    split = run(backend_cls, net, tiny_corpus_dir, tmp_path / "split", 6, seed=None, batch_size=None, spec=None)
     assert whole.step == split.step == 6 and not split.interrupted
     a, b = checkpoint.load(whole.checkpoint), checkpoint.load(split.checkpoint)
     assert all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)

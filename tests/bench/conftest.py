@@ -63,13 +63,14 @@ def reference_backend():
 
 @pytest.fixture
 def backend_class():
-    """backend_class(name): the stand-in for "reference", else the framework's Backend (or skip;
-    a failure where DCTTS_ALL_FRAMEWORKS=1, as in `tox -e parity`, which installs all three)."""
-    def get(name):
+    """backend_class(name, ops): the stand-in for "reference" (which has one tier), else the framework's
+    Backend in that tier of operators (or skip; a failure where DCTTS_ALL_FRAMEWORKS=1, as in
+    `tox -e parity`, which installs all three)."""
+    def get(name, ops="tuned"):
         if name == ReferenceBackend.framework:
             return ReferenceBackend
         try:
-            return load_backend(name)
+            return load_backend(name, ops)
         except RuntimeError as err:
             if os.environ.get("DCTTS_ALL_FRAMEWORKS") == "1":
                 pytest.fail(f"{name} is unavailable: {err}", pytrace=False)

@@ -7,19 +7,23 @@ from bench import inputs, parity
 from bench.parity import parity_gate
 from common.compare import first_divergence, norm_relative_error, relative_error
 from common import spec as S
-from common.framework import FRAMEWORKS
+from common.framework import FRAMEWORKS, OPS
 from common.weights import init_weights
 
 PERTURBED = {"text2mel": "textenc.1.weight", "ssrn": "ssrn.0.bias"}  # early layers: every output moves
 
 
-@pytest.mark.parametrize("name", ["reference", *FRAMEWORKS])
+# the stand-in once, each framework in each tier of operators
+BACKENDS = [("reference", "tuned")] + [(fw, ops) for fw in FRAMEWORKS for ops in OPS]
+
+
+@pytest.mark.parametrize("name, ops", BACKENDS, ids="-".join)
 @pytest.mark.parametrize("net", S.NETS)
-def test_gate_passes_unperturbed_and_fails_perturbed(backend_class, name, net):
+def test_gate_passes_unperturbed_and_fails_perturbed(backend_class, name, ops, net):
     spec = S.get_spec("tiny")
     batch = inputs.short_batch(spec)
     weights = init_weights(spec, net, seed=0)
-    backend = backend_class(name)(spec, net, seed=0)
+    backend = backend_class(name, ops)(spec, net, seed=0)
     ok = parity_gate(backend, weights, batch)
     assert ok["passed"], ok
     assert set(ok["errors"]) == ({"logits", "attention"} if net == "text2mel" else {"logits"})
@@ -62,18 +66,18 @@ def test_error_measures():
     assert norm_relative_error(np.array([3.0, 4.0]), np.array([3.0, 4.5])) == pytest.approx(0.5 / np.hypot(3, 4.5))
 
 
-@pytest.mark.parametrize("name", ["reference", *FRAMEWORKS])
+@pytest.mark.parametrize("name, ops", BACKENDS, ids="-".join)
 @pytest.mark.parametrize("net", S.NETS)
-def test_the_training_step_gate_compares_losses_with_the_reference(backend_class, name, net):
+def test_the_training_step_gate_compares_losses_with_the_reference(backend_class, name, ops, net):
     """What is timed is a training step: its losses must be the reference's; a wrong loss fails."""
     spec = S.get_spec("tiny").replace(dropout=0.05)  # the gate turns dropout off, as the reference has none
     batch, weights = inputs.short_batch(spec), init_weights(spec, net, seed=0)
-    gate, updates = parity.train_step_gate(backend_class(name), spec, net, weights, batch, "cpu", 0)
+    gate, updates = parity.train_step_gate(backend_class(name, ops), spec, net, weights, batch, "cpu", 0)
     assert gate["passed"] and "loss" in gate["errors"], gate
     assert set(updates) == set(weights) and all(0 < u.size <= parity.UPDATE_SAMPLE for u in updates.values())
     assert name == "reference" or any(np.any(u != 0) for u in updates.values())  # the stand-in does not learn
 
-    class HalfLoss(backend_class(name)):
+    class HalfLoss(backend_class(name, ops)):
         def train_step(self, batch):
             return {k: v * 0.5 for k, v in super().train_step(batch).items()}
 

@@ -37,7 +37,7 @@ def test_gate_failure_is_reported_and_not_timed(reference_backend):
 
 
 def test_unimportable_framework_is_unavailable(monkeypatch):
-    def no_backend(framework):
+    def no_backend(framework, ops):
         raise RuntimeError(f"framework {framework!r} is not usable here (No module named 'x')")
 
     monkeypatch.setattr(measure, "load_backend", no_backend)

@@ -71,7 +71,7 @@ def test_each_batch_shape_gets_its_own_statistics_when_time_is_not_proportional_
     # % of peak is that of the row's median, the statistic the table shows beside it
     assert by["torch", "70×90"]["fraction_of_peak"] == pytest.approx(1.37 / 0.65 / 100.0)
     md = report.markdown({"header": []}, rows, ["torch", "chainer"])
-    assert "| train-ssrn | tiny | 4 | 70×90 | 650.0 ms, IQR 0.0 (1.00×) | 750.0 ms, IQR 0.0 (1.15×) |" in md
+    assert "| train-ssrn | tiny | 4 | 70×90 | tuned | 650.0 ms, IQR 0.0 (1.00×) | 750.0 ms, IQR 0.0 (1.15×) |" in md
 
 
 def test_synthesis_rows_take_the_median_over_rounds_of_the_mean_step():
@@ -112,7 +112,7 @@ def test_markdown_csv_and_json(tmp_path, records):
     assert "- threads: 2 per framework" in md
     line = next(l for l in md.splitlines() if l.startswith("| train-ssrn | tiny | 4 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[3:] == ["–", "3000.0 ms, IQR 2000.0 (1.00×)", "6000.0 ms, IQR 0.0 (2.00×)", "failed", "not run"]
+    assert cells[3:] == ["–", "tuned", "3000.0 ms, IQR 2000.0 (1.00×)", "6000.0 ms, IQR 0.0 (2.00×)", "failed", "not run"]
     assert "failed: parity gate vs common.reference: ssrn logits relative error 3.00e-02" in md
 
     report.write_csv(tmp_path / "r.csv", rows)
@@ -147,8 +147,34 @@ def test_batched_synthesis_throughput_is_compared_with_one_sentence_at_a_time(re
     assert report.synthesis_throughput(report.aggregate(records), ["torch"]) == []  # one batch size only
     rows = report.aggregate(records + [synth_record("torch", [4.0, 4.0], batch=8), synth_record("gluon", [8.0], 8)])
     lines = report.synthesis_throughput(rows, ["torch", "gluon"])
-    assert lines[-2:] == ["| tiny | 1 | 0.67 (1.00×) / 0.50 (1.00×) | – |",
-                          "| tiny | 8 | 2.67 (4.00×) / 2.00 (4.00×) | 1.33 / 1.00 |"]
+    assert lines[-2:] == ["| tiny | 1 | tuned | 0.67 (1.00×) / 0.50 (1.00×) | – |",
+                          "| tiny | 8 | tuned | 2.67 (4.00×) / 2.00 (4.00×) | 1.33 / 1.00 |"]
+
+
+def stock(record):
+    return {**record, "ops": "stock"}
+
+
+def test_frameworks_are_compared_within_a_tier_and_tuning_gains_are_stock_over_tuned(tmp_path, records):
+    """Both tiers in one run: a stock row's ratio is to the fastest STOCK framework (here chainer's
+    stock beats torch's), never to a tuned one, and the tuning table divides each framework's stock
+    median by its tuned one in the same shape."""
+    both = records + [stock(train_record("torch", [9.0, 9.0, 9.0])), stock(train_record("chainer", [7.5, 7.5]))]
+    rows = report.aggregate(both)
+    by = {(r["framework"], r["ops"]): r for r in rows if r["task"] == "train-ssrn"}
+    assert by["torch", "tuned"]["ratio_to_fastest"] == 1.0 and by["chainer", "tuned"]["ratio_to_fastest"] == 2.0
+    assert by["chainer", "stock"]["ratio_to_fastest"] == 1.0 and by["torch", "stock"]["ratio_to_fastest"] == 1.2
+    md = report.markdown({"header": []}, rows, ["torch", "chainer", "gluon"])
+    assert "| train-ssrn | tiny | 4 | – | stock | 9000.0 ms, IQR 0.0 (1.20×) | 7500.0 ms, IQR 0.0 (1.00×) | not run |" in md
+    gains = md[md.index("## What tuning buys"):].splitlines()
+    assert "| train-ssrn | tiny | 4 | – | 3.00× | 1.25× | – |" in gains  # torch 9 / 3, chainer 7.5 / 6
+    assert "## What tuning buys" not in report.markdown({"header": []}, report.aggregate(records), ["torch"])
+    assert [p.name for p in report.plot(tmp_path, rows, ["torch", "chainer"])] == ["step_time.png"]
+
+
+def test_records_from_before_the_tiers_are_tuned(records):
+    assert {r["ops"] for r in report.aggregate(records)} == {"tuned"}
+    assert report.tier({"framework": "torch"}) == "tuned" and report.tier(stock({})) == "stock"
 
 
 def test_an_older_table_is_re_derived_per_shape_from_its_raw_steps(tmp_path, reference_backend):

@@ -33,9 +33,11 @@ def test_run_writes_every_output(tmp_path, real_framework):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "table.md", "step_time.png",
                                               "throughput.png", "gate"}
-    assert {p.name for p in (out / "gate").iterdir()} == {f"{real_framework}--train-ssrn-tiny-b{b}.npz" for b in (1, 2)}
+    assert {p.name for p in (out / "gate").iterdir()} == {f"{real_framework}-{ops}--train-ssrn-tiny-b{b}.npz"
+                                                         for b in (1, 2) for ops in ("tuned", "stock")}
     raw = json.loads((out / "results.json").read_text())
-    assert [(r["batch_size"], r["status"]) for r in raw["runs"]] == [(1, "ok"), (2, "ok")]
+    assert [(r["batch_size"], r["ops"], r["status"]) for r in raw["runs"]] == [
+        (1, "tuned", "ok"), (1, "stock", "ok"), (2, "tuned", "ok"), (2, "stock", "ok")]
     assert raw["meta"]["thread_env"]["OMP_NUM_THREADS"] == "1" and raw["meta"]["machine"]["cores"]
     table = (out / "table.md").read_text()
     assert "| train-ssrn | tiny | 2 |" in table and table in proc.stdout
@@ -47,13 +49,29 @@ def test_run_writes_every_output(tmp_path, real_framework):
 
 def test_plan_alternates_the_framework_order_and_runs_synthesis_once_per_round():
     runs = run.plan(["torch", "chainer"], ["train-ssrn", "synthesize"], [2, 4], repeat=2, synth_batches=[1])
-    b = "baseline"
-    assert runs[:6] == [(0, b, "train-ssrn", 2, "torch"), (0, b, "train-ssrn", 2, "chainer"),
-                        (0, b, "train-ssrn", 4, "torch"), (0, b, "train-ssrn", 4, "chainer"),
-                        (0, b, "synthesize", 1, "torch"), (0, b, "synthesize", 1, "chainer")]
-    assert runs[6:8] == [(1, b, "train-ssrn", 2, "chainer"), (1, b, "train-ssrn", 2, "torch")] and len(runs) == 12
+    b, t = "baseline", "tuned"
+    assert runs[:6] == [(0, b, "train-ssrn", 2, t, "torch"), (0, b, "train-ssrn", 2, t, "chainer"),
+                        (0, b, "train-ssrn", 4, t, "torch"), (0, b, "train-ssrn", 4, t, "chainer"),
+                        (0, b, "synthesize", 1, t, "torch"), (0, b, "synthesize", 1, t, "chainer")]
+    assert runs[6:8] == [(1, b, "train-ssrn", 2, t, "chainer"), (1, b, "train-ssrn", 2, t, "torch")] and len(runs) == 12
     with_variants = run.plan(["torch"], ["train-ssrn"], [2], repeat=1, variant_names=["baseline", "residual"])
-    assert with_variants == [(0, b, "train-ssrn", 2, "torch"), (0, "residual", "train-ssrn", 2, "torch")]
+    assert with_variants == [(0, b, "train-ssrn", 2, t, "torch"), (0, "residual", "train-ssrn", 2, t, "torch")]
+
+
+def test_plan_puts_the_tiers_of_one_shape_side_by_side_and_alternates_them():
+    runs = run.plan(["torch", "gluon"], ["train-ssrn"], [4], repeat=2, tiers=("tuned", "stock"))
+    assert [(r[0], r[4], r[5]) for r in runs] == [
+        (0, "tuned", "torch"), (0, "tuned", "gluon"), (0, "stock", "torch"), (0, "stock", "gluon"),
+        (1, "stock", "gluon"), (1, "stock", "torch"), (1, "tuned", "gluon"), (1, "tuned", "torch")]
+
+
+def test_ops_defaults_to_both_tiers_for_timing_and_is_refused_where_only_tuned_trains(capsys):
+    assert run.parse_args(["--out", "x"]).ops == ["tuned", "stock"]
+    assert run.parse_args(["--ops", "stock", "--out", "x"]).ops == ["stock"]
+    assert run.parse_args(["--task", "converge", "--out", "x"]).ops == ["tuned"]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--task", "converge", "--ops", "stock", "--out", "x"])
+    assert "--ops goes with the timing tasks" in capsys.readouterr().err
 
 
 def test_run_times_the_variants_and_writes_their_table(tmp_path, real_framework):
@@ -64,12 +82,15 @@ def test_run_times_the_variants_and_writes_their_table(tmp_path, real_framework)
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = json.loads((out / "results.json").read_text())
-    assert [(r["preset"], r["status"]) for r in raw["runs"]] == [
-        ("tiny", "ok"), ("tiny+bottleneck", "ok"), ("tiny+batch-norm", "ok")], [r.get("reason") for r in raw["runs"]]
+    assert [(r["preset"], r["ops"], r["status"]) for r in raw["runs"]] == [
+        (preset, ops, "ok") for preset in ("tiny", "tiny+bottleneck", "tiny+batch-norm") for ops in ("tuned", "stock")
+    ], [r.get("reason") for r in raw["runs"]]
     study = (out / "variants.md").read_text()
-    # one row per variant and timed batch shape (characters × reduced frames): the one counted step's
-    assert re.search(r"\| bottleneck \| conv=bottleneck \| \d+×\d+ \| 64,863 \|", study) and study in proc.stdout
-    assert re.search(r"\| baseline \| – \| \d+×\d+ \| 80,095 \|", study) and "(1.00×)" in study
+    # one row per variant, timed batch shape (characters × reduced frames: the one counted step's) and tier
+    for ops in ("tuned", "stock"):
+        assert re.search(rf"\| bottleneck \| conv=bottleneck \| \d+×\d+ \| {ops} \| 64,863 \|", study)
+        assert re.search(rf"\| baseline \| – \| \d+×\d+ \| {ops} \| 80,095 \|", study)
+    assert study in proc.stdout and "(1.00×)" in study
 
 
 def test_on_a_gpu_the_warm_up_meets_every_batch_shape(capsys):
@@ -113,7 +134,8 @@ def test_a_busy_machine_is_said_once_while_the_benchmark_runs(tmp_path, monkeypa
     monkeypatch.setattr(run, "numpy_peak", lambda args: 1.0)
     monkeypatch.setattr(run, "write_outputs", lambda *args, **kw: "table")
     monkeypatch.setattr(run, "run_worker", lambda *args: {"status": "ok", "others_busy_cores": next(busy)})
-    assert run.main(["--framework", "torch", "--task", "train-ssrn", "--repeat", "4", "--out", str(tmp_path)]) == 0
+    assert run.main(["--framework", "torch", "--task", "train-ssrn", "--repeat", "4", "--ops", "tuned",
+                     "--out", str(tmp_path)]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "WARNING" in ln]
     assert len(lines) == 1 and "torch train-ssrn batch 4: WARNING: other processes kept up to 1.5 cores busy" in lines[0]
 
@@ -126,11 +148,11 @@ def test_the_header_says_how_many_frames_synthesis_timed():
     same = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38]),
                                       synth("torch", [52, 38, 7, 9], 2), synth("gluon", [52, 38, 7, 9], 2)], r=4,
                                      untrained=True)
-    assert same == ["synthesis, batch 1: timed 90 reduced frames in 2 utterances (52, 38), the same in every framework",
+    assert same == ["synthesis, batch 1: timed 90 reduced frames in 2 utterances (52, 38), the same in every framework and tier",
                     "synthesis, batch 2: timed 106 reduced frames in 4 utterances (52, 38, 7, 9), the same in every "
-                    "framework"]
+                    "framework and tier"]
     (differ,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=True)
-    assert differ.startswith("WARNING: synthesis, batch 1") and "gluon 64, 38" in differ
+    assert differ.startswith("WARNING: synthesis, batch 1") and "gluon tuned 64, 38" in differ
     assert "(up to 12 of 102 reduced frames)" in differ and differ.endswith(run.UNTRAINED_TIES)
     (trained,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=False)
     assert "ulp" not in trained  # the tie explains untrained weights only
@@ -178,7 +200,7 @@ def test_trained_models_set_the_preset_and_must_come_in_pairs(tmp_path):
 
 
 def test_the_gpu_script_runs_its_tables_on_any_device(tmp_path, real_framework):
-    """bench/gpu.sh with its presets and batches replaced, on the CPU: every timing task ran, with the
+    """bench/gpu.sh with its presets and batches replaced, on the CPU: every timing task ran in both tiers, with the
     script's batch sizes, 10 counted steps and its round count, each preset in its own folder."""
     env = {**os.environ, "PYTHON": sys.executable, "FRAMEWORKS": real_framework, "PRESETS": "tiny",
            "BATCHES": "1 2", "REPEAT": "1"}
@@ -187,6 +209,7 @@ def test_the_gpu_script_runs_its_tables_on_any_device(tmp_path, real_framework):
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = json.loads((tmp_path / "tiny" / "results.json").read_text())
     assert raw["meta"]["options"]["device"] == "cpu" and raw["meta"]["options"]["repeat"] == 1
-    assert sorted((r["task"], r["batch_size"], r["status"], len(r["steps"])) for r in raw["runs"]) == [
+    assert sorted((r["task"], r["batch_size"], r["status"], len(r["steps"])) for r in raw["runs"] if r["ops"] == "tuned") == [
         ("synthesize", 1, "ok", 10), ("synthesize", 8, "ok", 10), ("train-ssrn", 1, "ok", 10),
         ("train-ssrn", 2, "ok", 10), ("train-text2mel", 1, "ok", 10), ("train-text2mel", 2, "ok", 10)]
+    assert sorted(r["ops"] for r in raw["runs"]) == ["stock"] * 6 + ["tuned"] * 6  # both tiers, by default

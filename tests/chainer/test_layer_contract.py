@@ -5,23 +5,28 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
+from common.framework import OPS
 from impl_chainer import layers as CL
 from impl_chainer.weights import set_weights
 from tests.layer_contract import *  # noqa: F401,F403
 from tests.layer_contract import LayerAdapter
 
 
+MODES = OPS  # every layer test on both tiers of operators
+
+
 class ChainerLayers(LayerAdapter):
     """Chainer has no per-link mode: chainer.config.train decides (dropout, batch norm), so the
-    "eval mode" the contract asks for is the default of every call below."""
+    "eval mode" the contract asks for is the default of every call below. `mode` is the tier of
+    operators (common.framework.OPS; "" where a contract test names none: tuned)."""
 
     def block(self, spec, layer, weights, mode):
-        block = CL.BLOCKS[layer.kind](spec, layer)
+        block = CL.BLOCKS[layer.kind](spec, layer, mode or "tuned")
         set_weights(block, weights)
         return block
 
     def stack(self, spec, layer_list, weights, mode):
-        stack = CL.build_stack(spec, layer_list)
+        stack = CL.build_stack(spec, layer_list, mode or "tuned")
         set_weights(stack, weights)
         return stack
 

@@ -3,6 +3,7 @@ from impl_chainer import runtime  # noqa: F401  (before chainer: its import-time
 
 import chainer
 
+from common.framework import OPS
 from impl_chainer import synthesize
 from impl_chainer.backend import NETWORKS
 from impl_chainer.text2mel import pad_bias, shift_right
@@ -15,11 +16,16 @@ def arrays(*variables):
     return tuple(chainer.as_array(v) for v in variables)
 
 
+MODES = OPS  # every network and synthesis test on both tiers of operators
+
+
 class ChainerNetworks(NetworkAdapter):
+    """`mode` is the tier of operators (common.framework.OPS; "" where a contract test names none: tuned)."""
+
     synthesis = synthesize
 
     def model(self, spec, net, weights, mode):
-        model = NETWORKS[net](spec)
+        model = NETWORKS[net](spec, mode or "tuned")
         set_weights(model, weights)
         return model
 

@@ -53,12 +53,18 @@ FRAMEWORK_ONLY = {
     "train.Trainer.move_to": "gluon: a Backend's context is fixed when it is built (ChainerMN and torch move a "
                              "worker's model to its GPU after joining a job)",
 }
+TORCH_LAYOUT = "torch: tuned keeps activations channels-last, stock in (B, C, T) memory; the tiers' layouts"
 # name -> why its parameters differ between frameworks
 SIGNATURES_DIFFER = {
     "layers.Conv.step": "gluon: the context of the zero history when run imperatively (unused when traced)",
     "train.text2mel_losses": "gluon: the hybridized Objective passes the batch's arrays positionally",
     "train.ssrn_losses": "gluon: the hybridized Objective passes the batch's arrays positionally",
     "layers.ChannelNorm": "gluon: `slices`, the channel slices it returns (layers.Block.normalized: no split op)",
+    # the tier of operators (common.framework.OPS) reaches only what differs between the tiers
+    "layers.BatchNorm": "gluon: MXNet's BatchNorm in both tiers (torch: its memory layout; chainer: its step)",
+    "text2mel.Attention": "gluon: MXNet's operators in both tiers (torch: memory layout; chainer: its steps)",
+    "text2mel.shift_right": TORCH_LAYOUT, "train.to_device": TORCH_LAYOUT, "train.binary_divergence": TORCH_LAYOUT,
+    "train.l1": TORCH_LAYOUT + "; gluon: its sigmoid (Activation's kernel tuned, F.sigmoid stock)",
 }
 # the names Gluon gives a block's parameters in hybrid_forward (common.spec's local names, "." -> "_";
 # the attention's positional tables, constants)

@@ -70,6 +70,15 @@ def test_outside_a_job_mean_is_the_values_and_join_fails_clearly(monkeypatch):
     assert backend.trainer.kvstore is None
 
 
+def test_the_stock_tier_refuses_data_parallel_training(monkeypatch):
+    """Only the tuned tier joins a KVStore job; stock says so before touching one (even in a worker)."""
+    monkeypatch.setenv("DMLC_ROLE", "worker")
+    backend = Backend(S.get_spec("tiny"), "ssrn", ops="stock")
+    with pytest.raises(RuntimeError, match="data-parallel training runs the tuned tier"):
+        backend.join_workers()
+    assert backend.trainer.kvstore is None and runtime._kvstore is None
+
+
 def test_cuda_in_a_worker_is_the_gpu_of_its_local_rank(monkeypatch):
     """No GPU needed: a Context only names a device."""
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 4)

@@ -1,5 +1,6 @@
 """The framework-neutral layer tests (tests/layer_contract.py), run on impl_gluon, imperative and
-hybridized (blocks and stacks one cached graph; a causal stack's steps one hybridized StackStep)."""
+hybridized (blocks and stacks one cached graph; a causal stack's steps one hybridized StackStep), in
+both tiers of operators (MODES: "imperative" and "hybridized" are the tuned tier's)."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
 import mxnet as mx
@@ -16,26 +17,32 @@ def nd(x):
     return mx.nd.array(x, dtype=x.dtype)
 
 
+def tier(mode: str) -> tuple:
+    """A mode of MODES (or the contract's "") -> (ops, hybridized)."""
+    ops, _, form = mode.rpartition("-")
+    return ops or "tuned", form == "hybridized"
+
+
 class GluonLayers(LayerAdapter):
     """Eval mode is MXNet's default outside autograd.record(); training mode is
     autograd.record(train_mode=True) with the layer norms in their training form
-    (layers.norms_for_training, as train.Objective runs them). Hybridized, a block's graph is traced
-    at its first call, so the ChannelNorm form of that call stays (both forms are the same function:
-    test_layers.test_channel_norm_alone)."""
+    (layers.norms_for_training, as train.Objective runs them; stock blocks ignore it). Hybridized, a
+    block's graph is traced at its first call, so the ChannelNorm form of that call stays (both forms
+    are the same function: test_layers.test_channel_norm_alone)."""
 
     @staticmethod
     def ready(block, weights, mode):
         block.initialize()
         set_weights(block, weights)
-        if mode == "hybridized":
+        if tier(mode)[1]:
             block.hybridize(static_alloc=True, static_shape=False)
         return block
 
     def block(self, spec, layer, weights, mode):
-        return self.ready(GL.BLOCKS[layer.kind](spec, layer), weights, mode)
+        return self.ready(GL.BLOCKS[layer.kind](spec, layer, tier(mode)[0]), weights, mode)
 
     def stack(self, spec, layer_list, weights, mode):
-        stack = self.ready(GL.build_stack(spec, layer_list), weights, mode)
+        stack = self.ready(GL.build_stack(spec, layer_list, tier(mode)[0]), weights, mode)
         stack.contract_mode = mode  # which steps step_through runs
         return stack
 
@@ -77,7 +84,7 @@ class GluonLayers(LayerAdapter):
         """Imperative: Stack.step; hybridized: a hybridized StackStep (one cached graph a step,
         histories without the Nones of k = 1 layers)."""
         x, frames = nd(x), []
-        if stack.contract_mode != "hybridized":
+        if not tier(stack.contract_mode)[1]:
             history = stack.initial_history(x.shape[0])
             for t in range(x.shape[2]):
                 y, history = stack.step(x[:, :, t:t + 1], history)
@@ -101,5 +108,5 @@ class GluonLayers(LayerAdapter):
 
 
 ADAPTER = GluonLayers()
-MODES = ("imperative", "hybridized")
+MODES = ("imperative", "hybridized", "stock-imperative", "stock-hybridized")
 

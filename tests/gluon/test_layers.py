@@ -1,5 +1,6 @@
-"""impl_gluon's building blocks where Gluon / MXNet itself is the subject: ChannelNorm's two forms,
-StackStep, batch norm's MXNet update, the running statistics as parameters without gradient.
+"""impl_gluon's building blocks where Gluon / MXNet itself is the subject: ChannelNorm's two forms
+(and the stock tier's one), StackStep, batch norm's MXNet update, the running statistics as parameters
+without gradient, MXNet's own Deconvolution failing where both tiers avoid it.
 Every check against common.reference that all frameworks share runs through the contract
 (tests/layer_contract.py, test_layer_contract.py: imperative and hybridized)."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
@@ -12,7 +13,8 @@ from mxnet import autograd
 import pytest
 
 from common import reference as R, spec as S
-from impl_gluon import layers as GL
+from impl_gluon import layers as GL, synthesize as GS
+from impl_gluon.ssrn import SSRN
 from impl_gluon.weights import set_weights
 from tests.layer_contract import random_weights
 
@@ -154,3 +156,55 @@ def test_batch_norm_alone_in_both_modes(groups, hybridize):
         y.backward()
     np.testing.assert_allclose(norm.var.data().asnumpy(), stats["x.norm.var"], rtol=1e-5)
     np.testing.assert_allclose(norm.mean.data().asnumpy(), stats["x.norm.mean"], rtol=1e-6, atol=1e-7)
+
+
+@MODES
+def test_stock_channel_norm_takes_layer_norm_in_training_too(hybridize, monkeypatch):
+    """Stock ChannelNorm never takes the tuned training form, even inside norms_for_training (F.LayerNorm
+    does the work: spied on, imperative and traced); the tuned one does there."""
+    calls = []
+    for F in (mx.nd, mx.sym):
+        monkeypatch.setattr(F, "LayerNorm", lambda *a, _f=F.LayerNorm, **k: calls.append(1) or _f(*a, **k))
+    spec = S.get_spec("tiny", norm="layer")
+    layer = S.Layer("x", S.HIGHWAY, 8, 8, 3)
+    for ops in ("stock", "tuned"):
+        norm = GL.make_norm(spec, layer, ops)
+        norm.initialize()
+        if hybridize:
+            norm.hybridize()
+        x = mx.nd.array(np.random.default_rng(8).normal(size=(2, 16, 5)))
+        x.attach_grad()
+        calls.clear()
+        with autograd.record(), GL.norms_for_training():
+            y = mx.nd.concat(*norm(x), dim=1)
+        y.backward()
+        assert len(calls) == (2 if ops == "stock" else 0), ops  # a highway layer's two halves
+
+
+def mxnet_deconvolution(self, F, x, weight, bias):
+    """Deconv the plain way: MXNet's own transposed convolution (stride = kernel)."""
+    k = self.layer.stride
+    h = F.Deconvolution(x, weight, bias, kernel=(k,), stride=(k,), num_filter=self.layer.out, no_bias=False)
+    return self.drop(F, self.normalized(F, h)[0])
+
+
+@MODES
+def test_mxnet_deconvolution_fails_on_a_second_length_so_both_tiers_avoid_it(hybridize, monkeypatch):
+    """Why stock keeps Deconv's 1x1 convolution (a framework-forced exception): MXNet 1.9.1's own
+    Deconvolution (MKLDNN) fails in tiny SSRN's inference at 64 frames after 40, the contract's
+    upsample check (network_contract.test_upsample_matches_the_reference_at_every_length). If this
+    test fails, MXNet's works: stock should then use it."""
+    spec = S.get_spec("tiny")
+    mel = np.random.default_rng(9).random((spec.n_mels, 64), dtype=np.float32)
+
+    def upsample_lengths(ops):
+        ssrn = SSRN(spec, ops)
+        ssrn.initialize()
+        if hybridize:
+            ssrn.hybridize(static_alloc=True, static_shape=False)
+        return [GS.upsample(ssrn, mel[:, :t]) for t in (1, 40, 64)]
+
+    assert len(upsample_lengths("stock")) == 3  # the 1x1 convolution
+    monkeypatch.setattr(GL.Deconv, "hybrid_forward", mxnet_deconvolution)
+    with pytest.raises(mx.base.MXNetError, match="weights_desc"):
+        upsample_lengths("stock")

@@ -1,5 +1,6 @@
 """The framework-neutral network and synthesis tests (tests/network_contract.py), run on impl_gluon,
-imperative and hybridized (each network one cached graph; synthesis's step one graph a frame)."""
+imperative and hybridized (each network one cached graph; synthesis's step one graph a frame), in both
+tiers of operators (MODES: "imperative" and "hybridized" are the tuned tier's)."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
 import mxnet as mx
@@ -10,6 +11,7 @@ from impl_gluon import synthesize
 from impl_gluon.backend import NETWORKS
 from impl_gluon.text2mel import pad_bias, shift_right
 from impl_gluon.weights import get_weights, set_weights
+from tests.gluon.test_layer_contract import tier
 from tests.network_contract import *  # noqa: F401,F403
 from tests.network_contract import NetworkAdapter
 
@@ -36,10 +38,11 @@ class GluonNetworks(NetworkAdapter):
     synthesis = synthesize
 
     def model(self, spec, net, weights, mode):
-        model = NETWORKS[net](spec)
+        ops, hybridized = tier(mode)
+        model = NETWORKS[net](spec, ops)
         model.initialize()
         set_weights(model, weights)
-        if mode == "hybridized":
+        if hybridized:
             model.hybridize(static_alloc=True, static_shape=False)
         return model
 
@@ -65,7 +68,7 @@ class GluonNetworks(NetworkAdapter):
 
     def force_incremental(self, columns, prev, n_text, mode):
         forcing = Forcing()
-        if mode == "hybridized":
+        if tier(mode)[1]:
             forcing.hybridize(static_alloc=True, static_shape=True)
         got_columns, got_positions, got_forced = arrays(*forcing(*(mx.nd.array(x) for x in (columns, prev, n_text))))
         assert np.isin(got_forced, (0, 1)).all()
@@ -77,4 +80,4 @@ class GluonNetworks(NetworkAdapter):
 
 
 ADAPTER = GluonNetworks()
-MODES = ("imperative", "hybridized")
+MODES = ("imperative", "hybridized", "stock-imperative", "stock-hybridized")

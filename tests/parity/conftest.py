@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.framework import configure_threads
-from common.framework import FRAMEWORKS, load_backend
+from common.framework import FRAMEWORKS, OPS, load_backend
 
 PAIRS = list(itertools.combinations(FRAMEWORKS, 2))
 
@@ -38,15 +38,19 @@ def backend_loader(load=load_backend):
     return get
 
 
-@pytest.fixture(scope="session")
-def backend_class():
-    return backend_loader()
+@pytest.fixture(scope="session", params=OPS)
+def backend_class(request):
+    """The loader of one tier of operators (common.framework.OPS): every pair is compared in each
+    tier, both frameworks running it."""
+    ops = request.param
+    return backend_loader(lambda fw: load_backend(fw, ops))
 
 
 @pytest.fixture(scope="session")
-def once():
-    """once(group, fw, compute): compute() memoized per (group, fw). Only the latest group is kept
-    (paper-size gradients are ~100 MB per framework), so tests are ordered group by group."""
+def once(backend_class):
+    """once(group, fw, compute): compute() memoized per (group, fw), one memo per tier. Only the
+    latest group is kept (paper-size gradients are ~100 MB per framework), so tests are ordered
+    tier by tier, group by group."""
     store = {}
 
     def get(group, fw, compute):
@@ -66,14 +70,14 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(items):
-    """Run this folder's tests group by group ((preset, net, adam) first, otherwise in collection order),
-    so `once` computes each group's results once and holds one group at a time."""
+    """Run this folder's tests tier by tier and group by group ((tier, preset, net, adam) first, otherwise
+    in collection order), so `once` computes each group's results once and holds one group at a time."""
     here = Path(__file__).parent
     slots = [i for i, item in enumerate(items) if here in item.path.parents and hasattr(item, "callspec")]
 
     def group(item):
         params = item.callspec.params
-        return str(params.get("preset", "")), str(params.get("net", "")), str(params.get("adam", ""))
+        return tuple(str(params.get(k, "")) for k in ("backend_class", "preset", "net", "adam"))
 
     for i, item in zip(slots, sorted((items[i] for i in slots), key=group)):
         items[i] = item

@@ -3,11 +3,12 @@ hand with torchrun's variables):
 
     python -m tests.torch.ddp_worker OUT_DIR [--steps N] [--die-at K | --hang-at K]
 
-For each network (SPEC: tiny, dropout off) the worker restores CHECKPOINT (Text2Mel before
-join_workers, SSRN after: both orders must work), checks mean_over_workers, takes the
-eval-mode gradients of its half of GLOBAL (common.distributed.shard), then trains `--steps`
-steps on that half and writes OUT_DIR/rank-<r>.npz. --die-at / --hang-at K: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself
-before step K of Text2Mel, as a crash or a hang would."""
+For each tier of operators (common.framework.OPS) and network (SPEC: tiny, dropout off) the worker
+restores CHECKPOINT (Text2Mel before join_workers, SSRN after: both orders must work), checks
+mean_over_workers, takes the eval-mode gradients of its half of GLOBAL (common.distributed.shard),
+then trains `--steps` steps on that half and writes OUT_DIR/rank-<r>.npz (keys "<ops>.<net>....").
+--die-at / --hang-at K: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself before step K of the tuned
+Text2Mel, as a crash or a hang would."""
 import argparse
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common import distributed
+from common.framework import OPS
 from common.batch import random_batch
 from common.spec import NETS, get_spec
 from impl_torch.runtime import configure_threads
@@ -26,10 +28,10 @@ SPEC = get_spec("tiny").replace(dropout=0.0)
 GLOBAL = random_batch(SPEC, (20, 16, 12, 8), (64, 51, 38, 25), seed=1)
 
 
-def checkpoint(net: str) -> tuple:
+def checkpoint(net: str, ops: str) -> tuple:
     """(weights, Adam state) after one step from seed 3 on another batch: what a resumed run restores."""
     from impl_torch.backend import Backend
-    backend = Backend(SPEC, net, seed=3)
+    backend = Backend(SPEC, net, seed=3, ops=ops)
     backend.train_step(random_batch(SPEC, (20, 16, 12, 8), (64, 51, 38, 25), seed=7))
     return backend.get_weights(), backend.get_optimizer_state()
 
@@ -50,30 +52,32 @@ def main() -> None:
     from impl_torch.backend import Backend
 
     out = {}
-    for net in NETS:
-        backend = Backend(SPEC, net, seed=0)
-        saved = checkpoint(net)  # made before any backend of this process joins the job
-        if net == "text2mel":
-            restore(backend, saved)
-        rank, workers = backend.join_workers()
-        if net != "text2mel":
-            restore(backend, saved)
-        out[f"{net}.workers"] = np.array(workers)
-        out[f"{net}.mean"] = backend.mean_over_workers(np.array([rank + 1.0, 2.0], np.float32))
-        shard = distributed.shard(GLOBAL, rank, workers)
-        losses, grads = backend.gradients(shard)
-        out.update({f"{net}.g.{k}": v for k, v in grads.items()})
-        out[f"{net}.losses"] = np.array([list(losses.values())])
-        for step in range(1, args.steps + 1):
-            if rank == 1 and step == args.die_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            if rank == 1 and step == args.hang_at:
-                os.kill(os.getpid(), signal.SIGSTOP)
-            print(f"rank {rank} {net} step {step}", flush=True)
-            out[f"{net}.losses"] = np.concatenate([out[f"{net}.losses"],
-                                                   [list(backend.train_step(shard).values())]])
-        out.update({f"{net}.w.{k}": v for k, v in backend.get_weights().items()})
-        out[f"{net}.device"] = np.array(str(backend.torch_device))
+    for ops in OPS:
+        for net in NETS:
+            key = f"{ops}.{net}"
+            backend = Backend(SPEC, net, seed=0, ops=ops)
+            saved = checkpoint(net, ops)  # made before any backend of this process joins the job
+            if net == "text2mel":
+                restore(backend, saved)
+            rank, workers = backend.join_workers()
+            if net != "text2mel":
+                restore(backend, saved)
+            out[f"{key}.workers"] = np.array(workers)
+            out[f"{key}.mean"] = backend.mean_over_workers(np.array([rank + 1.0, 2.0], np.float32))
+            shard = distributed.shard(GLOBAL, rank, workers)
+            losses, grads = backend.gradients(shard)
+            out.update({f"{key}.g.{k}": v for k, v in grads.items()})
+            out[f"{key}.losses"] = np.array([list(losses.values())])
+            for step in range(1, args.steps + 1):
+                if rank == 1 and step == args.die_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if rank == 1 and step == args.hang_at:
+                    os.kill(os.getpid(), signal.SIGSTOP)
+                print(f"rank {rank} {key} step {step}", flush=True)
+                out[f"{key}.losses"] = np.concatenate([out[f"{key}.losses"],
+                                                       [list(backend.train_step(shard).values())]])
+            out.update({f"{key}.w.{k}": v for k, v in backend.get_weights().items()})
+            out[f"{key}.device"] = np.array(str(backend.torch_device))
     np.savez(args.out / f"rank-{rank}.npz", **out)
 
 

@@ -1,5 +1,6 @@
 """impl_torch's data parallelism (torch.distributed + DistributedDataParallel, gloo on the CPU):
-two workers under torchrun against one process, both orders of restore and join, and what a
+two workers under torchrun against one process in each tier of operators (DDP wraps the stock
+model as it does the tuned one), both orders of restore and join, and what a
 worker does when its peer dies or hangs (the engine's own behaviour, without torchrun's agent
 or common.distributed's watchdog). The framework-neutral job tests are tests/distributed."""
 import os
@@ -16,6 +17,7 @@ import torch
 
 from common.compare import global_relative_error
 from common import distributed
+from common.framework import OPS
 from common.spec import NETS
 from impl_torch import runtime
 from impl_torch.backend import Backend
@@ -31,7 +33,7 @@ def worker_command(out: Path, *extra) -> list:
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    """The outputs of both ranks of one 2-worker torchrun job (2 steps of each network)."""
+    """The outputs of both ranks of one 2-worker torchrun job (2 steps of each network in each tier)."""
     out = tmp_path_factory.mktemp("ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "--module"] + worker_command(out)[2:]
@@ -44,16 +46,16 @@ def part(out: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in out.items() if k.startswith(prefix)}
 
 
-def restored(net: str) -> Backend:
-    backend = Backend(SPEC, net, seed=0)
-    restore(backend, checkpoint(net))
+def restored(net: str, ops: str) -> Backend:
+    backend = Backend(SPEC, net, seed=0, ops=ops)
+    restore(backend, checkpoint(net, ops))
     return backend
 
 
-def mean_of_halves_steps(net: str, steps: int) -> dict:
+def mean_of_halves_steps(net: str, ops: str, steps: int) -> dict:
     """One process doing what the two workers should: each step, the mean of the two halves'
     gradients, then train_step's clip and Adam (Trainer._update)."""
-    backend = restored(net)
+    backend = restored(net, ops)
     trainer, halves = backend.trainer, [distributed.shard(GLOBAL, r, 2) for r in range(2)]
     for _ in range(steps):
         backend.model.train()
@@ -67,28 +69,30 @@ def mean_of_halves_steps(net: str, steps: int) -> dict:
     return backend.get_weights()
 
 
+@pytest.mark.parametrize("ops", OPS)
 @pytest.mark.parametrize("net", NETS)
-def test_two_workers_average_gradients_like_one_process(job, net):
+def test_two_workers_average_gradients_like_one_process(job, net, ops):
     """The averaged gradients equal the global batch's within EXACT and the workers' mean of
     the halves' bit for bit; after 2 steps every rank holds the weights of one process that
     averages the halves' gradients, bit for bit. (Against one process stepping on the global
     batch the weights agree only to ~1e-5..1e-4: Adam's m / sqrt(v) magnifies the reordered
     sums of near-zero gradients; the same one process with the batch's rows permuted differs
     as much.) mean_over_workers([rank + 1, 2]) is [1.5, 2] on both ranks."""
+    key = f"{ops}.{net}"
     for out in job:
-        assert int(out[f"{net}.workers"]) == 2 and out[f"{net}.device"] == "cpu"
-        np.testing.assert_array_equal(out[f"{net}.mean"], np.array([1.5, 2.0], np.float32))
-    one = restored(net)
+        assert int(out[f"{key}.workers"]) == 2 and out[f"{key}.device"] == "cpu"
+        np.testing.assert_array_equal(out[f"{key}.mean"], np.array([1.5, 2.0], np.float32))
+    one = restored(net, ops)
     losses, grads = one.gradients(GLOBAL)
-    (_, g0), (_, g1) = (restored(net).gradients(distributed.shard(GLOBAL, r, 2)) for r in range(2))
-    two = part(job[0], f"{net}.g.")
+    (_, g0), (_, g1) = (restored(net, ops).gradients(distributed.shard(GLOBAL, r, 2)) for r in range(2))
+    two = part(job[0], f"{key}.g.")
     assert global_relative_error(grads, two) <= EXACT, global_relative_error(grads, two)
     assert all(np.array_equal(two[k], (g0[k] + g1[k]) / 2) for k in two)
-    mean_losses = (job[0][f"{net}.losses"][0] + job[1][f"{net}.losses"][0]) / 2
+    mean_losses = (job[0][f"{key}.losses"][0] + job[1][f"{key}.losses"][0]) / 2
     np.testing.assert_allclose(mean_losses, list(losses.values()), rtol=EXACT)
-    reference = mean_of_halves_steps(net, 2)
+    reference = mean_of_halves_steps(net, ops, 2)
     for out in job:
-        w = part(out, f"{net}.w.")
+        w = part(out, f"{key}.w.")
         assert w.keys() == reference.keys() and all(np.array_equal(w[k], reference[k]) for k in w)
 
 

@@ -1,21 +1,30 @@
-"""The framework-neutral layer tests (tests/layer_contract.py), run on impl_torch."""
+"""The framework-neutral layer tests (tests/layer_contract.py), run on impl_torch in each tier of
+operators (common.framework.OPS: the modes)."""
 import numpy as np
 import torch
 
+from common.framework import OPS
 from impl_torch import layers as TL
 from impl_torch.weights import set_weights
 from tests.layer_contract import *  # noqa: F401,F403
 from tests.layer_contract import LayerAdapter
 
+MODES = OPS
+
+
+def ops(mode: str) -> str:
+    """The tier of a mode: the modes are the tiers; the contract's mode-less calls ("") the default."""
+    return mode or "tuned"
+
 
 class TorchLayers(LayerAdapter):
     def block(self, spec, layer, weights, mode):
-        block = TL.BLOCKS[layer.kind](spec, layer)
+        block = TL.BLOCKS[layer.kind](spec, layer, ops(mode))
         set_weights(block, weights)
         return block.eval()
 
     def stack(self, spec, layer_list, weights, mode):
-        stack = TL.build_stack(spec, layer_list)
+        stack = TL.build_stack(spec, layer_list, ops(mode))
         set_weights(stack, weights)
         return stack.eval()
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from common import spec as S
+from common.framework import OPS
 from common.weights import init_weights
 from impl_torch import conv as TC, layers as TL
 from impl_torch.ssrn import SSRN
@@ -80,34 +81,45 @@ def _channels_last(t) -> bool:
     return t.transpose(1, 2).is_contiguous()
 
 
+# the memory layout of (B, C, T) activations in each tier: tuned (B, T, C) memory, stock (B, C, T)
+LAYOUT = {"tuned": _channels_last, "stock": torch.Tensor.is_contiguous}
+
+
+@pytest.mark.parametrize("ops", OPS)
 @pytest.mark.parametrize("net", ["text2mel", "ssrn"])
 @pytest.mark.parametrize("change", [{}, {"norm": "batch"}, {"norm": "group"}, {"block": "residual"},
                                     {"conv": "sep"}, {"conv": "bottleneck"}], ids=str)
-def test_activations_and_their_gradients_stay_channels_last(net, change):
-    """Every block's output, and the gradient arriving at it, has channels-last memory: a block
-    that returned (B, C, T) memory would cost a copy in the next convolution, forward and backward."""
+def test_activations_and_their_gradients_keep_the_tiers_memory_layout(net, change, ops):
+    """Tuned: every block's output, and the gradient arriving at it, has channels-last memory: a block
+    that returned (B, C, T) memory would cost a copy in the next convolution, forward and backward.
+    Stock: all plain (B, C, T) memory (the targets too: to_device), no channels-last anywhere."""
     spec = S.get_spec("tiny", **change)
-    model = Text2Mel(spec) if net == "text2mel" else SSRN(spec)
+    model = Text2Mel(spec, ops) if net == "text2mel" else SSRN(spec, ops)
     set_weights(model, init_weights(spec, net, 0))
-    seen = []
+    seen, layout = [], LAYOUT[ops]
 
     def check(block, _inputs, out):
-        seen.append((block.layer.name, "output", _channels_last(out)))
-        out.register_hook(lambda grad: seen.append((block.layer.name, "gradient", _channels_last(grad))))
+        seen.append((block.layer.name, "output", layout(out)))
+        out.register_hook(lambda grad: seen.append((block.layer.name, "gradient", layout(grad))))
 
     for block in model.modules():
         if isinstance(block, TL.Block):
             block.register_forward_hook(check)
     model.train()
-    LOSSES[net](model, to_device(random_batch(spec), "cpu", net))["loss"].backward()
+    arrays = to_device(random_batch(spec), "cpu", net, ops)
+    assert layout(arrays["mel"]) and layout(arrays.get("mag", arrays["mel"]))
+    LOSSES[net](model, arrays, ops)["loss"].backward()
     assert len(seen) == 2 * sum(len(layers) for layers in S.layers(spec, net).values())
     assert [s for s in seen if not s[2]] == []
 
 
+@pytest.mark.parametrize("ops", OPS)
 @pytest.mark.parametrize("loss", [l1, binary_divergence])
-def test_each_loss_gives_channels_last_logits_a_channels_last_gradient(loss):
+def test_each_loss_gives_the_logits_a_gradient_in_their_tiers_layout(loss, ops):
     """(A leaf's .grad would be copied into the leaf's own layout: the logits here are not one.)"""
-    logits = torch.randn(2, 5, 6, requires_grad=True).transpose(1, 2)
-    target = torch.rand(2, 5, 6).transpose(1, 2)
-    grad, = torch.autograd.grad(loss(logits, target), logits)
-    assert _channels_last(grad)
+    logits = torch.randn(2, 5, 6, requires_grad=True) * 1
+    target = torch.rand(2, 5, 6)
+    if ops == "tuned":
+        logits, target = logits.transpose(1, 2), target.transpose(1, 2)
+    grad, = torch.autograd.grad(loss(logits, target, ops), logits)
+    assert LAYOUT[ops](grad)

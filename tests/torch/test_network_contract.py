@@ -1,13 +1,17 @@
-"""The framework-neutral network and synthesis tests (tests/network_contract.py), run on impl_torch."""
+"""The framework-neutral network and synthesis tests (tests/network_contract.py), run on impl_torch
+in each tier of operators (common.framework.OPS: the modes)."""
 import numpy as np
 import torch
 
+from common.framework import OPS
 from impl_torch import synthesize
 from impl_torch.backend import NETWORKS
 from impl_torch.text2mel import pad_bias, shift_right
 from impl_torch.weights import get_weights, set_weights
 from tests.network_contract import *  # noqa: F401,F403
 from tests.network_contract import NetworkAdapter
+
+MODES = OPS
 
 
 def numpy(*tensors):
@@ -18,7 +22,7 @@ class TorchNetworks(NetworkAdapter):
     synthesis = synthesize
 
     def model(self, spec, net, weights, mode):
-        model = NETWORKS[net](spec)
+        model = NETWORKS[net](spec, mode or "tuned")  # the contract's mode-less calls (""): the default tier
         set_weights(model, weights)
         return model.eval()
 

@@ -8,12 +8,14 @@ import torch
 
 from common import data, losses as L, spec as S, weights as W
 from common.compare import reference_losses
+from common.framework import OPS
 from impl_torch import layers as TL, train as T
 from impl_torch.backend import Backend
 from tests.backend_contract import random_batch
 
 
-def test_loss_functions_equal_common_losses():
+@pytest.mark.parametrize("ops", OPS)
+def test_loss_functions_equal_common_losses(ops):
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, (2, 5, 7))
     logits[0, 0, :2] = [60.0, -60.0]  # saturated logits stay finite
@@ -21,8 +23,8 @@ def test_loss_functions_equal_common_losses():
     a, guide, mask = rng.random((2, 4, 7)), rng.random((2, 4, 7)), (rng.random((2, 4, 7)) < 0.7) * 1.0
     t = {k: torch.from_numpy(v.astype(np.float32)) for k, v in
          dict(logits=logits, target=target, a=a, guide=guide * mask, mask=mask).items()}
-    assert np.isclose(T.l1(t["logits"], t["target"]).item(), L.l1(logits, target), rtol=1e-6)
-    assert np.isclose(T.binary_divergence(t["logits"], t["target"]).item(),
+    assert np.isclose(T.l1(t["logits"], t["target"], ops).item(), L.l1(logits, target), rtol=1e-6)
+    assert np.isclose(T.binary_divergence(t["logits"], t["target"], ops).item(),
                       L.binary_divergence(logits, target), rtol=1e-6)
     assert np.isclose(T.attention_loss(t["a"], t["guide"], t["mask"].sum()).item(),
                       L.attention_loss(a, guide * mask, mask.sum()), rtol=1e-6)
@@ -103,14 +105,18 @@ def test_running_statistics_are_buffers_that_only_training_updates(net):
     assert not any(k.endswith((".norm.mean", ".norm.var")) for k in backend.get_optimizer_state())
 
 
+@pytest.mark.parametrize("ops", OPS)
 @pytest.mark.parametrize("preset", ["paper", "community"])
-def test_torch_adam_is_the_specs_adam(preset):
-    """Three steps of torch.optim.Adam in float64 equal common.losses.adam_update (eps placement included)."""
+def test_torch_adam_is_the_specs_adam(preset, ops):
+    """Three steps of torch.optim.Adam in float64 as each tier's Trainer makes it (tuned fused, stock
+    torch's default: test_tiers checks the Trainer's) equal common.losses.adam_update (eps placement
+    included)."""
     spec = S.get_spec(preset, eps=1e-3)  # a large eps: its placement changes the result visibly
     rng = np.random.default_rng(1)
     p0, grads = rng.normal(size=10), rng.normal(0, 1e-3, (3, 10))
     p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-    opt = torch.optim.Adam([p], lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps, fused=True)  # as Trainer
+    opt = torch.optim.Adam([p], lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
+                           **({"fused": True} if ops == "tuned" else {}))
     ref, m, v = p0, np.zeros(10), np.zeros(10)
     for step, g in enumerate(grads, start=1):
         opt.param_groups[0]["lr"] = L.learning_rate(spec, step)

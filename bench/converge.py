@@ -1,6 +1,6 @@
 """Time to quality (`python bench/run.py --task converge`): each framework trains Text2Mel from
 the same initial weights on the same data order, and every `--eval-every` steps synthesizes the
-held-out sentences of an espeak-ng corpus (common.quality.evaluate: MCD-DTW against espeak-ng's
+held-out sentences of an espeak-ng corpus (common.evaluation.quality.evaluate: MCD-DTW against espeak-ng's
 own rendering, alignment; overall and per length band); a run stops when the target is reached
 (met at an evaluation and again at the next) or the budget is spent. With several `--seeds`, every
 framework trains once per seed (the seed sets the initial weights and the data order alike in all
@@ -39,7 +39,7 @@ from bench.machine import REPO, apply_threads, commit_line, described, file_comm
 
 TARGETS = Path(__file__).with_name("targets.json")
 MIN_GAIN_DB = 1.0  # a committed target lies at least this far below the mean spectrum (one run's noise: ~1 dB)
-# The corpus built when --data is not given (common.corpus): 3,000 sentences; for a preset that reads
+# The corpus built when --data is not given (common.data.corpus): 3,000 sentences; for a preset that reads
 # LJSpeech's lengths (max_chars >= 188: speak) the prose source at every length, else sentences of up to
 # 60 characters of the older grammar (source generated), the corpus of every committed converge result.
 CORPUS_N, CORPUS_MAX_CHARS = 3000, 60
@@ -81,7 +81,7 @@ def load_target(preset: str, aligned: float | None = None, gain_db: float | None
 
 
 def met(point: dict, target: Target) -> bool:
-    """mcd_gain: common.quality's dB by which the held-out MCD-DTW lies below the mean spectrum's."""
+    """mcd_gain: common.evaluation.quality's dB by which the held-out MCD-DTW lies below the mean spectrum's."""
     return point["aligned_rate"] >= target.aligned and point["mcd_gain"] >= target.gain_db
 
 
@@ -100,7 +100,7 @@ def spread(items: list, n: int) -> list:
 
 
 class Evaluations:
-    """Held-out evaluations of one Text2Mel training run: common.quality.evaluate on `sentences`
+    """Held-out evaluations of one Text2Mel training run: common.evaluation.quality.evaluate on `sentences`
     of the corpus's heldout.csv (evenly spaced over the file, which lists the prose source's
     length bands one after the other, so every band keeps its share), with the mean-spectrum
     baseline, each point appended
@@ -108,7 +108,8 @@ class Evaluations:
     tune task (bench/tune.py). Its clock keeps training time apart from evaluation time."""
 
     def __init__(self, framework: str, data_dir, spec, sentences: int, curve: Path):
-        from common import data, quality
+        from common.data import dataset as data
+        from common.evaluation import quality
 
         self.framework, self.data_dir, self.spec, self.curve = framework, data_dir, spec, curve
         self.refs = spread(quality.heldout_references(data_dir, spec), sentences)
@@ -125,7 +126,7 @@ class Evaluations:
     def evaluate(self, step: int, backend) -> dict:
         import numpy as np
 
-        from common import quality
+        from common.evaluation import quality
 
         clock = self.clock
         t = time.perf_counter()
@@ -147,10 +148,10 @@ class Evaluations:
 
     def train(self, run_dir: Path, steps: int, eval_every: int, seed: int, threads: int, resume: bool, stop,
               checkpoint_every: int | None = None):
-        """common.train_loop.train in run_dir up to `steps`, evaluating every `eval_every` steps and
+        """common.training.train_loop.train in run_dir up to `steps`, evaluating every `eval_every` steps and
         at the last; `stop(point)` true ends the run at that point (a checkpoint is saved there).
         Checkpoints every `checkpoint_every` steps (default: at the end only). train_loop's Result."""
-        from common import train_loop
+        from common.training import train_loop
 
         clock = self.clock
 
@@ -207,7 +208,7 @@ def time_steps(args, spec, out: Path) -> None:
     """Seconds per training step of this framework alone: `--time-steps` steps of the run's data
     order from its initial weights, the first tenth (at least one: the first call) uncounted;
     written to <out>/steps.json."""
-    from common import train_loop
+    from common.training import train_loop
 
     stamps = []
 
@@ -229,10 +230,10 @@ def time_steps(args, spec, out: Path) -> None:
 
 # --- the orchestration ------------------------------------------------------------------
 def default_corpus(out_root: Path, preset: str) -> Path:
-    """The corpus to converge on for `preset` (CORPUS_N): built once (common.corpus) under out/, then reused."""
-    from common import corpus
-    from common.data import LJ_MAX_CHARS
-    from common.spec import get_spec
+    """The corpus to converge on for `preset` (CORPUS_N): built once (common.data.corpus) under out/, then reused."""
+    from common.data import corpus
+    from common.data.dataset import LJ_MAX_CHARS
+    from common.contract.spec import get_spec
 
     if get_spec(preset).max_chars > LJ_MAX_CHARS:
         path, source, max_chars = out_root / f"converge-corpus-{CORPUS_N}-prose", "prose", None
@@ -295,7 +296,7 @@ def markdown(meta: dict, rows: dict, agree: dict | None = None) -> str:
     # curves written before 2026-12-07 have no bands
     finals = {f"{fw} (step {r['final']['step']})": r["final"] for fw, r in rows.items() if "bands" in r["final"]}
     if finals:
-        from common.quality import bands_table  # here: the worker must set its threads before numpy loads
+        from common.evaluation.quality import bands_table  # here: the worker must set its threads before numpy loads
 
         lines += ["", "Per length band (characters read) at each framework's last evaluation (the one after the "
                   "target's when it was reached: a run stops there):", "", bands_table(finals).rstrip("\n")]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
-from common import corpus, data, text
-from common.batch import Batch, make_batch, random_batch
-from common.spec import EOS, Spec
+from common.data import corpus, dataset as data, text
+from common.data.batch import Batch, make_batch, random_batch
+from common.contract.spec import EOS, Spec
 
 SYNTHESIS_CHARS = (30, 50)  # [ours] short sentences (2-3 s of speech): a quick synthesis benchmark
 
@@ -38,8 +38,8 @@ def batch_shape(batch: Batch) -> list:
 
 def synthesis_texts(spec: Spec, n: int, data_dir=None) -> list:
     """`n` id arrays (each ending with end-of-text), cycled from a pool: the corpus's held-out
-    sentences (heldout.csv, as common.corpus builds it; else its first texts), or the
-    common/sentences.txt sentences of SYNTHESIS_CHARS characters."""
+    sentences (heldout.csv, as common.data.corpus builds it; else its first texts), or the
+    common/data/sentences.txt sentences of SYNTHESIS_CHARS characters."""
     if data_dir is None:
         lo, hi = SYNTHESIS_CHARS
         pool = [ids for ids in (text.text_to_ids(s, spec) for s in corpus.sentences(min(hi, spec.max_chars)))

@@ -1,6 +1,6 @@
 """One benchmark run (one framework, one task, one batch size) inside the current process.
 
-Order matters for honest numbers: backends are built and checked against common.reference
+Order matters for honest numbers: backends are built and checked against common.contract.reference
 (the parity gate: the forward pass, and one training step for a training task) first; inputs are prebuilt; then warm-up steps (the first is the first call,
 which includes any hybridize/compile work) and counted steps are clocked separately, with
 Backend.sync() before every clock read; peak memory is read before the peak-matmul probe
@@ -14,11 +14,12 @@ import threadpoolctl
 
 from bench import frameworks, inputs, machine
 from bench import parity
-from common import audio, spec as S
-from common.contention import cpu_snapshot, others_busy
-from common.cli import read_model
+from common.data import audio
+from common.contract import accounting as A, spec as S
+from common.training.contention import cpu_snapshot, others_busy
+from common.training.cli import read_model
 from common.framework import configure_threads, load_backend
-from common.weights import init_weights
+from common.contract.weights import init_weights
 
 TASKS = ("train-text2mel", "train-ssrn", "synthesize")
 TASK_NETS = {"train-text2mel": ("text2mel",), "train-ssrn": ("ssrn",), "synthesize": ("text2mel", "ssrn")}
@@ -38,11 +39,11 @@ def synthesis_flops(spec: S.Spec, n_chars: int, n_frames: int) -> int:
     implementation decodes incrementally (each causal layer keeps its last inputs, so each new
     frame is computed once): TextEnc once, AudioEnc + attention + AudioDec once per frame, SSRN
     once over the result -- the FLOPs of one teacher-forced forward plus SSRN's."""
-    return S.flops(spec, "text2mel", 1, n_chars, n_frames)["forward"] + S.flops(spec, "ssrn", 1, 0, n_frames)["forward"]
+    return A.flops(spec, "text2mel", 1, n_chars, n_frames)["forward"] + A.flops(spec, "ssrn", 1, 0, n_frames)["forward"]
 
 
 def _train_steps(backend, spec, batches, warmup, steps, seed):
-    flops_of = {id(b): S.flops(spec, backend.net, *inputs.batch_shape(b))["train_step"]
+    flops_of = {id(b): A.flops(spec, backend.net, *inputs.batch_shape(b))["train_step"]
                 for b in batches}
     out = []
     for i in range(warmup + steps):
@@ -138,7 +139,7 @@ def run(framework: str, task: str, spec: S.Spec, batch_size: int = 4, steps: int
     failures = [f"{net} {out} relative error {err:.2e} > {g['tol']:.0e}" for net, g in record["gate"].items()
                 for out, err in g["errors"].items() if not err <= g["tol"]]
     if failures:
-        return {**record, "status": "failed", "reason": "parity gate vs common.reference: " + "; ".join(failures)}
+        return {**record, "status": "failed", "reason": "parity gate vs common.contract.reference: " + "; ".join(failures)}
 
     record["rss_setup_mb"] = machine.current_rss_mb()
     cpu_start = cpu_snapshot()

@@ -1,6 +1,6 @@
 """The benchmark's parity gate, on what is timed.
 
-Before any clock starts, in the run's own process: the forward pass against common.reference
+Before any clock starts, in the run's own process: the forward pass against common.contract.reference
 (a framework that computes something else is not timed) and, for a training task, one training
 step (dropout off: the reference has none) whose losses must be the reference's. What a
 framework alone cannot check is compared across frameworks by the orchestrator afterwards
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.batch import Batch
-from common.compare import global_relative_error, reference_losses, reference_outputs, relative_error
+from common.data.batch import Batch
+from common.contract.compare import global_relative_error, reference_losses, reference_outputs, relative_error
 
 GATE_TOL = 1e-4  # relative: max abs error / max abs reference
 LOSS_TOL = 1e-5  # relative: a training step's losses vs the reference's (tests/parity/test_forward.py's)
@@ -27,7 +27,7 @@ UPDATE_SAMPLE = 2048  # entries of each parameter's update kept (evenly strided 
 
 
 def parity_gate(backend, weights: dict, batch: Batch, tol: float = GATE_TOL) -> dict:
-    """Backend.forward vs common.reference from `weights` on `batch`.
+    """Backend.forward vs common.contract.reference from `weights` on `batch`.
     Returns {"passed", "tol", "errors": {output: relative error}}."""
     got = backend.forward(batch)
     want = reference_outputs(backend.spec, backend.net, weights, batch)
@@ -37,7 +37,7 @@ def parity_gate(backend, weights: dict, batch: Batch, tol: float = GATE_TOL) -> 
 
 def train_step_gate(backend_cls, spec, net: str, weights: dict, batch: Batch, device: str, seed: int) -> tuple:
     """One training step of a fresh `backend_cls` network from `weights`, dropout off: ({"passed",
-    "tol", "errors": {loss: relative error vs common.reference}}, {parameter: strided sample of
+    "tol", "errors": {loss: relative error vs common.contract.reference}}, {parameter: strided sample of
     its update}). Batch norm's running statistics are left out of the updates (not Adam's)."""
     spec = spec.replace(dropout=0.0)
     backend = backend_cls(spec, net, device=device, seed=seed)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import inputs, machine
+from bench.parity import GATE_TOL, LOSS_TOL, cross_check
+from common.contract.spec import get_spec
 from common.framework import OPS
 
 CSV_FIELDS = ("framework", "ops", "task", "preset", "batch_size", "shape", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
@@ -71,9 +74,8 @@ def matmul_probes(records: list, probes: dict | None = None) -> dict:
 
 def machine_peak(records: list, probes: dict | None = None) -> float | None:
     """The run's ONE peak: the best of matmul_probes. Every framework's fraction of peak divides
-    by it: a framework's own matmul is a noisy, sometimes low denominator (torch.mm measured
-    156-183 GFLOP/s where NumPy reached 212-215 on the same machine, which put torch at 92-99%
-    "of peak")."""
+    by it, not by its own matmul, a noisy and sometimes low denominator (docs/benchmark.md, "Why
+    the first published % of peak was wrong")."""
     found = matmul_probes(records, probes)
     return max(found.values()) if found else None
 
@@ -172,7 +174,7 @@ def _ms(row) -> str:
 
 # What the two real-time factors of the synthesis rows divide (aggregate computes them so).
 RTF_NOTE = ("RTF Text2Mel = audio seconds / Text2Mel seconds; RTF end-to-end = audio seconds / "
-            "(Text2Mel + SSRN + Griffin-Lim (common.audio)) seconds")
+            "(Text2Mel + SSRN + Griffin-Lim (common.data.audio)) seconds")
 
 
 def markdown(meta: dict, rows: list, frameworks: list) -> str:
@@ -295,6 +297,9 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
     def label(fw, ops):
         return fw if len(present) == 1 else f"{fw} {ops}"
 
+    def color(fw):  # one colour a framework; its stock bars hatched and lighter, its stock lines dashed
+        return f"C{frameworks.index(fw)}"
+
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks) * (1 + 0.5 * (len(present) - 1)), 3.8),
                              squeeze=False)
     width = 0.8 / len(series)
@@ -307,14 +312,15 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
             xs = [i + (j - (len(series) - 1) / 2) * width for i, b in enumerate(sizes) if b in mine]
             rs = [mine[b] for b in sizes if b in mine]
             if rs:
-                ax.bar(xs, [r["median_s"] for r in rs], width, label=label(fw, ops), hatch="//" if ops == "stock" else None,
+                ax.bar(xs, [r["median_s"] for r in rs], width, label=label(fw, ops), color=color(fw),
+                       hatch="//" if ops == "stock" else None, alpha=0.6 if ops == "stock" else 1.0,
                        yerr=[[r["median_s"] - r["q1_s"] for r in rs], [r["q3_s"] - r["median_s"] for r in rs]],
                        capsize=3)
         ax.set_xticks(range(len(sizes)), [f"{b} sentence(s)" if task == "synthesize" else f"batch {b}\n{shape}"
                                           for b, shape in sizes])
         ax.set_title(task)
         ax.set_ylabel("seconds per step (median, IQR)")
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     written.append(Path(out_dir) / "step_time.png")
     fig.savefig(written[-1], dpi=110)
@@ -329,7 +335,7 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
                 sizes = sorted({r["batch_size"] for r in mine})
                 if sizes:
                     ax.plot(sizes, [throughput([r for r in mine if r["batch_size"] == b]) for b in sizes],
-                            "o--" if ops == "stock" else "o-", label=label(fw, ops))
+                            "o--" if ops == "stock" else "o-", color=color(fw), label=label(fw, ops))
             ax.set_xlabel("batch size")
             ax.set_ylabel("sentences / s" if task == "synthesize" else "samples / s")
             ax.set_title(task)
@@ -341,6 +347,125 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
     return written
 
 
+# --- the header: the settings and fairness statements a table carries --------------------------
+GPU_NOTE = ("TF32 off in every framework (NVIDIA_TF32_OVERRIDE=0; torch's allow_tf32 flags off too), cuDNN "
+            "autotuning on in all three (torch cudnn.benchmark, chainer config.autotune, "
+            "MXNET_CUDNN_AUTOTUNE_DEFAULT=1), its search kept out of the clock: training in the uncounted warm-up "
+            "steps (the batches cycle, so every timed shape is met there), synthesis by speaking every timed sentence "
+            "once before the timed pass; GPU memory = the process's device memory by NVML at the end of the run "
+            "(context, pools and caches included: one measure for every framework), each framework's allocator "
+            "figure beside it (torch max_memory_allocated, CuPy's pool, MXNet's device used)")
+
+
+def peak_line(records: list, probes: dict) -> str:
+    """How the one machine peak was found, with every probe and their spread."""
+    found = matmul_probes(records, probes)
+    if not found:
+        return "machine peak: not measured (no run finished)"
+    best, low = max(found.values()), min(found.values())
+    return ("machine peak = the best fp32 square matmul measured in this run (n in results.json; best of 10 after "
+            "one untimed call): " + ", ".join(f"{k} {v:.0f}" for k, v in found.items()) +
+            f" GFLOP/s; peak {best:.0f}, spread {100 * (best - low) / best:.0f}%; every framework's % of peak "
+            "divides by it")
+
+
+def header(args, records: list, probes: dict, info: dict) -> list:
+    """The settings a reader needs to trust (or reproduce) the table; `info`: machine.machine()'s."""
+    versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
+    gate = inputs.short_batch(get_spec(args.preset))
+    source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
+              f"(bench.inputs.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
+    return [
+        f"machine: {machine.described(info)}; {info['platform']}; {machine.commit_line(info, args.allow_dirty)}",
+        "frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
+        f"device {args.device}, fp32; Backend.sync() before every clock read" + (
+            "" if args.device == "cpu" else "; " + GPU_NOTE),
+        f"threads: {args.threads} per framework subprocess ({', '.join(machine.THREAD_VARS)} set before import, "
+        f"then impl_<fw>.runtime.configure_threads({args.threads}))",
+        f"inputs: {source}, {args.batches} distinct batch(es) cycled, prebuilt and identical for every framework; "
+        "data loading is not timed",
+        f"steps per run: {args.warmup} warm-up (the first is the first call, with any hybridize/compile work; both "
+        f"reported separately) + {args.steps} counted; {args.repeat} round(s), framework order alternating",
+        synthesis_line(args),
+        f"parity gate before timing: Backend.forward vs common.contract.reference on a short batch (B={gate.size}, "
+        f"N={gate.text.shape[1]}, T={gate.mel.shape[2]}), relative error <= {GATE_TOL:g}, and for training one "
+        f"step on it (dropout off) whose losses are the reference's within {LOSS_TOL:g}; a framework that fails "
+        "is reported, not timed; its updates and the timed synthesis mels are compared across frameworks below",
+        "FLOPs: common.contract.accounting.flops (train step = 3x forward; synthesis decodes incrementally, each frame once)",
+        peak_line(records, probes),
+        "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
+        f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
+                                   else ""),
+        f"tiers of operators: {', '.join(args.ops)} (" + TIERS_NOTE.rstrip(".") + ")",
+    ] + synthesis_frames_line(records, get_spec(args.preset).r, args.text2mel is None) + cross_check(args.out / "gate") \
+        + busy_warning(records)
+
+
+def synthesis_line(args) -> str:
+    """What the synthesis rows speak, with which weights, in batches of which sizes."""
+    if args.text2mel is not None:
+        source = f"trained weights ({args.text2mel}, {args.ssrn})"
+    else:
+        source = "untrained weights (common.contract.weights.init_weights)"
+    if args.data:
+        texts = "the corpus's held-out sentences (heldout.csv; else its first texts)"
+    else:
+        texts = "common/data/sentences.txt sentences of {}-{} characters".format(*inputs.SYNTHESIS_CHARS)
+    return (f"synthesis: {source}, {texts}, at most {args.max_frames} reduced frames; step = Text2Mel on a batch "
+            f"of {' or '.join(map(str, args.synth_batch))} sentence(s) (each stops at its own end) + SSRN on each; "
+            f"sentences/s = sentences / step time; " + RTF_NOTE)
+
+
+def synthesis_frames_line(records: list, r: int, untrained: bool) -> list:
+    """What the synthesis rows timed, per batch size: the reduced frames of each counted
+    utterance, and whether every framework synthesized the same (the same work); where they
+    differ, by how many frames, and why when the weights are untrained."""
+    frames = {}
+    for rec in records:
+        if rec["task"] == "synthesize" and rec["status"] == "ok":
+            runner = rec["framework"] + " " + tier(rec)
+            frames.setdefault(rec["batch_size"], {}).setdefault(runner, []).extend(
+                f for s in rec["steps"] for f in s.get("reduced_frames", [s["frames"] // r]))
+    lines = []
+    for batch, by_framework in frames.items():
+        first = next(iter(by_framework.values()))
+        if all(f == first for f in by_framework.values()):
+            lines.append(f"synthesis, batch {batch}: timed {sum(first)} reduced frames in {len(first)} utterances "
+                         f"({_listed(first)}), the same in every framework and tier")
+            continue
+        most = max(sum(f) for f in by_framework.values())
+        lines.append(f"WARNING: synthesis, batch {batch}: the frameworks synthesized different frame counts, so their "
+                     f"synthesis rows time different work (up to {most - min(sum(f) for f in by_framework.values())} "
+                     f"of {most} reduced frames): " + "; ".join(f"{fw} {_listed(f)}" for fw, f in by_framework.items())
+                     + (f". {UNTRAINED_TIES}" if untrained else ""))
+    return lines
+
+
+# Why untrained networks end sentences at different frames (measured 2026-12-07 at `paper`, batch 8: chainer's
+# 64 and 58 frames where torch and gluon made 61 and 51; the mels agreed within 2.4e-7 until then).
+UNTRAINED_TIES = ("Untrained attention is uniform over the text to ~1 ulp (1/N, N characters), so which position "
+                  "is its argmax, and with it the forcing and the end of the sentence, follows round-off: "
+                  "the frames differ from the first such tie on, not before; trained weights do not tie")
+
+
+def _listed(numbers: list, at_most: int = 10) -> str:
+    shown = ", ".join(map(str, numbers[:at_most]))
+    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > at_most else "")
+
+
+BUSY_CORES = 0.25  # other processes' mean CPU use during a run above which the header warns
+
+
+def busy_warning(records: list) -> list:
+    """A warning line when other processes used the CPU while we timed (threads then wait for
+    cores; OpenMP runtimes, which spin, suffer most)."""
+    busy = [r["others_busy_cores"] for r in records if r.get("others_busy_cores") is not None]
+    if not busy or max(busy) <= BUSY_CORES:
+        return []
+    return [f"WARNING: other processes kept up to {max(busy):.1f} cores busy during the timed steps: timings are "
+            "unreliable, re-run on a quiet machine"]
+
+
 # --- re-deriving a committed table ------------------------------------------------------
 def infer_shapes(meta: dict, records: list) -> int:
     """Give the training steps of records written before steps carried their shape (2026-12-07)
@@ -350,7 +475,7 @@ def infer_shapes(meta: dict, records: list) -> int:
     the steps given a shape; refuses runs on a corpus (--data), whose batches are not rebuilt here."""
     from bench import inputs
     from bench.variants import variant_spec
-    from common import spec as S
+    from common.contract import accounting as A
 
     opts, named = meta["options"], 0
     for rec in records:
@@ -363,7 +488,7 @@ def infer_shapes(meta: dict, records: list) -> int:
         batches = inputs.timing_batches(spec, rec["batch_size"], int(opts["batches"]), int(opts["seed"]))
         for i, step in enumerate(rec["warmup"] + rec["steps"]):
             b = batches[i % len(batches)]
-            expected = S.flops(spec, rec["task"][len("train-"):], *inputs.batch_shape(b))["train_step"]
+            expected = A.flops(spec, rec["task"][len("train-"):], *inputs.batch_shape(b))["train_step"]
             if step["flops"] != expected:
                 raise SystemExit(f"{rec['framework']} {rec['task']} step {i}: {step['flops']} FLOPs, its batch has {expected}")
             step["shape"] = inputs.batch_shape(b)

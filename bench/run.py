@@ -1,6 +1,6 @@
 """`python bench/run.py`: time DC-TTS training steps and synthesis in every framework.
 
-Each (framework, task, batch size) runs in its own subprocess (`python -m bench.worker`) with
+Each (framework, tier of operators, task, batch size) runs in its own subprocess (`python -m bench.worker`) with
 the same thread count, seeds and prebuilt inputs, after passing the parity gate; rounds
 alternate the framework order. Results are rewritten after every run, so Ctrl-C keeps the
 finished rows. The defaults (small preset, batch 4, 2 warm-up + 5 counted steps, a short
@@ -25,13 +25,12 @@ if __name__ == "__main__":  # on a fresh machine: make the project's environment
 
 from tqdm import tqdm
 
-from bench import converge, inputs, machine, report, scaling, tune, variants
+from bench import converge, machine, report, scaling, tune, variants
 from bench.measure import TASKS
-from bench.parity import GATE_TOL, LOSS_TOL, cross_check
-from common import weights
-from common.cli import model_file
+from common.contract import weights
+from common.training.cli import model_file
 from common.framework import FRAMEWORKS, OPS
-from common.spec import PRESETS, get_spec
+from common.contract.spec import PRESETS
 
 
 def parse_args(argv=None):
@@ -55,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="threads of every framework (default: all cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--data", default=None, help="preprocessed corpus (common.data.load_corpus); default: synthetic "
+    p.add_argument("--data", default=None, help="preprocessed corpus (common.data.dataset.load_corpus); default: synthetic "
                                                 "LJSpeech-shaped batches")
     p.add_argument("--out", default=None, help="output folder (default: out/bench-<date>)")
     p.add_argument("--repeat", type=int, default=1, help="rounds, alternating the framework order")
@@ -149,15 +148,6 @@ def parse_args(argv=None):
     return args
 
 
-GPU_NOTE = ("TF32 off in every framework (NVIDIA_TF32_OVERRIDE=0; torch's allow_tf32 flags off too), cuDNN "
-            "autotuning on in all three (torch cudnn.benchmark, chainer config.autotune, "
-            "MXNET_CUDNN_AUTOTUNE_DEFAULT=1), its search kept out of the clock: training in the uncounted warm-up "
-            "steps (the batches cycle, so every timed shape is met there), synthesis by speaking every timed sentence "
-            "once before the timed pass; GPU memory = the process's device memory by NVML at the end of the run "
-            "(context, pools and caches included: one measure for every framework), each framework's allocator "
-            "figure beside it (torch max_memory_allocated, CuPy's pool, MXNet's device used)")
-
-
 def trained_preset(text2mel: Path, ssrn: Path) -> str:
     """The preset name the trained models were made with (they must agree), read from their headers."""
     names = {net: weights.read_header(model_file(path, net))[0].name for net, path in (("text2mel", text2mel),
@@ -219,115 +209,6 @@ def run_worker(args, framework: str, task: str, batch: int, variant: str = varia
     return record
 
 
-def peak_line(records: list, probes: dict) -> str:
-    """How the one machine peak was found, with every probe and their spread."""
-    found = report.matmul_probes(records, probes)
-    if not found:
-        return "machine peak: not measured (no run finished)"
-    best, low = max(found.values()), min(found.values())
-    return ("machine peak = the best fp32 square matmul measured in this run (n in results.json; best of 10 after "
-            "one untimed call): " + ", ".join(f"{k} {v:.0f}" for k, v in found.items()) +
-            f" GFLOP/s; peak {best:.0f}, spread {100 * (best - low) / best:.0f}%; every framework's % of peak "
-            "divides by it")
-
-
-def header(args, records: list, probes: dict, info: dict) -> list:
-    """The settings a reader needs to trust (or reproduce) the table; `info`: machine.machine()'s."""
-    versions = {r["framework"]: r.get("version") for r in records if r.get("version")}
-    gate = inputs.short_batch(get_spec(args.preset))
-    source = (f"preprocessed corpus {args.data}" if args.data else "synthetic LJSpeech-shaped batches "
-              f"(bench.inputs.synthetic_batch, seeds {args.seed}..{args.seed + args.batches - 1})")
-    return [
-        f"machine: {machine.described(info)}; {info['platform']}; {machine.commit_line(info, args.allow_dirty)}",
-        f"frameworks: " + (", ".join(f"{fw} {v}" for fw, v in versions.items()) or "none ran"),
-        f"device {args.device}, fp32; Backend.sync() before every clock read" + (
-            "" if args.device == "cpu" else "; " + GPU_NOTE),
-        f"threads: {args.threads} per framework subprocess ({', '.join(machine.THREAD_VARS)} set before import, "
-        f"then impl_<fw>.runtime.configure_threads({args.threads}))",
-        f"inputs: {source}, {args.batches} distinct batch(es) cycled, prebuilt and identical for every framework; "
-        "data loading is not timed",
-        f"steps per run: {args.warmup} warm-up (the first is the first call, with any hybridize/compile work; both "
-        f"reported separately) + {args.steps} counted; {args.repeat} round(s), framework order alternating",
-        synthesis_line(args),
-        f"parity gate before timing: Backend.forward vs common.reference on a short batch (B={gate.size}, "
-        f"N={gate.text.shape[1]}, T={gate.mel.shape[2]}), relative error <= {GATE_TOL:g}, and for training one "
-        f"step on it (dropout off) whose losses are the reference's within {LOSS_TOL:g}; a framework that fails "
-        "is reported, not timed; its updates and the timed synthesis mels are compared across frameworks below",
-        "FLOPs: common.spec.flops (train step = 3x forward; synthesis decodes incrementally, each frame once)",
-        peak_line(records, probes),
-        "frames = reduced mel frames x r (full-rate frames); peak RSS = the worker process's ru_maxrss",
-        f"preset {args.preset}" + (" (the quick default; `--preset paper` is the headline)" if args.preset == "small"
-                                   else ""),
-        f"tiers of operators: {', '.join(args.ops)} (" + report.TIERS_NOTE.rstrip(".") + ")",
-    ] + synthesis_frames_line(records, get_spec(args.preset).r, args.text2mel is None) + cross_check(args.out / "gate") \
-        + busy_warning(records)
-
-
-def synthesis_line(args) -> str:
-    """What the synthesis rows speak, with which weights, in batches of which sizes."""
-    if args.text2mel is not None:
-        source = f"trained weights ({args.text2mel}, {args.ssrn})"
-    else:
-        source = "untrained weights (common.weights.init_weights)"
-    if args.data:
-        texts = "the corpus's held-out sentences (heldout.csv; else its first texts)"
-    else:
-        texts = "common/sentences.txt sentences of {}-{} characters".format(*inputs.SYNTHESIS_CHARS)
-    return (f"synthesis: {source}, {texts}, at most {args.max_frames} reduced frames; step = Text2Mel on a batch "
-            f"of {' or '.join(map(str, args.synth_batch))} sentence(s) (each stops at its own end) + SSRN on each; "
-            f"sentences/s = sentences / step time; " + report.RTF_NOTE)
-
-
-def synthesis_frames_line(records: list, r: int, untrained: bool) -> list:
-    """What the synthesis rows timed, per batch size: the reduced frames of each counted
-    utterance, and whether every framework synthesized the same (the same work); where they
-    differ, by how many frames, and why when the weights are untrained."""
-    frames = {}
-    for rec in records:
-        if rec["task"] == "synthesize" and rec["status"] == "ok":
-            runner = rec["framework"] + " " + report.tier(rec)
-            frames.setdefault(rec["batch_size"], {}).setdefault(runner, []).extend(
-                f for s in rec["steps"] for f in s.get("reduced_frames", [s["frames"] // r]))
-    lines = []
-    for batch, by_framework in frames.items():
-        first = next(iter(by_framework.values()))
-        if all(f == first for f in by_framework.values()):
-            lines.append(f"synthesis, batch {batch}: timed {sum(first)} reduced frames in {len(first)} utterances "
-                         f"({_listed(first)}), the same in every framework and tier")
-            continue
-        most = max(sum(f) for f in by_framework.values())
-        lines.append(f"WARNING: synthesis, batch {batch}: the frameworks synthesized different frame counts, so their "
-                     f"synthesis rows time different work (up to {most - min(sum(f) for f in by_framework.values())} "
-                     f"of {most} reduced frames): " + "; ".join(f"{fw} {_listed(f)}" for fw, f in by_framework.items())
-                     + (f". {UNTRAINED_TIES}" if untrained else ""))
-    return lines
-
-
-# Why untrained networks end sentences at different frames (measured 2026-12-07 at `paper`, batch 8: chainer's
-# 64 and 58 frames where torch and gluon made 61 and 51; the mels agreed within 2.4e-7 until then).
-UNTRAINED_TIES = ("Untrained attention is uniform over the text to ~1 ulp (1/N, N characters), so which position "
-                  "is its argmax, and with it the forcing and the end of the sentence, follows round-off: "
-                  "the frames differ from the first such tie on, not before; trained weights do not tie")
-
-
-def _listed(numbers: list, at_most: int = 10) -> str:
-    shown = ", ".join(map(str, numbers[:at_most]))
-    return shown + (f", ... ({len(numbers)} in all)" if len(numbers) > at_most else "")
-
-
-BUSY_CORES = 0.25  # other processes' mean CPU use during a run above which the header warns
-
-
-def busy_warning(records: list) -> list:
-    """A warning line when other processes used the CPU while we timed (threads then wait for
-    cores; OpenMP runtimes, which spin, suffer most)."""
-    busy = [r["others_busy_cores"] for r in records if r.get("others_busy_cores") is not None]
-    if not busy or max(busy) <= BUSY_CORES:
-        return []
-    return [f"WARNING: other processes kept up to {max(busy):.1f} cores busy during the timed steps: timings are "
-            "unreliable, re-run on a quiet machine"]
-
-
 def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str:
     """Rewrite results.json, results.csv and table.md (and the plots); return the markdown.
     `probes`: NumPy's matmul GFLOP/s before and after the runs (numpy_peak)."""
@@ -336,7 +217,7 @@ def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "thread_env": machine.thread_env(args.threads), "numpy_peak_gflops": probes,
-            "header": header(args, records, probes, info)}
+            "header": report.header(args, records, probes, info)}
     report.write_json(args.out / "results.json", meta, records)
     report.write_csv(args.out / "results.csv", rows)
     table = report.markdown(meta, rows, args.framework)
@@ -376,7 +257,7 @@ def main(argv=None) -> int:
             records.append({**record, "ops": ops, "task": task, "batch_size": batch, "round": rnd,
                             "preset": variants.variant_name(args.preset, variant)})
             write_outputs(args, records, probes)
-            busy = [] if warned else busy_warning([record])
+            busy = [] if warned else report.busy_warning([record])
             if busy:  # said as it happens, once, besides the table's header
                 tqdm.write(f"{fw} {task} batch {batch}: {busy[0]}", file=sys.stderr)
                 warned = True

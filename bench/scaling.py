@@ -1,5 +1,5 @@
 """Data-parallel scaling (`python bench/run.py --task scaling --workers 1 2`): each framework trains
-on the same global batches with N workers of its own engine (common.distributed.launch), the
+on the same global batches with N workers of its own engine (common.training.distributed.launch), the
 machine's threads shared among them (N workers x threads/N each), plus one worker on one thread
 as the per-worker baseline. Per configuration: the median step time, throughput (utterances/s),
 speed-up and efficiency, and apart from the steps, the time of one all-reduce (the mean over the
@@ -55,10 +55,10 @@ def worker_main(argv) -> None:
 
     from bench.inputs import timing_batches
     from bench.measure import clocked
-    from common import distributed
+    from common.training import distributed
     from common.framework import configure_threads, load_backend
-    from common.spec import get_spec
-    from common.train_loop import step_seed
+    from common.contract.spec import get_spec
+    from common.training.train_loop import step_seed
 
     configure_threads(args.framework, args.threads)
     spec = get_spec(args.preset)
@@ -98,7 +98,7 @@ def configurations(workers: list, threads: int) -> list:
 
 def run_one(args, framework: str, net: str, batch: int, workers: int, threads: int) -> dict:
     """One configuration in fresh processes; a failure becomes a record with its reason."""
-    from common import distributed
+    from common.training import distributed
 
     result = args.out / f".scaling-{framework}-{net}-{workers}x{threads}.json"
     result.unlink(missing_ok=True)
@@ -174,7 +174,8 @@ def cost_model(spec_name: str = "paper", per_gpu_batch: int = 32, gpus: int = 8,
     the efficiency is compute / (compute + all-reduce); torch's DDP overlaps the all-reduce with
     the backward pass (bucketed), ChainerMN's mean runs after it, MXNet pushes each gradient as
     the asynchronous engine produces it."""
-    from common.spec import count_params, flops, get_spec
+    from common.contract.accounting import count_params, flops
+    from common.contract.spec import get_spec
 
     spec = get_spec(spec_name)
     frames = min(spec.max_frames, round(seconds * spec.sr / spec.hop / spec.r))
@@ -215,7 +216,7 @@ def markdown(args, records: list) -> str:
     failed = [r for r in records if r["status"] != "ok"]
     lines += [f"- FAILED {r['framework']} {r['net']} {r['workers']}x{r['threads']}: {r['reason'][-300:]}" for r in failed]
     lines += ["", "## Cost model: 8 GPUs (paper preset, batch 32 per GPU)", "", cost_model(), "",
-              f"Compute from common.spec.flops at {GPU_FP32_ACHIEVED / 1e12:.1f} TFLOP/s fp32 achieved (assumed: half "
+              f"Compute from common.contract.accounting.flops at {GPU_FP32_ACHIEVED / 1e12:.1f} TFLOP/s fp32 achieved (assumed: half "
               "an H200's 67); the cells give the all-reduce time and the efficiency if it does not overlap the "
               "compute. bench/scaling.py: LINKS, GPU_FP32_ACHIEVED."]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ import pytest
 
 from bench import inputs
 from bench.measure import synthesis_flops
-from common import spec as S
+from common.contract import accounting as A, spec as S
 from bench.inputs import synthetic_batch
 from common.framework import FRAMEWORKS, configure_threads, load_backend
 
@@ -43,7 +43,7 @@ def test_train_step(benchmark, framework, preset, net):
         backend.sync()
 
     benchmark.group = f"train-{net} {preset} batch {BATCH_SIZE}"
-    benchmark.extra_info.update(threads=THREADS, gflop=S.flops(spec, net, batch.size, batch.text.shape[1],
+    benchmark.extra_info.update(threads=THREADS, gflop=A.flops(spec, net, batch.size, batch.text.shape[1],
                                                                batch.mel.shape[2])["train_step"] / 1e9)
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
 

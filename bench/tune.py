@@ -34,8 +34,8 @@ from pathlib import Path
 
 from bench import converge
 from bench.machine import REPO
-from common import checkpoint
-from common.spec import Spec, get_spec
+from common.training import checkpoint
+from common.contract.spec import Spec, get_spec
 
 STUDY_NAME = "dctts-tune"
 MAX_STEPS, EVAL_EVERY = 3000, 500  # this task's defaults of --max-steps and --eval-every
@@ -79,7 +79,7 @@ SPACE = (  # the search space: declared here only
 
 def space(params=SPACE) -> list:
     """The params whose field the Spec has; any other is left out, saying so (a field not yet in
-    common/spec.py, or one removed from it)."""
+    common/contract/spec.py, or one removed from it)."""
     fields = {f.name for f in dataclasses.fields(Spec)}
     missing = [p.field for p in params if p.field not in fields]
     if missing:
@@ -110,7 +110,7 @@ def bands_of(point: dict) -> dict:
 
 
 def objective(point: dict) -> float:
-    """What the search minimizes, from one evaluation (common.quality.evaluate's figures): the worst
+    """What the search minimizes, from one evaluation (common.evaluation.quality.evaluate's figures): the worst
     length band's MCD-DTW minus the mean spectrum's (dB; negative = better than the mean spectrum)
     plus ALIGN_WEIGHT x the worst band's shortfall below ALIGNED (90%) aligned.
 

@@ -1,15 +1,15 @@
 """The variants study: the design space the original project set out to compare (separable,
 bottleneck and residual blocks, batch and group norm; positional attention), each variant a change of
-the preset (common.spec).
+the preset (common.contract.spec).
 
 `python bench/run.py --variant all` times each like the preset itself, in every framework: its
 runs carry the spec name "<preset>+<variant>" (the table's preset column), and variants.md sets
-beside each one its parameters and FLOPs (common.spec) and its train-step times relative to the
+beside each one its parameters and FLOPs (common.contract.spec) and its train-step times relative to the
 preset's in the same framework and run. `--task converge --variant all` trains Text2Mel of each
 for the same budget and evaluates it on the held-out sentences (variants-quality.md)."""
 from __future__ import annotations
 
-from common import spec as S
+from common.contract import accounting as A, spec as S
 
 BASELINE = "baseline"
 VARIANTS = {  # name -> changes of the preset
@@ -44,7 +44,7 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
     network, then per framework the median train-step time of Text2Mel and SSRN and its ratio to
     the baseline's in the same framework, tier and shape (the baseline must be among the variants for
     ratios); a row per tier of operators that ran."""
-    from bench.report import tiers  # numpy: not at import, which a converge worker does before its threads are set
+    from common.framework import OPS  # numpy: not at import, which a converge worker does before its threads are set
 
     times = {(r["preset"], r["task"], r["shape"], r["ops"], r["framework"]): r for r in rows if r["status"] == "ok"}
     gflop = {(r["preset"], r["task"], r["shape"]): r["gflop_per_step"] for r in rows if r["status"] == "ok"}
@@ -54,17 +54,17 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
     base = variant_name(preset, BASELINE)
     lines = [f"# Variants of preset {preset}", "",
              "Train-step medians (ms) of each batch shape (characters × reduced frames) and, in brackets, the ratio "
-             "to the baseline in the same framework and shape; parameters and GFLOP per train step from common.spec.",
+             "to the baseline in the same framework and shape; parameters and GFLOP per train step from common.contract.spec.",
              "", "| variant | changes | shape | tier | " + " | ".join(f"{t[6:]} params | {t[6:]} GFLOP/step" for t in tasks)
              + " | " + " | ".join(f"{fw} {t[6:]}" for fw in frameworks for t in tasks) + " |",
              "|---|---|---|---|" + "---:|" * (2 * len(tasks) + len(frameworks) * len(tasks))]
     for variant in variants:
         spec = variant_spec(preset, variant)
         for shape in shapes:
-            for ops in tiers(rows):
+            for ops in sorted({r["ops"] for r in rows}, key=OPS.index):
                 cells = []
                 for t in tasks:
-                    cells += [f"{S.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t, shape)))]
+                    cells += [f"{A.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t, shape)))]
                 for fw in frameworks:
                     for t in tasks:
                         row, ref = times.get((spec.name, t, shape, ops, fw)), times.get((base, t, shape, ops, fw))

@@ -7,7 +7,7 @@ interpreter is not an environment holding this project, it creates `.venv` in th
 (or $DCTTS_VENV) once: a venv, a current pip (Python's bundled pip ignores
 PIP_BUILD_CONSTRAINT, which chainer's sdist needs), then the project with every framework,
 the test extras and tox, all pinned by constraints.txt; espeak-ng comes as a pinned wheel
-(common.espeak), so nothing is installed from the system. A stamp (a hash of the files that
+(common.data.espeak), so nothing is installed from the system. A stamp (a hash of the files that
 decide the environment) makes later runs reuse it and a changed pin update it. The command
 then re-runs itself in that environment.
 

@@ -10,9 +10,9 @@ import importlib
 
 import numpy as np
 
-from common.batch import Batch
+from common.data.batch import Batch
 from common.environment import SetupError
-from common.spec import Spec
+from common.contract.spec import Spec
 
 FRAMEWORKS = ("torch", "chainer", "gluon")
 # The tiers of operators a Backend can run (its `ops`): "tuned", the fastest code we have (hand-written
@@ -24,12 +24,14 @@ OPS = ("tuned", "stock")
 class Backend(abc.ABC):
     """One network (Text2Mel or SSRN) of one framework, with its Adam state.
 
-    Construction builds the network by walking `common.spec.layers(spec, net)` and loads
-    `common.weights.init_weights(spec, net, seed)`, so every framework starts from the
+    Construction builds the network by walking `common.contract.spec.layers(spec, net)` and loads
+    `common.contract.weights.init_weights(spec, net, seed)`, so every framework starts from the
     same numbers. `device` is "cpu" or "cuda" (or "cuda:N"); `ops` one of OPS (the same numbers,
-    the same contract and parity tests; only the speed differs)."""
+    the same contract and parity tests; only the speed differs). The optimizer state and the
+    training steps go to `trainer`, the framework's impl_<fw>.train.Trainer, where it has one."""
 
     framework: str = ""
+    trainer = None  # impl_<fw>.train.Trainer: get_state, set_state, train_step, gradients
 
     def __init__(self, spec: Spec, net: str, device: str = "cpu", seed: int = 0, ops: str = "tuned"):
         if ops not in OPS:
@@ -43,12 +45,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def set_weights(self, weights: dict) -> None: ...
 
-    @abc.abstractmethod
     def get_optimizer_state(self) -> dict:
         """{"step": int64 array (), "m.<name>": ..., "v.<name>": ...} as float32 NumPy."""
+        return self.trainer.get_state()
 
-    @abc.abstractmethod
-    def set_optimizer_state(self, state: dict) -> None: ...
+    def set_optimizer_state(self, state: dict) -> None:
+        """Restore get_optimizer_state's form, of any framework; common.contract.weights.WeightsError (and
+        nothing changed) where it does not fit (common.contract.weights.check_optimizer_state)."""
+        self.trainer.set_state(state)
 
     @abc.abstractmethod
     def seed(self, seed: int) -> None:
@@ -57,15 +61,15 @@ class Backend(abc.ABC):
         runs bit-identical without saving framework RNG state."""
 
     # --- compute ---------------------------------------------------------------
-    @abc.abstractmethod
     def train_step(self, batch: Batch) -> dict:
-        """Forward (train mode), backward, Adam update (common.losses.adam_update's
-        formula, lr = common.losses.learning_rate(spec, step)). Returns the losses
+        """Forward (train mode), backward, Adam update (common.contract.losses.adam_update's
+        formula, lr = common.contract.losses.learning_rate(spec, step)). Returns the losses
         {"loss", "l1", "bin"(, "att")} as Python floats."""
+        return self.trainer.train_step(batch)
 
-    @abc.abstractmethod
     def gradients(self, batch: Batch) -> tuple:
         """(losses, {name: gradient}) in eval mode (no dropout), no update."""
+        return self.trainer.gradients(batch)
 
     @abc.abstractmethod
     def forward(self, batch: Batch) -> dict:
@@ -74,9 +78,9 @@ class Backend(abc.ABC):
 
     def synthesize_batch(self, texts: list, max_frames: int) -> list:
         """Text2Mel only: autoregressive synthesis of several utterances at once (each ids (N_b,),
-        ending with end-of-text) with forcibly incremental attention (common.synthesis), each
+        ending with end-of-text) with forcibly incremental attention (common.contract.synthesis), each
         stopping at its own end of text or after `max_frames` frames. Returns one
-        common.synthesis.Synthesis per utterance, the same as synthesizing it alone: the pair
+        common.contract.synthesis.Synthesis per utterance, the same as synthesizing it alone: the pair
         (mel (F, T_b) in [0, 1], attention (N_b, T_b)) with .forced (T_b,) bool, the frames
         whose column the forcing replaced."""
         raise NotImplementedError(f"{self.net} does not synthesize from text")
@@ -92,9 +96,9 @@ class Backend(abc.ABC):
     def sync(self) -> None:
         """Block until queued device work is done (for clocks)."""
 
-    # --- data-parallel training (common.distributed) ----------------------------------
+    # --- data-parallel training (common.training.distributed) ----------------------------------
     def join_workers(self) -> tuple:
-        """Join the data-parallel job this process was started in (by common.distributed.launch
+        """Join the data-parallel job this process was started in (by common.training.distributed.launch
         or the engine's own launcher: torchrun, mpiexec, MXNet's scheduler/server/worker roles)
         through the framework's own engine (torch.distributed + DistributedDataParallel,
         ChainerMN, KVStore dist_sync). From then on train_step and gradients use the MEAN of

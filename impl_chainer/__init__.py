@@ -1,1 +1,1 @@
-"""DC-TTS in Chainer 7.8.1, built from common.spec (same weights, same numbers as the NumPy reference)."""
+"""DC-TTS in Chainer 7.8.1, built from common.contract.spec (same weights, same numbers as the NumPy reference)."""

@@ -8,9 +8,9 @@ from impl_chainer import runtime
 import numpy as np
 
 from common import framework
-from common.batch import Batch
-from common.spec import Spec
-from common.weights import init_weights
+from common.data.batch import Batch
+from common.contract.spec import Spec
+from common.contract.weights import init_weights
 from impl_chainer import synthesize as synth, weights
 from impl_chainer.ssrn import SSRN
 from impl_chainer.text2mel import Text2Mel
@@ -38,12 +38,6 @@ class Backend(framework.Backend):
 
     def set_weights(self, w: dict) -> None:
         weights.set_weights(self.model, w)
-
-    def get_optimizer_state(self) -> dict:
-        return self.trainer.get_state()
-
-    def set_optimizer_state(self, state: dict) -> None:
-        self.trainer.set_state(state)
 
     def seed(self, seed: int) -> None:
         """Dropout masks come from the device's global stream: numpy.random on the CPU,
@@ -96,7 +90,8 @@ class Backend(framework.Backend):
                     self._move_to(runtime.resolve_device(f"cuda:{comm.intra_rank}"))
                 self.chainer_device.use()  # NCCL binds its communicator to the current device
             comm.bcast_data(self.model)
-            self.communicator = self.trainer.communicator = comm
+            self.communicator = comm
+            self.trainer.join(comm)
         return self.communicator.rank, self.communicator.size
 
     def mean_over_workers(self, values: np.ndarray) -> np.ndarray:

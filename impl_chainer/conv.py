@@ -24,7 +24,7 @@ import numpy as np
 from chainer import function_node
 from scipy.linalg import blas
 
-from common import spec as S
+from common.contract import spec as S
 
 
 def matmul(a, b, trans_a: bool = False, trans_b: bool = False):

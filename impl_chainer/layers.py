@@ -1,6 +1,6 @@
-"""Building blocks of DC-TTS as Chainer links, one per entry of a common.spec layer list.
+"""Building blocks of DC-TTS as Chainer links, one per entry of a common.contract.spec layer list.
 
-Every block keeps its `common.spec.Layer`, so its parameters are named canonically:
+Every block keeps its `common.contract.spec.Layer`, so its parameters are named canonically:
 `<layer.name>.<attribute path>` with paths weight, bias, dw.weight, reduce.weight, norm.gamma,
 norm.beta (and the batch norm's running statistics norm.mean, norm.var: persistent values, not
 parameters), in the canonical layouts (which are Chainer's own). Activations are (B, C, T).
@@ -23,13 +23,13 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from common import spec as S
+from common.contract import spec as S
 from impl_chainer.conv import conv1d
 from impl_chainer.fused import channel_norm, highway_gate
 
 
 def _param(*shape):
-    """A float32 parameter; its values always come from common.weights through set_weights."""
+    """A float32 parameter; its values always come from common.contract.weights through set_weights."""
     return chainer.Parameter(np.zeros(shape, np.float32))
 
 
@@ -88,7 +88,7 @@ class ChannelNorm(chainer.Link):
 class BatchNorm(chainer.Link):
     """Batch norm per channel of (B, C, T) over (batch, time): F.batch_normalization in training
     (chainer.config.train; the batch's statistics, the running ones updated in place with
-    decay = 1 - momentum and the unbiased variance, as common.reference.norm), else
+    decay = 1 - momentum and the unbiased variance, as common.contract.reference.norm), else
     F.fixed_batch_normalization on the running statistics. Those are persistent values
     (`mean`, `var`): not parameters, so neither gradients nor Adam touch them. (Both tiers: these
     are Chainer's own functions; only `step` differs.)"""
@@ -133,7 +133,7 @@ def make_norm(spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
 
 
 class Block(chainer.Chain):
-    """A link built from one `common.spec.Layer`, in the tier `ops`; its parameters are
+    """A link built from one `common.contract.spec.Layer`, in the tier `ops`; its parameters are
     `<layer.name>.<attribute path>`."""
 
     def __init__(self, spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
@@ -339,20 +339,28 @@ class Stack(chainer.Sequential):
 
 
 def build_stack(spec: S.Spec, layer_list, ops: str = "tuned") -> Stack:
-    """Walk a layer list of common.spec, every block in the tier `ops` (parameters zero: load weights next)."""
+    """Walk a layer list of common.contract.spec, every block in the tier `ops` (parameters zero: load weights next)."""
     return Stack(*(BLOCKS[layer.kind](spec, layer, ops) for layer in layer_list))
 
 
+def _blocks(model) -> list:
+    """The Blocks of a Block, a Stack or a network (Text2Mel, SSRN: whose `stacks()` lists its
+    Stacks), in forward order (a Chain visits its children sorted by name)."""
+    if isinstance(model, Block):
+        return [model]
+    return [block for stack in ([model] if isinstance(model, Stack) else model.stacks()) for block in stack]
+
+
 def canonical_parameters(model: chainer.Link) -> dict:
-    """{canonical name: Parameter} of every block in `model`: the trainable parameters (in
-    Chainer's traversal order: a Chain visits its children by name, so not the forward order)."""
-    return {f"{link.layer.name}{path.replace('/', '.')}": p for link in model.links() if isinstance(link, Block)
-            for path, p in link.namedparams()}
+    """{canonical name: Parameter} of every block in `model`, in forward order: the trainable
+    parameters."""
+    return {f"{block.layer.name}{path.replace('/', '.')}": p for block in _blocks(model)
+            for path, p in block.namedparams()}
 
 
 def canonical_statistics(model: chainer.Link) -> dict:
     """{canonical name: array} of every batch norm's running statistics in `model` (the
     persistent arrays themselves: writing into them sets the statistics); {} without batch norm."""
-    return {f"{link.layer.name}{path.replace('/', '.')}.{key}": a for link in model.links() if isinstance(link, Block)
-            for path, norm in link.namedlinks(skipself=True) if isinstance(norm, BatchNorm)
+    return {f"{block.layer.name}{path.replace('/', '.')}.{key}": a for block in _blocks(model)
+            for path, norm in block.namedlinks(skipself=True) if isinstance(norm, BatchNorm)
             for key, a in norm.statistics().items()}

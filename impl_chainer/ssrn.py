@@ -1,11 +1,11 @@
-"""SSRN in Chainer (common.spec's layer list)."""
+"""SSRN in Chainer (common.contract.spec's layer list)."""
 from __future__ import annotations
 
 from impl_chainer import runtime  # noqa: F401  (Chainer workarounds first)
 
 import chainer
 
-from common import spec as S
+from common.contract import spec as S
 from impl_chainer.layers import build_stack
 
 
@@ -17,6 +17,9 @@ class SSRN(chainer.Chain):
         self.spec, self.ops = spec, ops
         with self.init_scope():
             self.layers = build_stack(spec, S.ssrn_layers(spec), ops)
+
+    def stacks(self) -> list:
+        return [self.layers]
 
     def forward(self, mel):
         return self.layers(mel)

@@ -9,8 +9,8 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from common import spec as S
-from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
+from common.contract import spec as S
+from common.contract.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
 from impl_chainer.text2mel import pad_bias
 
 
@@ -20,7 +20,7 @@ def inference():
 
 
 def force_incremental(columns, prev, n_text):
-    """common.synthesis.force_incremental on the device (NumPy or CuPy arrays): columns (B, N),
+    """common.contract.synthesis.force_incremental on the device (NumPy or CuPy arrays): columns (B, N),
     prev and n_text (B,) -> (columns, positions, forced (B,) bool)."""
     xp = chainer.backend.get_array_module(columns)
     n = columns.argmax(axis=1)
@@ -43,7 +43,7 @@ def encode(text2mel, texts: list, device) -> tuple:
 
 def position_tables(spec, width: int, max_frames: int, device) -> tuple:
     """spec.position's w PK (1, d, width), added to the keys once, and w PQ (1, d, max_frames),
-    whose column t is added to frame t's query (common.spec.attention_positions); (None, None)
+    whose column t is added to frame t's query (common.contract.spec.attention_positions); (None, None)
     without positions [paper]."""
     if spec.position == "none":
         return None, None
@@ -51,7 +51,7 @@ def position_tables(spec, width: int, max_frames: int, device) -> tuple:
 
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one common.synthesis.Synthesis
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
     per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
@@ -62,7 +62,7 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     the same steps with chainer.functions, no graph). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
-    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end. Which
+    after `max_frames` frames; common.contract.synthesis.split_batch cuts each at its own end. Which
     frames were forced goes to the host with the positions, at the end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     device, xp = text2mel.device, text2mel.xp

@@ -1,4 +1,4 @@
-"""Text2Mel in Chainer: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists), in a
+"""Text2Mel in Chainer: TextEnc, AudioEnc, Attention, AudioDec (common.contract.spec's layer lists), in a
 tier of operators `ops` (layers.py; the stock tier's attention steps use the forward's chainer.functions)."""
 from __future__ import annotations
 
@@ -10,21 +10,20 @@ import chainer
 import chainer.functions as F
 import numpy as np
 
-from common import spec as S
+from common.contract import spec as S
 from impl_chainer.layers import build_stack
 
 
 class TextEnc(chainer.Chain):
-    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
+    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first half of the channels)."""
 
     def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.d = spec.D
         with self.init_scope():
             self.layers = build_stack(spec, S.text_enc_layers(spec), ops)
 
     def forward(self, text):
-        return F.split_axis(self.layers(text), [self.d], axis=1)
+        return F.split_axis(self.layers(text), 2, axis=1)
 
 
 class AudioEnc(chainer.Chain):
@@ -53,14 +52,14 @@ def shift_right(mel):
 class Attention(chainer.Chain):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
     (B, N, T); R' = [V A, Q]. With spec.position the logits read K + w PK and Q + w PQ
-    (common.spec.attention_positions), R' the plain V and Q.
+    (common.contract.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading."""
 
     def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
         self.scale, self.ops = 1.0 / math.sqrt(spec.D), ops
         self.positional = spec.position != "none"
-        if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data): persistent
+        if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data.dataset): persistent
             # values that move with the model, not parameters (no weights)
             tables = S.attention_positions(spec, spec.max_chars, spec.max_frames)
             for name, table in zip(("key_positions", "query_positions"), tables):
@@ -127,6 +126,9 @@ class Text2Mel(chainer.Chain):
         with self.init_scope():
             self.textenc, self.audioenc = TextEnc(spec, ops), AudioEnc(spec, ops)
             self.attention, self.audiodec = Attention(spec, ops), AudioDec(spec, ops)
+
+    def stacks(self) -> list:
+        return [self.textenc.layers, self.audioenc.layers, self.audiodec.layers]
 
     def forward(self, text, mel):
         k, v = self.textenc(text)

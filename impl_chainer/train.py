@@ -1,4 +1,4 @@
-"""Losses in Chainer ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update):
+"""Losses in Chainer ops (equal to common.contract.losses) and the Trainer (Adam as common.contract.losses.adam_update):
 written out in the tuned tier, chainer.optimizers.Adam in the stock tier."""
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import chainer.functions as F
 import numpy as np
 from chainer.optimizer_hooks import GradientHardClipping
 
-from common import losses as L
-from common.batch import Batch
+from common.contract import losses as L
+from common.data.batch import Batch
+from common.contract.weights import check_optimizer_state
 from impl_chainer.layers import canonical_parameters
 
 
@@ -63,7 +64,7 @@ LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
 
 
 def adam_update(p, g, m, v, step: int, spec) -> None:
-    """common.losses.adam_update in place, in xp ops (NumPy or CuPy): chainer.optimizers.Adam
+    """common.contract.losses.adam_update in place, in xp ops (NumPy or CuPy): chainer.optimizers.Adam
     adds eps to the uncorrected sqrt(v) with a bias-corrected step size, another formula.
     Temporaries are reused (out=) since Adam over 24M parameters is memory-bound."""
     xp = chainer.backend.get_array_module(p)
@@ -86,8 +87,8 @@ def adam_update(p, g, m, v, step: int, spec) -> None:
 class Trainer:
     """Adam on one network, written out (adam_update above) with m and v per canonical name of
     a trainable parameter (batch norm's running statistics are not parameters: no state);
-    the learning rate of each step is common.losses.learning_rate, gradients are clipped by
-    value when spec.grad_clip is set. With a ChainerMN communicator (`communicator`, set by
+    the learning rate of each step is common.contract.losses.learning_rate, gradients are clipped by
+    value when spec.grad_clip is set. After `join` (a ChainerMN communicator, from
     Backend.join_workers) the gradients are averaged over the workers right after backward,
     before clipping and Adam: the communicator's gradient mean is called directly (what
     chainermn.create_multi_node_optimizer's wrapper calls before its update) since this Adam is
@@ -115,6 +116,10 @@ class Trainer:
         self.v = {name: p.xp.zeros_like(p.array) for name, p in self.params.items()}
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self._pool, self._pool_threads = None, 0  # the threads of _update, made at the first step on the CPU
+
+    def join(self, communicator) -> None:
+        """Average the gradients over the workers of `communicator` (ChainerMN's) from now on."""
+        self.communicator = communicator
 
     def move_to(self, device) -> None:
         """Move the Adam state to `device` (the model is moved by its owner; stock: Chainer's update
@@ -157,9 +162,8 @@ class Trainer:
 
     def _update(self) -> None:
         """adam_update on every parameter; on the CPU spread over runtime.thread_count() threads,
-        largest parameters first (NumPy's ufuncs release the GIL and run one thread each: Adam
-        over 24M parameters took 80 ms on one thread, 45 on two; results/implementation-notes.md,
-        "chainer: Adam on threads")."""
+        largest parameters first (NumPy's ufuncs release the GIL and run one thread each;
+        results/implementation-notes.md, "chainer: Adam on threads")."""
         jobs = sorted(self.params, key=lambda name: -self.params[name].size)
 
         def update(name):
@@ -206,11 +210,7 @@ class Trainer:
 
     def set_state(self, state: dict) -> None:
         """Restore a state of `get_state`'s form (any framework's: the names are canonical)."""
-        wanted = ["step"] + [f"{key}.{name}" for name in self.params for key in "mv"]
-        missing = [k for k in wanted if k not in state]
-        wrong = [k for k in wanted[1:] if k in state and np.shape(state[k]) != self.params[k[2:]].shape]
-        if missing or wrong:
-            raise ValueError(f"optimizer state does not fit the model: missing {missing[:5]} misshapen {wrong[:5]}")
+        check_optimizer_state(state, {name: p.shape for name, p in self.params.items()})
         if self.ops == "stock":  # loaded as chainer.serializers.load_npz loads an optimizer
             step = np.array(int(state["step"]), np.int64)
             saved = {"t": step, "epoch": np.array(self.optimizer.epoch, np.int64)}

@@ -6,7 +6,7 @@ from impl_chainer import runtime  # noqa: F401  (Chainer workarounds first)
 import chainer
 import numpy as np
 
-from common.weights import check_fit
+from common.contract.weights import check_fit
 from impl_chainer.layers import canonical_parameters, canonical_statistics
 
 

@@ -6,9 +6,10 @@ from impl_gluon import runtime  # must precede the first mxnet import
 import mxnet as mx
 import numpy as np
 
-from common import framework, weights as W
-from common.batch import Batch
-from common.spec import Spec
+from common import framework
+from common.contract import weights as W
+from common.data.batch import Batch
+from common.contract.spec import Spec
 from impl_gluon import synthesize as syn
 from impl_gluon.ssrn import SSRN
 from impl_gluon.text2mel import Text2Mel
@@ -51,23 +52,11 @@ class Backend(framework.Backend):
     def set_weights(self, weights: dict) -> None:
         set_weights(self.model, weights)
 
-    def get_optimizer_state(self) -> dict:
-        return self.trainer.get_state()
-
-    def set_optimizer_state(self, state: dict) -> None:
-        self.trainer.set_state(state)
-
     def seed(self, seed: int) -> None:
         """Dropout masks come from MXNet's own generators (every device), seeded here."""
         mx.random.seed(seed)
 
     # --- compute -------------------------------------------------------------------
-    def train_step(self, batch: Batch) -> dict:
-        return self.trainer.train_step(batch)
-
-    def gradients(self, batch: Batch) -> tuple:
-        return self.trainer.gradients(batch)
-
     def forward(self, batch: Batch) -> dict:
         a = to_device(batch, self.ctx, self.net)
         if self.net == "text2mel":

@@ -1,6 +1,6 @@
-"""Building blocks of DC-TTS as Gluon HybridBlocks, one per entry of a common.spec layer list.
+"""Building blocks of DC-TTS as Gluon HybridBlocks, one per entry of a common.contract.spec layer list.
 
-Every block keeps its `common.spec.Layer` and maps its parameters to their canonical names
+Every block keeps its `common.contract.spec.Layer` and maps its parameters to their canonical names
 (`Block.canonical`: `<layer.name>.weight`, `.bias`, `.dw.weight`, `.reduce.weight`, `.norm.gamma`,
 `.norm.beta`; `Block.statistics`: batch norm's running `.norm.mean`, `.norm.var`, not trained; the
 canonical layouts are MXNet's own). Activations are NCW (B, C, T). Causal stacks can also run one
@@ -19,7 +19,7 @@ import contextlib
 import mxnet as mx
 from mxnet import gluon
 
-from common import spec as S
+from common.contract import spec as S
 
 
 def full(F, like, shape: tuple, value: float):
@@ -106,11 +106,10 @@ class BatchNorm(gluon.HybridBlock):
     and `var` (MXNet's auxiliary states: parameters without gradient), elsewhere on the running
     ones. Returns [normalized h] (ChannelNorm's convention; a highway layer splits it).
 
-    MXNet's update takes the batch's BIASED variance (measured), the spec's the unbiased one: a
-    training step runs inside `unbiased_running_variance`, which corrects it. cudnn_off: MXNet's own kernel
-    and its rule on a GPU too (cuDNN's was not measured: this build has no GPU). On a (B, C, T, 1)
-    view: BatchNorm of 3-d input failed in backward after an MKLDNN convolution to a multiple of 8
-    channels (`Check failed: !is_view`); 4-d input runs MKLDNN's batch norm, which works."""
+    MXNet's update takes the batch's biased variance, the spec's the unbiased one: a training step
+    runs inside `unbiased_running_variance`, which corrects it. cudnn_off: MXNet's own kernel and
+    rule on a GPU too. On a (B, C, T, 1) view: 3-d input fails in backward after an MKLDNN
+    convolution (results/implementation-notes.md, "gluon: batch norm")."""
 
     def __init__(self, channels: int, eps: float, momentum: float):
         super().__init__(prefix="norm_")
@@ -174,7 +173,7 @@ def make_norm(spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
 
 
 class Block(gluon.HybridBlock):
-    """A block built from one `common.spec.Layer`. Its own parameters (`<layer.name>.dw.weight`,
+    """A block built from one `common.contract.spec.Layer`. Its own parameters (`<layer.name>.dw.weight`,
     `.reduce.weight`, ...) are attributes named with underscores (`dw_weight`, `reduce_weight`:
     Gluon passes them to hybrid_forward by those names); the norm's live in its child.
     `canonical` maps the canonical names of the trainable ones to their Parameters, `statistics`
@@ -319,14 +318,12 @@ class Deconv(Block):
     """D(o, k): transposed convolution, stride = kernel = k, no padding (length x stride, exactly);
     y = drop(norm(.)). With stride = kernel the k output taps of an input frame never overlap:
     y[:, o, t k + j] = sum_i W[i, o, j] x[:, i, t] + b[o], i.e. a 1x1 convolution to o*k channels
-    (row o k + j) whose output is interleaved in time. MXNet 1.9.1's MKLDNN Deconvolution is not
-    used: in inference it re-lays its weight array out in place for the first input length and
-    then fails on a length whose kernel wants another layout (`mkldnn_deconvolution ...
-    weights_desc` check, e.g. tiny: 40 frames, then 64), so stock takes this form too
-    (tests/gluon/test_layers.py checks that MXNet's own still fails)."""
+    (row o k + j) whose output is interleaved in time. MXNet 1.9.1's MKLDNN Deconvolution fails on a
+    second input length in inference, so stock takes this form too (results/implementation-notes.md,
+    "all: the tiers of operators"; tests/gluon/test_layers.py checks that MXNet's still fails)."""
 
     def hybrid_forward(self, F, x, weight, bias):
-        stride, cin, cout = self.layer.stride, self.layer.cin, self.layer.out  # stride = k (common.spec)
+        stride, cin, cout = self.layer.stride, self.layer.cin, self.layer.out  # stride = k (common.contract.spec)
         w = F.reshape(F.transpose(weight, axes=(1, 2, 0)), shape=(cout * stride, cin, 1))
         h = F.Convolution(x, w, F.repeat(bias, repeats=stride), kernel=(1,), num_filter=cout * stride)
         h = F.reshape(F.transpose(F.reshape(h, shape=(0, cout, stride, -1)), axes=(0, 1, 3, 2)), shape=(0, cout, -1))
@@ -379,7 +376,7 @@ class StackStep(gluon.HybridBlock):
 
 
 def build_stack(spec: S.Spec, layer_list, ops: str = "tuned") -> Stack:
-    """Walk a layer list of common.spec, every block in the tier `ops` (weights zero: load weights
+    """Walk a layer list of common.contract.spec, every block in the tier `ops` (weights zero: load weights
     next)."""
     stack = Stack(prefix=layer_list[0].name.split(".")[0] + "_")
     for layer in layer_list:

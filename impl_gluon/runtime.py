@@ -14,7 +14,7 @@ import sys
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common import distributed
+from common.training import distributed
 
 # mxnet 1.9.1 still uses the `np.bool` alias that numpy 1.24 removed (numpy is pinned to
 # 1.23.5 in constraints.txt; this guard keeps an accidental upgrade from breaking import).
@@ -111,35 +111,13 @@ def resolve_device(device: str = "cpu"):
 # own DMLC_ROLE (scheduler | server | worker); see DIST_ENV. `import mxnet` in a scheduler or
 # server process runs that role until the job ends and exits there (mxnet/kvstore/kvstore_server.py),
 # so their command is `python -c "import impl_gluon.runtime, mxnet"` (this module first: it fixes
-# the thread count). What the engine does, measured with mxnet 1.9.1 (checked by tests/gluon):
-# - With no optimizer set on the kvstore, the server stores the SUM of the workers' pushes of a
-#   round (it copies the merged pushes over the stored value) and a pull returns that sum: the mean
-#   is the pulled value / num_workers. The stored value from `init` never reaches a pull (the first
-#   round overwrites it).
-# - Keys: ints (string keys are mapped to ints in the order they are initialized, and int and
-#   string keys cannot be mixed). `init` is collective (rank 0 pushes, then a barrier of every
-#   worker), so every worker must initialize the same keys in the same order; keys_for hands them
-#   out in call order, one range per process.
-# - One dist kvstore per process: a second `mx.kv.create("dist_sync")` never returns (it waits in
-#   its constructor for a barrier the servers never join). kvstore() creates it once and every
-#   Backend of the process shares it.
-# - No timeout: a push waits for the server to have every worker's push of that key, and the
-#   server waits for a dead worker forever (ps-lite's PS_HEARTBEAT_* only tell the scheduler, for
-#   its recovery mode). A worker whose peer died blocks inside MXNet's C++ wait, where Python runs
-#   no signal handler: SIGTERM (default action) and SIGKILL end it, a Python SIGTERM/SIGINT handler
-#   never gets to run. The launcher's watchdog must kill the job.
-# - At exit each worker's kvstore waits in a barrier for the other workers (then rank 0 stops the
-#   servers), so workers end together; a worker leaving on an error while its peers train on
-#   waits there too (measured: it printed its traceback and stayed, its peer blocked in a push)
-#   until the launcher's watchdog ends the job.
-# - ps-lite binds a server or worker to the port in the variable PORT when set (a name other
-#   programs use too); a PORT equal to DMLC_PS_ROOT_PORT let a worker take the scheduler's port
-#   and the job die at start ("van.cc:132: Check failed: is_scheduler_"). Every role imports this
-#   module before mxnet, which drops PORT there: nodes pick free ports.
+# the thread count). What the engine does (sums, keys, one kvstore a process, no timeout, the exit
+# barrier, PORT), measured with mxnet 1.9.1: results/implementation-notes.md, "gluon: KVStore
+# dist_sync". PORT is dropped in servers and workers so that nodes pick free ports.
 if os.environ.get("DMLC_ROLE") in ("server", "worker"):
     os.environ.pop("PORT", None)
 DIST_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
-LOCAL_RANK_ENV = distributed.LOCAL_RANK  # set by common.distributed's MXNet launcher, per worker
+LOCAL_RANK_ENV = distributed.LOCAL_RANK  # set by common.training.distributed's MXNet launcher, per worker
 _kvstore = None
 _next_key = 0
 

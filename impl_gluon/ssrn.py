@@ -1,11 +1,11 @@
-"""SSRN in MXNet Gluon (common.spec's layer list)."""
+"""SSRN in MXNet Gluon (common.contract.spec's layer list)."""
 from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
 from mxnet import gluon
 
-from common import spec as S
+from common.contract import spec as S
 from impl_gluon.layers import build_stack
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
+import weakref
+
 import mxnet as mx
 import numpy as np
+from mxnet import gluon
 
-from common import spec as S
-from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, split_batch
-from impl_gluon.text2mel import pad_bias
+from common.contract import spec as S
+from common.contract.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
+from impl_gluon.layers import Stack, StackStep
+from impl_gluon.text2mel import Attention, pad_bias
 
 
 def context_of(model):
@@ -19,10 +23,10 @@ def context_of(model):
 
 
 def force_incremental(F, columns, prev, n_text):
-    """common.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)
+    """common.contract.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)
     (float32, as MXNet's argmax gives positions) -> (columns, positions, forced (B,): 1 where
     the column was replaced, else 0; float32 too). F is mx.nd, or mx.sym inside
-    Text2Mel.synthesis_step's graph (hence arange_like, not one_hot: N is not known there)."""
+    the SynthesisStep's graph (hence arange_like, not one_hot: N is not known there)."""
     n = F.argmax(columns, axis=1)
     keep = (n >= prev - 1) * (n <= prev + 3)
     forced = F.minimum(prev + 1, n_text - 1)
@@ -31,9 +35,58 @@ def force_incremental(F, columns, prev, n_text):
     return F.where(keep, columns, one_hot), F.where(keep, n, forced), 1 - keep
 
 
+class SynthesisStep(gluon.HybridBlock):
+    """One frame of synthesis for a batch as one block: AudioEnc's step, the attention weights,
+    force_incremental, the read, AudioDec's step, the sigmoid and the end
+    flags (ended OR reached_end), so that hybridized a frame is one cached-graph call and no
+    device-to-host copy (per-call overhead, not arithmetic, is what a frame costs at these sizes).
+    Inputs (frame (B, F, 1), position (B,), ended (B,), K, V (B, d, N), bias (B, N, 1),
+    n_text (B,), query_position, *AudioEnc's histories, *AudioDec's histories); outputs (frame,
+    column (B, N), position, forced (1 where the column was forced, else 0), ended, *histories
+    updated). With spec.position, K carries the keys' positions and query_position (1, d, 1)
+    is this frame's, added to its query; else it is None.
+    Positions, lengths and flags are float32 (MXNet's argmax and comparisons give floats; exact
+    for these integers)."""
+
+    def __init__(self, audioenc: Stack, attention: Attention, audiodec: Stack):
+        """Over a Text2Mel's own blocks (the same parameters): built by synthesis_step."""
+        super().__init__(prefix="synthesis_step_")
+        self.audioenc_step, self.attention, self.audiodec_step = StackStep(audioenc), attention, StackStep(audiodec)
+        self.n_enc = sum(self.audioenc_step.slots)
+
+    def hybrid_forward(self, F, frame, position, ended, k, v, bias, n_text, query_position, *pasts):
+        q, *enc_past = self.audioenc_step(frame, *pasts[:self.n_enc])
+        query = q if query_position is None else F.broadcast_add(q, query_position)
+        column, position, forced = force_incremental(
+            F, F.reshape(self.attention.weights(F, k, query, bias), shape=(0, -1)), position, n_text)
+        logits, *dec_past = self.audiodec_step(self.attention.read(F, v, F.expand_dims(column, axis=2), q),
+                                               *pasts[self.n_enc:])
+        ended = F.maximum(ended, reached_end(position, n_text))
+        return (F.sigmoid(logits), column, position, forced, ended, *enc_past, *dec_past)
+
+
+_STEPS = weakref.WeakKeyDictionary()  # Text2Mel -> (its SynthesisStep, the Text2Mel.hybridized it follows)
+
+
+def synthesis_step(text2mel) -> SynthesisStep:
+    """The SynthesisStep of `text2mel`, built at its first synthesis and again after the model is
+    hybridized otherwise, hybridized as the model is. Its graph sees the same shapes all through
+    one call (one frame, fixed histories, the batch's K and V), so it also keeps static shapes when
+    memory is static (faster a step: results/implementation-notes.md, "gluon: the synthesis step as
+    one static graph"); a new batch size or N_max re-plans it."""
+    flags = dict(text2mel.hybridized)
+    step, built = _STEPS.get(text2mel, (None, None))
+    if step is None or built != flags:
+        step = SynthesisStep(text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers)
+        kwargs = {k: v for k, v in flags.items() if k != "active"}
+        step.hybridize(flags["active"], **dict(kwargs, static_shape=bool(kwargs.get("static_alloc"))))
+        _STEPS[text2mel] = step, flags
+    return step
+
+
 def encode(text2mel, texts: list, ctx) -> tuple:
     """K, V (B, d, spec.max_chars) of each sentence encoded alone, zero-padded; the padded ids'
-    bias. Padded to the model's limit, not the longest sentence: synthesis_step's static graph
+    bias. Padded to the model's limit, not the longest sentence: the synthesis step's static graph
     is then planned once per batch size, not once per sentence length (a re-plan costs far more
     than attending over the masked padding: results/implementation-notes.md, "gluon: the
     synthesis step as one static graph")."""
@@ -52,7 +105,7 @@ def encode(text2mel, texts: list, ctx) -> tuple:
 
 def position_tables(spec, width: int, max_frames: int, ctx) -> tuple:
     """spec.position's w PK (1, d, width), added to the keys once, and w PQ (1, d, max_frames),
-    whose column t is added to frame t's query (common.spec.attention_positions); (None, None)
+    whose column t is added to frame t's query (common.contract.spec.attention_positions); (None, None)
     without positions [paper]."""
     if spec.position == "none":
         return None, None
@@ -61,21 +114,21 @@ def position_tables(spec, width: int, max_frames: int, ctx) -> tuple:
 
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one common.synthesis.Synthesis
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
     per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
     (k-1)*dilation inputs, so a step costs one frame, not the whole prefix; the whole step,
-    forcing included, is Text2Mel.synthesis_step, one cached graph when the model is
+    forcing included, is synthesis_step(text2mel), one cached graph when the model is
     hybridized; with spec.position, the keys' positions are added once and frame t's to its
     query). The new attention columns are forced on the device before V is read with
     them; the host checks the end flags every STOP_CHECK_EVERY frames. Stops when every
     sentence has reached its end of text or after `max_frames` frames;
-    common.synthesis.split_batch cuts each at its own end. Which frames were forced goes to the
+    common.contract.synthesis.split_batch cuts each at its own end. Which frames were forced goes to the
     host with the positions, at the end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
-    ctx, nd, step = context_of(text2mel), mx.nd, text2mel.synthesis_step
+    ctx, nd, step = context_of(text2mel), mx.nd, synthesis_step(text2mel)
     k, v, bias = encode(text2mel, texts, ctx)
     key_positions, query_positions = position_tables(text2mel.spec, k.shape[2], max_frames, ctx)
     keys = k if key_positions is None else k + key_positions

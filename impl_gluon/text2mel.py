@@ -1,4 +1,4 @@
-"""Text2Mel in MXNet Gluon: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists), their
+"""Text2Mel in MXNet Gluon: TextEnc, AudioEnc, Attention, AudioDec (common.contract.spec's layer lists), their
 stacks' blocks in the tier of operators `ops` (impl_gluon.layers)."""
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import math
 import numpy as np
 from mxnet import gluon
 
-from common import spec as S
-from common.synthesis import reached_end
-from impl_gluon.layers import Stack, StackStep, build_stack
+from common.contract import spec as S
+from impl_gluon.layers import build_stack
 
 
 class TextEnc(gluon.HybridBlock):
-    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
+    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first half of the channels)."""
 
     def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__(prefix="textenc_")
@@ -45,7 +44,7 @@ def pad_bias(F, text):
 class Attention(gluon.HybridBlock):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
     (B, N, T); R' = [V A, Q]. With spec.position the logits read K + w PK and Q + w PQ
-    (common.spec.attention_positions), R' the plain V and Q.
+    (common.contract.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading. The products are
     batch_dot(transpose_a): as fast as linalg.gemm2, and a small share of Text2Mel's FLOPs
     (measurements: results/implementation-notes.md, "gluon: the attention's products")."""
@@ -53,7 +52,7 @@ class Attention(gluon.HybridBlock):
     def __init__(self, spec: S.Spec):
         super().__init__(prefix="attention_")
         self.scale = 1.0 / math.sqrt(spec.D)
-        if spec.position != "none":  # teacher forcing's tables, up to the data's lengths (common.data):
+        if spec.position != "none":  # teacher forcing's tables, up to the data's lengths (common.data.dataset):
             # Gluon constants (graph inputs that hold their value), not parameters (no weights)
             tables = S.attention_positions(spec, spec.max_chars, spec.max_frames)
             for name, table in zip(("key_positions", "query_positions"), tables):
@@ -93,36 +92,6 @@ def shift_right(F, mel):
     return F.reshape(F.slice_axis(padded, axis=3, begin=0, end=-1), shape=(0, 0, -1))
 
 
-class SynthesisStep(gluon.HybridBlock):
-    """One frame of synthesis for a batch as one block: AudioEnc's step, the attention weights,
-    impl_gluon.synthesize.force_incremental, the read, AudioDec's step, the sigmoid and the end
-    flags (ended OR reached_end), so that hybridized a frame is one cached-graph call and no
-    device-to-host copy (per-call overhead, not arithmetic, is what a frame costs at these sizes).
-    Inputs (frame (B, F, 1), position (B,), ended (B,), K, V (B, d, N), bias (B, N, 1),
-    n_text (B,), query_position, *AudioEnc's histories, *AudioDec's histories); outputs (frame,
-    column (B, N), position, forced (1 where the column was forced, else 0), ended, *histories
-    updated). With spec.position, K carries the keys' positions and query_position (1, d, 1)
-    is this frame's, added to its query; else it is None.
-    Positions, lengths and flags are float32 (MXNet's argmax and comparisons give floats; exact
-    for these integers)."""
-
-    def __init__(self, audioenc: Stack, attention: Attention, audiodec: Stack):
-        super().__init__(prefix="synthesis_step_")
-        self.audioenc_step, self.attention, self.audiodec_step = StackStep(audioenc), attention, StackStep(audiodec)
-        self.n_enc = sum(self.audioenc_step.slots)
-
-    def hybrid_forward(self, F, frame, position, ended, k, v, bias, n_text, query_position, *pasts):
-        from impl_gluon.synthesize import force_incremental  # here: that module imports this one
-        q, *enc_past = self.audioenc_step(frame, *pasts[:self.n_enc])
-        query = q if query_position is None else F.broadcast_add(q, query_position)
-        column, position, forced = force_incremental(
-            F, F.reshape(self.attention.weights(F, k, query, bias), shape=(0, -1)), position, n_text)
-        logits, *dec_past = self.audiodec_step(self.attention.read(F, v, F.expand_dims(column, axis=2), q),
-                                               *pasts[self.n_enc:])
-        ended = F.maximum(ended, reached_end(position, n_text))
-        return (F.sigmoid(logits), column, position, forced, ended, *enc_past, *dec_past)
-
-
 class Text2Mel(gluon.HybridBlock):
     """Teacher-forced: (text (B, N), target mel (B, F, T)) -> (logits (B, F, T), attention (B, N, T)).
     AudioEnc sees the target shifted right by one zero frame, so output t depends on frames < t."""
@@ -133,19 +102,16 @@ class Text2Mel(gluon.HybridBlock):
         with self.name_scope():
             self.textenc, self.audioenc = TextEnc(spec, ops), AudioEnc(spec, ops)
             self.attention, self.audiodec = Attention(spec), AudioDec(spec, ops)
-            # synthesis runs frame by frame through this block (hybridized along with the network)
-            self.synthesis_step = SynthesisStep(self.audioenc.layers, self.attention, self.audiodec.layers)
+        self.hybridized = {"active": False}  # how hybridize last ran: impl_gluon.synthesize's step follows it
 
     def stacks(self) -> list:
         return [self.textenc.layers, self.audioenc.layers, self.audiodec.layers]
 
     def hybridize(self, active=True, **kwargs):
-        """As Gluon's, but the synthesis step sees the same shapes all through one call (one
-        frame, fixed histories, the batch's K and V), so its graph also keeps static shapes when
-        memory is static (faster a step: results/implementation-notes.md, "gluon: the synthesis
-        step as one static graph"); a new batch size or N_max re-plans it."""
+        """As Gluon's, remembered in `hybridized` for the synthesis step impl_gluon.synthesize
+        builds over this model's blocks."""
         super().hybridize(active, **kwargs)
-        self.synthesis_step.hybridize(active, **dict(kwargs, static_shape=bool(kwargs.get("static_alloc"))))
+        self.hybridized = dict(kwargs, active=active)
 
     def hybrid_forward(self, F, text, mel):
         k, v = self.textenc(text)

@@ -1,5 +1,5 @@
-"""Losses in MXNet ops (equal to common.losses) and the Trainer (Adam exactly as
-common.losses.adam_update).
+"""Losses in MXNet ops (equal to common.contract.losses) and the Trainer (Adam exactly as
+common.contract.losses.adam_update).
 
 Tuned: network and losses one cached graph (Objective), Adam on MXNet's fused kernel called per
 parameter (SpecAdam). Stock (ops="stock") instead hybridizes the network alone, computes the losses
@@ -14,9 +14,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from common import losses as L
-from common.batch import Batch
-from common.weights import WeightsError
+from common.contract import losses as L
+from common.data.batch import Batch
+from common.contract.weights import check_optimizer_state
 from impl_gluon.layers import batch_norm_multiples, canonical_parameters, norms_for_training, unbiased_running_variance
 
 _L1 = gluon.loss.L1Loss()
@@ -61,7 +61,7 @@ def attention_loss(attention, guide, n_real, F=mx.nd):
 
 
 def text2mel_losses(F, model, text, mel, guide, n_real, weight, ops: str = "tuned") -> dict:
-    """weight: Batch.weight as a (1,) array multiplying l1 and bin, not common.losses.weighted's
+    """weight: Batch.weight as a (1,) array multiplying l1 and bin, not common.contract.losses.weighted's
     float: an input, so one cached graph serves every value (times 1 is exact)."""
     logits, attention = model(text, mel)
     return L.with_total({"l1": l1(logits, mel, F, ops) * weight, "bin": binary_divergence(logits, mel) * weight,
@@ -100,7 +100,7 @@ class Objective(gluon.HybridBlock):
 
 
 class SpecAdam:
-    """common.losses.adam_update on MXNet's fused `adam_update` kernel.
+    """common.contract.losses.adam_update on MXNet's fused `adam_update` kernel.
 
     MXNet's own Adam folds the bias corrections into the step size but adds eps to the
     uncorrected sqrt(v). Since lr m_hat / (sqrt(v_hat) + eps)
@@ -111,9 +111,7 @@ class SpecAdam:
     after a data-parallel job's gradient exchange (which sums), making it the mean (1.0: as is).
     The moments live in `moments` {index: (m, v)} so they can be read and restored.
 
-    One call a parameter (153 in `small` Text2Mel): MXNet 1.9.1's multi-tensor kernels cut the
-    Python time but not the operator time, and `multi_adamw_update` computes v as
-    b2 (v - g^2) + g^2, which cancels (measurements: results/implementation-notes.md,
+    One call a parameter, not MXNet's multi-tensor kernels (results/implementation-notes.md,
     "gluon: Adam, one call a parameter")."""
 
     def __init__(self, spec):
@@ -154,9 +152,8 @@ def _stock_adam(spec) -> mx.optimizer.Adam:
 
 class Trainer:
     """Adam on one network: forward and backward under autograd, then SpecAdam on every
-    parameter (the losses are already means: no rescaling by the batch size). gluon.Trainer's
-    step(1) made the same calls with more Python around each (stale-gradient checks,
-    updater dispatch); the loop here does only the updates.
+    parameter (the losses are already means: no rescaling by the batch size); the same calls as
+    gluon.Trainer's step(1), without the Python around each.
 
     Stock (ops="stock"), as a user writes it: the losses computed imperatively on the (hybridized)
     network's outputs, and gluon.Trainer.step(1) with MXNet's own Adam (_stock_adam: `optimizer`),
@@ -231,9 +228,9 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> dict:
         """Train mode (dropout on): forward, backward, clip, Adam. Returns the losses as floats."""
-        self.step += 1
         with unbiased_running_variance(self._batch_norm_sizes(batch)):  # batch norm: the spec's running update
             losses = self._backward(batch, train=True)
+        self.step += 1
         if self.ops == "stock":
             self._stock_update()
         else:
@@ -292,13 +289,7 @@ class Trainer:
 
     def set_state(self, state: dict) -> None:
         """Restore a state of `get_state`'s form (any framework's: the names are canonical)."""
-        wanted = ["step"] + [f"{key}.{name}" for name in self.params for key in "mv"]
-        missing = [k for k in wanted if k not in state]
-        unexpected = sorted(set(state) - set(wanted))
-        wrong = [k for k in wanted[1:] if k in state and np.shape(state[k]) != self.params[k[2:]].shape]
-        if missing or unexpected or wrong:
-            raise WeightsError(f"optimizer state does not fit the model: missing {missing[:5]} "
-                             f"unexpected {unexpected[:5]} misshapen {wrong[:5]}")
+        check_optimizer_state(state, {name: p.shape for name, p in self.params.items()})
         for i, (name, p) in enumerate(self.params.items()):
             m, v = self._create_moments(i, p.data(self.ctx))
             m[:] = np.asarray(state[f"m.{name}"], np.float32)  # in place

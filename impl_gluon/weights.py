@@ -6,7 +6,7 @@ from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet impo
 import mxnet as mx
 import numpy as np
 
-from common.weights import check_fit
+from common.contract.weights import check_fit
 from impl_gluon.layers import canonical_parameters, canonical_statistics
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from common import framework
-from common.batch import Batch
-from common.spec import Spec
-from common.weights import init_weights
+from common.data.batch import Batch
+from common.contract.spec import Spec
+from common.contract.weights import init_weights
 from impl_torch import synthesize as synth, weights
 from impl_torch.ssrn import SSRN
 from impl_torch.text2mel import Text2Mel
@@ -37,20 +37,8 @@ class Backend(framework.Backend):
     def set_weights(self, w: dict) -> None:
         weights.set_weights(self.model, w)
 
-    def get_optimizer_state(self) -> dict:
-        return self.trainer.get_state()
-
-    def set_optimizer_state(self, state: dict) -> None:
-        self.trainer.set_state(state)
-
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)  # dropout draws from the global generator (CPU and every GPU)
-
-    def train_step(self, batch: Batch) -> dict:
-        return self.trainer.train_step(batch)
-
-    def gradients(self, batch: Batch) -> tuple:
-        return self.trainer.gradients(batch)
 
     def forward(self, batch: Batch) -> dict:
         self.model.eval()
@@ -79,7 +67,7 @@ class Backend(framework.Backend):
         if device != self.torch_device:
             self.trainer.move_to(device)
             self.torch_device, self.device = device, str(device)
-        self.trainer.distribute()
+        self.trainer.join()
         self.rank, self.workers = rank, workers
         return rank, workers
 

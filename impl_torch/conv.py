@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from common import spec as S
+from common.contract import spec as S
 
 
 def im2col(xt, k: int, dilation: int, left: int, t_out: int):

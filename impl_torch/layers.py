@@ -1,6 +1,6 @@
-"""Building blocks of DC-TTS in PyTorch, one module per entry of a common.spec layer list.
+"""Building blocks of DC-TTS in PyTorch, one module per entry of a common.contract.spec layer list.
 
-Every block keeps its `common.spec.Layer`, so its parameters are named canonically:
+Every block keeps its `common.contract.spec.Layer`, so its parameters are named canonically:
 `<layer.name>.<local name>` with local names weight, bias, dw.weight, reduce.weight, norm.gamma,
 norm.beta (and batch norm's running statistics norm.mean, norm.var: buffers, not parameters), in
 the canonical layouts (which are PyTorch's own). Activations are (B, C, T) with channels-last
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import spec as S
+from common.contract import spec as S
 from common.framework import OPS
 from impl_torch.conv import conv1d, conv_transpose1d
 
@@ -49,7 +49,7 @@ class ChannelNorm(nn.Module):
 class BatchNorm(nn.Module):
     """Batch norm per channel over (batch, time), one F.batch_norm: in training mode on the batch's
     statistics, updating the running ones in place (momentum, unbiased variance: torch's own rule,
-    common.reference.norm's), in eval mode on the running ones. Those are buffers (`mean`, `var`):
+    common.contract.reference.norm's), in eval mode on the running ones. Those are buffers (`mean`, `var`):
     moved with the module, neither parameters nor Adam state."""
 
     def __init__(self, channels: int, eps: float, momentum: float, ops: str = "tuned"):
@@ -89,7 +89,7 @@ def make_norm(spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
 
 
 class Block(nn.Module):
-    """A module built from one `common.spec.Layer`; its parameters are `<layer.name>.<local name>`.
+    """A module built from one `common.contract.spec.Layer`; its parameters are `<layer.name>.<local name>`.
     `ops`: the tier of operators (common.framework.OPS)."""
 
     def __init__(self, spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
@@ -275,7 +275,7 @@ class Stack(nn.Sequential):
 
 
 def build_stack(spec: S.Spec, layer_list, ops: str = "tuned") -> Stack:
-    """Walk a layer list of common.spec (parameters uninitialized: load weights next), every block
+    """Walk a layer list of common.contract.spec (parameters uninitialized: load weights next), every block
     in the tier `ops`."""
     return Stack(*(BLOCKS[layer.kind](spec, layer, ops) for layer in layer_list))
 

@@ -11,15 +11,15 @@ import re
 import numpy as np
 import torch
 
-from common import distributed
+from common.training import distributed
 import torch.distributed as dist
 
 # The engine's own timeout for a collective (gloo: every all-reduce; nccl: its watchdog aborts the
 # process): a worker whose peer hangs fails after it instead of waiting forever. A peer that dies
 # closes its sockets, which gloo notices at once; torchrun then stops the job. Longer than the
-# watchdog of common.distributed.launch (600 s by default), whose message names the rank, so that
+# watchdog of common.training.distributed.launch (600 s by default), whose message names the rank, so that
 # one speaks first; DCTTS_DIST_TIMEOUT (seconds) overrides it.
-DIST_TIMEOUT_ENV = distributed.ENGINE_TIMEOUT  # what common.distributed.launch sets
+DIST_TIMEOUT_ENV = distributed.ENGINE_TIMEOUT  # what common.training.distributed.launch sets
 DIST_TIMEOUT_S = 1200.0
 # torchrun's variables for one worker (torch.distributed.run sets them all; so can a launcher by hand)
 WORKER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

@@ -1,11 +1,11 @@
-"""SSRN in PyTorch (common.spec's layer list)."""
+"""SSRN in PyTorch (common.contract.spec's layer list)."""
 from __future__ import annotations
 
 from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
 
 from torch import nn
 
-from common import spec as S
+from common.contract import spec as S
 from impl_torch.layers import build_stack
 
 

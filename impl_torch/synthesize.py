@@ -9,13 +9,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import spec as S
-from common.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
+from common.contract import spec as S
+from common.contract.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
 from impl_torch.text2mel import pad_bias
 
 
 def force_incremental(columns, prev, n_text):
-    """common.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)
+    """common.contract.synthesis.force_incremental on the device: columns (B, N), prev and n_text (B,)
     -> (columns, positions, forced (B,) bool)."""
     n = columns.argmax(dim=1)
     keep = (n >= prev - 1) & (n <= prev + 3)
@@ -37,7 +37,7 @@ def encode(text2mel, texts: list, device) -> tuple:
 
 def position_tables(spec, width: int, max_frames: int, device) -> tuple:
     """spec.position's w PK (1, d, width), added to the keys once, and w PQ (1, d, max_frames),
-    whose column t is added to frame t's query (common.spec.attention_positions); (None, None)
+    whose column t is added to frame t's query (common.contract.spec.attention_positions); (None, None)
     without positions [paper]."""
     if spec.position == "none":
         return None, None
@@ -46,7 +46,7 @@ def position_tables(spec, width: int, max_frames: int, device) -> tuple:
 
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one common.synthesis.Synthesis
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
     per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
@@ -55,7 +55,7 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     the keys' positions are added once and frame t's to its query). The new attention
     columns are forced on the device before V is read with them; the host checks the end flags
     every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
-    after `max_frames` frames; common.synthesis.split_batch cuts each at its own end. Which
+    after `max_frames` frames; common.contract.synthesis.split_batch cuts each at its own end. Which
     frames were forced goes to the host with the positions, at the end."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     text2mel.eval()

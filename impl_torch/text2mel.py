@@ -1,4 +1,4 @@
-"""Text2Mel in PyTorch: TextEnc, AudioEnc, Attention, AudioDec (common.spec's layer lists), in a tier
+"""Text2Mel in PyTorch: TextEnc, AudioEnc, Attention, AudioDec (common.contract.spec's layer lists), in a tier
 of operators `ops` (impl_torch.layers): tuned keeps the activations channels-last end to end, stock
 (B, C, T) memory with plain splits, padding and products."""
 from __future__ import annotations
@@ -11,24 +11,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import spec as S
+from common.contract import spec as S
 from impl_torch.layers import build_stack
 
 
 class TextEnc(nn.Module):
-    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first d channels)."""
+    """Character ids (B, N) -> K, V, each (B, d, N) (K = the first half of the channels)."""
 
     def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.d, self.ops = spec.D, ops
+        self.ops = ops
         self.layers = build_stack(spec, S.text_enc_layers(spec), ops)
 
     def forward(self, text):
         """Split on (B, N, C) views, so that the halves' gradients are joined channels-last (stock:
         on the channel axis)."""
         if self.ops == "stock":
-            return self.layers(text).split(self.d, dim=1)
-        k, v = self.layers(text).transpose(1, 2).split(self.d, dim=2)
+            return self.layers(text).chunk(2, dim=1)
+        k, v = self.layers(text).transpose(1, 2).chunk(2, dim=2)
         return k.transpose(1, 2), v.transpose(1, 2)
 
 
@@ -59,14 +59,14 @@ def shift_right(mel, ops: str = "tuned"):
 class Attention(nn.Module):
     """A = softmax over the text axis of K^T Q / sqrt(d) + text_bias (spec.PAD_LOGIT at padding),
     (B, N, T); R' = [V A, Q]. With spec.position the logits read K + w PK and Q + w PQ
-    (common.spec.attention_positions), R' the plain V and Q.
+    (common.contract.spec.attention_positions), R' the plain V and Q.
     Split in two so synthesis can replace columns of A before reading."""
 
     def __init__(self, spec: S.Spec, ops: str = "tuned"):
         super().__init__()
-        self.sqrt_d, self.ops = math.sqrt(spec.D), ops
+        self.scale, self.ops = 1.0 / math.sqrt(spec.D), ops
         self.positional = spec.position != "none"
-        if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data): constants
+        if self.positional:  # teacher forcing's tables, up to the data's lengths (common.data.dataset): constants
             # on the model's device, not parameters (no weights; not in state_dict)
             tables = S.attention_positions(spec, spec.max_chars, spec.max_frames)
             for name, table in zip(("key_positions", "query_positions"), tables):
@@ -74,7 +74,7 @@ class Attention(nn.Module):
 
     def weights(self, k, q, text_bias):
         """A from the keys and queries as the logits read them (with their positions, if any)."""
-        return torch.softmax(torch.bmm(k.transpose(1, 2), q) / self.sqrt_d + text_bias, dim=1)
+        return torch.softmax(torch.bmm(k.transpose(1, 2), q) * self.scale + text_bias, dim=1)
 
     def read(self, v, a, q):
         """[V A, Q] (B, 2d, T), channels-last: computed as [A^T V^T, Q^T] (B, T, 2d) (stock: as it

@@ -1,4 +1,4 @@
-"""Losses in PyTorch ops (equal to common.losses) and the Trainer (Adam as common.losses.adam_update;
+"""Losses in PyTorch ops (equal to common.contract.losses) and the Trainer (Adam as common.contract.losses.adam_update;
 data-parallel through DistributedDataParallel once the process joined a job). In the stock tier of
 operators (`ops`) the targets are plain (B, F, T) memory, the losses read them as they are, and Adam and
 clipping run with torch's defaults."""
@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from common import losses as L
-from common.batch import Batch
+from common.contract import losses as L
+from common.data.batch import Batch
+from common.contract.weights import check_optimizer_state
 from common.framework import OPS
 from impl_torch.layers import canonical_parameters
 
@@ -84,15 +85,15 @@ LOSSES = {"text2mel": text2mel_losses, "ssrn": ssrn_losses}
 # the alternatives were no better on the CPU (measurements: results/implementation-notes.md,
 # "torch: DistributedDataParallel's settings").
 # No buffer broadcast before each forward: batch norm's running statistics are the only buffers that
-# change (norm=batch is refused with --workers, common/cli.py; the attention's positions are constants).
+# change (norm=batch is refused with --workers, common/training/cli.py; the attention's positions are constants).
 DDP_OPTIONS = dict(forward_sync_buffers=False)
 
 
 class Trainer:
     """Adam on one network's trainable parameters (batch norm's running statistics are buffers:
     no Adam state; train mode updates them). torch.optim.Adam computes exactly
-    common.losses.adam_update (eps after the bias-corrected sqrt); the learning rate of each step
-    is set from common.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
+    common.contract.losses.adam_update (eps after the bias-corrected sqrt); the learning rate of each step
+    is set from common.contract.losses.learning_rate, gradients are clipped by value when spec.grad_clip is set.
     The fused Adam kernel (CPU and CUDA), much faster than the default on the CPU (measurements:
     results/implementation-notes.md, "torch: fused Adam"), and one clamp a gradient; the stock tier
     (`ops`) runs Adam and clip_grad_value_ with torch's defaults.
@@ -118,7 +119,7 @@ class Trainer:
         self.step = 0  # Adam steps taken (the next one is step + 1, 1-based as in adam_update)
         self.ddp = None  # the model wrapped by DistributedDataParallel, once distributed
 
-    def distribute(self) -> None:
+    def join(self) -> None:
         """Average the gradients over the workers of the joined job from now on (idempotent).
         DDP's constructor broadcasts rank 0's parameters (equal anyway: same spec and seed, or
         the same checkpoint restored on every rank, before or after: set_weights copies in place)."""
@@ -128,7 +129,7 @@ class Trainer:
                 **DDP_OPTIONS)
 
     def move_to(self, device) -> None:
-        """Move the model and the Adam state to `device` (before `distribute`)."""
+        """Move the model and the Adam state to `device` (before `join`)."""
         if self.ddp is not None:
             raise RuntimeError("cannot move a model already wrapped by DistributedDataParallel")
         state = self.get_state()
@@ -152,13 +153,13 @@ class Trainer:
         ones): forward, backward, clip, Adam. Returns the losses as floats."""
         self.model.train()
         out = self._backward(batch)
+        self.step += 1
         self._update()
         return self._floats(out)
 
     def _update(self) -> None:
         """From the gradients in .grad (the workers' mean once distributed): clip, then one Adam
-        step at the learning rate of the next step."""
-        self.step += 1
+        step at the learning rate of step `self.step`."""
         for group in self.optimizer.param_groups:
             group["lr"] = L.learning_rate(self.spec, self.step)
         if self.spec.grad_clip is not None:
@@ -189,11 +190,7 @@ class Trainer:
 
     def set_state(self, state: dict) -> None:
         """Restore a state of `get_state`'s form (any framework's: the names are canonical)."""
-        wanted = ["step"] + [f"{key}.{name}" for name in self.params for key in "mv"]
-        missing = [k for k in wanted if k not in state]
-        wrong = [k for k in wanted[1:] if k in state and np.shape(state[k]) != tuple(self.params[k[2:]].shape)]
-        if missing or wrong:
-            raise ValueError(f"optimizer state does not fit the model: missing {missing[:5]} misshapen {wrong[:5]}")
+        check_optimizer_state(state, {name: tuple(p.shape) for name, p in self.params.items()})
         step = int(state["step"])
         per_param = {} if step == 0 else {
             i: {"step": torch.tensor(float(step)),  # torch.tensor copies: Adam updates its state in place

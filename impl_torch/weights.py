@@ -7,7 +7,7 @@ from impl_torch import runtime  # noqa: F401  (the framework environment comes f
 import numpy as np
 import torch
 
-from common.weights import check_fit
+from common.contract.weights import check_fit
 from impl_torch.layers import canonical_parameters, canonical_statistics
 
 

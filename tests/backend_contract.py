@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import checkpoint, cli, data, losses as L, reference as R, spec as S, train_loop, weights as W
-from common.batch import random_batch as common_random_batch
-from common.compare import reference_losses, reference_outputs
+from common.training import checkpoint, cli, train_loop
+from common.data import dataset as data
+from common.contract import losses as L, reference as R, spec as S, weights as W
+from common.data.batch import random_batch as common_random_batch
+from common.contract.compare import reference_losses, reference_outputs
 from common.framework import OPS, load_backend
-from common.spec import EOS
-from common.synthesis import force_incremental, reached_end
+from common.contract.spec import EOS
+from common.contract.synthesis import force_incremental, reached_end
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,6 +163,36 @@ def test_optimizer_state_round_trip_continues_identically(backend_cls, tiny):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+def layer_order(names) -> list:
+    """The layers ("textenc.3", ...) that canonical names belong to, in the order the names come."""
+    return list(dict.fromkeys(".".join(n.split(".")[:2]) for n in names))
+
+
+@pytest.mark.parametrize("net", S.NETS)
+def test_weights_and_optimizer_state_come_in_forward_order(backend_cls, tiny, net):
+    """Layer by layer as the network runs (common.contract.spec's lists), in every framework."""
+    backend = backend_cls(tiny, net)
+    forward = layer_order(S.net_param_shapes(tiny, net))
+    assert layer_order(backend.get_weights()) == forward
+    assert layer_order(k[2:] for k in backend.get_optimizer_state() if k.startswith("m.")) == forward
+
+
+def test_an_optimizer_state_that_does_not_fit_is_refused_before_anything_changes(backend_cls, tiny):
+    """The same error (common.contract.weights.WeightsError) and strictness in every framework: missing,
+    unexpected and misshapen entries, each named; the state in place stays as it was."""
+    backend = backend_cls(tiny, "ssrn")
+    backend.train_step(random_batch(tiny))
+    good, name = backend.get_optimizer_state(), "ssrn.0.bias"
+    bad = [({k: v for k, v in good.items() if k != f"m.{name}"}, f"missing ['m.{name}']"),
+           ({**good, "m.ssrn.99.weight": np.zeros(3, np.float32)}, "unexpected ['m.ssrn.99.weight']"),
+           ({**good, f"v.{name}": np.zeros(3, np.float32)}, f"misshapen ['v.{name} (3,)")]
+    for state, message in bad:
+        with pytest.raises(W.WeightsError, match=re.escape(message)):
+            backend.set_optimizer_state(state)
+    after = backend.get_optimizer_state()
+    assert all(np.array_equal(after[k], good[k]) for k in good)
+
+
 def check_gradients(backend, spec, net):
     """The directional derivative along a random direction of the trainable weights, float64
     central differences (a small step: ReLU and |.| kinks spoil larger ones)."""
@@ -168,7 +200,7 @@ def check_gradients(backend, spec, net):
     _, grads = backend.gradients(batch)
     w = {k: v.astype(np.float64) for k, v in backend.get_weights().items()}
     rng = np.random.default_rng(5)
-    direction = {k: rng.normal(size=w[k].shape) if k in grads else 0.0 for k in w}
+    direction = {k: rng.normal(size=w[k].shape) if k in grads else 0.0 for k in sorted(w)}  # the same in every framework
     h = 1e-6
     plus = reference_losses(spec, net, {k: w[k] + h * direction[k] for k in w}, batch)["loss"]
     minus = reference_losses(spec, net, {k: w[k] - h * direction[k] for k in w}, batch)["loss"]
@@ -184,7 +216,7 @@ def test_gradients_match_finite_differences_of_the_reference(backend_cls, tiny, 
 
 def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
     """Each sentence of a batch: the mel equals the teacher-forced reference run on it with the
-    decided attention columns, and every column is common.synthesis.force_incremental's
+    decided attention columns, and every column is common.contract.synthesis.force_incremental's
     decision on the reference's attention at that frame (so the framework's on-device forcing
     follows the NumPy rule), flagged in .forced exactly where the rule forced; it stops on
     reaching its own end of text."""
@@ -207,7 +239,7 @@ def test_synthesis_is_forcibly_incremental_and_consistent(backend_cls, tiny):
 def assert_synthesis_is_the_reference(spec, w, ids, out):
     """One sentence's synthesis (a Synthesis: mel (F, T), attention (N, T), .forced (T,)) is the
     teacher-forced reference run on the mel it produced: the mel is AudioDec's from the decided
-    columns, and each column is common.synthesis.force_incremental's decision on the reference's
+    columns, and each column is common.contract.synthesis.force_incremental's decision on the reference's
     attention at that frame (whose logits, with spec.position, read that frame's PQ(t)), .forced
     the rule's flag there."""
     mel, a = out
@@ -269,7 +301,7 @@ def test_upsample_matches_reference(backend_cls, tiny):
     np.testing.assert_allclose(mag, sigmoid(R.ssrn(tiny, W.init_weights(tiny, "ssrn", 4), mel[None])[0]), atol=1e-5)
 
 
-# --- the variants (common.spec: conv=bottleneck, block=residual, norm=batch, position=sinusoid) ---
+# --- the variants (common.contract.spec: conv=bottleneck, block=residual, norm=batch, position=sinusoid) ---
 VARIANTS = {"bottleneck": dict(conv="bottleneck"), "residual": dict(block="residual"), "batch-norm": dict(norm="batch"),
             "group-norm": dict(norm="group", norm_num_groups=2),  # groups of 8 channels at tiny
             "super-sep+batch-norm": dict(conv="super-sep", norm="batch"),
@@ -499,7 +531,7 @@ def test_dctts_synthesize_speaks_several_texts_in_batches(framework, trained_run
 
 
 def test_bad_device_is_a_one_line_error(framework, trained_run, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "common.cli", "synthesize", "--framework", framework, "--device",
+    proc = subprocess.run([sys.executable, "-m", "common.training.cli", "synthesize", "--framework", framework, "--device",
                            "tpu", "--text2mel", str(trained_run), "--ssrn", str(trained_run), "hello", "-o",
                            str(tmp_path / "x.wav")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -508,7 +540,7 @@ def test_bad_device_is_a_one_line_error(framework, trained_run, tmp_path):
 
 
 def test_quality_command_measures_held_out_sentences(framework, trained_run, tiny_corpus_dir, tmp_path, capsys):
-    from common import quality
+    from common.evaluation import quality
     quality.main(["--framework", framework, "--text2mel", str(trained_run), "--data", str(tiny_corpus_dir),
                   "--sentences", "1", "--out", str(tmp_path / "q")])
     lines = capsys.readouterr().out.splitlines()

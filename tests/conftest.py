@@ -1,8 +1,8 @@
 """Fixtures shared by every test folder."""
 import pytest
 
-from common.corpus import build_corpus
-from common.spec import get_spec
+from common.data.corpus import build_corpus
+from common.contract.spec import get_spec
 
 
 @pytest.fixture(scope="session")

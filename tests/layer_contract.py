@@ -1,4 +1,4 @@
-"""Framework-neutral tests of the building blocks (impl_<fw>/layers.py) against common.reference,
+"""Framework-neutral tests of the building blocks (impl_<fw>/layers.py) against common.contract.reference,
 the same checks for every framework. Each runs them through a small adapter in
 tests/<fw>/test_layer_contract.py:
 
@@ -6,12 +6,12 @@ tests/<fw>/test_layer_contract.py:
     ADAPTER = TorchLayers()            # the LayerAdapter methods, in the framework's terms
     MODES = ("",)                      # gluon: ("imperative", "hybridized")
 
-Weights are canonical NumPy dicts (common.spec names); inputs and outputs NumPy arrays.
+Weights are canonical NumPy dicts (common.contract.spec names); inputs and outputs NumPy arrays.
 """
 import numpy as np
 import pytest
 
-from common import reference as R, spec as S
+from common.contract import reference as R, spec as S
 
 
 class LayerAdapter:

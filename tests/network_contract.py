@@ -1,12 +1,12 @@
 """Framework-neutral tests of the networks (impl_<fw>/text2mel.py, ssrn.py, weights.py) and of
-synthesis (impl_<fw>/synthesize.py) against common.reference and common.synthesis, the same checks
+synthesis (impl_<fw>/synthesize.py) against common.contract.reference and common.contract.synthesis, the same checks
 for every framework. Each runs them through a small adapter in tests/<fw>/test_network_contract.py:
 
     from tests.network_contract import *  # noqa: F401,F403
     ADAPTER = TorchNetworks()          # the NetworkAdapter methods, in the framework's terms
     MODES = ("",)                      # gluon: ("imperative", "hybridized")
 
-Weights are canonical NumPy dicts (common.spec names); inputs and outputs NumPy arrays.
+Weights are canonical NumPy dicts (common.contract.spec names); inputs and outputs NumPy arrays.
 Tolerances: max abs error <= 1e-5 at `tiny` (relative beyond outputs of +-1, where fp32 rounding
 scales with them); relative error (max abs error / max abs reference) <= 1e-4 at `paper` and
 `community`, on short inputs, eval mode.
@@ -16,8 +16,9 @@ import os
 import numpy as np
 import pytest
 
-from common import reference as R, spec as S, synthesis as CS, text as TX, weights as W
-from common.synthesis import reached_end
+from common.contract import reference as R, spec as S, synthesis as CS, weights as W
+from common.data import text as TX
+from common.contract.synthesis import reached_end
 from tests.backend_contract import random_batch, sigmoid, variant_weights
 from tests.layer_contract import adapter, pytest_generate_tests  # noqa: F401  (the contract's fixture and modes)
 
@@ -220,7 +221,7 @@ def synthesizer(adapter, mode, seed=0, spec=None):
 
 
 def test_on_device_forcing_is_the_common_rule(adapter, mode):
-    """synthesize.force_incremental = common.synthesis.force_incremental on random peaked columns
+    """synthesize.force_incremental = common.contract.synthesis.force_incremental on random peaked columns
     (B=64, N=20): kept, forced forward, forced back, clipped at each sentence's end."""
     rng = np.random.default_rng(0)
     batch, width = 64, 20

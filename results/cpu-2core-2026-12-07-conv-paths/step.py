@@ -13,7 +13,7 @@ from bench.machine import apply_threads  # noqa: E402
 
 apply_threads(2)
 from bench import inputs  # noqa: E402
-from common import spec as S  # noqa: E402
+from common.contract import spec as S  # noqa: E402
 from common.framework import configure_threads, load_backend  # noqa: E402
 from impl_torch import conv, layers  # noqa: E402
 

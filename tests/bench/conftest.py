@@ -1,18 +1,18 @@
-"""A NumPy stand-in Backend (common.reference in float32, no training) so the benchmark's
+"""A NumPy stand-in Backend (common.contract.reference in float32, no training) so the benchmark's
 machinery is tested even where no framework imports, and a pick of the real ones that do."""
 import os
 
 import numpy as np
 import pytest
 
-from common.compare import reference_outputs
-from common import losses
+from common.contract.compare import reference_outputs
+from common.contract import losses
 from common.framework import FRAMEWORKS, Backend, load_backend
-from common.weights import init_weights
+from common.contract.weights import init_weights
 
 
 class ReferenceBackend(Backend):
-    """Forward = common.reference; train_step computes the losses without updating anything."""
+    """Forward = common.contract.reference; train_step computes the losses without updating anything."""
 
     framework = "reference"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench import converge, run
-from common import quality
+from common.evaluation import quality
 
 NEVER = ["--target-aligned", "1.01", "--target-gain", "0"]  # a target no run meets: every run goes to its budget
 
@@ -63,7 +63,7 @@ def test_a_resumed_run_continues_the_curve_as_if_uninterrupted(tiny_corpus_dir, 
 
 def point(step, seconds, aligned, mcd, mean_spectrum=6.0):
     return {"step": step, "train_seconds": seconds, "aligned_rate": aligned, "mcd_mean": mcd,
-            "mcd_mean_spectrum_mean": mean_spectrum, "mcd_gain": mean_spectrum - mcd}  # as common.quality gives it
+            "mcd_mean_spectrum_mean": mean_spectrum, "mcd_gain": mean_spectrum - mcd}  # as common.evaluation.quality gives it
 
 
 TARGET = converge.Target(aligned=0.9, gain_db=4.5, source="a test")  # MCD-DTW <= 1.5 dB where the mean spectrum's is 6
@@ -200,7 +200,7 @@ def test_evaluations_spread_their_sentences_over_the_held_out_file():
 def test_the_default_corpus_follows_the_preset(tmp_path, monkeypatch):
     """speak reads LJSpeech's lengths: prose at every length; demo: the 60-character grammar corpus
     of the committed converge results."""
-    from common import corpus
+    from common.data import corpus
 
     built = {}
     monkeypatch.setattr(corpus, "build_corpus", lambda path, n, max_chars, source: built.update(

@@ -5,10 +5,10 @@ import pytest
 
 from bench import inputs, parity
 from bench.parity import parity_gate
-from common.compare import first_divergence, norm_relative_error, relative_error
-from common import spec as S
+from common.contract.compare import first_divergence, norm_relative_error, relative_error
+from common.contract import spec as S
 from common.framework import FRAMEWORKS, OPS
-from common.weights import init_weights
+from common.contract.weights import init_weights
 
 PERTURBED = {"text2mel": "textenc.1.weight", "ssrn": "ssrn.0.bias"}  # early layers: every output moves
 

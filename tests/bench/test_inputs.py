@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from bench import inputs
-from common import spec as S, text
-from common.spec import EOS
+from common.contract import spec as S
+from common.data import text
+from common.contract.spec import EOS
 
 TINY = S.get_spec("tiny")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench import machine, measure
-from common import spec as S
+from common.contract import accounting as A, spec as S
 
 TINY = S.get_spec("tiny")
 
@@ -19,7 +19,7 @@ def test_training_run_counts_only_the_counted_steps(reference_backend):
     for i, step in enumerate(rec["warmup"] + rec["steps"]):  # the 2 prebuilt batches, cycled
         b = batches[i % 2]
         assert step["samples"] == 3 and step["frames"] == b.frame_lengths.sum() * TINY.r
-        assert step["flops"] == S.flops(TINY, "ssrn", 3, b.text.shape[1], b.mel.shape[2])["train_step"]
+        assert step["flops"] == A.flops(TINY, "ssrn", 3, b.text.shape[1], b.mel.shape[2])["train_step"]
         assert step["time_s"] > 0 and np.isfinite(step["loss"])
     assert rec["peak_rss_mb"] >= rec["rss_setup_mb"] > 0 and rec["peak"]["gflops"] > 0
     assert rec["others_busy_cores"] >= 0
@@ -54,10 +54,10 @@ def test_bad_arguments_are_refused(reference_backend):
 
 def test_synthesis_flops_count_each_frame_once():
     """Incremental decoding: TextEnc once, then the same audio-side work for every frame."""
-    text_enc = S.flops(TINY, "text2mel", 1, 20, 0)["forward"]
-    per_frame = S.flops(TINY, "text2mel", 1, 20, 1)["forward"] - text_enc
+    text_enc = A.flops(TINY, "text2mel", 1, 20, 0)["forward"]
+    per_frame = A.flops(TINY, "text2mel", 1, 20, 1)["forward"] - text_enc
     for frames in (1, 10):
-        expected = text_enc + per_frame * frames + S.flops(TINY, "ssrn", 1, 0, frames)["forward"]
+        expected = text_enc + per_frame * frames + A.flops(TINY, "ssrn", 1, 0, frames)["forward"]
         assert measure.synthesis_flops(TINY, 20, frames) == expected
 
 
@@ -136,7 +136,7 @@ def test_gpu_synthesis_speaks_every_timed_sentence_before_the_clock(reference_ba
     """cuDNN autotunes each new input length the first time it meets it: on a GPU every timed
     sentence is synthesized once, untimed, before the timed pass."""
     from bench import frameworks
-    from common.synthesis import Synthesis
+    from common.contract.synthesis import Synthesis
 
     seen = []
 

@@ -27,7 +27,7 @@ def records():
     return [train_record("torch", [1.0, 2.0, 3.0]), train_record("torch", [4.0, 5.0], rnd=1),
             train_record("chainer", [6.0, 6.0, 6.0, 6.0, 6.0]),
             {"framework": "gluon", "task": "train-ssrn", "preset": "tiny", "batch_size": 4, "round": 0,
-             "status": "failed", "reason": "parity gate vs common.reference: ssrn logits relative error 3.00e-02"},
+             "status": "failed", "reason": "parity gate vs common.contract.reference: ssrn logits relative error 3.00e-02"},
             synth_record("torch", [2.0, 2.0])]
 
 
@@ -113,7 +113,7 @@ def test_markdown_csv_and_json(tmp_path, records):
     line = next(l for l in md.splitlines() if l.startswith("| train-ssrn | tiny | 4 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3:] == ["–", "tuned", "3000.0 ms, IQR 2000.0 (1.00×)", "6000.0 ms, IQR 0.0 (2.00×)", "failed", "not run"]
-    assert "failed: parity gate vs common.reference: ssrn logits relative error 3.00e-02" in md
+    assert "failed: parity gate vs common.contract.reference: ssrn logits relative error 3.00e-02" in md
 
     report.write_csv(tmp_path / "r.csv", rows)
     with open(tmp_path / "r.csv") as f:
@@ -181,7 +181,7 @@ def test_an_older_table_is_re_derived_per_shape_from_its_raw_steps(tmp_path, ref
     """Records written before steps carried their shape: the shapes come back from the run's
     prebuilt batches (checked against each step's FLOPs), and the table is per shape."""
     from bench import measure
-    from common import spec as S
+    from common.contract import spec as S
 
     rec = measure.run("reference", "train-ssrn", S.get_spec("tiny"), batch_size=2, steps=3, warmup=1,
                       backend_cls=reference_backend)

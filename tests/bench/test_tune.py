@@ -9,8 +9,8 @@ import optuna  # the `tune` extra, installed with torch's tests (tox -e torch)
 import pytest
 
 from bench import run, tune
-from common import train_loop
-from common.spec import get_spec
+from common.training import train_loop
+from common.contract.spec import get_spec
 
 
 def band(n, mcd, base, aligned):

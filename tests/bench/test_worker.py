@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench import machine, run
+from bench import machine, report, run
 
 
 def test_worker_subprocess_returns_a_timed_record(tmp_path, real_framework):
@@ -126,7 +126,7 @@ def test_results_are_not_written_into_results_from_a_dirty_tree(monkeypatch, cap
 
 
 def test_a_busy_machine_is_flagged_in_the_header():
-    assert run.busy_warning([{"others_busy_cores": 0.1}, {"status": "unavailable"}]) == []
+    assert report.busy_warning([{"others_busy_cores": 0.1}, {"status": "unavailable"}]) == []
 
 
 def test_a_busy_machine_is_said_once_while_the_benchmark_runs(tmp_path, monkeypatch, capsys):
@@ -145,20 +145,20 @@ def test_the_header_says_how_many_frames_synthesis_timed():
         steps = [{"frames": 4 * sum(frames[i:i + batch]), "reduced_frames": frames[i:i + batch]}
                  for i in range(0, len(frames), batch)]
         return {"framework": fw, "task": "synthesize", "status": "ok", "batch_size": batch, "steps": steps}
-    same = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38]),
+    same = report.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [52, 38]),
                                       synth("torch", [52, 38, 7, 9], 2), synth("gluon", [52, 38, 7, 9], 2)], r=4,
                                      untrained=True)
     assert same == ["synthesis, batch 1: timed 90 reduced frames in 2 utterances (52, 38), the same in every framework and tier",
                     "synthesis, batch 2: timed 106 reduced frames in 4 utterances (52, 38, 7, 9), the same in every "
                     "framework and tier"]
-    (differ,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=True)
+    (differ,) = report.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=True)
     assert differ.startswith("WARNING: synthesis, batch 1") and "gluon tuned 64, 38" in differ
-    assert "(up to 12 of 102 reduced frames)" in differ and differ.endswith(run.UNTRAINED_TIES)
-    (trained,) = run.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=False)
+    assert "(up to 12 of 102 reduced frames)" in differ and differ.endswith(report.UNTRAINED_TIES)
+    (trained,) = report.synthesis_frames_line([synth("torch", [52, 38]), synth("gluon", [64, 38])], r=4, untrained=False)
     assert "ulp" not in trained  # the tie explains untrained weights only
-    assert run.synthesis_frames_line([{"framework": "torch", "task": "train-ssrn", "status": "ok"}], r=4,
+    assert report.synthesis_frames_line([{"framework": "torch", "task": "train-ssrn", "status": "ok"}], r=4,
                                      untrained=True) == []
-    (line,) = run.busy_warning([{"others_busy_cores": 0.1}, {"others_busy_cores": 1.5}])
+    (line,) = report.busy_warning([{"others_busy_cores": 0.1}, {"others_busy_cores": 1.5}])
     assert "other processes kept up to 1.5 cores busy" in line
 
 
@@ -167,7 +167,7 @@ def test_synthesis_runs_batches_with_trained_weights(tmp_path, real_framework):
     """Each step synthesizes `batch_size` sentences; weight files replace init_weights (the gate
     checks the framework against the reference on those weights) and bring their spec."""
     from bench import measure
-    from common import spec as S, weights as W
+    from common.contract import spec as S, weights as W
     tiny = S.get_spec("tiny")
     paths = {net: tmp_path / f"{net}.safetensors" for net in S.NETS}
     for net, path in paths.items():
@@ -185,7 +185,7 @@ def test_synthesis_runs_batches_with_trained_weights(tmp_path, real_framework):
 
 
 def test_trained_models_set_the_preset_and_must_come_in_pairs(tmp_path):
-    from common import spec as S, weights as W
+    from common.contract import spec as S, weights as W
     tiny = S.get_spec("tiny")
     for net in S.NETS:
         W.save(tmp_path / f"{net}.safetensors", W.init_weights(tiny, net), tiny, net)

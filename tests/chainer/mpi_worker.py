@@ -3,7 +3,7 @@
 
     parity  for each network, two Backends (seed 0) restore the same checkpoint (the weights of
             seed 5 and an Adam state at step 6), one before join_workers and one after; rank r
-            takes half r of GLOBAL (common.distributed.shard); writes OUT_DIR/rank-<r>.npz:
+            takes half r of GLOBAL (common.training.distributed.shard); writes OUT_DIR/rank-<r>.npz:
             mean_over_workers([r + 1, 2]), the eval-mode gradients on its half (the workers' mean), then one train_step on its
             half and both Backends' weights and Adam state
     raise | exit | kill
@@ -18,10 +18,10 @@ from impl_chainer import runtime
 
 import numpy as np
 
-from common import distributed
-from common.batch import random_batch
-from common.spec import NETS, get_spec
-from common.weights import init_weights
+from common.training import distributed
+from common.data.batch import random_batch
+from common.contract.spec import NETS, get_spec
+from common.contract.weights import init_weights
 from impl_chainer.backend import Backend
 
 SPEC = get_spec("tiny").replace(dropout=0.0)  # no dropout: the halves' gradients do not depend on the rank's stream

@@ -20,7 +20,8 @@ import chainer
 import numpy as np
 import pytest
 
-from common import distributed, losses as L, spec as S
+from common.training import distributed
+from common.contract import losses as L, spec as S
 from impl_chainer.backend import Backend
 from impl_chainer.layers import canonical_parameters
 from tests.backend_contract import random_batch
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("net", S.NETS)
 def test_losses_honor_batch_weight_and_attention_positions(net):
     """A shard's losses: l1 and bin times batch.weight, the attention loss over real_positions
-    (common.losses computes the same); a weight-0 stand-in row leaves only the attention loss's
+    (common.contract.losses computes the same); a weight-0 stand-in row leaves only the attention loss's
     gradients (none at all in SSRN)."""
     spec = S.get_spec("tiny")
     batch = dataclasses.replace(random_batch(spec, 3, seed=1), weight=0.375, real_positions=123.5)
@@ -65,7 +66,7 @@ def test_one_process_has_no_workers_to_average_with():
 def test_mpi_is_not_initialized_before_join_workers():
     """Importing the package and training never import mpi4py (whose import starts MPI): a plain
     chainer environment, and any process outside mpiexec, keeps working without it."""
-    code = ("import sys; from impl_chainer.backend import Backend; from common import batch, spec; "
+    code = ("import sys; from impl_chainer.backend import Backend; from common.contract import spec; from common.data import batch; "
             "s = spec.get_spec('tiny'); Backend(s, 'ssrn').train_step(batch.random_batch(s, (12, 9), (40, 28))); "
             "print(sorted(m for m in sys.modules if m.startswith(('mpi4py', 'chainermn'))))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -150,7 +151,7 @@ def test_two_mpi_workers_average_their_gradients_through_chainermn(tmp_path):
             np.testing.assert_allclose(ranks[0][f"{net}.g.{name}"], g, rtol=1e-6, atol=1e-6 * np.abs(g).max(),
                                        err_msg=f"{net} {name}")
         backend = restored(net)
-        backend.trainer.communicator = MeanOf(mean)
+        backend.trainer.join(MeanOf(mean))
         backend.train_step(distributed.shard(W.GLOBAL, 0, 2))
         lr = L.learning_rate(W.SPEC, 7)
         for name, w in backend.get_weights().items():

@@ -11,7 +11,8 @@ import pytest
 from chainer import function_node
 from chainer.optimizer_hooks import GradientHardClipping
 
-from common import losses as L, spec as S, text
+from common.contract import losses as L, spec as S
+from common.data import text
 from impl_chainer import conv, fused, layers as CL, train as T
 from impl_chainer.backend import Backend
 from tests.backend_contract import random_batch
@@ -156,7 +157,7 @@ def test_stock_trains_on_the_workers_mean_gradient():
     initial, weights = Backend(spec, "ssrn").get_weights(), []
     for ops in ("tuned", "stock"):
         backend = Backend(spec, "ssrn", ops=ops)
-        backend.trainer.communicator = MeanOf(mean)
+        backend.trainer.join(MeanOf(mean))
         backend.train_step(batch)
         weights.append(backend.get_weights())
     lr = L.learning_rate(spec, 1)

@@ -9,7 +9,8 @@ import chainer
 import numpy as np
 import pytest
 
-from common import spec as S, text
+from common.contract import spec as S
+from common.data import text
 from impl_chainer import layers as CL
 from impl_chainer.backend import Backend
 

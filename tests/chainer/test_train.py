@@ -1,11 +1,12 @@
-"""impl_chainer training: losses equal common.losses, one Adam step equals common.losses.adam_update,
+"""impl_chainer training: losses equal common.contract.losses, one Adam step equals common.contract.losses.adam_update,
 and training really learns."""
 from impl_chainer import runtime  # noqa: F401  (before chainer: its import-time check breaks here)
 
 import numpy as np
 import pytest
 
-from common import data, losses as L, spec as S
+from common.data import dataset as data
+from common.contract import losses as L, spec as S
 from impl_chainer import layers as CL, train as T
 from impl_chainer.backend import Backend
 from tests.backend_contract import random_batch

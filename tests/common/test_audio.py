@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common.audio import AudioError, features, load_wav, mag_to_wav, mel_to_mag, save_wav
-from common.spec import get_spec
+from common.data.audio import AudioError, features, load_wav, mag_to_wav, mel_to_mag, save_wav
+from common.contract.spec import get_spec
 
 TINY = get_spec("tiny")  # "db" features, pre-emphasis, 8 kHz
 TINY_POWER = TINY.replace(features="power", preemphasis=0.0)  # the paper's recipe at tiny sizes

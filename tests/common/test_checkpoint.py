@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from common import checkpoint as C, spec as S, train_loop, weights as W
+from common.training import checkpoint as C, train_loop
+from common.contract import spec as S, weights as W
 from common.framework import Backend
 
 

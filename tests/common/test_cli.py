@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import checkpoint as C, cli, data, spec as S, weights as W
+from common.training import checkpoint as C, cli
+from common.data import dataset as data
+from common.contract import spec as S, weights as W
 from tests.common.test_checkpoint import NumpyBackend, state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,10 +185,10 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_python_m_entry_point():
-    ok = subprocess.run([sys.executable, "-m", "common.cli", "synthesize", "--help"], capture_output=True,
+    ok = subprocess.run([sys.executable, "-m", "common.training.cli", "synthesize", "--help"], capture_output=True,
                         text=True, cwd=ROOT)
     assert ok.returncode == 0 and all(o in ok.stdout for o in ("--text2mel", "--max-frames", "--show-text"))
-    bad = subprocess.run([sys.executable, "-m", "common.cli", "speak"], capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run([sys.executable, "-m", "common.training.cli", "speak"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "train|synthesize" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -1,4 +1,4 @@
-"""common.contention: a CPU shared with other programs is said once, by training and synthesis."""
+"""common.training.contention: a CPU shared with other programs is said once, by training and synthesis."""
 import os
 import subprocess
 import sys
@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from common import contention
-from common.contention import Contention
+from common.training import contention
+from common.training.contention import Contention
 from tests.common.test_cli import models  # noqa: F401  (a fixture)
 
 
@@ -80,7 +80,8 @@ def always_shared(monkeypatch):
 
 def test_training_says_it_once(tiny_corpus_dir, tmp_path, always_shared):
     pytest.importorskip("torch")
-    from common import spec as S, train_loop
+    from common.contract import spec as S
+    from common.training import train_loop
     with pytest.warns(UserWarning, match="the CPU is shared: training got") as record:
         train_loop.train("torch", "ssrn", tiny_corpus_dir, tmp_path, S.get_spec("tiny"), steps=3, batch_size=4,
                          checkpoint_every=100, threads=1, progress=False)
@@ -89,7 +90,7 @@ def test_training_says_it_once(tiny_corpus_dir, tmp_path, always_shared):
 
 def test_synthesis_says_it_once_in_one_line(models, tmp_path, capsys, always_shared):  # noqa: F811
     pytest.importorskip("torch")
-    from common import cli
+    from common.training import cli
     with pytest.raises(SystemExit) as done:
         cli.synthesize_main(["--framework", "torch", "--text2mel", str(models["text2mel"]), "--ssrn",
                              str(models["ssrn"]), "one", "two", "three", "-o", str(tmp_path / "wavs"), "--batch-size",

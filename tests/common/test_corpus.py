@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import corpus, data, espeak, grammar
-from common.spec import get_spec
-from common.text import normalize, text_to_ids
+from common.data import corpus, dataset as data, espeak, grammar
+from common.contract.spec import get_spec
+from common.data.text import normalize, text_to_ids
 
 
 def test_sentences_are_many_varied_and_readable_without_dropping():
@@ -63,7 +63,7 @@ def test_asking_for_more_sentences_than_fit_is_an_error(tmp_path):
 
 
 def test_a_sentence_sounds_the_same_whatever_was_spoken_before():
-    """espeak-ng keeps pitch and noise state between sentences unless reloaded (common.espeak)."""
+    """espeak-ng keeps pitch and noise state between sentences unless reloaded (common.data.espeak)."""
     first, sr = espeak.speak("The quick brown fox.")
     espeak.speak("Something else entirely, spoken in between.")
     again, _ = espeak.speak("The quick brown fox.")

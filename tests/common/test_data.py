@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from common import audio, data
-from common.data import DataError
-from common.spec import EOS, get_spec
+from common.data import audio, dataset as data
+from common.data.dataset import DataError
+from common.contract.spec import EOS, get_spec
 
 TINY = get_spec("tiny")
 

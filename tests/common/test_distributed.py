@@ -1,4 +1,4 @@
-"""common.distributed without an engine: shards add up to the global batch (checked on the NumPy
+"""common.training.distributed without an engine: shards add up to the global batch (checked on the NumPy
 reference losses), the environment each launcher sets is read right, the CLI passes a job's
 command line on, and the watchdog ends a job whose worker died or hangs, naming the rank."""
 import os
@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from common import cli, distributed as D, losses as L, reference
-from common.batch import random_batch
-from common.spec import get_spec
-from common.weights import init_weights
+from common.training import cli, distributed as D
+from common.contract import losses as L, reference
+from common.data.batch import random_batch
+from common.contract.spec import get_spec
+from common.contract.weights import init_weights
 
 SPEC = get_spec("tiny")
 
@@ -68,9 +69,9 @@ def test_the_job_command_line_drops_only_the_launch_options():
 
 @pytest.mark.parametrize("framework", ["torch", "chainer", "gluon"])
 def test_each_engine_starts_the_same_worker_command(framework):
-    roles = D.engine_commands(framework, 2, ["common.cli", "train", "--steps", "3"], port=9000)
+    roles = D.engine_commands(framework, 2, ["common.training.cli", "train", "--steps", "3"], port=9000)
     workers = [cmd for role, cmd, _ in roles if role not in ("scheduler", "server")]
-    assert all(cmd[-4:] == ["common.cli", "train", "--steps", "3"] for cmd in workers)
+    assert all(cmd[-4:] == ["common.training.cli", "train", "--steps", "3"] for cmd in workers)
     if framework == "gluon":
         assert [env["DMLC_ROLE"] for _, _, env in roles] == ["scheduler", "server", "worker", "worker"]
         assert {env["DMLC_PS_ROOT_PORT"] for _, _, env in roles} == {"9000"}
@@ -92,7 +93,7 @@ def test_the_cli_refuses_a_job_it_cannot_run(tmp_path, tiny_corpus_dir, capsys, 
 # --- the watchdog, on stand-in workers (plain Python processes that write heartbeats) ------
 WORKER = """
 import os, sys, time
-from common.distributed import Heartbeat
+from common.training.distributed import Heartbeat
 rank, mode = int(os.environ["FAKE_RANK"]), os.environ["FAKE_MODE"]
 with Heartbeat(rank) as beat:
     for step in range(1, 6):

@@ -1,7 +1,7 @@
 """The objective and the optimizer, checked against their plain definitions."""
 import numpy as np
 
-from common import losses as L, spec as S
+from common.contract import losses as L, spec as S
 
 
 def test_binary_divergence_is_the_cross_entropy_and_stable():

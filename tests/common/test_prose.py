@@ -1,4 +1,4 @@
-"""common.prose: English as it is written (function words, clauses, names, numbers), by seed."""
+"""common.data.prose: English as it is written (function words, clauses, names, numbers), by seed."""
 import collections
 import re
 import time
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from wordfreq import top_n_list
 
-from common import data, prose
-from common.spec import get_spec
-from common.text import normalize, text_to_ids
+from common.data import dataset as data, prose
+from common.contract.spec import get_spec
+from common.data.text import normalize, text_to_ids
 
 
 def test_sentences_are_distinct_readable_and_say_what_is_read():
@@ -38,7 +38,7 @@ def test_word_frequencies_are_those_of_english_prose(stream):
     top = top_n_list("en", 100)
     assert sum(counts[w] for w in top) / len(tokens) >= 0.42  # ordinary prose: about half
     for w in ("the", "of", "and", "to", "a", "in", "was", "it", "he", "had", "were", "they", "is", "who", "but"):
-        assert counts[w] > 0, w  # the commonest words of English, none of which common.grammar says
+        assert counts[w] > 0, w  # the commonest words of English, none of which common.data.grammar says
     assert counts["the"] == max(counts.values())
     assert len(counts) >= 3000  # and a broad vocabulary beside them
 

@@ -4,10 +4,11 @@ import re
 import numpy as np
 import pytest
 
-from common import audio, corpus, quality
-from common.data import DataError
-from common.spec import get_spec
-from common.synthesis import Synthesis
+from common.data import audio, corpus
+from common.evaluation import quality
+from common.data.dataset import DataError
+from common.contract.spec import get_spec
+from common.contract.synthesis import Synthesis
 
 TINY = get_spec("tiny")  # "db" features, 16 mel bins
 PAPER = get_spec("paper")  # "power" features

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from common import reference as R, spec as S, weights as W
+from common.contract import reference as R, spec as S, weights as W
 
 
 def loop_conv1d(x, w, b, pad, dilation):

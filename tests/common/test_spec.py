@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from common import spec as S
+from common.contract import accounting as A, spec as S
 
 
 def hand_conv(cin, cout, k=1):
@@ -21,9 +21,9 @@ def test_paper_parameter_count_matches_a_count_by_hand():
     ssrn = (hand_conv(f, c) + 6 * hand_conv(c, 2 * c, 3) + 2 * deconv + hand_conv(c, 2 * c)
             + 2 * hand_conv(2 * c, 4 * c, 3) + hand_conv(2 * c, fp) + 3 * hand_conv(fp, fp))
     spec = S.get_spec("paper")
-    assert S.count_params(spec, "text2mel", by_block=True) == {
+    assert A.count_params(spec, "text2mel", by_block=True) == {
         "textenc": text_enc, "audioenc": audio_enc, "audiodec": audio_dec}
-    assert S.count_params(spec, "ssrn") == ssrn
+    assert A.count_params(spec, "ssrn") == ssrn
     # the figures the issue states
     assert (text_enc, audio_enc, audio_dec) == (17_122_304, 4_089_600, 2_711_632)
     assert text_enc + audio_enc + audio_dec == 23_923_536
@@ -32,9 +32,9 @@ def test_paper_parameter_count_matches_a_count_by_hand():
 
 def test_community_counts_layer_norm_on_top():
     spec = S.get_spec("community")
-    assert S.count_params(spec, "text2mel") == 23_970_288  # two public implementations report this
+    assert A.count_params(spec, "text2mel") == 23_970_288  # two public implementations report this
     no_norm = spec.replace(norm="none")
-    assert S.count_params(no_norm, "ssrn") == 27_852_295  # F' = 1025
+    assert A.count_params(no_norm, "ssrn") == 27_852_295  # F' = 1025
 
 
 def test_presets_hold_the_sources_values():
@@ -96,33 +96,33 @@ def test_variants_change_shapes_as_described():
     sep = S.param_shapes(s.replace(conv="sep"), hc)
     assert sep[f"{hc.name}.dw.weight"] == (512, 1, 3) and sep[f"{hc.name}.weight"] == (1024, 512, 1)
     assert S.param_shapes(s.replace(conv="super-sep"), hc)[f"{hc.name}.weight"] == (1024, 128, 1)
-    assert S.count_params(s.replace(conv="sep"), "text2mel") < S.count_params(s, "text2mel")
+    assert A.count_params(s.replace(conv="sep"), "text2mel") < A.count_params(s, "text2mel")
     half = s.replace(alpha=0.5)
     assert (half.E, half.D, half.C) == (64, 128, 256)
     bn = S.param_shapes(s.replace(norm="batch"), hc)
     assert {f"{hc.name}.norm.{k}" for k in ("gamma", "beta", "mean", "var")} <= set(bn)
-    assert S.count_params(s.replace(norm="batch"), "ssrn") == S.count_params(s.replace(norm="layer"), "ssrn")
+    assert A.count_params(s.replace(norm="batch"), "ssrn") == A.count_params(s.replace(norm="layer"), "ssrn")
     assert sum(l.kind == S.DECONV for l in S.layers(s.replace(r=8), "ssrn")["ssrn"]) == 3
 
 
 def test_flops_count_convolutions_and_attention():
     s = S.get_spec("paper")
-    one = S.flops(s, "text2mel", batch=1, n_chars=100, n_frames=140)
-    two = S.flops(s, "text2mel", batch=2, n_chars=100, n_frames=140)
+    one = A.flops(s, "text2mel", batch=1, n_chars=100, n_frames=140)
+    two = A.flops(s, "text2mel", batch=2, n_chars=100, n_frames=140)
     assert two["forward"] == 2 * one["forward"] and one["train_step"] == 3 * one["forward"]
     # SSRN: every weight is used once per frame at its resolution: 2 * params (minus biases) * frames
-    ssrn = S.flops(s, "ssrn", batch=1, n_frames=10)["forward"]
+    ssrn = A.flops(s, "ssrn", batch=1, n_frames=10)["forward"]
     first = S.layers(s, "ssrn")["ssrn"][0]
-    assert S.layer_flops(s, first, 1, 10) == 2 * 10 * 80 * 512
+    assert A.layer_flops(s, first, 1, 10) == 2 * 10 * 80 * 512
     assert 2 * 10 * 9e6 < ssrn < 2 * 40 * 25e6
     attention = 2 * 2 * s.d * 100 * 140
     convs = one["forward"] - attention
-    assert convs == sum(S.layer_flops(s, l, 1, 100 if b == "textenc" else 140)
+    assert convs == sum(A.layer_flops(s, l, 1, 100 if b == "textenc" else 140)
                         for b, g in S.layers(s, "text2mel").items() for l in g)
 
 
 def test_summary_table_lists_every_preset_and_network():
-    table = S.summary_table()
+    table = A.summary_table()
     assert "| paper | text2mel | 23,923,536 | 16 |" in table
     assert table.count("\n") == 1 + 2 * len(S.PRESETS)
 
@@ -143,7 +143,7 @@ def test_bottleneck_and_residual_variants_change_shapes_as_described():
     hc = S.layers(s, "text2mel")["textenc"][3]  # HC(2d = 512, k=3)
     b = S.param_shapes(s.replace(conv="bottleneck"), hc)
     assert b[f"{hc.name}.reduce.weight"] == (128, 512, 1) and b[f"{hc.name}.weight"] == (1024, 128, 3)
-    assert S.layer_flops(s.replace(conv="bottleneck"), hc, 1, 10) == 2 * 10 * (512 * 128 + 128 * 1024 * 3)
+    assert A.layer_flops(s.replace(conv="bottleneck"), hc, 1, 10) == 2 * 10 * (512 * 128 + 128 * 1024 * 3)
     pointwise = S.layers(s, "text2mel")["textenc"][-1]  # k = 1: never factorized
     assert S.param_shapes(s.replace(conv="bottleneck"), pointwise) == S.param_shapes(s, pointwise)
     res = s.replace(block="residual")

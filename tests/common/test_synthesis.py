@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from common import spec as S
-from common.synthesis import (Synthesis, check_ids, check_mel, check_texts, force_incremental, pad_ids, reached_end,
+from common.contract import spec as S
+from common.contract.synthesis import (Synthesis, check_ids, check_mel, check_texts, force_incremental, pad_ids, reached_end,
                               split_batch)
 
 

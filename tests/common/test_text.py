@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.spec import EOS, get_spec
-from common.text import (RULES, TextError, TextTooLongError, UnknownCharactersError, encode, expand, ids_to_text,
+from common.contract.spec import EOS, get_spec
+from common.data.text import (RULES, TextError, TextTooLongError, UnknownCharactersError, encode, expand, ids_to_text,
                          normalize, text_to_ids)
 
 PAPER = get_spec("paper")
@@ -103,7 +103,7 @@ def test_non_string_input_is_an_error():
         normalize(b"bytes")
 
 
-# --- the expansion rules (common.text.RULES), case by case ------------------------------
+# --- the expansion rules (common.data.text.RULES), case by case ------------------------------
 
 @pytest.mark.parametrize("raw, norm", [
     # cardinals, thousands commas, leading zeros, long numbers
@@ -342,7 +342,7 @@ def test_ljspeech_sample_is_a_real_sample():
 
 
 def test_inflect_is_imported_only_when_a_number_is_read():
-    code = ("import sys, common.text as t; t.normalize('Dr. Who'); a = 'inflect' in sys.modules; "
+    code = ("import sys, common.data.text as t; t.normalize('Dr. Who'); a = 'inflect' in sys.modules; "
             "t.normalize('42'); print(a, 'inflect' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "True"]

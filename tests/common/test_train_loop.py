@@ -11,7 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from common import checkpoint as C, cli, data, spec as S, train_loop  # noqa: E402
+from common.training import checkpoint as C, cli, train_loop
+from common.data import dataset as data
+from common.contract import spec as S  # noqa: E402
 from common.framework import load_backend  # noqa: E402
 from tests.common.test_checkpoint import NumpyBackend, state, truncate  # noqa: E402
 from tests.common.test_weights import orphan_of  # noqa: E402
@@ -105,7 +107,7 @@ def test_a_corrupt_checkpoint_written_at_a_signal_does_not_cost_the_older_valid_
 
 def test_sigterm_stops_dctts_train_with_a_checkpoint_and_it_resumes(tiny_corpus_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "common.cli", "train", "--framework", "torch", "--model", "ssrn", "--preset",
+    cmd = [sys.executable, "-m", "common.training.cli", "train", "--framework", "torch", "--model", "ssrn", "--preset",
            "tiny", "--data", str(tiny_corpus_dir), "--out", str(run), "--batch-size", "4", "--steps", "100000",
            "--checkpoint-every", "100000", "--quiet", "--threads", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

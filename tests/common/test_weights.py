@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from common import spec as S, weights as W
+from common.contract import spec as S, weights as W
 
 
 @pytest.fixture

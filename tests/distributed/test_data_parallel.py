@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.compare import global_relative_error
-from common import checkpoint, distributed as D
+from common.contract.compare import global_relative_error
+from common.training import checkpoint, distributed as D
 from common.framework import FRAMEWORKS
-from common.spec import NETS
-from common.weights import TEMP_PREFIX, read_header
+from common.contract.spec import NETS
+from common.contract.weights import TEMP_PREFIX, read_header
 
 EXACT = 1e-5  # two workers vs one process: only the order of float sums differs
 # Adam amplifies that round-off where its moments nearly cancel: 20 steps of ONE process on the
@@ -117,7 +117,7 @@ def test_a_dead_or_hung_worker_ends_the_job(tmp_path, fw, how):
 
 # --- the command line -------------------------------------------------------------------------
 def train(fw, out: Path, data: Path, steps: int, background=False):
-    cmd = [sys.executable, "-m", "common.cli", "train", "--framework", fw, "--model", "text2mel", "--data", str(data),
+    cmd = [sys.executable, "-m", "common.training.cli", "train", "--framework", fw, "--model", "text2mel", "--data", str(data),
            "--out", str(out), "--preset", "tiny", "--batch-size", "4", "--steps", str(steps),
            "--checkpoint-every", "2", "--workers", "2", "--quiet"]
     if background:

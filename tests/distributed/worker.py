@@ -3,7 +3,7 @@
     python -m tests.distributed.worker FRAMEWORK NET STEPS OUT.npz [--gradients] [--die-at K | --hang-at K]
 
 trains NET for STEPS steps on the global batches BATCHES (cycled), each worker on its
-common.distributed shard, and rank 0 writes OUT.npz: the weights ("w.<name>"), the loss of
+common.training.distributed shard, and rank 0 writes OUT.npz: the weights ("w.<name>"), the loss of
 every step (mean over the workers), the initial weights ("w0.<name>"), those after the first
 step ("w1.<name>") and, with --gradients, the eval-mode gradients on
 BATCHES[0] before any step ("g.<name>"). --die-at / --hang-at: rank 1 kills itself
@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from common import distributed
-from common.batch import random_batch
+from common.training import distributed
+from common.data.batch import random_batch
 from common.framework import configure_threads, load_backend
-from common.spec import get_spec
+from common.contract.spec import get_spec
 
 # The cross-framework parity suite's training case (tests/parity/test_training.py): the tiny
 # network, dropout off, the community recipe's warm-up learning rate; 4-utterance global batches.

@@ -5,7 +5,7 @@ beside a scheduler and a server):
 
 For each network (both in this one process: they share its kvstore), it builds the Backend from
 other weights than the test's reference and restores the reference's (worker 0 before
-join_workers, worker 1 after), joins, and on its half of GLOBAL (common.distributed.shard: rows 2 rank, 2 rank + 1, weight 1,
+join_workers, worker 1 after), joins, and on its half of GLOBAL (common.training.distributed.shard: rows 2 rank, 2 rank + 1, weight 1,
 half the global attention positions) takes the eval-mode gradients, then STEPS train_steps.
 Rank 0 writes OUT_PREFIX.<net>.npz: "g.<name>", "w.<name>", "mean" (mean_over_workers of
 [rank + 1, 2]) and "losses" (each step's loss, meaned over the workers). Rank 1 leaves right
@@ -18,8 +18,9 @@ import sys
 
 import numpy as np
 
-from common import distributed, spec as S, weights as W
-from common.batch import random_batch
+from common.training import distributed
+from common.contract import spec as S, weights as W
+from common.data.batch import random_batch
 from impl_gluon.backend import Backend
 
 SPEC = S.get_spec("tiny").replace(dropout=0.0)

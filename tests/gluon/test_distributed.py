@@ -18,7 +18,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common import distributed, losses as L, spec as S, weights as W
+from common.training import distributed
+from common.contract import losses as L, spec as S
 from impl_gluon.backend import Backend
 from tests.gluon import kv_worker
 from tests.backend_contract import random_batch
@@ -31,7 +32,7 @@ MODES = pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "
 @pytest.mark.parametrize("net", S.NETS)
 def test_losses_honor_batch_weight_and_attention_positions(net, hybridize):
     """A shard's losses: l1 and bin times batch.weight, the attention loss over real_positions,
-    as common.losses computes them; a weight-0 stand-in row leaves only the attention loss's
+    as common.contract.losses computes them; a weight-0 stand-in row leaves only the attention loss's
     gradients (in Text2Mel's encoders; none at all in SSRN)."""
     spec = S.get_spec("tiny")
     batch = dataclasses.replace(random_batch(spec, 3, seed=1), weight=0.375, real_positions=123.5)

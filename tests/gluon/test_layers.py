@@ -1,7 +1,7 @@
 """impl_gluon's building blocks where Gluon / MXNet itself is the subject: ChannelNorm's two forms
 (and the stock tier's one), StackStep, batch norm's MXNet update, the running statistics as parameters
 without gradient, MXNet's own Deconvolution failing where both tiers avoid it.
-Every check against common.reference that all frameworks share runs through the contract
+Every check against common.contract.reference that all frameworks share runs through the contract
 (tests/layer_contract.py, test_layer_contract.py: imperative and hybridized)."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
@@ -12,7 +12,7 @@ import numpy as np
 from mxnet import autograd
 import pytest
 
-from common import reference as R, spec as S
+from common.contract import reference as R, spec as S
 from impl_gluon import layers as GL, synthesize as GS
 from impl_gluon.ssrn import SSRN
 from impl_gluon.weights import set_weights

@@ -7,8 +7,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common import spec as S, synthesis as CS, text as TX
-from common.weights import init_weights
+from common.contract import spec as S, synthesis as CS
+from common.data import text as TX
+from common.contract.weights import init_weights
 from impl_gluon.synthesize import synthesize_batch
 from tests.gluon.test_network_contract import ADAPTER
 from tests.network_contract import positions

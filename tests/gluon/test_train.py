@@ -1,4 +1,4 @@
-"""impl_gluon training: losses equal common.losses, Adam steps equal common.losses.adam_update,
+"""impl_gluon training: losses equal common.contract.losses, Adam steps equal common.contract.losses.adam_update,
 dropout follows Backend.seed, and training really learns; the stock tier runs none of the tuned
 tier's own code and steps MXNet's Adam through a gluon.Trainer."""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
-from common import data, losses as L, reference as R, spec as S
+from common.data import dataset as data
+from common.contract import losses as L, reference as R, spec as S
 from common.framework import OPS
-from impl_gluon import layers as GL, train as GT
+from impl_gluon import layers as GL, synthesize, train as GT
 from impl_gluon.backend import Backend
 from tests.backend_contract import random_batch, variant_weights
 
@@ -183,7 +184,7 @@ def test_training_learns_the_tiny_corpus(net, factor, tiny_corpus_dir):
 @pytest.mark.parametrize("net", S.NETS)
 def test_batch_norm_running_statistics_are_kept_apart_from_training(net, hybridize, ops):
     """The running statistics are no trainable parameters (no gradient, no Adam state); two
-    training steps update them as common.reference does in training mode (momentum, UNBIASED
+    training steps update them as common.contract.reference does in training mode (momentum, UNBIASED
     variance: the Trainer's correction of MXNet's biased update, with n = B T at each layer, T
     doubling after each SSRN deconvolution), imperative and hybridized alike, in both tiers;
     gradients, forward and synthesis leave them alone."""
@@ -257,7 +258,7 @@ def test_stock_runs_none_of_the_tuned_code(net, piece, monkeypatch):
 def test_stock_hybridizes_the_network_alone():
     """No Objective: the network is the cached graph (its synthesis step too), the losses imperative."""
     b = Backend(S.get_spec("tiny"), "text2mel", ops="stock")
-    assert b.trainer.objective is None and b.model._active and b.model.synthesis_step._active
+    assert b.trainer.objective is None and b.model._active and synthesize.synthesis_step(b.model)._active
     assert isinstance(b.trainer.gluon_trainer, gluon.Trainer) and type(b.trainer.optimizer) is mx.optimizer.Adam
 
 

@@ -6,11 +6,11 @@ import functools
 import numpy as np
 import pytest
 
-from common import reference as R, spec as S
-from common.batch import random_batch
-from common.compare import explain, first_divergence, reference_losses, relative_error
+from common.contract import reference as R, spec as S
+from common.data.batch import random_batch
+from common.contract.compare import explain, first_divergence, reference_losses, relative_error
 from common.framework import FRAMEWORKS
-from common.weights import init_weights
+from common.contract.weights import init_weights
 
 # (preset, tolerance) of the relative error max |a - b| / max |b| on a short input (B=2, N=12, T=10).
 # `tiny` is held to 1e-5 of the output's scale rather than 1e-5 absolute: its logits reach 2.3-3.7,

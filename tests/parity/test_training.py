@@ -7,11 +7,11 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from common import spec as S
-from common.batch import random_batch
-from common.compare import first_divergence, global_relative_error, max_abs_error
-from common.text import text_to_ids
-from common.weights import init_weights
+from common.contract import spec as S
+from common.data.batch import random_batch
+from common.contract.compare import first_divergence, global_relative_error, max_abs_error
+from common.data.text import text_to_ids
+from common.contract.weights import init_weights
 
 # The tiny network with dropout off and the community recipe's learning-rate schedule (lr 1e-3 with
 # Noam warm-up over 4000 steps: 2.5e-7 .. 2.5e-5 in these 100 steps). At tiny's own constant 2e-3,

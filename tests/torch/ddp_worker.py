@@ -5,7 +5,7 @@ hand with torchrun's variables):
 
 For each tier of operators (common.framework.OPS) and network (SPEC: tiny, dropout off) the worker
 restores CHECKPOINT (Text2Mel before join_workers, SSRN after: both orders must work), checks
-mean_over_workers, takes the eval-mode gradients of its half of GLOBAL (common.distributed.shard),
+mean_over_workers, takes the eval-mode gradients of its half of GLOBAL (common.training.distributed.shard),
 then trains `--steps` steps on that half and writes OUT_DIR/rank-<r>.npz (keys "<ops>.<net>....").
 --die-at / --hang-at K: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself before step K of the tuned
 Text2Mel, as a crash or a hang would."""
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common import distributed
+from common.training import distributed
 from common.framework import OPS
-from common.batch import random_batch
-from common.spec import NETS, get_spec
+from common.data.batch import random_batch
+from common.contract.spec import NETS, get_spec
 from impl_torch.runtime import configure_threads
 
 SPEC = get_spec("tiny").replace(dropout=0.0)
@@ -84,7 +84,7 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except Exception:  # as common.cli's train_main: a failed worker leaves at once; at a normal exit gloo's
+    except Exception:  # as common.training.cli's train_main: a failed worker leaves at once; at a normal exit gloo's
         traceback.print_exc()  # thread still waiting on the dead or stopped peer can std::terminate (SIGABRT)
         sys.stdout.flush()
         sys.stderr.flush()

@@ -2,7 +2,7 @@
 two workers under torchrun against one process in each tier of operators (DDP wraps the stock
 model as it does the tuned one), both orders of restore and join, and what a
 worker does when its peer dies or hangs (the engine's own behaviour, without torchrun's agent
-or common.distributed's watchdog). The framework-neutral job tests are tests/distributed."""
+or common.training.distributed's watchdog). The framework-neutral job tests are tests/distributed."""
 import os
 import re
 import signal
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.compare import global_relative_error
-from common import distributed
+from common.contract.compare import global_relative_error
+from common.training import distributed
 from common.framework import OPS
-from common.spec import NETS
+from common.contract.spec import NETS
 from impl_torch import runtime
 from impl_torch.backend import Backend
 from tests.torch.ddp_worker import GLOBAL, SPEC, checkpoint, restore

@@ -1,12 +1,12 @@
 """impl_torch's building blocks where torch itself is the subject; every check against
-common.reference runs through the shared contract (tests/layer_contract.py, test_layer_contract.py)."""
+common.contract.reference runs through the shared contract (tests/layer_contract.py, test_layer_contract.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from common import spec as S
+from common.contract import spec as S
 from common.framework import OPS
-from common.weights import init_weights
+from common.contract.weights import init_weights
 from impl_torch import conv as TC, layers as TL
 from impl_torch.ssrn import SSRN
 from impl_torch.text2mel import Text2Mel

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common import spec as S, text as TX
+from common.contract import spec as S
+from common.data import text as TX
 from common.framework import OPS, load_backend
 from impl_torch import conv as TC, layers as TL
 from impl_torch.backend import Backend

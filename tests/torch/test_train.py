@@ -1,4 +1,4 @@
-"""impl_torch training: losses equal common.losses, torch.optim.Adam is common.losses.adam_update,
+"""impl_torch training: losses equal common.contract.losses, torch.optim.Adam is common.contract.losses.adam_update,
 and a few steps really learn. (Backend-level Adam, gradients and determinism: test_contract.)"""
 import dataclasses
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import data, losses as L, spec as S, weights as W
-from common.compare import reference_losses
+from common.data import dataset as data
+from common.contract import losses as L, spec as S, weights as W
+from common.contract.compare import reference_losses
 from common.framework import OPS
 from impl_torch import layers as TL, train as T
 from impl_torch.backend import Backend
@@ -45,7 +46,7 @@ def test_network_losses_equal_common_losses(net):
 @pytest.mark.parametrize("net", S.NETS)
 def test_a_shards_losses_are_weighted_as_common_losses_says(net):
     """Batch.weight scales l1 and bin, Batch.attention_positions() divides the attention loss
-    (a worker's shard of a global batch), as common.losses computes them; gradients scale alike."""
+    (a worker's shard of a global batch), as common.contract.losses computes them; gradients scale alike."""
     spec = S.get_spec("tiny")
     b = random_batch(spec)
     shard = dataclasses.replace(b, weight=0.5, real_positions=0.75 * float(b.guide_mask.sum()))
@@ -109,7 +110,7 @@ def test_running_statistics_are_buffers_that_only_training_updates(net):
 @pytest.mark.parametrize("preset", ["paper", "community"])
 def test_torch_adam_is_the_specs_adam(preset, ops):
     """Three steps of torch.optim.Adam in float64 as each tier's Trainer makes it (tuned fused, stock
-    torch's default: test_tiers checks the Trainer's) equal common.losses.adam_update (eps placement
+    torch's default: test_tiers checks the Trainer's) equal common.contract.losses.adam_update (eps placement
     included)."""
     spec = S.get_spec(preset, eps=1e-3)  # a large eps: its placement changes the result visibly
     rng = np.random.default_rng(1)

@@ -1,7 +1,7 @@
 """NumPy reference forward pass of Text2Mel and SSRN (float64 inside): the oracle
 each framework's outputs are compared with. Written for obviousness, not speed.
 
-Weights are a dict keyed by the canonical names of `common.spec`. Inputs: text ids
+Weights are a dict keyed by the canonical names of `common.contract.spec`. Inputs: text ids
 (B, N) int; mels (B, F, T) float. Dropout is never applied. Batch norm runs in eval mode
 (running statistics) unless a dict `train_stats` is passed: then it normalizes by the batch's
 statistics, as training does, and puts the updated running statistics in that dict.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import spec as S
+from common.contract import spec as S
 
 
 def sigmoid(x):
@@ -29,7 +29,7 @@ def conv1d(x, w, b, pad=(0, 0), dilation=1, groups=1):
 
 
 def deconv1d(x, w, b):
-    """Transposed conv, stride = kernel = k (no overlap, as common.spec requires): x (B, Cin, T),
+    """Transposed conv, stride = kernel = k (no overlap, as common.contract.spec requires): x (B, Cin, T),
     w (Cin, Cout, k) -> (B, Cout, k*T)."""
     y = np.einsum("bct,cok->botk", x, w)  # output frame t*k + j comes from input frame t through tap j
     return y.reshape(x.shape[0], w.shape[1], -1) + b[None, :, None]
@@ -85,7 +85,7 @@ def layer_forward(s: S.Spec, w: dict, layer: S.Layer, x, train_stats=None):
 
 
 def run(s: S.Spec, w: dict, layer_list, x, train_stats=None):
-    """Walk a layer list from `common.spec`."""
+    """Walk a layer list from `common.contract.spec`."""
     w = {k: np.asarray(v, np.float64) for k, v in w.items()}
     x = np.asarray(x) if layer_list[0].kind == S.EMBED else np.asarray(x, np.float64)
     for layer in layer_list:

@@ -4,11 +4,11 @@ synthesized attention, and the baselines that make both readable (a constant mea
 output; the untrained network is `evaluate` on a backend with initial weights).
 Definitions: ../shared/reference/quality_and_scaling.md.
 
-With an espeak-ng corpus (common.corpus) the reference is exact: espeak-ng gives the same wav
+With an espeak-ng corpus (common.data.corpus) the reference is exact: espeak-ng gives the same wav
 for the same text, so a model trained on it can in principle reproduce a held-out sentence.
 
 The evaluation compares REDUCED mels, Text2Mel's own output: every r-th frame of the
-reference's features (`mel[:, ::spec.r]`, what common.batch.make_batch trains on). Every figure
+reference's features (`mel[:, ::spec.r]`, what common.data.batch.make_batch trains on). Every figure
 is given over all sentences and per length band (BANDS), as long sentences align last.
 
     refs = heldout_references(corpus_dir, spec)
@@ -24,10 +24,11 @@ import librosa
 import numpy as np
 import scipy.fft
 
-from common import audio, data, losses
-from common.corpus import load_heldout
-from common.spec import Spec
-from common.synthesis import reached_end
+from common.data import audio, dataset as data
+from common.contract import losses
+from common.data.corpus import load_heldout
+from common.contract.spec import Spec
+from common.contract.synthesis import reached_end
 
 N_COEFFS = 13  # mel-cepstral coefficients c1..c13 (c0, the level, left out)
 POWER_FLOOR = 1e-5  # "power" features: S / max S floored at -100 dB before the log (as the "db" recipe floors S)
@@ -43,7 +44,7 @@ MAX_FORCED_FRACTION = 0.5  # and the network chose its own position on at least 
 # can match its durations. Symmetric in log: 0.8 = 1 / 1.25.
 DURATION_RATIO_RANGE = (0.8, 1.25)
 # Length bands of held-out sentences, in characters the model reads (normalized text, end-of-text not
-# counted): ((1, 60), (61, 100), (101, 140), (141, 187)), the bands common.corpus draws held-out sets by.
+# counted): ((1, 60), (61, 100), (101, 140), (141, 187)), the bands common.data.corpus draws held-out sets by.
 # Short sentences align long before long ones, so one overall figure hides the long ones. The last band
 # ends at LJSpeech's longest sentence; longer ones join it (`band`).
 BANDS = data.LENGTH_BANDS
@@ -61,7 +62,7 @@ class Reference(NamedTuple):
 
 
 def log_mel(mel, spec: Spec) -> np.ndarray:
-    """Natural log of the mel amplitudes, the feature normalization (common.audio) undone:
+    """Natural log of the mel amplitudes, the feature normalization (common.data.audio) undone:
     "db": audio.to_db(mel, spec) is 20 log10 S; "power": mel = (S / max S)^gamma, so
     log(mel) / gamma, S / max S floored at POWER_FLOOR."""
     mel = np.asarray(mel, np.float64)
@@ -115,17 +116,17 @@ def alignment(attention, n_text: int, real_frames: int, forced) -> dict:
     """How one synthesized sentence's attention (N, T) behaved; positions = argmax per frame.
 
     forced_frames: frames whose column forcibly incremental attention replaced
-      (common.synthesis.force_incremental), as synthesis reports them: `forced` (T,) bool,
+      (common.contract.synthesis.force_incremental), as synthesis reports them: `forced` (T,) bool,
       Synthesis.forced. Not inferred from the attention: a sharp trained attention's softmax
       column underflows to an exact one-hot by itself (logit gaps above ~104 in fp32), which a
       forced column also is.
     forced_fraction: forced_frames / T; longest_forced_run: most consecutive forced frames.
     monotonic: no position falls more than MONOTONIC_SLACK (1) behind the furthest reached so
       far (force_incremental allows a step back by 1; repeated ones would read backwards).
-    reaches_end: the last position is the end-of-text symbol (common.synthesis.reached_end):
+    reaches_end: the last position is the end-of-text symbol (common.contract.synthesis.reached_end):
       synthesis stopped by itself, not at max_frames.
     diagonality: over the U unforced frames only, 1 - (1/U) sum_{n, unforced t} A[n,t] W[n,t], W the
-      guided-attention weights 1 - exp(-(n/N - t/T)^2 / (2 g^2)) (common.losses.guide, g = DIAGONAL_G
+      guided-attention weights 1 - exp(-(n/N - t/T)^2 / (2 g^2)) (common.contract.losses.guide, g = DIAGONAL_G
       = 0.2): 1 with all mass on the line n/N = t/T, about 0.25 for attention stuck on the first
       character; None when every frame was forced. Forced columns sit on the diagonal by
       construction: counted, they gave the untrained network, 87% forced, 0.91.
@@ -182,7 +183,7 @@ def references(c: data.Corpus, n: int | None = None) -> list:
 
 
 def heldout_references(corpus_dir, spec: Spec) -> list:
-    """[Reference] of a corpus's held-out set (heldout.csv, common.corpus.load_heldout)."""
+    """[Reference] of a corpus's held-out set (heldout.csv, common.data.corpus.load_heldout)."""
     return references(load_heldout(corpus_dir, spec))
 
 
@@ -290,7 +291,7 @@ def bands_table(results: dict) -> str:
 
 
 def main(argv=None) -> None:
-    """`python -m common.quality --framework F --text2mel RUN_OR_FILE --data CORPUS`: held-out
+    """`python -m common.evaluation.quality --framework F --text2mel RUN_OR_FILE --data CORPUS`: held-out
     quality of a trained Text2Mel against the untrained network and the mean spectrum, one
     summary line each, then the trained model's figures per length band (bands_table); --out DIR
     also writes the numbers (quality.json), the band table (bands.md) and each sentence's synthesis
@@ -299,14 +300,14 @@ def main(argv=None) -> None:
     import json
     from pathlib import Path
 
-    from common import cli, plots
-    from common.contention import Contention
+    from common.training import cli, plots
+    from common.training.contention import Contention
     from common.framework import configure_threads, load_backend
 
-    p = argparse.ArgumentParser(prog="python -m common.quality", description=main.__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m common.evaluation.quality", description=main.__doc__.split("\n\n")[0])
     p.add_argument("--framework", required=True)
     p.add_argument("--text2mel", required=True, type=Path, help="checkpoint, weight file or run directory")
-    p.add_argument("--data", required=True, type=Path, help="an espeak-ng corpus with heldout.csv (common.corpus)")
+    p.add_argument("--data", required=True, type=Path, help="an espeak-ng corpus with heldout.csv (common.data.corpus)")
     p.add_argument("--sentences", type=int, help="the first N held-out sentences (default: all)")
     p.add_argument("--training", action="store_true", help="as many training sentences instead (over-fitting)")
     p.add_argument("--threads", type=int)

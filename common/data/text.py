@@ -62,7 +62,7 @@ from typing import Callable, NamedTuple, Union
 
 import numpy as np
 
-from common.spec import EOS, PAD, Spec
+from common.contract.spec import EOS, PAD, Spec
 
 # [kyubyong] strips this punctuation; '!' ends a sentence like '.'. Typographic quotes,
 # dashes, brackets and the ellipsis count as their ASCII forms ([ours]: LJSpeech-style text

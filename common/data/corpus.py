@@ -1,15 +1,15 @@
-"""An LJSpeech-format corpus spoken by espeak-ng (common.espeak: the library from a pinned
+"""An LJSpeech-format corpus spoken by espeak-ng (common.data.espeak: the library from a pinned
 wheel, nothing from the system): real (if robotic) speech for tests, smoke runs and training
-without downloading LJSpeech, with a held-out set for common.quality.
+without downloading LJSpeech, with a held-out set for common.evaluation.quality.
 
-    python -m common.corpus --out DIR --n N [--seed S] [--max-chars M] [--heldout K]
+    python -m common.data.corpus --out DIR --n N [--seed S] [--max-chars M] [--heldout K]
                             [--source auto|embedded|generated]
 
 Sentences come from a source:
-  embedded   common/sentences.txt, 368 sentences written for this project;
-  prose      common.prose: English as it is written (function words, clauses, names, numbers;
+  embedded   common/data/sentences.txt, 368 sentences written for this project;
+  prose      common.data.prose: English as it is written (function words, clauses, names, numbers;
              word frequencies of real English), any number, deterministic by seed;
-  generated  common.grammar: the older toy grammar (plural nouns, base-form verbs), kept as an option;
+  generated  common.data.grammar: the older toy grammar (plural nouns, base-form verbs), kept as an option;
   auto       (default) embedded while n + K of its sentences fit max_chars, else prose.
 
 The corpus holds n training utterances (metadata.csv) and K held-out ones (heldout.csv), both
@@ -17,7 +17,7 @@ The corpus holds n training utterances (metadata.csv) and K held-out ones (heldo
 (training), <source>-H0001 (held-out), the source ES001 (embedded), ES002 (generated) or ES003
 (prose). The prose source's held-out set is drawn band by band (data.LENGTH_BANDS that fit
 max_chars; default K: 5% of n spread over the bands, at least 1 and at most 30 a band), so that
-common.quality can report every band; the other sources' default K is 5% of n, 1 to 50. The
+common.evaluation.quality can report every band; the other sources' default K is 5% of n, 1 to 50. The
 held-out sentences of the generated sources do not depend on n, and a smaller corpus's training
 sentences are the first of a larger one's (same seed, K and max_chars).
 """
@@ -30,8 +30,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common import data, espeak, grammar, prose, text
-from common.spec import Spec
+from common.data import dataset as data, espeak, grammar, prose, text
+from common.contract.spec import Spec
 
 SENTENCES = Path(__file__).with_name("sentences.txt")
 SOURCES = ("auto", "embedded", "prose", "generated")
@@ -161,7 +161,7 @@ def write_corpus(out_dir, source: str, train: list, held: list, progress: bool =
 def _heldout_file(corpus_dir) -> Path:
     path = Path(corpus_dir) / HELDOUT
     if not path.is_file():
-        raise data.DataError(f"{path} is missing (build the corpus with python -m common.corpus)")
+        raise data.DataError(f"{path} is missing (build the corpus with python -m common.data.corpus)")
     return path
 
 
@@ -181,7 +181,7 @@ def load_heldout(corpus_dir, spec: Spec, progress: bool = False) -> data.Corpus:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m common.corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m common.data.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output directory (LJSpeech layout)")
     parser.add_argument("--n", type=int, required=True, help="number of training sentences")
     parser.add_argument("--seed", type=int, default=0, help="which sentences (default 0)")
@@ -189,8 +189,8 @@ def main(argv=None) -> None:
     parser.add_argument("--heldout", type=int, default=None, metavar="K",
                         help=f"held-out sentences in heldout.csv (default 5%% of n, 1 to {HELDOUT_MAX})")
     parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help="embedded (common/sentences.txt), prose (common.prose: English as written), generated "
-                             "(common.grammar: the older toy grammar), or auto (default: embedded while enough of "
+                        help="embedded (common/data/sentences.txt), prose (common.data.prose: English as written), generated "
+                             "(common.data.grammar: the older toy grammar), or auto (default: embedded while enough of "
                              "its sentences fit, else prose)")
     args = parser.parse_args(argv)
     try:

@@ -1,11 +1,11 @@
-"""Comparing outputs and weights: a framework with common.reference (the benchmark's parity gate,
+"""Comparing outputs and weights: a framework with common.contract.reference (the benchmark's parity gate,
 the tests) and frameworks with each other (tests/parity), with the first diverging parameter named."""
 from __future__ import annotations
 
 import numpy as np
 
-from common import losses, reference, spec as S
-from common.batch import Batch
+from common.contract import losses, reference, spec as S
+from common.data.batch import Batch
 
 
 def max_abs_error(a, b) -> float:
@@ -31,7 +31,7 @@ def norm_relative_error(a, b) -> float:
 
 
 def reference_outputs(spec: S.Spec, net: str, weights: dict, batch: Batch) -> dict:
-    """common.reference's eval-mode outputs, keyed like Backend.forward's."""
+    """common.contract.reference's eval-mode outputs, keyed like Backend.forward's."""
     if net == "text2mel":
         logits, attention = reference.text2mel(spec, weights, batch.text, batch.mel)
         return {"logits": logits, "attention": attention}
@@ -41,8 +41,8 @@ def reference_outputs(spec: S.Spec, net: str, weights: dict, batch: Batch) -> di
 
 
 def reference_losses(spec: S.Spec, net: str, weights: dict, batch: Batch, train_stats=None) -> dict:
-    """common.losses of common.reference's outputs (batch norm in training mode when `train_stats`
-    is a dict, see common.reference), keyed like Backend.train_step's."""
+    """common.contract.losses of common.contract.reference's outputs (batch norm in training mode when `train_stats`
+    is a dict, see common.contract.reference), keyed like Backend.train_step's."""
     if net == "text2mel":
         return losses.text2mel_losses(*reference.text2mel(spec, weights, batch.text, batch.mel, train_stats), batch)
     return losses.ssrn_losses(reference.ssrn(spec, weights, batch.mel, train_stats), batch)
@@ -77,14 +77,14 @@ def global_relative_error(a: dict, b: dict) -> float:
 
 def explain(spec: S.Spec, net: str, backends: dict, batch: Batch, tol: float = 1e-4) -> str:
     """Where frameworks part, for a failure message: the first parameter (forward order) whose
-    weights as read back differ, each framework's output error vs common.reference from its own
+    weights as read back differ, each framework's output error vs common.contract.reference from its own
     weights, and the first parameter whose gradient differs, in forward and in backward order."""
     (na, a), (nb, b) = backends.items()
     wa, wb = a.get_weights(), b.get_weights()
     lines = [f"weights read back: first difference {first_divergence(spec, net, wa, wb, 0.0)}"]
     for name, backend, w in ((na, a, wa), (nb, b, wb)):
         got, want = backend.forward(batch), reference_outputs(spec, net, w, batch)
-        lines.append(f"{name} vs common.reference: " + ", ".join(
+        lines.append(f"{name} vs common.contract.reference: " + ", ".join(
             f"{k} {relative_error(got.get(k, np.empty(0)), v):.1e}" for k, v in want.items()))
     ga, gb = a.gradients(batch)[1], b.gradients(batch)[1]
     lines.append(f"gradients: first difference > {tol:g} in forward order {first_divergence(spec, net, ga, gb, tol)}, "

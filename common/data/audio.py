@@ -19,7 +19,7 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
-from common.spec import Spec
+from common.contract.spec import Spec
 
 
 class AudioError(ValueError):

@@ -1,6 +1,6 @@
 """English sentences without a download, any number of them, deterministic by seed: a small
 grammar over the part-of-speech word lists of the pinned `wonderwords` package, so that
-common.corpus can have espeak-ng speak thousands of distinct training utterances anywhere.
+common.data.corpus can have espeak-ng speak thousands of distinct training utterances anywhere.
 
 A sentence is one clause or several joined by conjunctions (", but ", ", while ", ...); the
 last clause may be a question. A statement clause is
@@ -11,7 +11,7 @@ last clause may be a question. A statement clause is
 
 Plural subjects keep verbs in their base form, so nothing needs conjugating; plurals and a/an
 come from `inflect`. A question opens with an auxiliary ("did", "why do", "what can", ...).
-Numbers are written with digits ("in 1862", "at 7:30", "the 3rd"): common.text.normalize
+Numbers are written with digits ("in 1862", "at 7:30", "the 3rd"): common.data.text.normalize
 spells them out, and what espeak-ng reads (Sentence.spoken) has them in words already, so
 audio and normalized text say the same words.
 
@@ -28,8 +28,8 @@ import random
 import re
 from typing import NamedTuple
 
-from common import text
-from common.data import LJ_CHAR_BINS, LJ_MAX_CHARS, LJ_MIN_CHARS
+from common.data import text
+from common.data.dataset import LJ_CHAR_BINS, LJ_MAX_CHARS, LJ_MIN_CHARS
 
 DETERMINERS_PLURAL = ("the", "these", "those", "some", "many", "all the", "several", "a few", "most", "both",
                       "our", "their", "your", "my", "his", "her", "such", "no", "other", "")  # "": bare plural
@@ -62,7 +62,7 @@ _NUMBER = re.compile(r"\d+(?::\d\d|st|nd|rd|th)?")
 class Sentence(NamedTuple):
     text: str  # as written: capital, digits, commas, final '.' or '?'
     spoken: str  # what espeak-ng reads: `text` with its numbers in words
-    normalized: str  # common.text.normalize(text): what the model reads
+    normalized: str  # common.data.text.normalize(text): what the model reads
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,7 +191,7 @@ def _number_words(number: str) -> str:
 
 
 def _spoken(clause: str) -> str:
-    """The clause with its numbers in words (as common.text.normalize reads them); clauses are
+    """The clause with its numbers in words (as common.data.text.normalize reads them); clauses are
     otherwise lowercase words, so this is also their normalized text."""
     return _NUMBER.sub(lambda m: _number_words(m.group(0)), clause)
 

@@ -2,19 +2,19 @@
 
 Text2Mel and SSRN train separately, as in the paper. A run lives in one directory:
 
-    <net>-<step>.safetensors   checkpoints (common.checkpoint), the newest few
+    <net>-<step>.safetensors   checkpoints (common.training.checkpoint), the newest few
     <net>-losses.jsonl         one line per step: step, losses, learning rate, seconds (of the
                                step itself, data loading excluded)
     plots/                     at each checkpoint: Text2Mel attention and predicted vs target
                                mel; SSRN predicted vs target magnitude (a fixed utterance)
     samples/                   at each Text2Mel checkpoint: the fixed utterance's text
-                               synthesized and made audible (common.monitor)
+                               synthesized and made audible (common.training.monitor)
 
 Resuming is bit-identical to an uninterrupted run: weights, Adam and the data order are
 restored, and the framework's random stream (dropout) is reseeded from (run seed, step)
 before every step. Ctrl-C or SIGTERM finishes the current step and saves a checkpoint.
 
-Started as one worker of a data-parallel job (common.distributed), a process joins the others
+Started as one worker of a data-parallel job (common.training.distributed), a process joins the others
 through its framework's engine, trains on its shard of the same global batches, and only rank 0
 writes files and progress; a stop request on any worker stops all at the same step.
 """
@@ -32,13 +32,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import checkpoint, data, distributed, weights as W
-from common.checkpoint import TrainState
-from common.contention import Contention
+from common.training import checkpoint, distributed
+from common.data import dataset as data
+from common.contract import weights as W
+from common.training.checkpoint import TrainState
+from common.training.contention import Contention
 from common.framework import configure_threads, load_backend
-from common.losses import learning_rate
-from common.spec import Spec, get_spec
-from common.monitor import Monitor
+from common.contract.losses import learning_rate
+from common.contract.spec import Spec, get_spec
+from common.training.monitor import Monitor
 
 
 class TrainError(ValueError):
@@ -174,7 +176,7 @@ def train(framework, net: str, data_dir, out_dir, spec: Spec | None = None, step
 def make_backend(framework, name: str, declared: int, spec: Spec, net: str, device: str, seed: int,
                  batch_size: int) -> tuple:
     """(Backend, rank, workers): the framework's Backend, joined to the data-parallel job this
-    process was started in, if any (`declared` workers: common.distributed.declared_workers;
+    process was started in, if any (`declared` workers: common.training.distributed.declared_workers;
     on joining, each Backend moves a worker made with "cuda" to the GPU of its local rank)."""
     if declared > 1 and batch_size % declared:
         raise TrainError(f"batch size {batch_size} does not split evenly over {declared} workers")

@@ -1,7 +1,7 @@
 """English as it is written, any number of sentences, deterministic by seed: the default
-training text of the espeak-ng corpora (common.corpus --source prose).
+training text of the espeak-ng corpora (common.data.corpus --source prose).
 
-Why not common.grammar: its sentences ("Our creepy cenotaphs command such disagreeable
+Why not common.data.grammar: its sentences ("Our creepy cenotaphs command such disagreeable
 deeds.") never use the words that make up half of real prose (and, was, it, he, had, ...), so a
 model trained on them had never heard the commonest sounds of English. Here:
 
@@ -16,11 +16,11 @@ model trained on them had never heard the commonest sounds of English. Here:
   common and "cenotaph" rare, yet present;
 - inflections (past tense, participles, -s, -ing) come from lemminflect, plurals and a/an
   from inflect;
-- lengths follow LJSpeech's (common.grammar.target_lengths: median ~102 characters, up to
+- lengths follow LJSpeech's (common.data.grammar.target_lengths: median ~102 characters, up to
   187): each sentence is the best of a few candidates around a drawn target length.
 
 Every sentence is checked: its spoken form (numbers and abbreviations in words,
-common.text.expand, punctuation kept for espeak-ng's pauses) normalizes to exactly what the
+common.data.text.expand, punctuation kept for espeak-ng's pauses) normalizes to exactly what the
 model reads, and nothing falls outside the vocabulary; a sentence that fails is drawn again.
 """
 from __future__ import annotations
@@ -29,10 +29,11 @@ import functools
 import random
 from typing import NamedTuple
 
-from common import spec, text
-from common.data import LJ_MAX_CHARS
-from common.grammar import Sentence, _ordinal, _plural, target_lengths, words
-from common.grammar import _with_article as _a
+from common.contract import spec
+from common.data import text
+from common.data.dataset import LJ_MAX_CHARS
+from common.data.grammar import Sentence, _ordinal, _plural, target_lengths, words
+from common.data.grammar import _with_article as _a
 
 FREQUENCY_POWER = 0.75  # word weight = frequency ** 0.75: real prose's order, a flatter tail (more words seen)
 CANDIDATES = 4  # sentences drawn per target length: the closest wins
@@ -91,7 +92,7 @@ class Lexicon(NamedTuple):
 
 @functools.lru_cache(maxsize=1)
 def lexicon() -> Lexicon:
-    """wonderwords' nouns, verbs, adjectives and adverbs (common.grammar.words: plain, no
+    """wonderwords' nouns, verbs, adjectives and adverbs (common.data.grammar.words: plain, no
     profanity, read as written) without closed-class words, each as (words, cumulative weights)
     with weight = wordfreq's English frequency ** FREQUENCY_POWER (words wordfreq has never
     seen are dropped: too rare to teach anything)."""
@@ -335,7 +336,7 @@ def _capitalized(s: str) -> str:
 
 def make_sentence(written: str) -> Sentence | None:
     """The Sentence of a written one, or None when it cannot be used: what espeak-ng reads (the
-    numbers and abbreviations in words, common.text.expand) must normalize to what the model
+    numbers and abbreviations in words, common.data.text.expand) must normalize to what the model
     reads, and that must lie in the vocabulary."""
     written = _capitalized(written)
     spoken = text.expand(written)
@@ -351,7 +352,7 @@ CLAUSE_CHARS = 45  # characters per clause, on average, of this writer's clauses
 def generate(n: int, seed=0, max_chars: int | None = None, min_chars: int = 0, exclude=()) -> list:
     """The first `n` distinct (by normalized text) sentences of seed `seed`'s stream whose
     normalized text has at least `min_chars` characters and fits `max_chars` (with the
-    end-of-text), as [common.grammar.Sentence]. Target lengths follow LJSpeech's within those
+    end-of-text), as [common.data.grammar.Sentence]. Target lengths follow LJSpeech's within those
     bounds; normalized texts in `exclude` are skipped (a held-out set). The same on every
     machine (random.Random(seed), pinned word lists and frequencies); generate(k) is a prefix
     of generate(n) for k < n."""

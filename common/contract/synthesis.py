@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import spec as S
+from common.contract import spec as S
 
 STOP_CHECK_EVERY = 8  # frames between the host's looks at the end flags (one device-to-host copy each)
 

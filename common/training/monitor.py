@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import audio, data, plots
-from common.synthesis import reached_end
+from common.data import audio, dataset as data
+from common.training import plots
+from common.contract.synthesis import reached_end
 
 
 class Monitor:

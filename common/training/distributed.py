@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.batch import Batch
+from common.data.batch import Batch
 
 HOLD_S = 1.0  # the engines' stderr reaches ours this late: time for the watchdog to see a failure first
 WORKER_TIMEOUT = 600.0  # seconds a worker may go without finishing a step (checkpoint pictures included)
@@ -174,7 +174,7 @@ def launch(framework: str, workers: int, worker: list, timeout: float = WORKER_T
     supervise it: returns 0 when every worker ended well. A worker that dies (killed, or an
     error) or that reports no finished step for `timeout` seconds ends the whole job: the
     processes are stopped and LaunchError names the rank (and `log`). SIGINT/SIGTERM is passed on
-    to the workers, which agree on a step, save and stop (common.train_loop); returns 128 + signal.
+    to the workers, which agree on a step, save and stop (common.training.train_loop); returns 128 + signal.
     `log`: a file (appended to) that receives the engines' output too (_EngineOutput)."""
     if workers < 2:
         raise ValueError(f"a job needs >= 2 workers, got {workers}")

@@ -1,7 +1,7 @@
 """Portable weight files: the contract between the three frameworks.
 
 A file is safetensors (numpy API) holding float32 arrays under the canonical names
-and layouts of `common.spec` (conv (out, in, k), transposed conv (in, out, k),
+and layouts of `common.contract.spec` (conv (out, in, k), transposed conv (in, out, k),
 embedding (vocab, e), norm (channels,)). Its metadata carries the format tag, the
 network ("text2mel" or "ssrn"), every hyperparameter of the spec (JSON) and the
 spec's fingerprint, so a file can never be loaded into a model of other
@@ -22,7 +22,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
-from common import spec as S
+from common.contract import spec as S
 
 FORMAT = "dctts-bench-weights/1"
 TEMP_PREFIX, TEMP_SUFFIX = ".tmp-", ".tmp"  # atomic_write's temporary files: .tmp-<name>.<random>.tmp
@@ -57,7 +57,7 @@ def init_weights(spec: S.Spec, net: str, seed: int = 0) -> dict:
     return out
 
 
-def check_fit(weights: dict, shapes: dict) -> None:
+def check_fit(weights: dict, shapes: dict, what: str = "weights") -> None:
     """Refuse (WeightsError) weights that do not fit a model's {name: shape}: missing,
     unexpected or misshapen arrays, all named. Every framework calls it before loading."""
     missing = [k for k in shapes if k not in weights]
@@ -65,8 +65,14 @@ def check_fit(weights: dict, shapes: dict) -> None:
     wrong = [f"{k} {tuple(np.shape(weights[k]))} != {tuple(s)}" for k, s in shapes.items()
              if k in weights and tuple(np.shape(weights[k])) != tuple(s)]
     if missing or unexpected or wrong:
-        raise WeightsError(f"weights do not fit the model: missing {missing[:5]} unexpected {unexpected[:5]} "
+        raise WeightsError(f"{what} do not fit the model: missing {missing[:5]} unexpected {unexpected[:5]} "
                            f"misshapen {wrong[:5]}")
+
+
+def check_optimizer_state(state: dict, shapes: dict) -> None:
+    """check_fit for an Adam state {"step", "m.<name>", "v.<name>"} and the model's {name: shape}:
+    every framework's Trainer.set_state calls it before restoring anything."""
+    check_fit(state, {"step": (), **{f"{k}.{name}": s for name, s in shapes.items() for k in "mv"}}, "optimizer state")
 
 
 def save(path, tensors: dict, spec: S.Spec, net: str, meta: dict | None = None) -> None:

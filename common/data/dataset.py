@@ -18,9 +18,10 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from common import audio, text, weights as W
-from common.batch import make_batch
-from common.spec import Spec
+from common.data import audio, text
+from common.contract import weights as W
+from common.data.batch import make_batch
+from common.contract.spec import Spec
 
 # Spec fields that change the features; model fields (d, c, ...) must not invalidate a cache.
 AUDIO_FIELDS = ("sr", "n_fft", "hop", "win", "n_mels", "preemphasis", "features", "gamma", "ref_db", "max_db",
@@ -56,7 +57,7 @@ def read_ljspeech(data_dir, metadata: str = "metadata.csv") -> list:
     """[Entry] from an LJSpeech-format directory: metadata.csv lines `id|text|normalized text`
     (pipe-separated, no header, quotes literal) and wavs/<id>.wav. The normalized column is
     used when present and non-empty. `metadata`: another list of the same folder (a held-out
-    set, common.corpus)."""
+    set, common.data.corpus)."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"corpus directory {root} does not exist")
@@ -289,7 +290,7 @@ def bucket(lengths, indices, batch_size: int, rng: np.random.Generator) -> list:
 
 
 def batches(corpus: Corpus, indices, batch_size: int, rng: np.random.Generator, skip: int = 0):
-    """Iterator over one epoch of padded, reduced Batches (common.batch.make_batch) of
+    """Iterator over one epoch of padded, reduced Batches (common.data.batch.make_batch) of
     corpus items `indices`, length-bucketed; deterministic for a given rng state.
     The last batch of a chunk may be smaller. The first `skip` batches are left out
     without loading their features (a resumed run continues mid-epoch)."""
@@ -300,7 +301,7 @@ def batches(corpus: Corpus, indices, batch_size: int, rng: np.random.Generator, 
                          [f[1] for f in feats])
 
 
-# --- LJSpeech's statistics (common.grammar, bench.inputs' synthetic batches) ----------
+# --- LJSpeech's statistics (common.data.grammar, bench.inputs' synthetic batches) ----------
 # LJSpeech 1.1, 13,100 clips: characters per text in 20-character bins (0-19, ..., 180-199);
 # min 12, mean 99.9, median 102, p90 142, p99 165, max 187 characters.
 LJ_CHAR_BINS = np.array([53, 562, 1227, 1858, 2459, 2744, 2572, 1361, 245, 19])
@@ -309,6 +310,6 @@ LJ_MIN_CHARS, LJ_MAX_CHARS = 12, 187
 LJ_MIN_SECONDS, LJ_MAX_SECONDS = 1.11, 10.10
 LJ_CHARS_PER_SECOND = 15.2
 # [ours] held-out quality is reported per band of normalized characters (end-of-text not counted):
-# one overall figure hid that sentences past ~60 characters did not align (common.quality).
+# one overall figure hid that sentences past ~60 characters did not align (common.evaluation.quality).
 LENGTH_BANDS = ((1, 60), (61, 100), (101, 140), (141, LJ_MAX_CHARS))
 LJ_SECONDS_NOISE = 0.3  # [ours] standard deviation around chars / rate

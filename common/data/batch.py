@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import losses
-from common.spec import EOS, Spec
+from common.contract import losses
+from common.contract.spec import EOS, Spec
 
 
 @dataclass
@@ -16,7 +16,7 @@ class Batch:
     text_lengths, frame_lengths (B,) int32 (frames counted after reduction);
     guide, guide_mask (B, N, T) float32: guided-attention weights and real-position mask.
 
-    A worker's shard of a data-parallel step (common.distributed.shard) is some rows of a global
+    A worker's shard of a data-parallel step (common.training.distributed.shard) is some rows of a global
     batch, at its padded shape; two numbers make the mean of the workers' losses (and so of
     their gradients) equal the global batch's losses:
     weight: multiplies the l1 and binary-divergence terms: the shard's rows / (global rows /
@@ -70,7 +70,7 @@ def make_batch(spec: Spec, texts, mels, mags) -> Batch:
 def random_batch(spec: Spec, text_lengths, frame_lengths, seed: int = 0) -> Batch:
     """Random ids (each text ending with end-of-text) and uniform features in [0, 1) of the given
     lengths (characters with end-of-text; full-rate frames): the small batches of the tests and
-    of the benchmark's parity gate, cheap enough for common.reference at any preset."""
+    of the benchmark's parity gate, cheap enough for common.contract.reference at any preset."""
     rng = np.random.default_rng(seed)
     texts = [np.append(rng.integers(EOS + 1, spec.n_vocab, n - 1), EOS).astype(np.int32) for n in text_lengths]
     mels = [rng.random((spec.n_mels, t), dtype=np.float32) for t in frame_lengths]

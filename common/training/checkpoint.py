@@ -1,4 +1,4 @@
-"""Training checkpoints, framework-neutral: one safetensors file (common.weights.save, so
+"""Training checkpoints, framework-neutral: one safetensors file (common.contract.weights.save, so
 written atomically) holding
 
   * the portable weights under their canonical names,
@@ -7,7 +7,7 @@ written atomically) holding
   * metadata: the TrainState fields (step, run seed, batch size, the data order: the numpy
     Generator's bit_generator.state at the start of the current epoch as JSON and the
     number of batches of that epoch already used), framework and model, besides what
-    common.weights writes (every hyperparameter, fingerprint).
+    common.contract.weights writes (every hyperparameter, fingerprint).
 
 A run directory keeps the newest few that read back as <net>-<step, 8 digits>.safetensors;
 one that does not (truncated, corrupt) is renamed aside to <name>.corrupt and never counted.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import weights as W
-from common.spec import Spec
+from common.contract import weights as W
+from common.contract.spec import Spec
 
 ADAM = "adam."
 KEEP = 2

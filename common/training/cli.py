@@ -1,11 +1,11 @@
 """Command lines, one for every framework (chosen with --framework):
 
     dctts-train --framework torch --model text2mel --data DIR --out DIR [--preset tiny] ...
-    dctts-train ... --workers 2        (data-parallel, on the framework's own engine: common.distributed)
+    dctts-train ... --workers 2        (data-parallel, on the framework's own engine: common.training.distributed)
     dctts-synthesize --framework torch --text2mel CKPT --ssrn CKPT "some text" -o out.wav
     dctts-synthesize ... "one text" "another" --text-file lines.txt -o outdir/   (one wav per text)
 
-(also `python -m common.cli train ...` / `python -m common.cli synthesize ...`). Bad input
+(also `python -m common.training.cli train ...` / `python -m common.training.cli synthesize ...`). Bad input
 gives one line on stderr and a non-zero exit status, never a traceback.
 """
 from __future__ import annotations
@@ -19,13 +19,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import audio, checkpoint, data, distributed, text, train_loop, weights
-from common.contention import Contention
+from common.data import audio, dataset as data, text
+from common.training import checkpoint, distributed, train_loop
+from common.contract import weights
+from common.training.contention import Contention
 from common.environment import SetupError
-from common.espeak import EspeakError
+from common.data.espeak import EspeakError
 from common.framework import FRAMEWORKS, configure_threads, load_backend
-from common.spec import NETS, PRESETS, get_spec, parse_overrides
-from common.synthesis import reached_end
+from common.contract.spec import NETS, PRESETS, get_spec, parse_overrides
+from common.contract.synthesis import reached_end
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 # What bad input raises (one line on stderr); any other error is a bug and keeps its traceback. The
@@ -62,7 +64,7 @@ def train_parser() -> argparse.ArgumentParser:
                    help="hyperparameters (default: the checkpoint's when resuming, else paper)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change one hyperparameter of the preset (repeatable), e.g. --set norm=batch "
-                        "--set conv=bottleneck (the fields: common/spec.py; a resumed run must repeat them)")
+                        "--set conv=bottleneck (the fields: common/contract/spec.py; a resumed run must repeat them)")
     p.add_argument("--steps", type=int, default=10000, help="train until this many steps in all (default: 10000)")
     p.add_argument("--batch-size", type=int, help="default: the preset's (or the checkpoint's)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="default: 1000 steps")
@@ -88,7 +90,7 @@ def synthesize_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dctts-synthesize", description="Text -> wav with trained Text2Mel and SSRN "
                                 "checkpoints (or weight files, or run directories: their newest checkpoint). "
                                 "Numbers, money, times, dates, abbreviations and symbols are spelled out first "
-                                "(common/text.py); the text as spoken is printed.")
+                                "(common/data/text.py); the text as spoken is printed.")
     _common_options(p, framework_required=False)  # --show-text needs none: run_synthesize checks it
     p.add_argument("--text2mel", type=Path, help="required unless --show-text")
     p.add_argument("--ssrn", type=Path, help="required unless --show-text")
@@ -146,7 +148,7 @@ def requested_spec(args):
 
 def run_job(args) -> int:
     """`--workers N`: check the arguments and cache the corpus's features once, then run N
-    workers of this same command under the framework's engine (common.distributed.launch)."""
+    workers of this same command under the framework's engine (common.training.distributed.launch)."""
     train_loop.check_arguments(args.data, args.out, args.steps, args.batch_size, args.checkpoint_every, args.seed,
                                args.threads)
     spec = requested_spec(args)
@@ -163,7 +165,7 @@ def run_job(args) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     print(f"{args.workers} {args.framework} workers, {threads} thread{'s' * (threads > 1)} each, "
           f"{state.batch_size // args.workers} of every {state.batch_size} utterances each")
-    worker = ["common.cli", "train"] + without_workers(args.argv) + ([] if args.threads else ["--threads", str(threads)])
+    worker = ["common.training.cli", "train"] + without_workers(args.argv) + ([] if args.threads else ["--threads", str(threads)])
     log = Path(args.out) / f"{args.model}-job.log"  # the engines' output; LaunchError, one line, names it
     return distributed.launch(args.framework, args.workers, worker, args.worker_timeout, log=log)
 
@@ -337,10 +339,10 @@ COMMANDS = {"train": train_main, "synthesize": synthesize_main}
 
 
 def main(argv=None) -> None:
-    """`python -m common.cli train|synthesize ...`"""
+    """`python -m common.training.cli train|synthesize ...`"""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m common.cli {{{'|'.join(COMMANDS)}}} ... (--help after the command for its options)",
+        print(f"usage: python -m common.training.cli {{{'|'.join(COMMANDS)}}} ... (--help after the command for its options)",
               file=sys.stderr)
         sys.exit(2)
     COMMANDS[argv[0]](argv[1:])

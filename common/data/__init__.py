@@ -1,0 +1,1 @@
+"""Text, audio and corpora: from characters and wavs to the batches every framework trains on."""

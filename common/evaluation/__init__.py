@@ -1,0 +1,1 @@
+"""Held-out quality: MCD-DTW, alignment."""

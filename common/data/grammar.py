@@ -66,12 +66,6 @@ class Sentence(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1)
-def _inflect():
-    import inflect
-    return inflect.engine()
-
-
-@functools.lru_cache(maxsize=1)
 def words() -> dict:
     """{"noun", "verb", "adjective", "adverb": sorted tuple} from wonderwords' assets: plain lowercase
     words, none of its profanity list, none the normalizer would read otherwise (an abbreviation
@@ -96,16 +90,16 @@ def words() -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _plural(noun: str) -> str:
-    return _inflect().plural_noun(noun)
+def plural_noun(noun: str) -> str:
+    return text.inflect_engine().plural_noun(noun)
 
 
 @functools.lru_cache(maxsize=None)
-def _with_article(phrase: str) -> str:
-    return _inflect().a(phrase)  # "an old lamp", "a useful map", "an hour"
+def with_article(phrase: str) -> str:
+    return text.inflect_engine().a(phrase)  # "an old lamp", "a useful map", "an hour"
 
 
-def _ordinal(k: int) -> str:
+def ordinal_digits(k: int) -> str:
     """3 -> '3rd' (digits for the normalizer)"""
     suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
     return f"{k}{suffix}"
@@ -122,13 +116,13 @@ class _Grammar:
         r = self.rng.random() if rich else 0.0
         adjectives = [self.pick(self.w["adjective"]) for _ in range(0 if r < 0.45 else 1 if r < 0.85 else 2)]
         noun = self.pick(self.w["noun"])
-        phrase = " ".join(adjectives + [_plural(noun) if plural else noun])
+        phrase = " ".join(adjectives + [plural_noun(noun) if plural else noun])
         if plural:
             det = str(self.rng.randint(2, 999)) if self.rng.random() < 0.08 else self.pick(DETERMINERS_PLURAL)
         else:
             det = self.pick(DETERMINERS_SINGULAR)
             if det == "a":
-                return _with_article(phrase)
+                return with_article(phrase)
         return f"{det} {phrase}".strip()
 
     def tail(self) -> list:
@@ -139,7 +133,7 @@ class _Grammar:
         if r < 0.05:
             out.append(f"in {self.rng.randint(1500, 1999)}")
         elif r < 0.08:
-            out.append(f"for the {_ordinal(self.rng.randint(1, 40))} time")
+            out.append(f"for the {ordinal_digits(self.rng.randint(1, 40))} time")
         elif r < 0.11:
             out.append(f"at {self.rng.randint(1, 12)}:{5 * self.rng.randrange(12):02d}")
         elif r < 0.23:

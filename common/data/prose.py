@@ -32,8 +32,7 @@ from typing import NamedTuple
 from common.contract import spec
 from common.data import text
 from common.data.dataset import LJ_MAX_CHARS
-from common.data.grammar import Sentence, _ordinal, _plural, target_lengths, words
-from common.data.grammar import _with_article as _a
+from common.data.grammar import Sentence, ordinal_digits, plural_noun, target_lengths, with_article, words
 
 FREQUENCY_POWER = 0.75  # word weight = frequency ** 0.75: real prose's order, a flatter tail (more words seen)
 CANDIDATES = 4  # sentences drawn per target length: the closest wins
@@ -166,7 +165,7 @@ class _Writer:
             cents = f".{self.rng.randint(1, 99):02d}" if self.chance(0.2) else ""
             return f"for ${self.rng.choice((self.rng.randint(1, 99), self.rng.randint(100, 5000)))}{cents}"
         if r < 0.84:
-            return f"for the {_ordinal(self.rng.randint(1, 40))} time"
+            return f"for the {ordinal_digits(self.rng.randint(1, 40))} time"
         if r < 0.92:
             return f"by {self.rng.randint(2, 90)}%"
         return f"about {self.rng.randint(2, 20)} {self.pick(('miles', 'feet', 'days', 'years', 'minutes', 'hours'))} later"
@@ -185,13 +184,13 @@ class _Writer:
         if adjectives and self.chance(0.1):
             adjectives[0] = f"{self.pick(INTENSIFIERS[:4])} {adjectives[0]}"
         noun = self.word("noun")
-        phrase = " ".join(adjectives + [_plural(noun) if plural else noun])
+        phrase = " ".join(adjectives + [plural_noun(noun) if plural else noun])
         if plural:
             det = str(self.rng.randint(2, 500)) if self.chance(0.08) else self.common(QUANTIFIERS_PLURAL)
             phrase = f"{det} {phrase}".strip()
         else:
             det = self.common(DETERMINERS_SINGULAR)
-            phrase = _a(phrase) if det == "a" else f"{det} {phrase}"
+            phrase = with_article(phrase) if det == "a" else f"{det} {phrase}"
         if depth == 0 and self.chance(0.2):
             phrase += f" of {self.noun_phrase(self.chance(0.3), depth + 1)}"
         elif depth == 0 and self.chance(0.12):

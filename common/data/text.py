@@ -107,8 +107,10 @@ _MAX_CARDINAL_DIGITS = 15  # [ours] longer numbers (account numbers, ...) are re
 
 
 @functools.lru_cache(maxsize=1)
-def _inflect():
-    import inflect  # imported on first use: it takes ~2 s, and most text has no numbers
+def inflect_engine():
+    """The one inflect engine (numbers in words here; plurals and articles of common.data.grammar),
+    imported on first use: it takes ~2 s, and most text has no numbers."""
+    import inflect
     return inflect.engine()
 
 
@@ -123,12 +125,12 @@ def _cardinal(n: int) -> str:
         return "minus " + _cardinal(-n)
     if len(str(n)) > _MAX_CARDINAL_DIGITS:
         return _digits(str(n))
-    return _inflect().number_to_words(n, andword="")
+    return inflect_engine().number_to_words(n, andword="")
 
 
-def _ordinal(n: int) -> str:
+def _ordinal_words(n: int) -> str:
     """21 -> 'twenty-first'"""
-    return _inflect().ordinal(_cardinal(n))
+    return inflect_engine().ordinal(_cardinal(n))
 
 
 def _year(n: int) -> str:
@@ -158,7 +160,7 @@ def _decimal(whole: str, fraction: str | None) -> str:
     return f"{words} point {_digits(fraction)}".strip() if fraction else words
 
 
-def _plural(words: str) -> str:
+def _plural_number(words: str) -> str:
     """'eighteen sixty' -> 'eighteen sixties'"""
     return words[:-1] + "ies" if words.endswith("y") else words + "s"
 
@@ -200,7 +202,7 @@ def _numbered(m: re.Match) -> str:
 
 def _regnal(m: re.Match) -> str:
     n = _roman(m.group(2))
-    return m.group(0) if n is None else f"{m.group(1)} the {_ordinal(n)}{_stop(m)}"
+    return m.group(0) if n is None else f"{m.group(1)} the {_ordinal_words(n)}{_stop(m)}"
 
 
 # Abbreviations before a name: their period never ends a sentence. [keithito]'s list (with
@@ -278,7 +280,7 @@ def _hour(m: re.Match) -> str:
 def _date(month: int, day: int, year: str | None) -> str | None:
     if not (1 <= month <= 12 and 1 <= day <= 31):
         return None
-    words = f"{_MONTHS[month - 1]} {_ordinal(day)}"
+    words = f"{_MONTHS[month - 1]} {_ordinal_words(day)}"
     if year is None:
         return words
     if len(year) == 2:
@@ -334,7 +336,7 @@ def _symbol(m: re.Match) -> str:
 
 
 def _decade(m: re.Match) -> str:
-    return _plural(_integer(m.group(1)))
+    return _plural_number(_integer(m.group(1)))
 
 
 # --- the rules ---------------------------------------------------------------------
@@ -393,7 +395,7 @@ RULES = [
           lambda m: f"{_decimal(m.group(1), m.group(2))} percent",
           "a number followed by %", ("5% or 2.5 %", "five percent or two point five percent")),
     _rule("ordinal", rf"(?<![\d.,])({_NUMBER})(?i:st|nd|rd|th)\b",
-          lambda m: _ordinal(int(m.group(1).replace(",", ""))), "1st, 2nd, 3rd, 21st, 100th",
+          lambda m: _ordinal_words(int(m.group(1).replace(",", ""))), "1st, 2nd, 3rd, 21st, 100th",
           ("the 21st of May", "the twenty first of may")),
     _rule("decade", r"(?<![\w'’])['’]?(\d{0,3}0)['’]?s\b", _decade, "decades: 1860s, '60s, 1860's",
           ("the 1860s", "the eighteen sixties")),

@@ -18,7 +18,7 @@ import numpy as np
 from bench import inputs, machine
 from bench.parity import GATE_TOL, LOSS_TOL, cross_check
 from common.contract.spec import get_spec
-from common.framework import OPS
+from common.framework import ordered_tiers
 
 CSV_FIELDS = ("framework", "ops", "task", "preset", "batch_size", "shape", "status", "rounds", "steps", "median_s", "q1_s", "q3_s",
               "iqr_s", "ratio_to_fastest", "first_call_s", "warmup_median_s", "setup_s", "samples_per_s",
@@ -38,11 +38,6 @@ def tier(record: dict) -> str:
     """The tier of operators a record ran (common.framework.OPS); records from before the tiers
     (2026-12-07) ran today's "tuned" code."""
     return record.get("ops", "tuned")
-
-
-def tiers(rows: list) -> list:
-    """The tiers present in `rows`, tuned first."""
-    return sorted({r["ops"] for r in rows}, key=OPS.index)
 
 
 def _step_shape(step: dict) -> tuple | None:
@@ -228,7 +223,7 @@ TIERS_NOTE = ("tuned = our fastest code (hand-written convolutions and fused nod
 def tuning_gain(rows: list, frameworks: list) -> list:
     """Markdown lines: per framework, task, batch size and shape, stock's median / tuned's -- what
     tuning buys ([] unless both tiers ran)."""
-    if len(tiers(rows)) < 2:
+    if len(ordered_tiers(r["ops"] for r in rows)) < 2:
         return []
     ok = {(r["task"], r["preset"], r["batch_size"], r["shape"], r["ops"], r["framework"]): r for r in rows
           if r["status"] == "ok"}
@@ -258,7 +253,7 @@ def synthesis_throughput(rows: list, frameworks: list) -> list:
                  "sentence at a time)", "",
              "| preset | batch | tier | " + " | ".join(frameworks) + " |", "|---|---:|---|" + "---:|" * len(frameworks)]
     for preset in sorted({p for _, _, p, _ in synth}):
-        for ops in sorted({o for _, o, _, _ in synth}, key=OPS.index):
+        for ops in ordered_tiers(o for _, o, _, _ in synth):
             for batch in sizes:
                 cells = []
                 for fw in frameworks:
@@ -291,7 +286,7 @@ def plot(out_dir, rows: list, frameworks: list) -> list:
         return []
     written = []
     tasks = list(dict.fromkeys(r["task"] for r in ok))
-    present = tiers(ok)
+    present = ordered_tiers(r["ops"] for r in ok)
     series = [(fw, ops) for fw in frameworks for ops in present]  # a bar (a line) per framework and tier
 
     def label(fw, ops):

@@ -113,9 +113,10 @@ def parse_args(argv=None):
     if args.eval_every is None:
         args.eval_every = tune.EVAL_EVERY if args.tune else 250
     args.scaling = "scaling" in args.task
-    if (args.converge or args.tune or args.scaling) and args.ops not in (None, ["tuned"]):
+    trains = args.converge or args.tune or args.scaling  # the tasks that train the tuned tier only
+    if trains and args.ops not in (None, ["tuned"]):
         p.error("--ops goes with the timing tasks: converge, scaling and tune train the tuned tier")
-    args.ops = list(dict.fromkeys(args.ops or (["tuned"] if args.converge or args.tune or args.scaling else OPS)))
+    args.ops = list(dict.fromkeys(args.ops or (["tuned"] if trains else OPS)))
     if args.scaling and not set(args.task) <= {"scaling", "train-text2mel", "train-ssrn"}:
         p.error("--task scaling goes with train-text2mel and/or train-ssrn only")
     if min(args.workers) < 1:

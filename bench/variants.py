@@ -44,7 +44,7 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
     network, then per framework the median train-step time of Text2Mel and SSRN and its ratio to
     the baseline's in the same framework, tier and shape (the baseline must be among the variants for
     ratios); a row per tier of operators that ran."""
-    from common.framework import OPS  # numpy: not at import, which a converge worker does before its threads are set
+    from common.framework import ordered_tiers  # numpy: not at import, which a converge worker does before its threads are set
 
     times = {(r["preset"], r["task"], r["shape"], r["ops"], r["framework"]): r for r in rows if r["status"] == "ok"}
     gflop = {(r["preset"], r["task"], r["shape"]): r["gflop_per_step"] for r in rows if r["status"] == "ok"}
@@ -61,7 +61,7 @@ def table(rows: list, preset: str, variants: list, frameworks: list) -> str:
     for variant in variants:
         spec = variant_spec(preset, variant)
         for shape in shapes:
-            for ops in sorted({r["ops"] for r in rows}, key=OPS.index):
+            for ops in ordered_tiers(r["ops"] for r in rows):
                 cells = []
                 for t in tasks:
                     cells += [f"{A.count_params(spec, t[6:]):,}", _fmt(gflop.get((spec.name, t, shape)))]

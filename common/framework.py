@@ -21,6 +21,11 @@ FRAMEWORKS = ("torch", "chainer", "gluon")
 OPS = ("tuned", "stock")
 
 
+def ordered_tiers(names) -> list:
+    """The distinct tiers among `names`, in OPS's order (tuned first): how tables list them."""
+    return sorted(set(names), key=OPS.index)
+
+
 class Backend(abc.ABC):
     """One network (Text2Mel or SSRN) of one framework, with its Adam state.
 

@@ -48,3 +48,8 @@ def test_load_backend_sets_the_allocator_before_importing_the_framework(monkeypa
                         lambda name: events.append(name) or types.SimpleNamespace(Backend="the class"))
     assert framework.load_backend("chainer") == "the class"
     assert events == ["allocator", "impl_chainer.backend"]
+
+
+def test_tiers_are_listed_tuned_first_once_each():
+    assert framework.ordered_tiers(["stock", "tuned", "stock"]) == ["tuned", "stock"]
+    assert framework.ordered_tiers(iter(["stock"])) == ["stock"] and framework.ordered_tiers([]) == []

@@ -11,6 +11,7 @@ import importlib
 import numpy as np
 
 from common.data.batch import Batch
+from common.contract.synthesis import check_chunk, check_ids, stream_mels
 from common.environment import SetupError
 from common.contract.spec import Spec
 
@@ -93,6 +94,19 @@ class Backend(abc.ABC):
     def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
         """One utterance: synthesize_batch([text], max_frames)[0]."""
         return self.synthesize_batch([text], max_frames)[0]
+
+    def decode(self, texts: list, max_frames: int, block: int):
+        """Text2Mel only: the frame-by-frame synthesis under synthesize_batch, as a generator of
+        common.contract.synthesis.Block handed to the host every `block` frames, for up to
+        `max_frames` frames; whoever reads it stops it (common.contract.synthesis.collect, stream_mels)."""
+        raise NotImplementedError(f"{self.net} does not synthesize from text")
+
+    def synthesize_stream(self, text: np.ndarray, max_frames: int, chunk: int):
+        """One utterance's mel (F, n) `chunk` frames at a time, each as soon as Text2Mel has decoded
+        it (the last one shorter): together synthesize(text, max_frames)'s mel. The text and the
+        chunk size are checked at the call, not at the first frame."""
+        ids, chunk = check_ids(text, self.spec, max_frames), check_chunk(chunk)
+        return stream_mels(self.decode([ids], max_frames, chunk), len(ids))
 
     def upsample(self, mel: np.ndarray) -> np.ndarray:
         """SSRN only: reduced mel (F, T) -> magnitudes (F', r*T) in [0, 1], eval mode."""

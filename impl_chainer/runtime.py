@@ -97,6 +97,22 @@ def unchecked():
     return chainer.using_config("type_check", False)
 
 
+def unchecked_steps(steps):
+    """The generator `steps` with each of its steps (up to its next yield) run inside unchecked(),
+    never across a yield: the consumer's code between two items runs with its own configuration.
+    Closing this generator closes `steps`."""
+    try:
+        while True:
+            with unchecked():
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        steps.close()
+
+
 def to_numpy(array):
     """A NumPy array (or Variable's array) from any device, for results leaving the framework."""
     return chainer.backend.CpuDevice().send(chainer.as_array(array))

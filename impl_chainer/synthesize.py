@@ -1,5 +1,6 @@
 """Inference: autoregressive Text2Mel synthesis of a batch of sentences with forcibly
-incremental attention decided on the device, and SSRN upsampling. Eval mode with backprop
+incremental attention decided on the device (handed over a block of frames at a time: whole
+sentences or a stream), and SSRN upsampling. Eval mode with backprop
 disabled (no graph is kept); nothing is kept between calls."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import chainer.functions as F
 import numpy as np
 
 from common.contract import spec as S
-from common.contract.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
+from common.contract.synthesis import STOP_CHECK_EVERY, Block, check_mel, check_texts, collect, pad_ids
 from impl_chainer.text2mel import pad_bias
 
 
@@ -50,9 +51,11 @@ def position_tables(spec, width: int, max_frames: int, device) -> tuple:
     return tuple(device.send(p[None].astype(np.float32)) for p in S.attention_positions(spec, width, max_frames))
 
 
-def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
-    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
+def decode(text2mel, texts: list, max_frames: int, block: int):
+    """Several id arrays (N_b,), each ending with end-of-text -> a generator of
+    common.contract.synthesis.Block (mel (B, F, n), attention (B, N_max, n), positions, forced
+    (B, n)), one every `block` frames, for up to `max_frames` frames; the consumer stops it
+    (common.contract.synthesis.collect, stream_mels).
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
@@ -60,10 +63,9 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     the keys' positions are added once and frame t's to its query), on plain arrays
     (layers.py: Chainer's per-function overhead would dominate a frame; the stock tier computes
     the same steps with chainer.functions, no graph). The new attention
-    columns are forced on the device before V is read with them; the host checks the end flags
-    every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
-    after `max_frames` frames; common.contract.synthesis.split_batch cuts each at its own end. Which
-    frames were forced goes to the host with the positions, at the end."""
+    columns are forced on the device before V is read with them; a block's frames go to the host
+    together (one copy per block). Eval mode without a graph (inference()) holds while a block is
+    computed, not between blocks (the consumer's code runs there)."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     device, xp = text2mel.device, text2mel.xp
     enc, att, dec = text2mel.audioenc.layers, text2mel.attention, text2mel.audiodec.layers
@@ -77,30 +79,36 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         enc_past, dec_past = enc.initial_history(batch), dec.initial_history(batch)
         frame = xp.zeros((batch, text2mel.spec.n_mels, 1), np.float32)  # the teacher-forcing shift's zero frame
         position = xp.zeros(batch, np.int64)
-        ended = xp.zeros(batch, bool)
         half = np.float32(0.5)
-        frames, columns, positions, forcings = [], [], [], []
-        for t in range(max_frames):
-            q, enc_past = enc.step(frame, enc_past)
-            query = q.array if query_positions is None else q.array + query_positions[:, :, t:t + 1]
-            column, position, forced = force_incremental(att.weights_step(keys, query, bias), position, n_text)
-            logits, dec_past = dec.step(att.read_step(v, column, q.array), dec_past)
-            if text2mel.ops == "stock":
-                frame = F.sigmoid(logits).array
-            else:
-                frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
-            frames.append(frame)
-            columns.append(column)
-            positions.append(position)
-            forcings.append(forced)
-            ended |= reached_end(position, n_text)
-            if (t + 1) % STOP_CHECK_EVERY == 0 and bool(ended.all()):
-                break
-        mel = runtime.to_numpy(xp.concatenate(frames, axis=2))
-        attention = runtime.to_numpy(xp.stack(columns, axis=2))
-        positions = runtime.to_numpy(xp.stack(positions, axis=1))
-        forcings = runtime.to_numpy(xp.stack(forcings, axis=1))
-    return split_batch(mel, attention, positions, forcings, [len(ids) for ids in texts])
+    for first in range(0, max_frames, block):
+        eval_mode, no_graph = inference()
+        with eval_mode, no_graph:
+            frames, columns, positions, forcings = [], [], [], []
+            for t in range(first, min(first + block, max_frames)):
+                q, enc_past = enc.step(frame, enc_past)
+                query = q.array if query_positions is None else q.array + query_positions[:, :, t:t + 1]
+                column, position, forced = force_incremental(att.weights_step(keys, query, bias), position, n_text)
+                logits, dec_past = dec.step(att.read_step(v, column, q.array), dec_past)
+                if text2mel.ops == "stock":
+                    frame = F.sigmoid(logits).array
+                else:
+                    frame = xp.tanh(logits.array * half) * half + half  # F.sigmoid's formula
+                frames.append(frame)
+                columns.append(column)
+                positions.append(position)
+                forcings.append(forced)
+            out = Block(runtime.to_numpy(xp.concatenate(frames, axis=2)), runtime.to_numpy(xp.stack(columns, axis=2)),
+                        runtime.to_numpy(xp.stack(positions, axis=1)), runtime.to_numpy(xp.stack(forcings, axis=1)))
+        yield out
+
+
+def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool. `decode`'s
+    blocks of STOP_CHECK_EVERY frames until every sentence has reached its end of text or after
+    `max_frames` frames; each is cut at its own end (common.contract.synthesis.collect)."""
+    texts = check_texts(texts, text2mel.spec, max_frames)
+    return collect(decode(text2mel, texts, max_frames, STOP_CHECK_EVERY), [len(ids) for ids in texts])
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:

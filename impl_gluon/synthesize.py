@@ -1,5 +1,6 @@
 """Inference: autoregressive Text2Mel synthesis of a batch of sentences with forcibly
-incremental attention decided on the device, and SSRN upsampling. Nothing runs under
+incremental attention decided on the device (handed over a block of frames at a time: whole
+sentences or a stream), and SSRN upsampling. Nothing runs under
 autograd.record() (no tape); nothing is kept between calls."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from mxnet import gluon
 
 from common.contract import spec as S
-from common.contract.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
+from common.contract.synthesis import STOP_CHECK_EVERY, Block, check_mel, check_texts, collect, pad_ids
 from impl_gluon.layers import Stack, StackStep
 from impl_gluon.text2mel import Attention, pad_bias
 
@@ -37,14 +38,14 @@ def force_incremental(F, columns, prev, n_text):
 
 class SynthesisStep(gluon.HybridBlock):
     """One frame of synthesis for a batch as one block: AudioEnc's step, the attention weights,
-    force_incremental, the read, AudioDec's step, the sigmoid and the end
-    flags (ended OR reached_end), so that hybridized a frame is one cached-graph call and no
-    device-to-host copy (per-call overhead, not arithmetic, is what a frame costs at these sizes).
-    Inputs (frame (B, F, 1), position (B,), ended (B,), K, V (B, d, N), bias (B, N, 1),
-    n_text (B,), query_position, *AudioEnc's histories, *AudioDec's histories); outputs (frame,
-    column (B, N), position, forced (1 where the column was forced, else 0), ended, *histories
-    updated). With spec.position, K carries the keys' positions and query_position (1, d, 1)
-    is this frame's, added to its query; else it is None.
+    force_incremental, the read, AudioDec's step and the sigmoid, so that hybridized a frame is
+    one cached-graph call and no device-to-host copy (per-call overhead, not arithmetic, is what a
+    frame costs at these sizes).
+    Inputs (frame (B, F, 1), position (B,), K, V (B, d, N), bias (B, N, 1), n_text (B,),
+    query_position, *AudioEnc's histories, *AudioDec's histories); outputs (frame, column (B, N),
+    position, forced (1 where the column was forced, else 0), *histories updated). With
+    spec.position, K carries the keys' positions and query_position (1, d, 1) is this frame's,
+    added to its query; else it is None.
     Positions, lengths and flags are float32 (MXNet's argmax and comparisons give floats; exact
     for these integers)."""
 
@@ -54,15 +55,14 @@ class SynthesisStep(gluon.HybridBlock):
         self.audioenc_step, self.attention, self.audiodec_step = StackStep(audioenc), attention, StackStep(audiodec)
         self.n_enc = sum(self.audioenc_step.slots)
 
-    def hybrid_forward(self, F, frame, position, ended, k, v, bias, n_text, query_position, *pasts):
+    def hybrid_forward(self, F, frame, position, k, v, bias, n_text, query_position, *pasts):
         q, *enc_past = self.audioenc_step(frame, *pasts[:self.n_enc])
         query = q if query_position is None else F.broadcast_add(q, query_position)
         column, position, forced = force_incremental(
             F, F.reshape(self.attention.weights(F, k, query, bias), shape=(0, -1)), position, n_text)
         logits, *dec_past = self.audiodec_step(self.attention.read(F, v, F.expand_dims(column, axis=2), q),
                                                *pasts[self.n_enc:])
-        ended = F.maximum(ended, reached_end(position, n_text))
-        return (F.sigmoid(logits), column, position, forced, ended, *enc_past, *dec_past)
+        return (F.sigmoid(logits), column, position, forced, *enc_past, *dec_past)
 
 
 _STEPS = weakref.WeakKeyDictionary()  # Text2Mel -> (its SynthesisStep, the Text2Mel.hybridized it follows)
@@ -113,9 +113,11 @@ def position_tables(spec, width: int, max_frames: int, ctx) -> tuple:
                  for p in S.attention_positions(spec, width, max_frames))
 
 
-def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
-    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
+def decode(text2mel, texts: list, max_frames: int, block: int):
+    """Several id arrays (N_b,), each ending with end-of-text -> a generator of
+    common.contract.synthesis.Block (mel (B, F, n), attention (B, N_max, n), positions, forced
+    (B, n)), one every `block` frames, for up to `max_frames` frames; the consumer stops it
+    (common.contract.synthesis.collect, stream_mels).
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
@@ -123,10 +125,8 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     forcing included, is synthesis_step(text2mel), one cached graph when the model is
     hybridized; with spec.position, the keys' positions are added once and frame t's to its
     query). The new attention columns are forced on the device before V is read with
-    them; the host checks the end flags every STOP_CHECK_EVERY frames. Stops when every
-    sentence has reached its end of text or after `max_frames` frames;
-    common.contract.synthesis.split_batch cuts each at its own end. Which frames were forced goes to the
-    host with the positions, at the end."""
+    them; a block's frames go to the host together (one copy per block; the positions and
+    forced flags, float32 on the device, as int64 and bool)."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     ctx, nd, step = context_of(text2mel), mx.nd, synthesis_step(text2mel)
     k, v, bias = encode(text2mel, texts, ctx)
@@ -137,23 +137,29 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     pasts = [h for stack in (text2mel.audioenc.layers, text2mel.audiodec.layers)
              for h in stack.initial_history(batch) if h is not None]
     frame = nd.zeros((batch, text2mel.spec.n_mels, 1), ctx=ctx)  # the teacher-forcing shift's zero frame
-    position, ended = nd.zeros((batch,), ctx=ctx), nd.zeros((batch,), ctx=ctx)
-    frames, columns, positions, forcings = [], [], [], []
-    for t in range(max_frames):
-        query_position = None if query_positions is None else query_positions[:, :, t:t + 1]
-        frame, column, position, forced, ended, *pasts = step(frame, position, ended, keys, v, bias, n_text,
-                                                              query_position, *pasts)
-        frames.append(frame)
-        columns.append(column)
-        positions.append(position)
-        forcings.append(forced)
-        if (t + 1) % STOP_CHECK_EVERY == 0 and ended.asnumpy().all():
-            break
-    mel = nd.concat(*frames, dim=2).asnumpy()
-    attention = nd.stack(*columns, axis=2).asnumpy()
-    positions = nd.stack(*positions, axis=1).asnumpy().astype(np.int64)
-    forcings = nd.stack(*forcings, axis=1).asnumpy().astype(bool)
-    return split_batch(mel, attention, positions, forcings, [len(ids) for ids in texts])
+    position = nd.zeros((batch,), ctx=ctx)
+    for first in range(0, max_frames, block):
+        frames, columns, positions, forcings = [], [], [], []
+        for t in range(first, min(first + block, max_frames)):
+            query_position = None if query_positions is None else query_positions[:, :, t:t + 1]
+            frame, column, position, forced, *pasts = step(frame, position, keys, v, bias, n_text,
+                                                           query_position, *pasts)
+            frames.append(frame)
+            columns.append(column)
+            positions.append(position)
+            forcings.append(forced)
+        yield Block(nd.concat(*frames, dim=2).asnumpy(), nd.stack(*columns, axis=2).asnumpy(),
+                    nd.stack(*positions, axis=1).asnumpy().astype(np.int64),
+                    nd.stack(*forcings, axis=1).asnumpy().astype(bool))
+
+
+def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool. `decode`'s
+    blocks of STOP_CHECK_EVERY frames until every sentence has reached its end of text or after
+    `max_frames` frames; each is cut at its own end (common.contract.synthesis.collect)."""
+    texts = check_texts(texts, text2mel.spec, max_frames)
+    return collect(decode(text2mel, texts, max_frames, STOP_CHECK_EVERY), [len(ids) for ids in texts])
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:

@@ -54,6 +54,11 @@ class Backend(framework.Backend):
             return super().synthesize_batch(texts, max_frames)
         return synth.synthesize_batch(self.model, texts, max_frames)
 
+    def decode(self, texts: list, max_frames: int, block: int):
+        if self.net != "text2mel":
+            return super().decode(texts, max_frames, block)
+        return synth.decode(self.model, texts, max_frames, block)
+
     def upsample(self, mel: np.ndarray) -> np.ndarray:
         if self.net != "ssrn":
             return super().upsample(mel)

@@ -1,5 +1,6 @@
 """Inference: autoregressive Text2Mel synthesis of a batch of sentences with forcibly
-incremental attention decided on the device, and SSRN upsampling. No gradient tape
+incremental attention decided on the device (handed over a block of frames at a time: whole
+sentences or a stream), and SSRN upsampling. No gradient tape
 (torch.inference_mode); nothing is kept between calls."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from common.contract import spec as S
-from common.contract.synthesis import STOP_CHECK_EVERY, check_mel, check_texts, pad_ids, reached_end, split_batch
+from common.contract.synthesis import STOP_CHECK_EVERY, Block, check_mel, check_texts, collect, pad_ids
 from impl_torch.text2mel import pad_bias
 
 
@@ -45,18 +46,19 @@ def position_tables(spec, width: int, max_frames: int, device) -> tuple:
                  for p in S.attention_positions(spec, width, max_frames))
 
 
-def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
-    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
-    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool.
+def decode(text2mel, texts: list, max_frames: int, block: int):
+    """Several id arrays (N_b,), each ending with end-of-text -> a generator of
+    common.contract.synthesis.Block (mel (B, F, n), attention (B, N_max, n), positions, forced
+    (B, n)), one every `block` frames, for up to `max_frames` frames; the consumer stops it
+    (common.contract.synthesis.collect, stream_mels).
 
     TextEnc runs once per sentence; then one frame per step for the whole batch through
     AudioEnc, attention and AudioDec, incrementally (each causal layer keeps its last
     (k-1)*dilation inputs, so a step costs one frame, not the whole prefix; with spec.position,
     the keys' positions are added once and frame t's to its query). The new attention
-    columns are forced on the device before V is read with them; the host checks the end flags
-    every STOP_CHECK_EVERY frames. Stops when every sentence has reached its end of text or
-    after `max_frames` frames; common.contract.synthesis.split_batch cuts each at its own end. Which
-    frames were forced goes to the host with the positions, at the end."""
+    columns are forced on the device before V is read with them; a block's frames go to the host
+    together (one copy per block). Inference mode holds while a block is computed, not between
+    blocks (the consumer's code runs there)."""
     texts = check_texts(texts, text2mel.spec, max_frames)
     text2mel.eval()
     device = next(text2mel.parameters()).device
@@ -70,26 +72,31 @@ def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
         enc_past, dec_past = enc.initial_history(batch), dec.initial_history(batch)
         frame = torch.zeros(batch, text2mel.spec.n_mels, 1, device=device)  # the teacher-forcing shift's zero frame
         position = torch.zeros(batch, dtype=torch.int64, device=device)
-        ended = torch.zeros(batch, dtype=torch.bool, device=device)
-        frames, columns, positions, forcings = [], [], [], []
-        for t in range(max_frames):
-            q, enc_past = enc.step(frame, enc_past)
-            query = q if query_positions is None else q + query_positions[:, :, t:t + 1]
-            column, position, forced = force_incremental(att.weights(keys, query, bias)[:, :, 0], position, n_text)
-            logits, dec_past = dec.step(att.read(v, column[:, :, None], q), dec_past)
-            frame = torch.sigmoid(logits)
-            frames.append(frame)
-            columns.append(column)
-            positions.append(position)
-            forcings.append(forced)
-            ended |= reached_end(position, n_text)
-            if (t + 1) % STOP_CHECK_EVERY == 0 and bool(ended.all()):
-                break
-        mel = torch.cat(frames, dim=2).cpu().numpy()
-        attention = torch.stack(columns, dim=2).cpu().numpy()
-        positions = torch.stack(positions, dim=1).cpu().numpy()
-        forcings = torch.stack(forcings, dim=1).cpu().numpy()
-    return split_batch(mel, attention, positions, forcings, [len(ids) for ids in texts])
+    for first in range(0, max_frames, block):
+        with torch.inference_mode():
+            frames, columns, positions, forcings = [], [], [], []
+            for t in range(first, min(first + block, max_frames)):
+                q, enc_past = enc.step(frame, enc_past)
+                query = q if query_positions is None else q + query_positions[:, :, t:t + 1]
+                column, position, forced = force_incremental(att.weights(keys, query, bias)[:, :, 0], position, n_text)
+                logits, dec_past = dec.step(att.read(v, column[:, :, None], q), dec_past)
+                frame = torch.sigmoid(logits)
+                frames.append(frame)
+                columns.append(column)
+                positions.append(position)
+                forcings.append(forced)
+            out = Block(torch.cat(frames, dim=2).cpu().numpy(), torch.stack(columns, dim=2).cpu().numpy(),
+                        torch.stack(positions, dim=1).cpu().numpy(), torch.stack(forcings, dim=1).cpu().numpy())
+        yield out
+
+
+def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
+    """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool. `decode`'s
+    blocks of STOP_CHECK_EVERY frames until every sentence has reached its end of text or after
+    `max_frames` frames; each is cut at its own end (common.contract.synthesis.collect)."""
+    texts = check_texts(texts, text2mel.spec, max_frames)
+    return collect(decode(text2mel, texts, max_frames, STOP_CHECK_EVERY), [len(ids) for ids in texts])
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:

@@ -27,6 +27,7 @@ from common.contract.compare import reference_losses, reference_outputs
 from common.framework import OPS, load_backend
 from common.contract.spec import EOS
 from common.contract.synthesis import force_incremental, reached_end
+from common.streaming.chunks import ChunkedSSRN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,6 +302,44 @@ def test_upsample_matches_reference(backend_cls, tiny):
     np.testing.assert_allclose(mag, sigmoid(R.ssrn(tiny, W.init_weights(tiny, "ssrn", 4), mel[None])[0]), atol=1e-5)
 
 
+# --- streaming (common.streaming): Text2Mel a chunk at a time, SSRN on chunks, both exact -------------
+@pytest.mark.parametrize("chunk", [1, 3, 8, 1000])
+def test_a_stream_of_mel_chunks_is_the_offline_synthesis(backend_cls, tiny, chunk):
+    """synthesize_stream hands over `chunk` frames at a time (the last cut at the end of text) and
+    stops with the sentence: together, bit for bit the offline synthesis of the same sentence."""
+    backend = backend_cls(tiny, "text2mel", seed=3)
+    ids = np.array([5, 9, 11, 7, 6, 4, 8, EOS], np.int32)
+    offline, _ = backend.synthesize(ids, 40)
+    pieces = list(backend.synthesize_stream(ids, 40, chunk))
+    assert all(p.shape[1] == chunk for p in pieces[:-1]) and 1 <= pieces[-1].shape[1] <= chunk
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), offline)
+
+
+def test_a_stream_refuses_bad_input_at_the_call(backend_cls, tiny):
+    backend = backend_cls(tiny, "text2mel")
+    ids = np.array([5, 9, EOS], np.int32)
+    for chunk in (0, -2, 1.5, "4", True):
+        with pytest.raises(ValueError, match="chunk size"):
+            backend.synthesize_stream(ids, 10, chunk)
+    with pytest.raises(ValueError, match="text ids"):
+        backend.synthesize_stream(np.array([5, 999, EOS], np.int32), 10, 4)
+    with pytest.raises(NotImplementedError, match="ssrn does not synthesize"):
+        backend_cls(tiny, "ssrn").synthesize_stream(ids, 10, 4)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 16, 50])
+def test_ssrn_on_chunks_gives_the_offline_magnitudes(backend_cls, tiny, chunk):
+    """common.streaming.chunks.ChunkedSSRN over this framework's upsample: the magnitudes of 37
+    frames pushed `chunk` at a time (50: one chunk longer than the mel) equal the offline pass
+    (<= 1e-5 relative to the largest magnitude)."""
+    ssrn = backend_cls(tiny, "ssrn", seed=4)
+    mel = np.random.default_rng(8).random((tiny.n_mels, 37), dtype=np.float32)
+    stream = ChunkedSSRN(ssrn.upsample, tiny)
+    pieces = [stream.push(mel[:, i:i + chunk]) for i in range(0, mel.shape[1], chunk)] + [stream.finish()]
+    offline = ssrn.upsample(mel)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), offline, rtol=0, atol=1e-5 * np.abs(offline).max())
+
+
 # --- the variants (common.contract.spec: conv=bottleneck, block=residual, norm=batch, position=sinusoid) ---
 VARIANTS = {"bottleneck": dict(conv="bottleneck"), "residual": dict(block="residual"), "batch-norm": dict(norm="batch"),
             "group-norm": dict(norm="group", norm_num_groups=2),  # groups of 8 channels at tiny
@@ -528,6 +567,31 @@ def test_dctts_synthesize_speaks_several_texts_in_batches(framework, trained_run
     batched, alone = sf.read(tmp_path / "many" / "1.wav")[0], sf.read(tmp_path / "alone.wav")[0]
     assert batched.shape == alone.shape
     np.testing.assert_allclose(batched, alone, atol=1e-3)
+
+
+def test_dctts_synthesize_streams_a_wav_and_raw_pcm(framework, trained_run, tmp_path, capsysbinary):
+    """--stream: the wav has the offline wav's length (the same frames: the stream of chunks is the
+    offline synthesis) and holds sound; `-o -` puts the same samples on stdout as 16-bit PCM and every
+    message on stderr."""
+    argv = ["--framework", framework, "--text2mel", str(trained_run), "--ssrn", str(trained_run), "--max-frames", "20",
+            "Then 2 more."]
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main([*argv, "-o", str(tmp_path / "offline.wav")])
+    assert done.value.code == 0
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main([*argv, "--stream", "--chunk", "2", "-o", str(tmp_path / "stream.wav")])
+    assert done.value.code == 0
+    printed = capsysbinary.readouterr().out
+    assert b"first audio after" in printed and b"real-time factor" in printed
+    streamed, sr = sf.read(tmp_path / "stream.wav")
+    assert sr == S.get_spec("tiny").sr and streamed.shape == sf.read(tmp_path / "offline.wav")[0].shape
+    assert np.abs(streamed).max() == pytest.approx(0.9, abs=1e-3)
+    with pytest.raises(SystemExit) as done:
+        cli.synthesize_main([*argv, "--stream", "--chunk", "2", "-o", "-"])
+    assert done.value.code == 0
+    out, err = capsysbinary.readouterr()
+    assert b"first audio after" in err and b'text: "then two more."' in err
+    np.testing.assert_allclose(np.frombuffer(out, "<i2") / 32767, streamed, atol=2 / 32767)
 
 
 def test_bad_device_is_a_one_line_error(framework, trained_run, tmp_path):

@@ -8,14 +8,21 @@ frame's attention on the device. The host looks at "has every sentence ended?" o
 STOP_CHECK_EVERY frames, and `split_batch` cuts each sentence at its own end afterwards, so a
 sentence comes out the same alone or in a batch. Each sentence comes out as a `Synthesis`: the
 pair (mel, attention), which also carries which frames the forcing decided (`.forced`).
+
+Each framework's `decode` is one generator for both uses: it hands the host a block of frames
+every `block` frames (a `Block`), and the consumer decides when to stop it: `collect` (a batch,
+every STOP_CHECK_EVERY frames, until every sentence has ended) or `stream_mels` (one sentence, a
+streaming chunk at a time, until it has ended).
 """
 from __future__ import annotations
+
+from typing import Generator, Iterator, NamedTuple
 
 import numpy as np
 
 from common.contract import spec as S
 
-STOP_CHECK_EVERY = 8  # frames between the host's looks at the end flags (one device-to-host copy each)
+STOP_CHECK_EVERY = 8  # frames a batch's decode hands the host at a time, which then looks for the ends
 
 
 class Synthesis(tuple):
@@ -108,6 +115,50 @@ def split_batch(mel: np.ndarray, attention: np.ndarray, positions: np.ndarray, f
         t = int(ended[0]) + 1 if ended.size else mel.shape[2]
         out.append(Synthesis(mel[b, :, :t], attention[b, :n, :t], np.asarray(forced[b, :t], bool)))
     return out
+
+
+class Block(NamedTuple):
+    """What a framework's decode hands the host every `block` frames (the last block of a run of
+    max_frames may be shorter): mel (B, F, n) in [0, 1], attention (B, N_max, n), positions (B, n)
+    int64 and forced (B, n) bool, as force_incremental decided them."""
+    mel: np.ndarray
+    attention: np.ndarray
+    positions: np.ndarray
+    forced: np.ndarray
+
+
+def collect(blocks: Generator[Block, None, None], n_text) -> list:
+    """A batch's synthesis from its decode's blocks: read blocks until every sentence has reached
+    its end of text (or the blocks run out), stop the decoding, split_batch the result."""
+    parts, ended = [], np.zeros(len(n_text), bool)
+    for block in blocks:
+        parts.append(block)
+        ended |= reached_end(block.positions, np.asarray(n_text)[:, None]).any(axis=1)
+        if ended.all():
+            break
+    blocks.close()
+    return split_batch(*(np.concatenate(arrays, axis=-1) for arrays in zip(*parts)), n_text)
+
+
+def stream_mels(blocks: Generator[Block, None, None], n_text: int) -> Iterator[np.ndarray]:
+    """One sentence's mel (F, n) a block at a time, as its decode hands them over, the last one cut
+    at the end of text (that frame included; where a block ends exactly there, no empty one
+    follows); the decoding stops there. Their concatenation is the offline Synthesis's mel."""
+    try:
+        for block in blocks:
+            ended = np.flatnonzero(reached_end(block.positions[0], n_text))
+            yield block.mel[0, :, :int(ended[0]) + 1] if ended.size else block.mel[0]
+            if ended.size:
+                return
+    finally:
+        blocks.close()
+
+
+def check_chunk(chunk) -> int:
+    """A streaming chunk size (frames per block handed over) as an int >= 1, or a clear ValueError."""
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"the chunk size must be a whole number of frames >= 1, got {chunk!r}")
+    return int(chunk)
 
 
 def check_mel(mel, spec) -> np.ndarray:

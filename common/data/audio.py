@@ -75,20 +75,28 @@ def mag_to_wav(mag, spec: Spec) -> np.ndarray:
 
     Peak-normalized to 0.9 [ours]: "power" features keep no absolute level, and the "db"
     recipe's gl_power sharpening can push peaks past 1 (clipping when saved)."""
-    x = np.asarray(mag, np.float64)
-    if x.ndim != 2 or x.shape[0] != spec.n_mags or x.shape[1] == 0:
-        raise AudioError(f"mag must have shape ({spec.n_mags}, T > 0) for spec {spec.name!r}, got {x.shape}")
-    x = np.clip(x, 0, 1)
-    if spec.features == "power":
-        s = x ** (spec.eta / spec.gamma)
-    else:
-        s = (10.0 ** (to_db(x, spec) / 20)) ** spec.gl_power
+    s = linear_magnitudes(mag, spec)
+    if s.shape[1] == 0:
+        raise AudioError(f"mag must have shape ({spec.n_mags}, T > 0) for spec {spec.name!r}, got {s.shape}")
     wav = librosa.griffinlim(s, n_iter=spec.gl_iters, hop_length=spec.hop, win_length=spec.win,
                              n_fft=spec.n_fft, window="hann", random_state=0)
     if spec.preemphasis > 0:
         wav = scipy.signal.lfilter([1.0], [1.0, -spec.preemphasis], wav)
     wav = 0.9 * wav / max(np.abs(wav).max(), np.finfo(np.float64).tiny)
     return wav.astype(np.float32)
+
+
+def linear_magnitudes(mag, spec: Spec) -> np.ndarray:
+    """The STFT magnitudes Griffin-Lim inverts (float64 (F', T)) from normalized ones, by the
+    recipe (module docstring): the sharpened power features, or the decibels de-normalized and
+    raised to gl_power. Frame by frame, so a stream can convert its chunks alone."""
+    x = np.asarray(mag, np.float64)
+    if x.ndim != 2 or x.shape[0] != spec.n_mags:
+        raise AudioError(f"mag must have shape ({spec.n_mags}, T) for spec {spec.name!r}, got {x.shape}")
+    x = np.clip(x, 0, 1)
+    if spec.features == "power":
+        return x ** (spec.eta / spec.gamma)
+    return (10.0 ** (to_db(x, spec) / 20)) ** spec.gl_power
 
 
 def save_wav(path, wav, spec: Spec) -> Path:

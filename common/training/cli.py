@@ -4,6 +4,7 @@
     dctts-train ... --workers 2        (data-parallel, on the framework's own engine: common.training.distributed)
     dctts-synthesize --framework torch --text2mel CKPT --ssrn CKPT "some text" -o out.wav
     dctts-synthesize ... "one text" "another" --text-file lines.txt -o outdir/   (one wav per text)
+    dctts-synthesize ... --stream "one text" -o - | aplay -f S16_LE -r 22050 -c 1   (audio as it is produced)
 
 (also `python -m common.training.cli train ...` / `python -m common.training.cli synthesize ...`). Bad input
 gives one line on stderr and a non-zero exit status, never a traceback.
@@ -11,6 +12,7 @@ gives one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -25,15 +27,17 @@ from common.contract import weights
 from common.training.contention import Contention
 from common.environment import SetupError
 from common.data.espeak import EspeakError
+from common.streaming import output, pipeline
 from common.framework import FRAMEWORKS, configure_threads, load_backend
 from common.contract.spec import NETS, PRESETS, get_spec, parse_overrides
-from common.contract.synthesis import reached_end
+from common.contract.synthesis import check_chunk, reached_end
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 # What bad input raises (one line on stderr); any other error is a bug and keeps its traceback. The
 # project's own ValueErrors (TrainError, DataError, AudioError, TextError, WeightsError,
 # CheckpointError, a bad spec or argument) and RuntimeErrors, and OSError (a path, a disk).
 INPUT_ERRORS = (ValueError, OSError, EspeakError, SetupError, distributed.LaunchError)
+DEFAULT_CHUNK = 4  # --stream's reduced frames a chunk (186 ms of audio at the paper's STFT)
 # The two networks meet at the reduced mel: these fields must agree between them.
 SHARED_AUDIO_FIELDS = data.AUDIO_FIELDS + ("r",)
 
@@ -97,7 +101,13 @@ def synthesize_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="*", help="text(s) to speak")
     p.add_argument("--text-file", type=Path, help="more texts, one per non-empty line (UTF-8)")
     p.add_argument("-o", "--output", type=Path, help="wav file to write for one text; for several, a folder that "
-                   "gets 1.wav, 2.wav, ... in the order given (required unless --show-text)")
+                   "gets 1.wav, 2.wav, ... in the order given; with --stream, '-' writes raw 16-bit PCM to stdout "
+                   "(required unless --show-text)")
+    p.add_argument("--stream", action="store_true", help="one text: write the audio as it is produced (the wav is "
+                   "valid after every piece), Text2Mel, SSRN and Griffin-Lim working a chunk at a time "
+                   "(docs/streaming.md); prints the time to the first audio")
+    p.add_argument("--chunk", type=int, help=f"with --stream: reduced frames Text2Mel hands over at a time "
+                   f"(default: {DEFAULT_CHUNK}; 1 gives the first audio soonest)")
     p.add_argument("--batch-size", type=int, default=8, help="texts synthesized together (default: 8; each "
                    "stops at its own end, and comes out as it would alone)")
     p.add_argument("--max-frames", type=int, help="reduced frames at most (default: the spec's max_frames)")
@@ -268,8 +278,10 @@ def run_synthesize(args) -> int:
                   for k in SHARED_AUDIO_FIELDS if getattr(spec, k) != getattr(ssrn_spec, k)]
         if differ:
             raise ValueError("the text2mel and ssrn models disagree on audio fields: " + ", ".join(differ))
-        outputs = output_paths(args.output, len(raw))
-        check_writable(outputs[0])  # before the synthesis, not after it
+        check_stream_options(args, len(raw))
+        outputs = [args.output] if to_stdout(args) else output_paths(args.output, len(raw))
+        if not to_stdout(args):
+            check_writable(outputs[0])  # before the synthesis, not after it
     all_ids = encode_texts(raw, spec, args)
     if args.show_text:
         return 0
@@ -281,6 +293,8 @@ def run_synthesize(args) -> int:
         configure_threads(args.framework, args.threads)
     backend_cls = load_backend(args.framework)
     t2m, ssrn = (build_model(backend_cls, models[net], net, args.device) for net in NETS)
+    if args.stream:
+        return run_stream(args, t2m, ssrn, all_ids[0], args.max_frames or spec.max_frames)
     shared = Contention("synthesis") if args.device == "cpu" else None
     with tqdm(total=len(all_ids), unit="text", desc="synthesizing", disable=len(all_ids) <= args.batch_size) as bar:
         for start in range(0, len(all_ids), args.batch_size):
@@ -297,6 +311,48 @@ def run_synthesize(args) -> int:
                 bar.update()
             if shared:
                 shared.tick()
+    return 0
+
+
+def to_stdout(args) -> bool:
+    return str(args.output) == "-"
+
+
+def check_stream_options(args, n_texts: int) -> None:
+    """--stream speaks one text; --chunk and `-o -` go with it."""
+    if args.stream and n_texts > 1:
+        raise ValueError(f"--stream speaks one text, got {n_texts}: stream them one command at a time, or drop "
+                         "--stream to write one wav per text")
+    if not args.stream and args.chunk is not None:
+        raise ValueError("--chunk goes with --stream")
+    if not args.stream and to_stdout(args):
+        raise ValueError("-o - (raw PCM on stdout) goes with --stream")
+    if args.stream:
+        args.chunk = check_chunk(DEFAULT_CHUNK if args.chunk is None else args.chunk)
+
+
+def run_stream(args, t2m, ssrn, ids, max_frames: int) -> int:
+    """Speak one text into a wav (valid after every piece) or raw PCM on stdout, as it is produced
+    (common.streaming); report the time to the first audio and how the stream kept up."""
+    sr = ssrn.spec.sr
+    pieces = pipeline.speak(t2m, ssrn, ids, args.chunk, max_frames)
+    sink = output.PcmStream(args.audio_out) if to_stdout(args) else output.WavStream(args.output, sr)
+    done = []
+    try:
+        for piece in pieces:
+            sink.write(piece.samples)
+            if not done:
+                print(f"first audio after {piece.at:.3f} s (chunks of {args.chunk} reduced frames)", flush=True)
+            done.append(piece)
+        sink.close()
+    except BrokenPipeError:  # the player went away: stop speaking, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), args.audio_out.fileno())  # no second error at exit
+        print("dctts-synthesize: the reader of stdout closed it; stopped", file=sys.stderr)
+        return 0
+    t = pipeline.timeline(done, sr)
+    print(f"wrote {'stdout' if to_stdout(args) else args.output}: {t.audio_s:.2f} s of audio in {t.total_s:.2f} s "
+          f"(real-time factor {t.real_time_factor:.2f}); longest wait {t.max_gap_s:.3f} s, "
+          + ("never ran dry" if t.stall_s == 0 else f"a player would have waited {t.stall_s:.3f} s in all"))
     return 0
 
 
@@ -332,7 +388,12 @@ def train_main(argv=None) -> None:
 
 
 def synthesize_main(argv=None) -> None:
-    sys.exit(_guarded("dctts-synthesize", run_synthesize, synthesize_parser().parse_args(argv)))
+    args = synthesize_parser().parse_args(argv)
+    args.audio_out = sys.stdout.buffer if to_stdout(args) else None
+    if to_stdout(args):  # stdout carries the audio: every message goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            sys.exit(_guarded("dctts-synthesize", run_synthesize, args))
+    sys.exit(_guarded("dctts-synthesize", run_synthesize, args))
 
 
 COMMANDS = {"train": train_main, "synthesize": synthesize_main}

@@ -298,3 +298,22 @@ def test_no_text_at_all_is_a_usage_error(models, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         cli.synthesize_main(["--show-text", "--text-file", str(tmp_path / "empty.txt")])
     assert done.value.code == 2 and "no text given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--stream", "--text-file", __file__], "--stream speaks one text, got "),
+    (["--stream", "--chunk", "0"], "the chunk size must be a whole number of frames >= 1, got 0"),
+    (["--chunk", "4"], "--chunk goes with --stream"),
+])
+def test_synthesize_refuses_bad_streaming_options_before_loading_a_framework(models, capsys, monkeypatch, extra,
+                                                                             message):
+    monkeypatch.setattr(cli, "load_backend", lambda fw: pytest.fail("a framework was loaded"))
+    assert message in synthesize_error(capsys, "one", models["text2mel"], models["ssrn"], *extra)
+
+
+def test_raw_pcm_on_stdout_goes_with_stream(models, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_backend", lambda fw: pytest.fail("a framework was loaded"))
+    argv = ["--framework", "torch", "--text2mel", str(models["text2mel"]), "--ssrn", str(models["ssrn"]), "one",
+            "-o", "-"]
+    assert "-o - (raw PCM on stdout) goes with --stream" in one_line_error(cli.synthesize_main, argv, capsys,
+                                                                          "dctts-synthesize")

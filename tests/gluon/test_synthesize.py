@@ -1,5 +1,5 @@
 """impl_gluon synthesis, what is gluon's own: hybridized or not the same numbers, and the host
-looks at the device's end flags only every few frames. (Everything every framework must do:
+copies the frames from the device a block at a time, never a frame at a time. (Everything every framework must do:
 tests/network_contract.py, run by test_network_contract.py.)"""
 from impl_gluon import runtime  # noqa: F401  (must precede the first mxnet import)
 
@@ -34,10 +34,10 @@ def test_hybridized_model_synthesizes_the_same():
 
 
 @pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
-def test_the_host_reads_the_end_flags_only_every_few_frames(hybridize, monkeypatch):
+def test_the_host_copies_a_block_of_frames_at_a_time(hybridize, monkeypatch):
     """No device-to-host copy a frame: 16 frames (too few to read 54 characters, at most 3 a
-    frame) cost 16 / STOP_CHECK_EVERY looks at the end flags, plus the four results' copies
-    (mel, attention, positions, forced flags)."""
+    frame) are 16 / STOP_CHECK_EVERY blocks, each four copies (mel, attention, positions, forced
+    flags); the host checks the ends on its copy of the positions (common.contract.synthesis.collect)."""
     spec = S.get_spec("tiny")
     t2m = model("text2mel", hybridize=hybridize)
     texts = [TX.text_to_ids("a sentence that is too long to be read in sixteen frames", spec)] * 2
@@ -46,4 +46,4 @@ def test_the_host_reads_the_end_flags_only_every_few_frames(hybridize, monkeypat
     asnumpy = mx.nd.NDArray.asnumpy
     monkeypatch.setattr(mx.nd.NDArray, "asnumpy", lambda self: copies.append(self.shape) or asnumpy(self))
     (mel, _), _ = synthesize_batch(t2m, texts, 16)
-    assert mel.shape[1] == 16 and len(copies) == 16 // CS.STOP_CHECK_EVERY + 4
+    assert mel.shape[1] == 16 and len(copies) == 16 // CS.STOP_CHECK_EVERY * 4

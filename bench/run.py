@@ -25,7 +25,7 @@ if __name__ == "__main__":  # on a fresh machine: make the project's environment
 
 from tqdm import tqdm
 
-from bench import converge, machine, report, scaling, tune, variants
+from bench import converge, machine, report, scaling, stream, tune, variants
 from bench.measure import TASKS
 from common.contract import weights
 from common.training.cli import model_file
@@ -36,8 +36,9 @@ from common.contract.spec import PRESETS
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--framework", nargs="+", choices=[*FRAMEWORKS, "all"], help="default: all (tune: torch)")
-    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge", "scaling", "tune"],
+    p.add_argument("--task", nargs="+", default=["all"], choices=[*TASKS, "all", "converge", "scaling", "tune", "stream"],
                    help="all = the timing tasks; converge = time to quality (bench/converge.py; runs alone); "
+                        "stream = streaming synthesis, time to first audio (bench/stream.py; runs alone); "
                         "tune = hyperparameter search on one framework (bench/tune.py; runs alone); "
                         "scaling = data-parallel training with --workers (bench/scaling.py; with train-text2mel "
                         "and/or train-ssrn to choose the networks, default both)")
@@ -98,8 +99,8 @@ def parse_args(argv=None):
     g.add_argument("--study", type=Path, help="optuna's SQLite file of the study (default: <out>/study.db); "
                    "an existing one is continued")
     args = p.parse_args(argv)
-    args.converge, args.tune = "converge" in args.task, "tune" in args.task
-    for alone in ("converge", "tune"):
+    args.converge, args.tune, args.stream = "converge" in args.task, "tune" in args.task, "stream" in args.task
+    for alone in ("converge", "tune", "stream"):
         if alone in args.task and len(args.task) > 1:
             p.error(f"--task {alone} runs alone")
     args.framework = args.framework or (["torch"] if args.tune else ["all"])
@@ -114,9 +115,9 @@ def parse_args(argv=None):
         args.eval_every = tune.EVAL_EVERY if args.tune else 250
     args.scaling = "scaling" in args.task
     trains = args.converge or args.tune or args.scaling  # the tasks that train the tuned tier only
-    if trains and args.ops not in (None, ["tuned"]):
-        p.error("--ops goes with the timing tasks: converge, scaling and tune train the tuned tier")
-    args.ops = list(dict.fromkeys(args.ops or (["tuned"] if trains else OPS)))
+    if (trains or args.stream) and args.ops not in (None, ["tuned"]):
+        p.error("--ops goes with the timing tasks: converge, scaling and tune train the tuned tier, stream runs it")
+    args.ops = list(dict.fromkeys(args.ops or (["tuned"] if trains or args.stream else OPS)))
     if args.scaling and not set(args.task) <= {"scaling", "train-text2mel", "train-ssrn"}:
         p.error("--task scaling goes with train-text2mel and/or train-ssrn only")
     if min(args.workers) < 1:
@@ -129,18 +130,19 @@ def parse_args(argv=None):
             p.error(f"--preset {args.preset} differs from the trained models' preset {trained}")
         args.preset = trained
         args.text2mel, args.ssrn = args.text2mel.resolve(), args.ssrn.resolve()
-    args.preset = args.preset or ("demo" if args.converge or args.tune else "small")
+    args.preset = args.preset or ("demo" if args.converge or args.tune or args.stream else "small")
     args.framework = list(FRAMEWORKS) if "all" in args.framework else list(dict.fromkeys(args.framework))
     args.task = list(TASKS) if "all" in args.task else list(dict.fromkeys(args.task))
     args.variant = list(variants.VARIANTS) if "all" in args.variant else list(dict.fromkeys(args.variant))
-    if args.variant != [variants.BASELINE] and (args.scaling or args.tune or args.text2mel is not None):
+    if args.variant != [variants.BASELINE] and (args.scaling or args.tune or args.stream or args.text2mel is not None):
         p.error("--variant goes with the timing tasks on untrained weights and with converge")
     if min(args.batch_size + args.synth_batch) < 1 or args.steps < 1 or args.warmup < 1 or args.repeat < 1 or args.threads < 1:
         p.error("batch sizes, --steps, --warmup, --repeat and --threads must be >= 1")
     if args.device != "cpu" and args.warmup < args.batches:
         p.error(f"on a GPU --warmup ({args.warmup}) must be >= --batches ({args.batches}): autotuning meets every "
                 "batch shape in the warm-up, not in the timed steps")
-    kind = "converge" if args.converge else "tune" if args.tune else "scaling" if args.scaling else "bench"
+    kind = ("converge" if args.converge else "tune" if args.tune else "scaling" if args.scaling else
+            "stream" if args.stream else "bench")
     args.out = Path(args.out or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     args.data = str(Path(args.data).resolve()) if args.data else None
     if not args.allow_dirty and machine.refuses_dirty(args.out):
@@ -238,6 +240,10 @@ def main(argv=None) -> int:
         return converge.run(args)
     if args.tune:
         return tune.run(args)
+    if args.stream:
+        records = stream.run(args)
+        print((args.out / "stream.md").read_text() + f"written to {args.out}")
+        return 0 if all(r["status"] == "ok" for r in records) else 1
     if args.scaling:
         records = scaling.run(args)
         print((args.out / "scaling.md").read_text() + f"written to {args.out}")

@@ -112,6 +112,20 @@ def mcd_dtw(mel, reference, spec: Spec, n_coeffs: int = N_COEFFS) -> float:
     return float(_MCD_SCALE * np.linalg.norm(a[:, path[:, 0]] - b[:, path[:, 1]], axis=0).sum() / b.shape[1])
 
 
+def spectral_convergence(wav, reference, spec: Spec) -> float:
+    """|| |STFT(wav)| - |STFT(reference)| ||_F / || |STFT(reference)| ||_F over their common frames,
+    each wav scaled to unit RMS first (the figure compares spectra, not levels): 0 for the same
+    spectrum; Griffin-Lim's usual measure of how far one inversion lies from another."""
+    def magnitudes(y):
+        y = np.asarray(y, np.float64)
+        y = y / max(np.sqrt(np.mean(y ** 2)), np.finfo(np.float64).tiny)
+        return np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=spec.hop, win_length=spec.win, window="hann"))
+
+    a, b = magnitudes(wav), magnitudes(reference)
+    n = min(a.shape[1], b.shape[1])
+    return float(np.linalg.norm(a[:, :n] - b[:, :n]) / max(np.linalg.norm(b[:, :n]), np.finfo(np.float64).tiny))
+
+
 def alignment(attention, n_text: int, real_frames: int, forced) -> dict:
     """How one synthesized sentence's attention (N, T) behaved; positions = argmax per frame.
 

@@ -42,6 +42,24 @@ def subprocess_env(n: int, device: str = "cpu") -> dict:
     return {**os.environ, **thread_env(n), **({} if device == "cpu" else GPU_ENV), "PYTHONPATH": path}
 
 
+def run_worker_process(cmd: list, result: Path, env: dict, timeout: float, base: dict) -> dict:
+    """Run a benchmark worker that writes its record as JSON to `result` and return the record; a
+    timeout, a crash or a missing answer becomes `base` with status "error" and the reason."""
+    import json
+
+    result.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**base, "status": "error", "reason": f"timed out after {timeout:.0f} s"}
+    if not result.is_file():
+        return {**base, "status": "error",
+                "reason": f"worker exited with {proc.returncode} and no result: {proc.stderr[-2000:]}"}
+    record = json.loads(result.read_text())
+    result.unlink()
+    return record
+
+
 def apply_threads(n: int) -> None:
     """Set `thread_env(n)` in this process; refuses once numpy is imported (too late to matter)."""
     if "numpy" in sys.modules:

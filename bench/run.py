@@ -188,7 +188,6 @@ def numpy_peak(args) -> float | None:
 def run_worker(args, framework: str, task: str, batch: int, variant: str = variants.BASELINE, ops: str = "tuned") -> dict:
     """One subprocess run; a crash, timeout or missing answer becomes a status "error" record."""
     result = args.out / f".worker-{os.getpid()}.json"
-    result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.worker", "--framework", framework, "--task", task, "--preset", args.preset,
            "--batch-size", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed),
@@ -198,18 +197,10 @@ def run_worker(args, framework: str, task: str, batch: int, variant: str = varia
         cmd += ["--data", args.data]
     if args.text2mel is not None:
         cmd += ["--text2mel", str(args.text2mel), "--ssrn", str(args.ssrn)]
-    env = machine.subprocess_env(args.threads, args.device)
     base = {"framework": framework, "ops": ops, "task": task, "preset": variants.variant_name(args.preset, variant),
-            "batch_size": batch, "status": "error"}
-    try:
-        proc = subprocess.run(cmd, cwd=machine.REPO, env=env, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {**base, "reason": f"timed out after {args.timeout:.0f} s"}
-    if not result.is_file():
-        return {**base, "reason": f"worker exited with {proc.returncode} and no result: {proc.stderr[-2000:]}"}
-    record = json.loads(result.read_text())
-    result.unlink()
-    return record
+            "batch_size": batch}
+    return machine.run_worker_process(cmd, result, machine.subprocess_env(args.threads, args.device), args.timeout,
+                                      base)
 
 
 def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str:

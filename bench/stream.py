@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,22 +115,12 @@ def worker_main(argv) -> None:
 
 def run_one(args, framework: str) -> dict:
     result = args.out / f".stream-{framework}.json"
-    result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.stream", "--worker", "--framework", framework, "--preset", args.preset,
            "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed), "--result", str(result)]
     if args.text2mel is not None:
         cmd += ["--text2mel", str(args.text2mel), "--ssrn", str(args.ssrn)]
-    base = {"framework": framework, "status": "error"}
-    try:
-        proc = subprocess.run(cmd, cwd=machine.REPO, env=machine.subprocess_env(args.threads, args.device),
-                              capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {**base, "reason": f"timed out after {args.timeout:.0f} s"}
-    if not result.is_file():
-        return {**base, "reason": f"worker exited with {proc.returncode} and no result: {proc.stderr[-2000:]}"}
-    record = json.loads(result.read_text())
-    result.unlink()
-    return record
+    return machine.run_worker_process(cmd, result, machine.subprocess_env(args.threads, args.device), args.timeout,
+                                      {"framework": framework})
 
 
 def vocoder_quality(spec) -> list:

@@ -292,19 +292,23 @@ class Conv(Block):
         return self.drop(F, self.output(F, h, x)), F.slice_axis(window, axis=0, begin=1, end=None)
 
 
+def sigmoid(F, x, ops: str):
+    """The sigmoid of the tier `ops`: tuned, Activation's (MKLDNN's vectorized kernel), faster than
+    F.sigmoid (measurements: results/implementation-notes.md, "gluon: Activation's sigmoid"); stock,
+    F.sigmoid, the plain function. (The highway gate and the L1 loss; not the synthesis step's output.)"""
+    return F.sigmoid(x) if ops == "stock" else F.Activation(x, act_type="sigmoid")
+
+
 class HighwayConv(Conv):
     """HC: H1, H2 = split(norm(conv(x))) (a layer norm normalizes the halves separately);
-    y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x).
-    The sigmoid is Activation's (MKLDNN's vectorized kernel), faster than F.sigmoid
-    (measurements: results/implementation-notes.md, "gluon: Activation's sigmoid"); stock uses
-    F.sigmoid, the plain function."""
+    y = drop(sigmoid(H1) * H2 + (1 - sigmoid(H1)) * x), computed as x + sigmoid(H1) * (H2 - x),
+    the sigmoid of the tier."""
 
     norm_slices = 2
 
     def output(self, F, h: list, x):
         h1, h2 = h
-        gate = F.sigmoid(h1) if self.ops == "stock" else F.Activation(h1, act_type="sigmoid")
-        return x + gate * (h2 - x)
+        return x + sigmoid(F, h1, self.ops) * (h2 - x)
 
 
 class ResidualConv(Conv):

@@ -17,7 +17,8 @@ from mxnet import autograd, gluon
 from common.contract import losses as L
 from common.data.batch import Batch
 from common.contract.weights import check_optimizer_state
-from impl_gluon.layers import batch_norm_multiples, canonical_parameters, norms_for_training, unbiased_running_variance
+from impl_gluon.layers import (batch_norm_multiples, canonical_parameters, norms_for_training, sigmoid,
+                               unbiased_running_variance)
 
 _L1 = gluon.loss.L1Loss()
 _BCE = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)  # stable: relu(x) - x y + log(1 + e^-|x|)
@@ -41,11 +42,9 @@ def to_device(batch: Batch, ctx, net: str) -> dict:
 
 
 def l1(logits, target, F=mx.nd, ops: str = "tuned"):
-    """Mean |sigmoid(logits) - target| (per-sample means of equal size, so their mean is the global mean).
-    Activation's sigmoid (MKLDNN), faster than F.sigmoid (measurements:
-    results/implementation-notes.md, "gluon: Activation's sigmoid"); stock: F.sigmoid."""
-    p = F.sigmoid(logits) if ops == "stock" else F.Activation(logits, act_type="sigmoid")
-    return _L1(p, target).mean()
+    """Mean |sigmoid(logits) - target| (per-sample means of equal size, so their mean is the global mean),
+    the sigmoid of the tier (layers.sigmoid)."""
+    return _L1(sigmoid(F, logits, ops), target).mean()
 
 
 def binary_divergence(logits, target):

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.contract import spec as S
-from common.framework import OPS
 from impl_torch.conv import conv1d, conv_transpose1d
 
 
@@ -94,8 +93,6 @@ class Block(nn.Module):
 
     def __init__(self, spec: S.Spec, layer: S.Layer, ops: str = "tuned"):
         super().__init__()
-        if ops not in OPS:
-            raise ValueError(f"unknown ops {ops!r}; choose one of {OPS}")
         self.layer, self.p_drop, self.ops = layer, 0.0 if layer.plain else spec.dropout, ops
 
     def drop(self, y):

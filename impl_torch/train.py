@@ -14,7 +14,6 @@ from torch.nn.parallel import DistributedDataParallel
 from common.contract import losses as L
 from common.data.batch import Batch
 from common.contract.weights import check_optimizer_state
-from common.framework import OPS
 from impl_torch.layers import canonical_parameters
 
 
@@ -105,8 +104,6 @@ class Trainer:
     inference)."""
 
     def __init__(self, model, spec, net: str, device, ops: str = "tuned"):
-        if ops not in OPS:
-            raise ValueError(f"unknown ops {ops!r}; choose one of {OPS}")
         self.model, self.spec, self.net, self.device, self.ops = model, spec, net, device, ops
         self.loss_fn = LOSSES[net]
         self.params = canonical_parameters(model)

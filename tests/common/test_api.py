@@ -30,6 +30,8 @@ FRAMEWORK_ONLY = {
     "layers.ChannelNorm.layer_norm": "gluon: the inference form beside `differentiable`",
     "layers.norms_for_training": "gluon: chooses which ChannelNorm form a trace takes",
     "layers.full": "gluon: a constant that is a graph node when traced",
+    "layers.sigmoid": "gluon: MXNet has two sigmoids, Activation's (MKLDNN, tuned) and F.sigmoid (stock); the gate "
+                      "and the L1 loss take the tier's",
     "layers.unbiased_running_variance": "gluon: MXNet's BatchNorm updates the running variance with the biased "
                                         "batch variance; torch's and chainer's are the spec's unbiased one",
     "layers.batch_norm_multiples": "gluon: the sizes unbiased_running_variance needs",

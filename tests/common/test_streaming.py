@@ -76,10 +76,10 @@ def test_short_time_fourier_is_librosas(preset):
     kw = dict(n_fft=spec.n_fft, hop_length=spec.hop, win_length=spec.win, window="hann", center=False)
     rng = np.random.default_rng(0)
     x = rng.random((spec.n_mags, 9)) * np.exp(2j * np.pi * rng.random((spec.n_mags, 9)))
-    fourier = ShortTimeFourier(spec)
-    y = fourier.istft(x)
+    fourier = ShortTimeFourier(spec)  # time-major: frames first
+    y = fourier.istft(x.T)
     np.testing.assert_allclose(y, librosa.istft(x, **kw), rtol=0, atol=1e-6 * np.abs(y).max())
-    np.testing.assert_allclose(fourier.stft(y), librosa.stft(y, **kw), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fourier.stft(y).T, librosa.stft(y, **kw), rtol=0, atol=1e-9)
 
 
 @pytest.fixture(scope="module")

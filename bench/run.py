@@ -207,9 +207,9 @@ def write_outputs(args, records: list, probes: dict, plots: bool = False) -> str
     """Rewrite results.json, results.csv and table.md (and the plots); return the markdown.
     `probes`: NumPy's matmul GFLOP/s before and after the runs (numpy_peak)."""
     rows = report.aggregate(records, probes)
-    info = machine.machine(args.device)  # git and nvidia-smi once per write
+    info = args.machine
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": info,
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "machine"},
             "thread_env": machine.thread_env(args.threads), "numpy_peak_gflops": probes,
             "header": report.header(args, records, probes, info)}
     report.write_json(args.out / "results.json", meta, records)
@@ -240,6 +240,7 @@ def main(argv=None) -> int:
         print((args.out / "scaling.md").read_text() + f"written to {args.out}")
         return 0 if all(r["status"] == "ok" for r in records) else 1
     args.out.mkdir(parents=True, exist_ok=True)
+    args.machine = machine.machine(args.device)  # git and nvidia-smi once, before this run's files change the tree
     shutil.rmtree(args.out / "gate", ignore_errors=True)  # an earlier run's arrays in this --out are not this run's
     runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant, args.ops)
     records, unavailable = [], {}

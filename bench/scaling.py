@@ -134,6 +134,7 @@ def run(args) -> list:
             for net in nets for batch in args.batch_size for w, t in configurations(args.workers, args.threads)]
     records = []
     args.out.mkdir(parents=True, exist_ok=True)
+    args.machine = machine.machine(args.device)  # once, before this run's own files change the tree
     for rnd, fw, net, batch, w, t in tqdm(plan, desc="scaling", unit="run"):
         records.append({**run_one(args, fw, net, batch, w, t), "round": rnd})
         write(args, records)
@@ -195,7 +196,7 @@ def cost_model(spec_name: str = "paper", per_gpu_batch: int = 32, gpus: int = 8,
 
 
 def markdown(args, records: list) -> str:
-    table, info = rows(records), machine.machine(args.device)
+    table, info = rows(records), args.machine
     lines = [f"# Data-parallel scaling ({args.preset}, {args.device})", "",
              f"machine: {machine.described(info)}; global batch "
              f"{', '.join(map(str, args.batch_size))} split evenly over the workers; {args.warmup} warm-up + "
@@ -223,8 +224,9 @@ def markdown(args, records: list) -> str:
 
 
 def write(args, records: list) -> None:
-    (args.out / "scaling.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(args).items()},
-                                                       "machine": machine.machine(args.device), "records": records}, indent=1))
+    options = {k: str(v) for k, v in vars(args).items() if k != "machine"}
+    (args.out / "scaling.json").write_text(json.dumps({"options": options, "machine": args.machine, "records": records},
+                                                      indent=1))
     (args.out / "scaling.md").write_text(markdown(args, records))
 
 

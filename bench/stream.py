@@ -164,6 +164,7 @@ def run(args) -> list:
     from common.contract.spec import get_spec
 
     args.out.mkdir(parents=True, exist_ok=True)
+    args.machine = machine.machine(args.device)  # read once, before this run's own files change the tree
     spec = get_spec(args.preset)
     quality = vocoder_quality(spec)
     plan = [(rnd, fw) for rnd in range(args.repeat) for fw in (args.framework if rnd % 2 == 0 else args.framework[::-1])]
@@ -195,7 +196,7 @@ def medians(records: list) -> dict:
 
 
 def markdown(args, records: list, quality: list) -> str:
-    table, info = medians(records), machine.machine(args.device)
+    table, info = medians(records), getattr(args, "machine", None) or machine.machine(args.device)
     rounds = max((r["round"] for r in records), default=-1) + 1
     lines = [f"# Streaming synthesis ({args.preset}, {args.device})", "",
              f"machine: {machine.described(info)}; {args.threads} threads a framework; "
@@ -291,8 +292,9 @@ def plot(path: Path, records: list, frameworks: list) -> None:
 
 
 def write(args, records: list, quality: list) -> None:
-    (args.out / "stream.json").write_text(json.dumps({"options": {k: str(v) for k, v in vars(args).items()},
-                                                      "machine": machine.machine(args.device), "records": records,
+    options = {k: str(v) for k, v in vars(args).items() if k != "machine"}
+    (args.out / "stream.json").write_text(json.dumps({"options": options,
+                                                      "machine": args.machine, "records": records,
                                                       "vocoder_quality": quality}, indent=1))
     (args.out / "stream.md").write_text(markdown(args, records, quality))
 

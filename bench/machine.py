@@ -42,6 +42,21 @@ def subprocess_env(n: int, device: str = "cpu") -> dict:
     return {**os.environ, **thread_env(n), **({} if device == "cpu" else GPU_ENV), "PYTHONPATH": path}
 
 
+def worker_parser(prog: str):
+    """The options every `--worker` process of a benchmark module takes (its own ones are added)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--framework", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--result", required=True)
+    return p
+
+
 def run_worker_process(cmd: list, result: Path, env: dict, timeout: float, base: dict) -> dict:
     """Run a benchmark worker that writes its record as JSON to `result` and return the record; a
     timeout, a crash or a missing answer becomes `base` with status "error" and the reason."""

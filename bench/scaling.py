@@ -12,7 +12,6 @@ model of `cost_model`). A run is `python -m bench.scaling --worker ...` in each 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -31,19 +30,12 @@ LINKS = {"NVLink 4 (one 8-GPU H200 node)": 350e9, "PCIe 5 x16 (one node, no NVLi
 
 
 def parse_worker_args(argv):
-    p = argparse.ArgumentParser(prog="python -m bench.scaling --worker")
-    p.add_argument("--worker", action="store_true")
-    p.add_argument("--framework", required=True)
+    p = machine.worker_parser("python -m bench.scaling --worker")  # its --threads: per worker
     p.add_argument("--net", required=True)
-    p.add_argument("--preset", required=True)
     p.add_argument("--batch-size", type=int, required=True, help="the global batch")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, required=True, help="per worker")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batches", type=int, default=2)
-    p.add_argument("--result", required=True)
     return p.parse_args(argv)
 
 

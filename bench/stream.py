@@ -14,7 +14,6 @@ against wall time). One run is `python -m bench.stream --worker ...`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -38,16 +37,9 @@ def sentences(spec) -> dict:
 
 
 def parse_worker_args(argv):
-    p = argparse.ArgumentParser(prog="python -m bench.stream --worker")
-    p.add_argument("--worker", action="store_true")
-    p.add_argument("--framework", required=True)
-    p.add_argument("--preset", required=True)
-    p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p = machine.worker_parser("python -m bench.stream --worker")
     p.add_argument("--text2mel", default=None)
     p.add_argument("--ssrn", default=None)
-    p.add_argument("--result", required=True)
     return p.parse_args(argv)
 
 

@@ -579,11 +579,11 @@ def test_dctts_synthesize_streams_a_wav_and_raw_pcm(framework, trained_run, tmp_
         cli.synthesize_main([*argv, "-o", str(tmp_path / "offline.wav")])
     assert done.value.code == 0
     with pytest.raises(SystemExit) as done:
-        cli.synthesize_main([*argv, "--stream", "--chunk", "2", "-o", str(tmp_path / "stream.wav")])
+        cli.synthesize_main([*argv, "--stream", "--chunk", "2", "-o", str(tmp_path / "new" / "stream.wav")])
     assert done.value.code == 0
     printed = capsysbinary.readouterr().out
     assert b"first audio after" in printed and b"real-time factor" in printed
-    streamed, sr = sf.read(tmp_path / "stream.wav")
+    streamed, sr = sf.read(tmp_path / "new" / "stream.wav")  # its folder made as for an offline wav
     assert sr == S.get_spec("tiny").sr and streamed.shape == sf.read(tmp_path / "offline.wav")[0].shape
     assert np.abs(streamed).max() == pytest.approx(0.9, abs=1e-3)
     with pytest.raises(SystemExit) as done:

@@ -336,6 +336,8 @@ def run_stream(args, t2m, ssrn, ids, max_frames: int) -> int:
     (common.streaming); report the time to the first audio and how the stream kept up."""
     sr = ssrn.spec.sr
     pieces = pipeline.speak(t2m, ssrn, ids, args.chunk, max_frames)
+    if not to_stdout(args):
+        args.output.parent.mkdir(parents=True, exist_ok=True)
     sink = output.PcmStream(args.audio_out) if to_stdout(args) else output.WavStream(args.output, sr)
     done = []
     try:

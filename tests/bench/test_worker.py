@@ -201,7 +201,7 @@ def test_trained_models_set_the_preset_and_must_come_in_pairs(tmp_path):
 
 def test_the_gpu_script_runs_its_tables_on_any_device(tmp_path, real_framework):
     """bench/gpu.sh with its presets and batches replaced, on the CPU: every timing task ran in both tiers, with the
-    script's batch sizes, 10 counted steps and its round count, each preset in its own folder."""
+    script's batch sizes, 10 counted steps and its round count, each preset in its own folder; then the stream."""
     env = {**os.environ, "PYTHON": sys.executable, "FRAMEWORKS": real_framework, "PRESETS": "tiny",
            "BATCHES": "1 2", "REPEAT": "1"}
     proc = subprocess.run(["bash", str(machine.REPO / "bench" / "gpu.sh"), str(tmp_path), "cpu"], env=env,
@@ -213,3 +213,5 @@ def test_the_gpu_script_runs_its_tables_on_any_device(tmp_path, real_framework):
         ("synthesize", 1, "ok", 10), ("synthesize", 8, "ok", 10), ("train-ssrn", 1, "ok", 10),
         ("train-ssrn", 2, "ok", 10), ("train-text2mel", 1, "ok", 10), ("train-text2mel", 2, "ok", 10)]
     assert sorted(r["ops"] for r in raw["runs"]) == ["stock"] * 6 + ["tuned"] * 6  # both tiers, by default
+    streams = json.loads((tmp_path / "stream" / "stream.json").read_text())["records"]
+    assert [(r["framework"], r["status"]) for r in streams] == [(real_framework, "ok")]

@@ -344,7 +344,8 @@ def run_stream(args, t2m, ssrn, ids, max_frames: int) -> int:
         for piece in pieces:
             sink.write(piece.samples)
             if not done:
-                print(f"first audio after {piece.at:.3f} s (chunks of {args.chunk} reduced frames)", flush=True)
+                print(f"first audio after {piece.at:.3f} s (chunks of {args.chunk} reduced frame{'s' * (args.chunk > 1)})",
+                      flush=True)
             done.append(piece)
         sink.close()
     except BrokenPipeError:  # the player went away: stop speaking, quietly

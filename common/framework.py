@@ -11,7 +11,7 @@ import importlib
 import numpy as np
 
 from common.data.batch import Batch
-from common.contract.synthesis import check_chunk, check_ids, stream_mels
+from common.contract.synthesis import batch_synthesis, check_chunk, check_ids, stream_mels
 from common.environment import SetupError
 from common.contract.spec import Spec
 
@@ -88,8 +88,8 @@ class Backend(abc.ABC):
         stopping at its own end of text or after `max_frames` frames. Returns one
         common.contract.synthesis.Synthesis per utterance, the same as synthesizing it alone: the pair
         (mel (F, T_b) in [0, 1], attention (N_b, T_b)) with .forced (T_b,) bool, the frames
-        whose column the forcing replaced."""
-        raise NotImplementedError(f"{self.net} does not synthesize from text")
+        whose column the forcing replaced: common.contract.synthesis.batch_synthesis over `decode`."""
+        return batch_synthesis(self.decode, texts, self.spec, max_frames)
 
     def synthesize(self, text: np.ndarray, max_frames: int) -> tuple:
         """One utterance: synthesize_batch([text], max_frames)[0]."""

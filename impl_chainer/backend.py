@@ -61,12 +61,6 @@ class Backend(framework.Backend):
             logits, attention = self.model(a["text"], a["mel"])
             return {"logits": runtime.to_numpy(logits), "attention": runtime.to_numpy(attention)}
 
-    def synthesize_batch(self, texts: list, max_frames: int) -> list:
-        if self.net != "text2mel":
-            return super().synthesize_batch(texts, max_frames)
-        with runtime.unchecked():
-            return synth.synthesize_batch(self.model, texts, max_frames)
-
     def decode(self, texts: list, max_frames: int, block: int):
         if self.net != "text2mel":
             return super().decode(texts, max_frames, block)

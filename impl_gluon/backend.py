@@ -64,11 +64,6 @@ class Backend(framework.Backend):
             return {"logits": logits.asnumpy(), "attention": attention.asnumpy()}
         return {"logits": self.model(a["mel"]).asnumpy()}
 
-    def synthesize_batch(self, texts: list, max_frames: int) -> list:
-        if self.net != "text2mel":
-            return super().synthesize_batch(texts, max_frames)
-        return syn.synthesize_batch(self.model, texts, max_frames)
-
     def decode(self, texts: list, max_frames: int, block: int):
         if self.net != "text2mel":
             return super().decode(texts, max_frames, block)

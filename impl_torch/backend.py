@@ -49,11 +49,6 @@ class Backend(framework.Backend):
             logits, attention = self.model(t["text"], t["mel"])
             return {"logits": logits.cpu().numpy(), "attention": attention.cpu().numpy()}
 
-    def synthesize_batch(self, texts: list, max_frames: int) -> list:
-        if self.net != "text2mel":
-            return super().synthesize_batch(texts, max_frames)
-        return synth.synthesize_batch(self.model, texts, max_frames)
-
     def decode(self, texts: list, max_frames: int, block: int):
         if self.net != "text2mel":
             return super().decode(texts, max_frames, block)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from impl_torch import runtime  # noqa: F401  (the framework environment comes first)
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from common.contract import spec as S
-from common.contract.synthesis import STOP_CHECK_EVERY, Block, check_mel, check_texts, collect, pad_ids
+from common.contract.synthesis import Block, batch_synthesis, check_mel, check_texts, pad_ids
 from impl_torch.text2mel import pad_bias
 
 
@@ -92,11 +94,9 @@ def decode(text2mel, texts: list, max_frames: int, block: int):
 
 def synthesize_batch(text2mel, texts: list, max_frames: int) -> list:
     """Several id arrays (N_b,), each ending with end-of-text -> one common.contract.synthesis.Synthesis
-    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool. `decode`'s
-    blocks of STOP_CHECK_EVERY frames until every sentence has reached its end of text or after
-    `max_frames` frames; each is cut at its own end (common.contract.synthesis.collect)."""
-    texts = check_texts(texts, text2mel.spec, max_frames)
-    return collect(decode(text2mel, texts, max_frames, STOP_CHECK_EVERY), [len(ids) for ids in texts])
+    per sentence: (mel (F, T_b) in [0, 1], attention (N_b, T_b)), .forced (T_b,) bool
+    (common.contract.synthesis.batch_synthesis over `decode`)."""
+    return batch_synthesis(functools.partial(decode, text2mel), texts, text2mel.spec, max_frames)
 
 
 def synthesize(text2mel, ids, max_frames: int) -> tuple:

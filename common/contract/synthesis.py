@@ -140,6 +140,15 @@ def collect(blocks: Generator[Block, None, None], n_text) -> list:
     return split_batch(*(np.concatenate(arrays, axis=-1) for arrays in zip(*parts)), n_text)
 
 
+def batch_synthesis(decode, texts, spec, max_frames: int) -> list:
+    """Every framework's batch synthesis, given its `decode(texts, max_frames, block)`: the texts
+    checked (check_texts), then decode's blocks of STOP_CHECK_EVERY frames read until every
+    sentence has reached its end of text or after `max_frames` frames, each sentence cut at its own
+    end (collect): one Synthesis per sentence."""
+    texts = check_texts(texts, spec, max_frames)
+    return collect(decode(texts, max_frames, STOP_CHECK_EVERY), [len(ids) for ids in texts])
+
+
 def stream_mels(blocks: Generator[Block, None, None], n_text: int) -> Iterator[np.ndarray]:
     """One sentence's mel (F, n) a block at a time, as its decode hands them over, the last one cut
     at the end of text (that frame included; where a block ends exactly there, no empty one

@@ -231,6 +231,7 @@ def main(argv=None) -> int:
         return converge.run(args)
     if args.tune:
         return tune.run(args)
+    args.machine = machine.machine(args.device)  # git and nvidia-smi once, before this run's own files change the tree
     if args.stream:
         records = stream.run(args)
         print((args.out / "stream.md").read_text() + f"written to {args.out}")
@@ -240,7 +241,6 @@ def main(argv=None) -> int:
         print((args.out / "scaling.md").read_text() + f"written to {args.out}")
         return 0 if all(r["status"] == "ok" for r in records) else 1
     args.out.mkdir(parents=True, exist_ok=True)
-    args.machine = machine.machine(args.device)  # git and nvidia-smi once, before this run's files change the tree
     shutil.rmtree(args.out / "gate", ignore_errors=True)  # an earlier run's arrays in this --out are not this run's
     runs = plan(args.framework, args.task, args.batch_size, args.repeat, args.synth_batch, args.variant, args.ops)
     records, unavailable = [], {}

@@ -126,7 +126,6 @@ def run(args) -> list:
             for net in nets for batch in args.batch_size for w, t in configurations(args.workers, args.threads)]
     records = []
     args.out.mkdir(parents=True, exist_ok=True)
-    args.machine = machine.machine(args.device)  # once, before this run's own files change the tree
     for rnd, fw, net, batch, w, t in tqdm(plan, desc="scaling", unit="run"):
         records.append({**run_one(args, fw, net, batch, w, t), "round": rnd})
         write(args, records)

@@ -156,7 +156,6 @@ def run(args) -> list:
     from common.contract.spec import get_spec
 
     args.out.mkdir(parents=True, exist_ok=True)
-    args.machine = machine.machine(args.device)  # read once, before this run's own files change the tree
     spec = get_spec(args.preset)
     quality = vocoder_quality(spec)
     plan = [(rnd, fw) for rnd in range(args.repeat) for fw in (args.framework if rnd % 2 == 0 else args.framework[::-1])]
@@ -188,7 +187,7 @@ def medians(records: list) -> dict:
 
 
 def markdown(args, records: list, quality: list) -> str:
-    table, info = medians(records), getattr(args, "machine", None) or machine.machine(args.device)
+    table, info = medians(records), args.machine
     rounds = max((r["round"] for r in records), default=-1) + 1
     lines = [f"# Streaming synthesis ({args.preset}, {args.device})", "",
              f"machine: {machine.described(info)}; {args.threads} threads a framework; "

@@ -22,6 +22,9 @@ import soundfile as sf
 from common.contract.spec import Spec
 
 
+PEAK = 0.9  # [ours] the level synthesized wavs are normalized to (mag_to_wav; a stream, as it goes)
+
+
 class AudioError(ValueError):
     """Audio that cannot be used (unreadable, empty, not mono, wrong shape)."""
 
@@ -82,7 +85,7 @@ def mag_to_wav(mag, spec: Spec) -> np.ndarray:
                              n_fft=spec.n_fft, window="hann", random_state=0)
     if spec.preemphasis > 0:
         wav = scipy.signal.lfilter([1.0], [1.0, -spec.preemphasis], wav)
-    wav = 0.9 * wav / max(np.abs(wav).max(), np.finfo(np.float64).tiny)
+    wav = PEAK * wav / max(np.abs(wav).max(), np.finfo(np.float64).tiny)
     return wav.astype(np.float32)
 
 

@@ -26,6 +26,7 @@ import scipy.signal
 from common.contract.spec import Spec
 from common.data import audio
 
+
 class ShortTimeFourier:
     """librosa.stft and librosa.istft with center=False (a test holds them equal), transposed:
     frames along the first axis, so that every FFT runs over contiguous memory; for the short
@@ -64,7 +65,6 @@ class ShortTimeFourier:
 
 
 MOMENTUM = 0.99  # librosa.griffinlim's default, which the offline path uses
-PEAK = 0.9  # the offline path's peak level
 
 
 class StreamingGriffinLim:
@@ -75,7 +75,8 @@ class StreamingGriffinLim:
                  lookahead: int | None = None, seed: int = 0):
         """`history` and `lookahead` default to the frames a frame overlaps on each side
         (ceil(n_fft / hop) - 1: 3 at the paper's STFT)."""
-        overlap = math.ceil(spec.n_fft / spec.hop) - 1
+        self.span = math.ceil(spec.n_fft / spec.hop)  # frames one frame's window reaches over, itself included
+        overlap = self.span - 1
         self.spec, self.iters = spec, spec.gl_iters if iters is None else iters
         self.history = overlap if history is None else history
         self.lookahead = overlap if lookahead is None else lookahead
@@ -83,7 +84,7 @@ class StreamingGriffinLim:
             raise ValueError(f"iters, history and lookahead must be >= 0, got {self.iters}, {self.history}, "
                              f"{self.lookahead}")
         self.fourier = ShortTimeFourier(spec)
-        self.keep = max(self.history, math.ceil(spec.n_fft / spec.hop))  # committed frames an emission can need
+        self.keep = max(self.history, self.span)  # committed frames an emission can need
         self.rng = np.random.RandomState(seed)  # new frames start from random phases, as offline
         self.magnitude = np.zeros((0, spec.n_mags))  # linear magnitudes of the frames kept, time-major
         self.phase = np.zeros((0, spec.n_mags), complex)  # their unit phasors
@@ -130,7 +131,7 @@ class StreamingGriffinLim:
         if end <= self.emitted:
             return np.zeros(0, np.float32)
         half, hop = self.spec.n_fft // 2, self.spec.hop
-        lo = max(self.first, (self.emitted + half) // hop - math.ceil(self.spec.n_fft / hop))
+        lo = max(self.first, (self.emitted + half) // hop - self.span)
         hi = self.committed  # frames from `hi` on start at or after `end`
         wav = self.fourier.istft(self.magnitude[lo - self.first:hi - self.first]
                                  * self.phase[lo - self.first:hi - self.first])
@@ -143,4 +144,4 @@ class StreamingGriffinLim:
         if self.spec.preemphasis > 0:
             wav, self.emphasis = scipy.signal.lfilter([1.0], [1.0, -self.spec.preemphasis], wav, zi=self.emphasis)
         self.loudest = max(self.loudest, float(np.abs(wav).max(initial=0.0)))
-        return (PEAK * wav / max(self.loudest, np.finfo(np.float64).tiny)).astype(np.float32)
+        return (audio.PEAK * wav / max(self.loudest, np.finfo(np.float64).tiny)).astype(np.float32)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from bench import run, stream
+from bench import machine, run, stream
 from common.contract.spec import get_spec
 from common.data import text
 
@@ -42,6 +42,7 @@ def fake(framework, rnd, first, stall, offline=1.0):
 
 def test_the_verdicts_name_the_chunks_that_meet_the_target_and_the_streams_that_ran_dry(tmp_path):
     args = run.parse_args(["--task", "stream", "--framework", "torch", "chainer", "--out", str(tmp_path)])
+    args.machine = machine.machine(args.device)  # as run.main reads it
     records = [fake("torch", 0, 0.05, 0.0), fake("torch", 1, 0.07, 0.0), fake("chainer", 0, 0.2, 0.3),
                {"framework": "gluon", "status": "error", "round": 0, "reason": "boom"}]
     table = stream.markdown(args, records, [])
